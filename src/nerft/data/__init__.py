@@ -1,0 +1,1 @@
+"""Reading, validating and converting CLUE NER data."""

@@ -1,0 +1,220 @@
+"""`prepare`: validate CLUE NER files, write alpaca JSON per split, register them for LLaMA-Factory.
+
+Two streaming passes over each input keep memory flat whatever the file's size: the first
+validates and counts, the second converts and writes. Nothing is written unless every record is
+valid (or `skip_invalid` is set), and every output file, `dataset_info.json` included, is written
+to a temporary file and renamed into place only once all of them are complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nerft.data.load import format_errors, iter_checked
+from nerft.data.records import CluenerRecord, Finding
+from nerft.errors import DataError
+from nerft.io import atomic_writer, write_json_atomic
+from nerft.prompts import get_format
+
+DATASET_INFO = "dataset_info.json"
+ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system"}
+
+
+@dataclass
+class SplitSummary:
+    """What went into one split."""
+
+    name: str
+    file: str
+    records: int = 0
+    entities: Counter = field(default_factory=Counter)
+    total_chars: int = 0
+    max_chars: int = 0
+
+    def add(self, record: CluenerRecord) -> None:
+        self.records += 1
+        self.total_chars += len(record.text)
+        self.max_chars = max(self.max_chars, len(record.text))
+        self.entities.update(entity.label for entity in record.entities)
+
+    @property
+    def mean_chars(self) -> float:
+        return self.total_chars / self.records if self.records else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "records": self.records,
+            "entities": dict(sorted(self.entities.items())),
+            "mean_chars": round(self.mean_chars, 2),
+            "max_chars": self.max_chars,
+        }
+
+
+@dataclass
+class PrepareResult:
+    out_dir: Path
+    dataset_names: dict[str, str]
+    splits: dict[str, SplitSummary]
+    findings: list[Finding]
+    skipped: int
+    prompt: str
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    def to_dict(self) -> dict:
+        return {
+            "out_dir": str(self.out_dir),
+            "prompt": self.prompt,
+            "datasets": self.dataset_names,
+            "splits": {name: split.to_dict() for name, split in self.splits.items()},
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "skipped": self.skipped,
+        }
+
+
+def prepare_dataset(
+    *,
+    train: str | os.PathLike,
+    dev: str | os.PathLike | None = None,
+    test: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike = "data/dataset",
+    name: str = "cluener",
+    val_size: float = 0.1,
+    seed: int = 42,
+    labels: list[str] | None = None,
+    prompt: str = "compact",
+    skip_invalid: bool = False,
+) -> PrepareResult:
+    """Convert and register CLUE NER data. Raises `DataError` (and writes nothing) on invalid input."""
+    if not 0 <= val_size < 1:
+        raise DataError(f"--val-size must be in [0, 1), got {val_size}")
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise DataError(f"dataset name {name!r} may only hold letters, digits, '-' and '_'")
+    fmt = get_format(prompt, labels)
+    out_dir = Path(out_dir)
+    inputs = {"train": train, "dev": dev, "test": test}
+    inputs = {split: Path(path) for split, path in inputs.items() if path is not None}
+
+    # Pass 1: validate everything and count records, before anything is written.
+    findings: list[Finding] = []
+    valid_counts: dict[str, int] = {}
+    for split, path in inputs.items():
+        valid = 0
+        for checked in iter_checked(path, labels):
+            findings.extend(checked.findings)
+            valid += checked.ok
+        valid_counts[split] = valid
+    errors = [f for f in findings if f.severity == "error"]
+    if errors and not skip_invalid:
+        raise DataError(
+            format_errors(errors)
+            + f"\n{len(errors)} invalid record(s); nothing was written (--skip-invalid writes the valid ones)"
+        )
+    for split, count in valid_counts.items():
+        if count == 0:
+            raise DataError(f"{inputs[split]}: no valid records")
+
+    # Split train into train/dev by Knuth's selection sampling: exactly round(n * val_size)
+    # records, chosen uniformly by the seed, in O(1) memory.
+    split_dev = "dev" not in inputs and val_size > 0
+    dev_target = round(valid_counts["train"] * val_size) if split_dev else 0
+    if split_dev and dev_target == 0:
+        raise DataError(f"--val-size {val_size} of {valid_counts['train']} records selects no dev record")
+    if split_dev and dev_target == valid_counts["train"]:
+        raise DataError(f"--val-size {val_size} leaves no train records")
+
+    names = {split: f"{name}_{split}" for split in ("train", "dev", "test") if split in inputs or (split == "dev" and split_dev)}
+    summaries = {split: SplitSummary(split, f"{names[split]}.json") for split in names}
+
+    with contextlib.ExitStack() as stack:
+        writers = {split: stack.enter_context(_AlpacaArrayWriter(out_dir / summary.file)) for split, summary in summaries.items()}
+        rng = random.Random(seed)
+        for split, path in inputs.items():
+            remaining, wanted = valid_counts[split], dev_target
+            for record in _valid_records(path, labels):
+                target = split
+                if split == "train" and split_dev:
+                    if rng.random() * remaining < wanted:
+                        target, wanted = "dev", wanted - 1
+                    remaining -= 1
+                writers[target].write(fmt.example(record))
+                summaries[target].add(record)
+        # Leaving the block without an exception renames every complete split file into place;
+        # an exception anywhere removes all of the temporary files instead.
+
+    register_datasets(out_dir, {names[split]: summaries[split].file for split in names})
+    write_json_atomic(
+        out_dir / f"{name}_meta.json",
+        {
+            "prompt": fmt.name,
+            "system": fmt.system,
+            "labels": list(fmt.labels),
+            "datasets": names,
+            "splits": {split: summary.to_dict() for split, summary in summaries.items()},
+        },
+    )
+    skipped = sum(1 for f in findings if f.severity == "error")
+    return PrepareResult(out_dir, names, summaries, findings, skipped if skip_invalid else 0, fmt.name)
+
+
+def _valid_records(path: Path, labels) -> Iterator[CluenerRecord]:
+    for checked in iter_checked(path, labels):
+        if checked.ok:
+            yield checked.record
+
+
+class _AlpacaArrayWriter:
+    """Streams examples into a JSON array in a temporary file, renamed into place on a clean exit."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._count = 0
+
+    def __enter__(self):
+        self._context = atomic_writer(self.path)
+        self._handle = self._context.__enter__()
+        self._handle.write("[")
+        return self
+
+    def write(self, example: dict) -> None:
+        self._handle.write(",\n  " if self._count else "\n  ")
+        self._handle.write(json.dumps(example, ensure_ascii=False))
+        self._count += 1
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self._handle.write("\n]\n" if self._count else "]\n")
+        return self._context.__exit__(exc_type, exc, tb)
+
+
+def register_datasets(out_dir: Path, entries: dict[str, str]) -> None:
+    """Merge alpaca entries into `out_dir/dataset_info.json`, keeping every other entry as it was."""
+    info_path = out_dir / DATASET_INFO
+    info: dict = {}
+    if info_path.exists():
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{info_path}:{exc.lineno}: broken JSON ({exc.msg}); fix or remove it, nerft will not overwrite it") from None
+        if not isinstance(info, dict):
+            raise DataError(f"{info_path}: expected a JSON object of dataset entries")
+    updated = dict(info)
+    for dataset, file_name in entries.items():
+        updated[dataset] = {"file_name": file_name, "formatting": "alpaca", "columns": dict(ALPACA_COLUMNS)}
+    if updated != info or not info_path.exists():
+        write_json_atomic(info_path, updated)

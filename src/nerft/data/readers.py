@@ -1,0 +1,194 @@
+"""Streaming readers for the shapes CLUE NER data comes in.
+
+JSON Lines, a JSON array, and a stream of concatenated or pretty-printed objects all go through
+one line-driven decoder, so memory holds one record at a time whatever the file's size. Char-level
+BIO / BIOES / BMES files (one character and its tag a line, blank line between sentences) have
+their own reader. Each reader yields `(line, value)` pairs where `value` is a parsed object or a
+`Finding` that says why that part of the file could not be read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from nerft.data.records import Entity, Finding
+from nerft.errors import DataError
+
+# A record larger than this is not CLUE NER data: stop instead of buffering the whole file.
+MAX_RECORD_CHARS = 1 << 20
+_SEPARATORS = " \t\r\n,[]"
+
+
+def open_text(path: str | os.PathLike):
+    """Open a UTF-8 file, with or without a BOM, or fail with a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    return open(path, encoding="utf-8-sig", newline=None)
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """'json' when the first non-blank character opens a JSON value, else 'tagged'."""
+    with open_text(path) as handle:
+        try:
+            for line in handle:
+                stripped = line.strip()
+                if stripped:
+                    return "json" if stripped[0] in "[{" else "tagged"
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return "json"
+
+
+def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict | Finding]]:
+    """Yield `(line, object)` for every top-level JSON object in the file, in order.
+
+    A record that does not decode is reported as a `Finding` at the line where it starts. A JSON
+    Lines record is known to be broken when the next line starts a new object at column 0; any
+    record is known to be broken at the end of the file.
+    """
+    source = str(path)
+    decoder = json.JSONDecoder()
+    buffer = ""
+    buffer_line = 1  # line number of buffer[0]
+    last_error = ""
+    with open_text(path) as handle:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(handle, start=1):
+                if buffer and line.startswith("{"):
+                    yield buffer_line, _broken(source, buffer_line, last_error)
+                    buffer = ""
+                if not buffer:
+                    buffer_line = lineno
+                buffer += line
+                while True:
+                    start = _skip_separators(buffer)
+                    buffer_line += buffer.count("\n", 0, start)
+                    buffer = buffer[start:]
+                    if not buffer:
+                        break
+                    if buffer[0] != "{":
+                        reason = f"expected a JSON object, found {buffer.split(chr(10), 1)[0][:40]!r}"
+                        yield buffer_line, Finding("error", source, buffer_line, reason)
+                        newline = buffer.find("\n")
+                        buffer = "" if newline < 0 else buffer[newline + 1 :]
+                        buffer_line += 1
+                        continue
+                    try:
+                        value, end = decoder.raw_decode(buffer)
+                    except json.JSONDecodeError as exc:
+                        last_error = f"{exc.msg} (line {buffer_line + exc.lineno - 1}, column {exc.colno})"
+                        if len(buffer) > MAX_RECORD_CHARS:
+                            raise DataError(
+                                f"{source}:{buffer_line}: broken JSON: an object that never closes ({last_error})"
+                            ) from None
+                        break
+                    yield buffer_line, value
+                    buffer_line += buffer.count("\n", 0, end)
+                    buffer = buffer[end:]
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{source}:{lineno + 1}: not UTF-8 text ({exc.reason})") from None
+    if buffer.strip(_SEPARATORS):
+        yield buffer_line, _broken(source, buffer_line, last_error or "unexpected end of file")
+
+
+def _skip_separators(text: str) -> int:
+    index = 0
+    length = len(text)
+    while index < length and text[index] in _SEPARATORS:
+        index += 1
+    return index
+
+
+def _broken(source: str, line: int, detail: str) -> Finding:
+    return Finding("error", source, line, f"broken JSON: {detail}")
+
+
+# Tags per scheme. IOB1 files and BIOES/BMES all reduce to: a span starts at B/S (or at I/M/E
+# after O or another label) and continues through I/M/E of the same label.
+_BEGIN = {"B", "S"}
+_INSIDE = {"I", "M", "E"}
+
+
+def iter_tagged_sentences(path: str | os.PathLike) -> Iterator[tuple[int, dict | Finding]]:
+    """Yield `(line, {"text", "entities"})` per sentence of a char-level BIO/BIOES/BMES file.
+
+    The line is where the sentence starts. A line that is not `CHAR TAG` or a tag outside the
+    schemes is a `Finding` for the whole sentence.
+    """
+    source = str(path)
+    chars: list[str] = []
+    tags: list[str] = []
+    start_line = 0
+    problem: Finding | None = None
+
+    def flush():
+        if problem is not None:
+            return start_line, problem
+        return start_line, {"text": "".join(chars), "entities": _spans_from_tags(chars, tags)}
+
+    with open_text(path) as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            line = raw.rstrip("\r\n")
+            if not line.strip():
+                if chars or problem:
+                    yield flush()
+                chars, tags, problem = [], [], None
+                continue
+            if not chars and problem is None:
+                start_line = lineno
+            if problem is not None:
+                continue
+            parsed = _parse_tagged_line(line)
+            if isinstance(parsed, str):
+                problem = Finding("error", source, lineno, parsed)
+                continue
+            char, tag = parsed
+            chars.append(char)
+            tags.append(tag)
+    if chars or problem:
+        yield flush()
+
+
+def _parse_tagged_line(line: str) -> tuple[str, str] | str:
+    # The character itself may be a space (CLUENER text has them), so split from the right.
+    if "\t" in line:
+        char, _, tag = line.rpartition("\t")
+    else:
+        char, _, tag = line.rpartition(" ")
+    tag = tag.strip()
+    if len(char) != 1:
+        return f"expected one character and its tag, found {line!r}"
+    if tag != "O" and (len(tag) < 3 or tag[0] not in _BEGIN | _INSIDE or tag[1] not in "-_"):
+        return f"unknown tag {tag!r} (expected O, or B-/I-/E-/M-/S- followed by a label)"
+    return char, tag
+
+
+def _spans_from_tags(chars: list[str], tags: list[str]) -> list[Entity]:
+    entities: list[Entity] = []
+    start: int | None = None
+    label = ""
+
+    def close(end: int):
+        entities.append(Entity(start, end, label, "".join(chars[start : end + 1])))
+
+    for index, tag in enumerate(tags):
+        prefix, tag_label = (tag[0], tag[2:]) if tag != "O" else ("O", "")
+        continues = prefix in _INSIDE and start is not None and tag_label == label
+        if start is not None and not continues:
+            close(index - 1)
+            start = None
+        if prefix == "O":
+            continue
+        if start is None:
+            start, label = index, tag_label
+        if prefix in {"E", "S"}:
+            close(index)
+            start = None
+    if start is not None:
+        close(len(tags) - 1)
+    return entities

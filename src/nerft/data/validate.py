@@ -1,0 +1,125 @@
+"""Turn decoded input into `CluenerRecord`s and say what is wrong with each.
+
+Errors (the record cannot be trusted; by default nothing is written):
+- broken JSON, a top-level value that is not an object, not UTF-8;
+- `text` missing, not a string, or empty / only whitespace;
+- `label` not of the shape `{type: {entity: [[start, end], ...]}}`;
+- a span outside the text, with start > end, or where `text[start:end+1] != entity`;
+- a label not in `--labels`, when that option is given;
+- two spans that cross (overlap without one containing the other).
+
+Warnings (written as they are, reported in the summary):
+- an entity with leading or trailing whitespace;
+- nested spans, or the same span under two labels (CLUENER train has one nested pair);
+  span-level (BIO) scoring keeps only the outer span of a nest;
+- a record without `label` in a file that otherwise has labels (it is treated as unlabelled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from nerft.data.records import CluenerRecord, Entity, Finding
+
+
+@dataclass
+class CheckedRecord:
+    """A record (None when it could not be built) and every finding about it."""
+
+    record: CluenerRecord | None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.record is not None and not any(f.severity == "error" for f in self.findings)
+
+
+def check_json_record(value: dict, source: str, line: int, labels: Iterable[str] | None = None) -> CheckedRecord:
+    """Validate one CLUE NER JSON object."""
+    findings: list[Finding] = []
+
+    def error(reason: str) -> CheckedRecord:
+        findings.append(Finding("error", source, line, reason))
+        return CheckedRecord(None, findings)
+
+    text = value.get("text")
+    if "text" not in value:
+        return error("no 'text' field")
+    if not isinstance(text, str):
+        return error(f"'text' must be a string, found {type(text).__name__}")
+    if not text.strip():
+        return error("empty text")
+    raw_label = value.get("label")
+    labelled = "label" in value and raw_label is not None
+    entities: list[Entity] = []
+    if labelled:
+        if not isinstance(raw_label, dict):
+            return error(f"'label' must be an object {{type: {{entity: [[start, end]]}}}}, found {type(raw_label).__name__}")
+        for label, mentions in raw_label.items():
+            if not isinstance(mentions, dict):
+                findings.append(Finding("error", source, line, f"label {label!r}: expected {{entity: [[start, end], ...]}}"))
+                continue
+            for entity_text, spans in mentions.items():
+                entities.extend(_check_spans(text, label, entity_text, spans, source, line, findings))
+    record = CluenerRecord(text=text, entities=sorted(entities), id=value.get("id"), labelled=labelled, source=source, line=line)
+    findings.extend(check_entities(record, labels))
+    return CheckedRecord(record, findings)
+
+
+def check_tagged_record(value: dict, source: str, line: int, labels: Iterable[str] | None = None) -> CheckedRecord:
+    """Validate one sentence read from a BIO/BMES file (its spans are consistent by construction)."""
+    text = value["text"]
+    if not text.strip():
+        return CheckedRecord(None, [Finding("error", source, line, "empty text")])
+    record = CluenerRecord(text=text, entities=sorted(value["entities"]), source=source, line=line)
+    return CheckedRecord(record, check_entities(record, labels))
+
+
+def _check_spans(text, label, entity_text, spans, source, line, findings) -> Iterator[Entity]:
+    where = f"{label} {entity_text!r}"
+    if not isinstance(spans, list) or not spans:
+        findings.append(Finding("error", source, line, f"{where}: spans must be a non-empty list of [start, end]"))
+        return
+    for span in spans:
+        if not (isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)):
+            findings.append(Finding("error", source, line, f"{where}: span {span!r} is not [start, end]"))
+            continue
+        start, end = span
+        if start < 0 or end >= len(text) or start > end:
+            findings.append(
+                Finding("error", source, line, f"{where}: span [{start}, {end}] is outside the text (length {len(text)})")
+            )
+            continue
+        found = text[start : end + 1]
+        if found != entity_text:
+            findings.append(Finding("error", source, line, f"{where}: span [{start}, {end}] covers {found!r}"))
+            continue
+        yield Entity(start, end, label, entity_text)
+
+
+def check_entities(record: CluenerRecord, labels: Iterable[str] | None = None) -> list[Finding]:
+    """Checks on the entity list that apply to every input shape."""
+    findings: list[Finding] = []
+    allowed = set(labels) if labels else None
+
+    def add(severity, reason):
+        findings.append(Finding(severity, record.source, record.line, reason))
+
+    for entity in record.entities:
+        if allowed is not None and entity.label not in allowed:
+            add("error", f"unknown label {entity.label!r} (allowed: {', '.join(sorted(allowed))})")
+        if entity.text != entity.text.strip():
+            add("warning", f"{entity.label} {entity.text!r}: entity has leading or trailing whitespace")
+    # Entities are sorted by (start, end): compare each with the furthest-reaching one before it.
+    reach: Entity | None = None
+    for entity in record.entities:
+        if reach is not None and entity.start <= reach.end:
+            pair = f"{reach.label} {reach.text!r} [{reach.start}, {reach.end}] and {entity.label} {entity.text!r} [{entity.start}, {entity.end}]"
+            if entity.end <= reach.end or (entity.start == reach.start):
+                add("warning", f"nested spans: {pair}")
+            else:
+                add("error", f"overlapping spans: {pair}")
+        if reach is None or entity.end > reach.end:
+            reach = entity
+    return findings

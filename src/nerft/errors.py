@@ -1,0 +1,42 @@
+"""nerft's own exception types.
+
+Every error a user can cause (bad data, bad config, a missing model, an unreachable server) is a
+`NerftError`. The CLI turns it into one line on stderr and a non-zero exit; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class NerftError(Exception):
+    """An error the user can fix. `hint` names the next thing to try."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class DataError(NerftError):
+    """Input data that cannot be read or does not validate."""
+
+
+class ConfigError(NerftError):
+    """A nerft config that does not validate."""
+
+
+class ModelError(NerftError):
+    """A model, adapter or run folder that is missing or unusable."""
+
+
+class ServerError(NerftError):
+    """A server that does not answer, or answers with an error."""
+
+
+class EnvironmentProblem(NerftError):
+    """A missing program or a broken installation."""
