@@ -1,0 +1,3 @@
+from nerft.cli.main import main
+
+main()

@@ -1,0 +1,116 @@
+"""A tiny random Qwen2 chat model that nerft builds itself, so CPU runs and tests need no model hub.
+
+It has the Qwen2 architecture and the Qwen chat special tokens, so LLaMA-Factory's `qwen`
+template, LoRA, export and the API server treat it like the real model. Its tokenizer is a
+byte-level BPE trained on the bundled sample (any text still tokenizes, byte by byte) unless a
+real Qwen2 tokenizer folder is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+TINY_CONFIG = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+)
+MARKER = "nerft_tiny.json"
+
+
+def default_corpus() -> list[str]:
+    """Texts to train the tiny tokenizer on: the bundled sample and the prompt vocabulary."""
+    from nerft.prompts import CLUENER_LABELS, SEED_INSTRUCTION
+
+    texts = [SEED_INSTRUCTION, " ".join(CLUENER_LABELS), "NER 无 You are a helpful assistant."]
+    sample = Path(__file__).resolve().parents[3] / "data" / "sample"
+    for path in sorted(sample.glob("*.jsonl")) if sample.is_dir() else []:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                texts.append(json.loads(line)["text"])
+    return texts
+
+
+def build_tiny_qwen2(
+    out_dir: str | os.PathLike,
+    *,
+    tokenizer_dir: str | os.PathLike | None = None,
+    corpus: list[str] | None = None,
+    vocab_size: int = 1024,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random Qwen2ForCausalLM with its tokenizer to `out_dir` and return the path.
+
+    Idempotent: an existing folder built with the same settings is reused.
+    """
+    out_dir = Path(out_dir)
+    settings = {"tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None, "vocab_size": vocab_size, "seed": seed, **TINY_CONFIG}
+    marker = out_dir / MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == settings and (out_dir / "config.json").is_file():
+        return out_dir
+
+    import torch
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    if tokenizer_dir is not None:
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    else:
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=_train_tokenizer(corpus or default_corpus(), vocab_size))
+        tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+        tokenizer.eos_token = "<|im_end|>"
+        tokenizer.pad_token = "<|endoftext|>"
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    tokenizer.padding_side = "left"
+
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        **TINY_CONFIG,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = config.pad_token_id
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / MARKER).write_text(json.dumps(settings, indent=2))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(staging, out_dir)
+    return out_dir
+
+
+def _train_tokenizer(corpus: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return tokenizer
