@@ -1,0 +1,141 @@
+"""The one place nerft runs external programs (`llamafactory-cli`, `vllm`, ...).
+
+    from nerft.process import run_program
+    code = run_program(["llamafactory-cli", "train", "run/llamafactory_train.yaml"],
+                       env={"FORCE_TORCHRUN": "1"}, install_hint="pip install llamafactory==0.9.5")
+
+Rules it enforces for every caller:
+- the command is an argument list, never a shell string;
+- the exact command (and the environment variables added to it) is logged to stderr first;
+- the child's stdout and stderr are streamed as they come (stdout lines go to our stdout unless
+  `stdout_to_stderr=True`, which commands use when their own stdout is reserved for results);
+  `on_line` sees every line too, e.g. to keep the last lines of a log;
+- the child's exit code is returned, not interpreted: the command passes it through;
+- a program that is not installed raises `EnvironmentProblem` saying what to install.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from nerft.errors import EnvironmentProblem
+
+
+def find_program(program: str, *, install_hint: str | None = None) -> str:
+    """Return the path of `program`, looking beside the running Python first (the venv's bin/).
+
+    The venv's bin/ is not always on PATH (e.g. `.venv/bin/nerft` run directly), yet that is
+    where `llamafactory-cli` was installed along with nerft.
+    """
+    if os.sep in program:
+        if Path(program).is_file() and os.access(program, os.X_OK):
+            return program
+    else:
+        beside_python = Path(sys.executable).parent / program
+        if beside_python.is_file() and os.access(beside_python, os.X_OK):
+            return str(beside_python)
+        found = shutil.which(program)
+        if found:
+            return found
+    hint = install_hint or f"install {program} and make sure it is on PATH"
+    raise EnvironmentProblem(f"program not found: {program}", hint=hint)
+
+
+def format_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """The command as a user could paste it into a shell (added variables first)."""
+    prefix = [f"{key}={shlex.quote(str(value))}" for key, value in (env or {}).items()]
+    return " ".join([*prefix, *(shlex.quote(str(arg)) for arg in argv)])
+
+
+def run_program(
+    argv: Sequence[str | os.PathLike],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+    install_hint: str | None = None,
+    stdout_to_stderr: bool = False,
+    on_line: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> int:
+    """Run `argv` as a child process, stream its output, and return its exit code.
+
+    `env` holds variables added to (not replacing) this process's environment. Ctrl-C is passed
+    to the child, which gets the chance to stop cleanly; its exit code is still returned.
+    """
+    if isinstance(argv, (str, bytes)):
+        raise TypeError("run_program takes an argument list, not a string")
+    args = [str(arg) for arg in argv]
+    if not args:
+        raise ValueError("run_program needs a program to run")
+    args[0] = find_program(args[0], install_hint=install_hint)
+    extra_env = {key: str(value) for key, value in (env or {}).items()}
+    write_log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    write_log(f"$ {format_command(args, extra_env)}")
+
+    out = sys.stderr if stdout_to_stderr else sys.stdout
+    try:
+        child = subprocess.Popen(
+            args,
+            env={**os.environ, **extra_env},
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            bufsize=0,
+        )
+    except FileNotFoundError as exc:  # removed between find_program and Popen, or a bad cwd
+        raise EnvironmentProblem(f"cannot start {args[0]}: {exc.strerror}", hint=install_hint) from None
+
+    lock = threading.Lock()
+
+    def pump(stream, target) -> None:
+        # Read whatever is available rather than whole lines: progress bars redraw with '\r' and
+        # would otherwise only show up when they finish.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        while True:
+            chunk = stream.read(65536)  # unbuffered pipe: returns what is there
+            text = decoder.decode(chunk, final=not chunk)
+            with lock:
+                if text:
+                    target.write(text)
+                    target.flush()
+                if on_line is not None:
+                    pending += text
+                    *lines, pending = re.split(r"\r\n|\r|\n", pending)
+                    if not chunk and pending:
+                        lines.append(pending)
+                    for line in lines:
+                        on_line(line)
+            if not chunk:
+                break
+        stream.close()
+
+    pumps = [
+        threading.Thread(target=pump, args=(child.stdout, out), daemon=True),
+        threading.Thread(target=pump, args=(child.stderr, sys.stderr), daemon=True),
+    ]
+    for thread in pumps:
+        thread.start()
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        try:
+            code = child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            code = child.wait()
+    for thread in pumps:
+        thread.join()
+    return code

@@ -1,0 +1,52 @@
+"""`nerft.process.run_program`: the one function that runs external programs."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from nerft.errors import EnvironmentProblem
+from nerft.process import format_command, run_program
+
+
+def test_exit_code_is_passed_through_and_output_streamed(capsys):
+    lines: list[str] = []
+    code = run_program(
+        [sys.executable, "-c", "import sys; print('实体'); sys.stderr.write('50%\\r100%\\n'); sys.exit(3)"],
+        on_line=lines.append,
+    )
+    captured = capsys.readouterr()
+    assert code == 3
+    assert captured.out == "实体\n"
+    assert "50%\r100%\n" in captured.err
+    assert sorted(lines) == ["100%", "50%", "实体"]
+
+
+def test_command_and_added_environment_are_logged_first(capsys):
+    code = run_program(
+        [sys.executable, "-c", "import os; print(os.environ['NERFT_PROBE'])"],
+        env={"NERFT_PROBE": "a b"},
+        stdout_to_stderr=True,
+    )
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.out == ""
+    first, second = captured.err.splitlines()[:2]
+    assert first.startswith("$ NERFT_PROBE='a b' ") and first.endswith("'import os; print(os.environ['\"'\"'NERFT_PROBE'\"'\"'])'")
+    assert second == "a b"
+
+
+def test_missing_program_says_what_to_install():
+    with pytest.raises(EnvironmentProblem) as info:
+        run_program(["nerft-no-such-program"], install_hint="pip install llamafactory==0.9.5")
+    assert str(info.value) == "program not found: nerft-no-such-program (pip install llamafactory==0.9.5)"
+
+
+def test_a_shell_string_is_refused():
+    with pytest.raises(TypeError):
+        run_program("echo hi")  # type: ignore[arg-type]
+
+
+def test_format_command_quotes_like_a_shell():
+    assert format_command(["llamafactory-cli", "train", "my run/x.yaml"], {"NNODES": "2"}) == "NNODES=2 llamafactory-cli train 'my run/x.yaml'"
