@@ -1,0 +1,152 @@
+"""CLUE NER's official scoring: entity strings per sentence and label, compared as sets.
+
+For every sentence and label, the gold and the predicted entity strings are each a SET, so an
+entity named twice (or annotated at two positions) counts once. Summed over sentences per label:
+TP = |gold ∩ predicted|, FP = |predicted - gold|, FN = |gold - predicted|.
+
+- precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = 2PR / (P + R); each is 0.0 when its
+  denominator is 0 (a label never predicted has precision 0, a label never in gold recall 0);
+- support = TP + FN, the number of distinct gold entity strings of the label;
+- micro: the same formulas over TP, FP and FN summed over all labels;
+- macro: the mean of the per-label values over every label in gold ∪ predicted, so a label the
+  model invents (e.g. "公司名") counts with F1 0 and lowers macro F1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+Mention = tuple[str, str]
+
+
+@dataclass
+class LabelCounts:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    @property
+    def precision(self) -> float:
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def recall(self) -> float:
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    @property
+    def support(self) -> int:
+        return self.tp + self.fn
+
+    def to_dict(self) -> dict:
+        return {
+            "precision": self.precision, "recall": self.recall, "f1": self.f1, "support": self.support,
+            "tp": self.tp, "fp": self.fp, "fn": self.fn,
+        }
+
+
+@dataclass
+class SentenceDiff:
+    """What one sentence got wrong, as (label, entity) pairs in the order they were written."""
+
+    false_positives: list[Mention] = field(default_factory=list)
+    false_negatives: list[Mention] = field(default_factory=list)
+
+    @property
+    def correct(self) -> bool:
+        return not self.false_positives and not self.false_negatives
+
+
+@dataclass
+class ClueScores:
+    labels: dict[str, LabelCounts]
+    sentences: list[SentenceDiff]
+
+    @property
+    def micro(self) -> LabelCounts:
+        total = LabelCounts()
+        for counts in self.labels.values():
+            total.tp, total.fp, total.fn = total.tp + counts.tp, total.fp + counts.fp, total.fn + counts.fn
+        return total
+
+    @property
+    def macro_precision(self) -> float:
+        return _mean(c.precision for c in self.labels.values())
+
+    @property
+    def macro_recall(self) -> float:
+        return _mean(c.recall for c in self.labels.values())
+
+    @property
+    def macro_f1(self) -> float:
+        return _mean(c.f1 for c in self.labels.values())
+
+    def to_dict(self) -> dict:
+        micro = self.micro
+        return {
+            "labels": {label: counts.to_dict() for label, counts in self.labels.items()},
+            "micro": {"precision": micro.precision, "recall": micro.recall, "f1": micro.f1, "support": micro.support},
+            "macro": {"precision": self.macro_precision, "recall": self.macro_recall, "f1": self.macro_f1},
+        }
+
+
+def score_clue(gold: Sequence[Iterable[Mention]], predicted: Sequence[Iterable[Mention]]) -> ClueScores:
+    """Score predicted against gold mentions, sentence by sentence (both lists in the same order)."""
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
+    labels: dict[str, LabelCounts] = {}
+    sentences = []
+    for gold_mentions, predicted_mentions in zip(gold, predicted):
+        gold_set = dict.fromkeys(gold_mentions)  # ordered sets
+        predicted_set = dict.fromkeys(predicted_mentions)
+        diff = SentenceDiff(
+            false_positives=[m for m in predicted_set if m not in gold_set],
+            false_negatives=[m for m in gold_set if m not in predicted_set],
+        )
+        for label, _ in gold_set.keys() | predicted_set.keys():
+            labels.setdefault(label, LabelCounts())
+        for mention in predicted_set:
+            counts = labels[mention[0]]
+            if mention in gold_set:
+                counts.tp += 1
+            else:
+                counts.fp += 1
+        for label, _ in diff.false_negatives:
+            labels[label].fn += 1
+        sentences.append(diff)
+    return ClueScores(dict(sorted(labels.items())), sentences)
+
+
+def format_table(scores: ClueScores) -> str:
+    """The per-label table of the tutorials, with a Support column."""
+    micro = scores.micro
+    rows = [["Label", "Precision", "Recall", "F1", "Support"]]
+    for label, counts in scores.labels.items():
+        rows.append([label, f"{counts.precision:.4f}", f"{counts.recall:.4f}", f"{counts.f1:.4f}", str(counts.support)])
+    rows.append(["Micro Avg.", f"{micro.precision:.4f}", f"{micro.recall:.4f}", f"{micro.f1:.4f}", str(micro.support)])
+    rows.append(["Macro Avg.", f"{scores.macro_precision:.4f}", f"{scores.macro_recall:.4f}", f"{scores.macro_f1:.4f}", str(micro.support)])
+    widths = [max(_width(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(_pad(cell, width) for cell, width in zip(row, widths)) for row in rows)
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def _width(cell: str) -> int:
+    # CJK labels (a model inventing "公司名") take two columns in a terminal.
+    return sum(2 if "\u2e80" <= char <= "\u9fff" or "\uff00" <= char <= "\uffef" else 1 for char in cell)
+
+
+def _pad(cell: str, width: int) -> str:
+    return " " * (width - _width(cell)) + cell

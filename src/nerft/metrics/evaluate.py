@@ -1,0 +1,136 @@
+"""Score raw model answers against gold records: CLUE's set scores, seqeval's span scores, errors.
+
+`evaluate(gold, predictions)` takes the raw answers (one string per gold record, same order);
+`read_predictions(path, expected_count)` reads them from JSON Lines with the answer in "predict",
+the shape of LLaMA-Factory's `generated_predictions.jsonl`; `score_prediction_files(...)` does
+both from file paths and is what `nerft eval` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from nerft.data.load import load_records
+from nerft.data.readers import open_text
+from nerft.data.records import CluenerRecord
+from nerft.errors import DataError
+from nerft.metrics.clue import ClueScores, format_table, score_clue
+from nerft.metrics.parse import parse_output
+from nerft.metrics.spans import SpanScores, score_spans
+
+
+@dataclass
+class EvalReport:
+    gold: Sequence[CluenerRecord]
+    predictions: Sequence[str]
+    parsed: list[list[tuple[str, str]] | None]
+    clue: ClueScores
+    spans: SpanScores
+
+    @property
+    def records(self) -> int:
+        return len(self.gold)
+
+    @property
+    def unparseable(self) -> int:
+        return sum(1 for mentions in self.parsed if mentions is None)
+
+    def errors(self) -> list[dict]:
+        """One row per sentence with a mistake: what was predicted wrongly, what was missed."""
+        rows = []
+        for index, (record, raw, mentions, diff) in enumerate(zip(self.gold, self.predictions, self.parsed, self.clue.sentences)):
+            if diff.correct and mentions is not None:
+                continue
+            rows.append({
+                "index": index,
+                "line": record.line,
+                "text": record.text,
+                "predict": raw,
+                "unparseable": mentions is None,
+                "false_positives": [list(m) for m in diff.false_positives],
+                "false_negatives": [list(m) for m in diff.false_negatives],
+            })
+        return rows
+
+    def to_dict(self) -> dict:
+        errors = self.errors()
+        return {
+            "records": self.records,
+            "unparseable": self.unparseable,
+            **self.clue.to_dict(),
+            "seqeval": self.spans.to_dict(),
+            "sentences_with_errors": len(errors),
+            "errors": errors,
+        }
+
+    def format(self) -> str:
+        """The table of the tutorials and a summary, for the terminal."""
+        micro = self.spans.micro
+        dropped = self.spans.not_in_text + self.spans.overlapping
+        return "\n".join([
+            format_table(self.clue),
+            "",
+            f"records: {self.records}, unparseable: {self.unparseable}",
+            f"span F1 (seqeval, micro): {micro['f1']:.4f} "
+            f"(precision {micro['precision']:.4f}, recall {micro['recall']:.4f}; "
+            f"{dropped} predicted string(s) not placed in their sentence)",
+        ])
+
+
+def evaluate(gold: Sequence[CluenerRecord], predictions: Sequence[str]) -> EvalReport:
+    """Parse every answer and score it against its gold record."""
+    if len(gold) != len(predictions):
+        raise DataError(f"{len(predictions)} predictions for {len(gold)} gold records")
+    parsed = [parse_output(raw) for raw in predictions]
+    predicted = [mentions or [] for mentions in parsed]
+    clue = score_clue([record.mentions() for record in gold], predicted)
+    spans = score_spans(gold, predicted)
+    return EvalReport(gold, predictions, parsed, clue, spans)
+
+
+def read_predictions(path: str | os.PathLike, expected_count: int | None = None) -> list[str]:
+    """The raw answers of a JSON Lines file, each line an object with the answer in "predict".
+
+    Other fields ("prompt", "label", ...) are ignored; blank lines are skipped.
+    """
+    predictions: list[str] = []
+    with open_text(path) as handle:
+        try:
+            for lineno, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{lineno}: not a JSON line ({exc.msg}, column {exc.colno})") from None
+                if not isinstance(row, dict) or "predict" not in row:
+                    raise DataError(f'{path}:{lineno}: expected an object with the model\'s answer in "predict"')
+                if not isinstance(row["predict"], str):
+                    raise DataError(f'{path}:{lineno}: "predict" must be a string, found {type(row["predict"]).__name__}')
+                predictions.append(row["predict"])
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    if expected_count is not None and len(predictions) != expected_count:
+        raise DataError(
+            f"{path} has {len(predictions)} predictions but the gold file has {expected_count} records; "
+            "they must be the same records in the same order"
+        )
+    return predictions
+
+
+def score_prediction_files(*, gold: str | os.PathLike, predictions: str | os.PathLike) -> EvalReport:
+    """Load gold records (any shape `nerft prepare` reads) and a predictions file, and score them."""
+    records = load_gold(gold)
+    return evaluate(records, read_predictions(predictions, expected_count=len(records)))
+
+
+def load_gold(path: str | os.PathLike) -> list[CluenerRecord]:
+    """Gold records for scoring: refuses a file with no labels at all (a test split)."""
+    records = load_records(path)
+    if not any(record.labelled for record in records):
+        raise DataError(f"{Path(path)}: no record has a 'label'; gold data for scoring needs labels (is it a test split?)")
+    return records
