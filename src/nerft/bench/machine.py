@@ -1,0 +1,47 @@
+"""The hardware a figure was measured on, in one line, for the benchmark reports."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+
+
+def lscpu_fields(text: str) -> dict[str, str]:
+    """`lscpu`'s `Key: value` lines as a dict."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def describe_machine() -> dict:
+    """CPU model and usable cores (from lscpu and the scheduler), memory, and GPUs when nvidia-smi answers."""
+    cpu = platform.processor() or platform.machine()
+    if shutil.which("lscpu"):
+        fields = lscpu_fields(subprocess.run(["lscpu"], capture_output=True, text=True).stdout)
+        cpu = fields.get("Model name", cpu)
+        if fields.get("Hypervisor vendor"):
+            cpu += f" ({fields['Hypervisor vendor']} guest)"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    memory_gib = None
+    try:
+        with open("/proc/meminfo") as handle:
+            memory_gib = round(int(handle.readline().split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    gpus: list[str] = []
+    if shutil.which("nvidia-smi"):
+        query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"]
+        result = subprocess.run(query, capture_output=True, text=True)
+        gpus = [line.strip() for line in result.stdout.splitlines() if line.strip()] if result.returncode == 0 else []
+    return {"cpu": cpu, "cores": cores, "memory_gib": memory_gib, "gpus": gpus}
+
+
+def machine_line(machine: dict | None = None) -> str:
+    machine = machine or describe_machine()
+    line = f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB RAM"
+    return line + (f", GPU: {'; '.join(machine['gpus'])}" if machine["gpus"] else ", no GPU")

@@ -1,0 +1,82 @@
+"""Time and peak resident memory of one function call, run in a child process of its own.
+
+A fresh interpreter (`python -m nerft.bench.memory TARGET KWARGS`) imports the target's module,
+notes its peak RSS so far (the baseline: interpreter and imports), calls the target once with the
+keyword arguments, then reports its own `ru_maxrss` and the call's duration on a marker line. The
+child measures itself, so measurements taken one after another never mix, as they would with
+`getrusage(RUSAGE_CHILDREN)` in the parent (it keeps the largest child seen so far). The child runs
+through `nerft.process.run_program`, like every program nerft starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import resource
+import sys
+import time
+from dataclasses import dataclass
+
+from nerft.errors import NerftError
+
+MARKER = "NERFT_BENCH_MEASURED "
+
+
+@dataclass(frozen=True)
+class MeasuredCall:
+    target: str
+    seconds: float  # the call itself, without interpreter start-up and imports
+    baseline_rss_bytes: int  # peak RSS after imports, before the call
+    peak_rss_bytes: int
+
+    @property
+    def peak_rss_mib(self) -> float:
+        return self.peak_rss_bytes / 2**20
+
+    @property
+    def baseline_rss_mib(self) -> float:
+        return self.baseline_rss_bytes / 2**20
+
+    @property
+    def growth_mib(self) -> float:
+        """What the call added to the peak: the part that could grow with the input."""
+        return (self.peak_rss_bytes - self.baseline_rss_bytes) / 2**20
+
+
+def measure_call(target: str, **kwargs) -> MeasuredCall:
+    """Call `module:function(**kwargs)` in a child interpreter and measure it. Arguments must be JSON."""
+    from nerft.process import run_program
+
+    reports: list[str] = []
+
+    def catch(line: str) -> None:
+        if line.startswith(MARKER):
+            reports.append(line[len(MARKER) :])
+
+    argv = [sys.executable, "-m", "nerft.bench.memory", target, json.dumps(kwargs, default=str)]
+    code = run_program(argv, stdout_to_stderr=True, on_line=catch, log=lambda message: None)
+    if code != 0 or not reports:
+        raise NerftError(f"measuring {target} failed: the child exited with {code}")
+    report = json.loads(reports[-1])
+    return MeasuredCall(target, report["seconds"], report["baseline_rss_bytes"], report["peak_rss_bytes"])
+
+
+def peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
+
+
+def _child_main(target: str, kwargs_json: str) -> None:
+    module_name, _, function_name = target.partition(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    kwargs = json.loads(kwargs_json)
+    baseline = peak_rss_bytes()
+    start = time.perf_counter()
+    function(**kwargs)
+    seconds = time.perf_counter() - start
+    report = {"seconds": seconds, "baseline_rss_bytes": baseline, "peak_rss_bytes": peak_rss_bytes()}
+    print(MARKER + json.dumps(report), file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    _child_main(*sys.argv[1:3])
