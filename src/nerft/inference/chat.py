@@ -1,0 +1,80 @@
+"""The chat turn a trained model sees at inference, built exactly as LLaMA-Factory built it at training.
+
+Training wrote alpaca examples (`PromptFormat.example`), and LLaMA-Factory turned each into
+`system` + one user turn with its chat template. Inference must send the same: the system prompt
+and user message come from the run's prompt format (`chat_messages`), and engines that tokenize
+themselves (hf, vllm) encode them with `ChatTemplate`, which reproduces LLaMA-Factory's encoding:
+every rendered slot encoded on its own, without special tokens added by the tokenizer.
+
+The `qwen` template is written out here, so predicting with Qwen needs no llamafactory import
+(about 15 s on a small machine); any other template is taken from LLaMA-Factory itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nerft.prompts import PromptFormat
+
+# LLaMA-Factory 0.9.5, data/template.py, register_template(name="qwen", ...).
+QWEN_SYSTEM = "<|im_start|>system\n{content}<|im_end|>\n"
+QWEN_USER = "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
+QWEN_STOP_WORDS = ("<|im_end|>",)
+NATIVE_TEMPLATES = ("qwen",)
+
+
+def chat_messages(fmt: PromptFormat, text: str) -> list[dict[str, str]]:
+    """The OpenAI-style messages for one sentence: the run's system prompt, then the user turn."""
+    return [{"role": "system", "content": fmt.system}, {"role": "user", "content": fmt.user_message(text)}]
+
+
+def render_qwen(system: str, user: str) -> str:
+    """The prompt text of LLaMA-Factory's `qwen` template, up to where the answer starts."""
+    return QWEN_SYSTEM.format(content=system) + QWEN_USER.format(content=user)
+
+
+@dataclass
+class ChatTemplate:
+    """Turns (system, user) into prompt token ids and knows the tokens that end an answer."""
+
+    name: str
+    tokenizer: Any
+    stop_words: tuple[str, ...] = ()
+    _llamafactory_template: Any = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, name: str, tokenizer: Any) -> "ChatTemplate":
+        if name == "qwen":
+            return cls(name, tokenizer, QWEN_STOP_WORDS)
+        from llamafactory.data.template import TEMPLATES, get_template_and_fix_tokenizer
+        from llamafactory.hparams import DataArguments
+
+        from nerft.errors import ModelError
+
+        if name not in TEMPLATES:
+            raise ModelError(f"unknown LLaMA-Factory template {name!r}")
+        template = get_template_and_fix_tokenizer(tokenizer, DataArguments(template=name))
+        return cls(name, tokenizer, tuple(template.stop_words), template)
+
+    def encode(self, system: str, user: str) -> list[int]:
+        if self._llamafactory_template is None:
+            # LLaMA-Factory encodes the system slot and the user slot separately; encoding them one
+            # by one keeps a BPE merge from ever crossing the boundary between them.
+            encode = self.tokenizer.encode
+            return encode(QWEN_SYSTEM.format(content=system), add_special_tokens=False) + encode(
+                QWEN_USER.format(content=user), add_special_tokens=False
+            )
+        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": ""}]
+        prompt_ids, _ = self._llamafactory_template.encode_oneturn(self.tokenizer, messages, system)
+        return prompt_ids
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """The eos token and every stop word, as LLaMA-Factory's `get_stop_token_ids` lists them."""
+        ids = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        for word in self.stop_words:
+            token_id = self.tokenizer.convert_tokens_to_ids(word)
+            if token_id is not None and token_id not in ids:
+                ids.append(token_id)
+        return ids

@@ -1,0 +1,82 @@
+"""Engines that answer chat requests: `hf` (transformers), `vllm` (offline vLLM), `openai` (HTTP).
+
+Every engine takes `ChatRequest`s and yields one `Generation` per request, in request order, as
+soon as it is known, so predictions can be written while the rest are still being generated.
+Decoding is greedy everywhere and stops at the template's end token or at the request's
+`max_new_tokens`. Heavy libraries are imported inside the engine that needs them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from nerft.inference.chat import chat_messages
+from nerft.prompts import PromptFormat
+
+ENGINES = ("hf", "vllm", "openai")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One sentence to answer: its system prompt and user turn, and a bound on the answer."""
+
+    text: str
+    system: str
+    user: str
+    max_new_tokens: int
+
+    @classmethod
+    def for_text(cls, fmt: PromptFormat, text: str) -> "ChatRequest":
+        system, user = (message["content"] for message in chat_messages(fmt, text))
+        return cls(text=text, system=system, user=user, max_new_tokens=fmt.max_new_tokens(text))
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A model's answer: the decoded text (special tokens removed) and why it ended."""
+
+    text: str
+    finish_reason: str  # "stop" (end token) or "length" (hit max_new_tokens)
+
+
+class Engine(Protocol):
+    name: str
+
+    def generate(self, requests: Iterable[ChatRequest]) -> Iterator[Generation]:
+        """One generation per request, in request order."""
+
+    def describe(self) -> dict:
+        """What answers (engine, model, adapter): recorded beside resumable predictions."""
+
+    def close(self) -> None:
+        """Free what the engine holds (GPU memory, HTTP connections)."""
+
+
+def default_engine(*, endpoint: str | None) -> str:
+    """`openai` when an endpoint is given; else `vllm` on a CUDA machine that has it; else `hf`."""
+    if endpoint:
+        return "openai"
+    if importlib.util.find_spec("vllm") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return "vllm"
+    return "hf"
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,158 @@
+"""The `openai` engine: any OpenAI-compatible chat endpoint (`nerft serve`, vLLM, LLaMA-Factory, ...).
+
+Requests run concurrently (at most `concurrency` in flight) and answers are yielded in request
+order. Each request is greedy (temperature 0), bounded by the output format's `max_tokens` and
+stopped at the template's end word. A connection error, a timeout, 429 or a 5xx is retried
+`retries` times with exponential backoff; then, or at once on any other error status, the
+engine raises `ServerError` naming the URL. Answers already yielded stay with the caller, which
+is what makes predicting over a server resumable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+from nerft.errors import ServerError
+from nerft.inference.engines import ChatRequest, Generation
+
+DEFAULT_CONCURRENCY = 8
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+def normalize_base_url(url: str) -> str:
+    """`http://host:port` and `http://host:port/` mean `http://host:port/v1`; a path is kept as given."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ServerError(f"{url}: not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
+    base = url.strip().rstrip("/")
+    return base + "/v1" if parts.path in ("", "/") else base
+
+
+class OpenAIEngine:
+    name = "openai"
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: float = 120.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        stop: Iterable[str] = (),
+        extra_body: dict | None = None,
+    ):
+        import httpx
+
+        self.base_url = normalize_base_url(endpoint)
+        self.concurrency = max(1, concurrency)
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self.stop = list(stop)
+        self.extra_body = dict(extra_body or {})
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # trust_env=False: a proxy set for the internet must not intercept a server on loopback.
+        self.client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=self.concurrency),
+            trust_env=False,
+        )
+        self.model = model or self.served_model()
+
+    def describe(self) -> dict:
+        return {"engine": self.name, "endpoint": self.base_url, "model": self.model}
+
+    def served_model(self) -> str:
+        """The model to ask for: the only one served, or the only LoRA adapter among them."""
+        data = self._call("GET", "/models")
+        models = [entry for entry in data.get("data") or [] if isinstance(entry, dict) and entry.get("id")]
+        if len(models) == 1:
+            return models[0]["id"]
+        adapters = [entry for entry in models if entry.get("parent")]  # vLLM lists LoRA modules with their base as parent
+        if len(adapters) == 1:
+            return adapters[0]["id"]
+        names = ", ".join(entry["id"] for entry in models) or "none"
+        raise ServerError(f"{self.base_url}/models lists {len(models)} models ({names})", hint="choose one with --model")
+
+    def request_body(self, request: ChatRequest) -> dict:
+        body = {
+            "model": self.model,
+            "messages": request.messages,
+            "temperature": 0,
+            "max_tokens": request.max_new_tokens,
+        }
+        if self.stop:
+            body["stop"] = self.stop
+        body.update(self.extra_body)
+        return body
+
+    def complete(self, request: ChatRequest) -> Generation:
+        data = self._call("POST", "/chat/completions", json=self.request_body(request))
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise ServerError(f"{self.base_url}/chat/completions: answer without choices[0].message: {str(data)[:200]}") from None
+        return Generation(text, "length" if choice.get("finish_reason") == "length" else "stop")
+
+    def generate(self, requests: Iterable[ChatRequest]) -> Iterator[Generation]:
+        executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="nerft-openai")
+        pending: deque[Future] = deque()
+        try:
+            for request in requests:
+                pending.append(executor.submit(self.complete, request))
+                # Keep the pool busy but never run far ahead of what has been written.
+                while len(pending) >= 2 * self.concurrency:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def _call(self, method: str, path: str, **kwargs) -> dict:
+        import httpx
+
+        url = self.base_url + path
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.client.request(method, url, **kwargs)
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if response.status_code < 400:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        raise ServerError(f"{url}: answered {response.status_code} with something that is not JSON") from None
+                problem = f"HTTP {response.status_code}: {_error_detail(response)}"
+                if response.status_code not in RETRY_STATUSES:
+                    hint = "check --api-key" if response.status_code in (401, 403) else None
+                    raise ServerError(f"{url}: {problem}", hint=hint)
+            if attempt < self.retries:
+                time.sleep(self.backoff * 2**attempt)
+        raise ServerError(f"{url}: no answer after {self.retries + 1} attempts ({problem})")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _error_detail(response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or response.reason_phrase
+    if isinstance(data, dict):
+        error = data.get("error", data.get("detail", data))
+        if isinstance(error, dict):
+            error = error.get("message", error)
+        return str(error)[:200]
+    return str(data)[:200]

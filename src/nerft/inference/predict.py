@@ -1,0 +1,127 @@
+"""Predicting over records: open an engine for a run or an endpoint, answer every record in order.
+
+    from nerft.inference.predict import open_engine, predict_records
+    engine = open_engine("hf", run=load_run("runs/tiny"))
+    counts = predict_records(records, engine, fmt, out="runs/tiny/eval/predictions.jsonl")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+
+from nerft.data.records import CluenerRecord
+from nerft.errors import ConfigError, ServerError
+from nerft.inference.chat import NATIVE_TEMPLATES, QWEN_STOP_WORDS
+from nerft.inference.engines import ENGINES, ChatRequest, Engine
+from nerft.inference.predictions import PredictionCounts, ResumablePredictions, prediction_row
+from nerft.inference.structured import output_constraint
+from nerft.progress import progress
+from nerft.prompts import PromptFormat
+from nerft.runfolder import RunInfo
+
+
+def open_engine(
+    name: str,
+    *,
+    run: RunInfo | None = None,
+    fmt: PromptFormat | None = None,
+    endpoint: str | None = None,
+    model: str | None = None,
+    api_key: str | None = None,
+    batch_size: int | None = None,
+    concurrency: int | None = None,
+    structured: bool | None = None,
+    retries: int = 4,
+    timeout: float = 120.0,
+    backoff: float = 0.5,
+) -> Engine:
+    """An engine for a run folder (`hf`, `vllm`) or an OpenAI-compatible endpoint (`openai`).
+
+    `structured` defaults to on for vllm and off for openai (where it is vLLM's `structured_outputs`
+    request field, which other servers ignore or refuse).
+    """
+    if name not in ENGINES:
+        raise ConfigError(f"unknown engine {name!r} (choose from: {', '.join(ENGINES)})")
+    fmt = fmt or (run.prompt_format() if run else None)
+    if name == "openai":
+        if not endpoint:
+            raise ConfigError("--engine openai needs --endpoint URL (a server started with `nerft serve`)")
+        from nerft.inference.engines.openai import DEFAULT_CONCURRENCY, OpenAIEngine
+
+        template = run.template if run else "qwen"
+        extra_body = {"structured_outputs": output_constraint(fmt)} if structured and fmt else None
+        return OpenAIEngine(
+            endpoint,
+            model=model,
+            api_key=api_key,
+            concurrency=concurrency or DEFAULT_CONCURRENCY,
+            retries=retries,
+            timeout=timeout,
+            backoff=backoff,
+            stop=QWEN_STOP_WORDS if template in NATIVE_TEMPLATES else (),
+            extra_body=extra_body,
+        )
+    if run is None:
+        raise ConfigError(f"--engine {name} needs --run RUN_DIR (the model to load)")
+    if endpoint:
+        raise ConfigError(f"--endpoint is for --engine openai, not {name}")
+    from nerft.inference.source import resolve_model
+
+    source = resolve_model(run)
+    if name == "hf":
+        from nerft.inference.engines.hf import HFEngine
+
+        return HFEngine(source, batch_size=batch_size)
+    from nerft.inference.engines.vllm import VLLMEngine
+
+    return VLLMEngine(source, fmt, batch_size=batch_size, structured=True if structured is None else structured, max_model_len=run.cutoff_len)
+
+
+def predict_records(
+    records: Sequence[CluenerRecord],
+    engine: Engine,
+    fmt: PromptFormat,
+    *,
+    out: str | os.PathLike | None = None,
+    sink: Callable[[dict], None] | None = None,
+    keep_unsupported: bool = False,
+) -> PredictionCounts:
+    """Answer every record, in order, into `out` (resumable) and/or `sink` (called per row)."""
+    counts = PredictionCounts(records=len(records), engine=engine.describe())
+    store = ResumablePredictions(out, engine.describe()) if out is not None else None
+    kept = store.resume(list(records)) if store else []
+    counts.resumed = len(kept)
+    for row in kept:
+        counts.add(row)
+        if sink:
+            sink(row)
+    todo = records[len(kept):]
+    requests = (ChatRequest.for_text(fmt, record.text) for record in todo)
+    start = time.perf_counter()
+    done = 0
+    try:
+        for record, generation in zip(todo, progress(engine.generate(requests), total=len(todo), desc="predicting")):
+            row = prediction_row(record, generation, keep_unsupported=keep_unsupported)
+            if store:
+                store.append(row)
+            if sink:
+                sink(row)
+            counts.add(row)
+            done += 1
+        if store:
+            store.finish()
+    except ServerError as exc:
+        if store is None:
+            raise
+        have = len(kept) + done
+        raise ServerError(
+            f"{exc.message}; {have} of {len(records)} predictions kept in {store.partial}",
+            hint="; ".join(filter(None, [exc.hint, f"run the same command again to predict the other {len(records) - have}"])),
+        ) from None
+    finally:
+        if store:
+            store.close()
+        counts.seconds = time.perf_counter() - start
+    return counts

@@ -1,0 +1,147 @@
+"""Prediction rows, and the resumable file they are written to.
+
+A predictions file is JSON Lines, one row per input record in input order, the shape `nerft eval`
+reads: `predict` holds the model's raw answer, and `entities` what it names, parsed. An entity
+that is not a substring of its sentence cannot be a CLUE entity (a model that "corrects" a name,
+or invents one): by default it is moved to `dropped`, so it is counted but not scored.
+
+While predicting, rows are appended to `<out>.partial` as they come, flushed one by one, so a run
+cut short (a server that went away, Ctrl-C) keeps them; the next run with the same output checks
+that the kept rows are the first sentences of its input and predicts only the rest. The finished
+file is renamed to `<out>` in one step, so `<out>` is never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nerft.data.records import CluenerRecord
+from nerft.errors import DataError
+from nerft.inference.engines import Generation
+from nerft.io import write_json_atomic
+
+
+def prediction_row(record: CluenerRecord, generation: Generation, *, keep_unsupported: bool = False) -> dict:
+    """The predictions-file row of one record: raw answer, parsed entities, dropped entities."""
+    from nerft.metrics.parse import parse_output
+
+    mentions = parse_output(generation.text)
+    entities, dropped = [], []
+    for label, text in dict.fromkeys(mentions or []):
+        (entities if keep_unsupported or text in record.text else dropped).append({"label": label, "text": text})
+    row: dict = {} if record.id is None else {"id": record.id}
+    row.update(text=record.text, predict=generation.text, entities=entities, dropped=dropped)
+    row["unparseable"] = mentions is None
+    row["finish_reason"] = generation.finish_reason
+    return row
+
+
+@dataclass
+class PredictionCounts:
+    """What a prediction run produced, for the summary line and `--json`."""
+
+    records: int = 0
+    resumed: int = 0
+    entities: int = 0
+    dropped: int = 0
+    unparseable: int = 0
+    truncated: int = 0
+    seconds: float = 0.0
+    engine: dict = field(default_factory=dict)
+
+    def add(self, row: dict) -> None:
+        self.entities += len(row["entities"])
+        self.dropped += len(row["dropped"])
+        self.unparseable += row["unparseable"]
+        self.truncated += row["finish_reason"] == "length"
+
+    @property
+    def predicted(self) -> int:
+        return self.records - self.resumed
+
+    def to_dict(self) -> dict:
+        return {
+            "records": self.records,
+            "predicted": self.predicted,
+            "resumed": self.resumed,
+            "entities": self.entities,
+            "dropped_not_in_text": self.dropped,
+            "unparseable": self.unparseable,
+            "truncated": self.truncated,
+            "seconds": round(self.seconds, 3),
+            "per_second": round(self.predicted / self.seconds, 3) if self.seconds else None,
+            **{f"engine_{key}": value for key, value in self.engine.items()},
+        }
+
+
+class ResumablePredictions:
+    """`<out>.partial`, appended row by row, renamed to `<out>` when every record has its row."""
+
+    def __init__(self, out: str | os.PathLike, source: dict):
+        self.out = Path(out)
+        self.partial = self.out.with_name(self.out.name + ".partial")
+        self.meta = self.out.with_name(self.out.name + ".partial.json")
+        # What answers: a restart must not mix two models' answers. The endpoint may move.
+        self.source = {key: value for key, value in source.items() if key != "endpoint"}
+        self._handle = None
+
+    def resume(self, records: list[CluenerRecord]) -> list[dict]:
+        """The rows kept from an earlier run, checked against `records`; [] when there is none."""
+        if not self.partial.is_file():
+            return []
+        if self.meta.is_file():
+            started = json.loads(self.meta.read_text(encoding="utf-8"))
+            if started != self.source:
+                raise DataError(
+                    f"{self.partial} was started with {_describe(started)}, not {_describe(self.source)}",
+                    hint=f"delete {self.partial} to start over",
+                )
+        rows: list[dict] = []
+        complete_bytes = 0
+        with open(self.partial, "rb") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if not line.endswith(b"\n"):
+                    break  # the run stopped mid-line: that row is predicted again
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise DataError(f"{self.partial}:{lineno}: not a JSON line", hint=f"delete {self.partial} to start over") from None
+                if lineno > len(records) or row.get("text") != records[lineno - 1].text:
+                    raise DataError(
+                        f"{self.partial}:{lineno}: predicts another sentence than record {lineno} of the input",
+                        hint=f"delete {self.partial} to start over",
+                    )
+                rows.append(row)
+                complete_bytes += len(line)
+        if complete_bytes != self.partial.stat().st_size:
+            os.truncate(self.partial, complete_bytes)
+        return rows
+
+    def append(self, row: dict) -> None:
+        if self._handle is None:
+            write_json_atomic(self.meta, self.source)
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.partial, "a", encoding="utf-8", newline="\n")
+        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+    def finish(self) -> None:
+        if self._handle is None:  # nothing was predicted now: everything came from the partial file
+            self.partial.touch()
+            self._handle = open(self.partial, "a", encoding="utf-8")
+        os.fsync(self._handle.fileno())
+        self.close()
+        os.replace(self.partial, self.out)
+        self.meta.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _describe(source: dict) -> str:
+    return ", ".join(f"{key} {value}" for key, value in source.items() if value is not None) or "unknown settings"

@@ -1,0 +1,84 @@
+"""Which weights answer for a run: the merged model if `nerft export` made one, else base + adapter.
+
+Every engine and server reads this one resolution, so `nerft predict` and `nerft serve` load the
+same weights. The LoRA rank comes from the adapter's own `adapter_config.json`: vLLM refuses an
+adapter whose rank exceeds its `max_lora_rank` (16 unless told otherwise), which is how the
+tutorials' hand-started servers failed with "LoRA rank 64 is greater than max_lora_rank 16".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from nerft.errors import ModelError
+from nerft.runfolder import RunInfo
+
+ADAPTER_CONFIG = "adapter_config.json"
+# vllm/config/lora.py: MaxLoRARanks = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Weights to load: `model` (a folder or hub id), plus a LoRA `adapter` folder or None."""
+
+    model: str
+    adapter: Path | None
+    template: str
+
+    @property
+    def lora_rank(self) -> int | None:
+        return lora_rank(self.adapter) if self.adapter is not None else None
+
+
+def resolve_model(run: RunInfo, *, merged: bool = True) -> ModelSource:
+    """The weights of `run`; `merged=False` ignores an exported merged model."""
+    if merged and run.merged_model is not None:
+        if not (Path(run.merged_model) / "config.json").is_file():
+            raise ModelError(
+                f"{run.run_dir}: run.json names merged model {run.merged_model}, which has no config.json",
+                hint=f"run `nerft export {run.run_dir}` again",
+            )
+        return ModelSource(str(run.merged_model), None, run.template)
+    if run.adapter_dir is not None:
+        adapter = Path(run.adapter_dir)
+        if not (adapter / ADAPTER_CONFIG).is_file():
+            raise ModelError(f"{adapter}: no {ADAPTER_CONFIG} (did training finish?)")
+        _check_base_model(run)
+        return ModelSource(run.base_model, adapter, run.template)
+    if (Path(run.run_dir) / "config.json").is_file():  # full or freeze fine-tuning saves the whole model
+        return ModelSource(str(run.run_dir), None, run.template)
+    raise ModelError(f"{run.run_dir}: run.json names no adapter and the folder holds no model (no config.json)")
+
+
+def _check_base_model(run: RunInfo) -> None:
+    base = run.base_model
+    looks_local = base.startswith(("/", "./", "../", "~")) or Path(base).exists()
+    if looks_local and not Path(base).expanduser().is_dir():
+        raise ModelError(f"{run.run_dir}: base model {base} does not exist", hint="run `nerft download` or fix base_model in run.json")
+
+
+def lora_rank(adapter_dir: Path) -> int:
+    """The largest rank of the adapter (its `r`, or the largest in `rank_pattern`)."""
+    path = Path(adapter_dir) / ADAPTER_CONFIG
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such file") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+    ranks = [config.get("r")] + list((config.get("rank_pattern") or {}).values())
+    ranks = [rank for rank in ranks if isinstance(rank, int) and rank > 0]
+    if not ranks:
+        raise ModelError(f"{path}: no LoRA rank 'r'")
+    return max(ranks)
+
+
+def vllm_max_lora_rank(rank: int) -> int:
+    """The smallest `max_lora_rank` vLLM accepts that holds an adapter of rank `rank`."""
+    for allowed in VLLM_MAX_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise ModelError(f"LoRA rank {rank} is larger than vLLM supports ({VLLM_MAX_LORA_RANKS[-1]})", hint="merge it with `nerft export`")
