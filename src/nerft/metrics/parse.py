@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end|>", "<eos>")
 NONE_WORDS = frozenset({"无", "没有", "无实体", "none", "null", "nil", "n/a", "[]", "{}"})
@@ -60,13 +59,6 @@ def parse_output(raw: str) -> list[Mention] | None:
     if found is not None:
         return found
     return named or None
-
-
-def _json_mentions(text: str) -> list[Mention] | None:
-    found = _first_json_mentions(text)
-    if found is not None:
-        return found
-    return _truncated_list_mentions(text) or None
 
 
 def _cut_at_end_token(text: str) -> str:
@@ -106,22 +98,24 @@ def _mention_line(line: str) -> Mention | None:
     return match.group(1), match.group(2)
 
 
-def _first_json_mentions(text: str) -> list[Mention] | None:
-    for start in _json_starts(text):
+def _json_mentions(text: str) -> list[Mention] | None:
+    """Rules 5 and 6: the first JSON value of a known shape, or the complete start of a cut list."""
+    for start, char in enumerate(text):
+        if char not in "[{":
+            continue
         try:
             value, _ = _DECODER.raw_decode(text, start)
         except json.JSONDecodeError:
+            # A list that does not decode may be cut off; its objects must not be read one by one
+            # as answers of their own, so the list is tried as a whole first.
+            recovered = _truncated_list_mentions(text, start) if char == "[" else []
+            if recovered:
+                return recovered
             continue
         mentions = mentions_from_json(value)
         if mentions is not None:
             return mentions
     return None
-
-
-def _json_starts(text: str) -> Iterator[int]:
-    for index, char in enumerate(text):
-        if char in "[{":
-            yield index
 
 
 def mentions_from_json(value: object) -> list[Mention] | None:
@@ -167,25 +161,19 @@ def _mention_object(item: object) -> Mention | None:
     return label.strip(), entity.strip()
 
 
-def _truncated_list_mentions(text: str) -> list[Mention]:
-    """The complete `{"label", "text"}` objects of a list that never closes."""
-    start = text.find("[")
-    while start >= 0:
-        mentions: list[Mention] = []
-        position = start + 1
-        while True:
-            while position < len(text) and text[position] in " \t\r\n,":
-                position += 1
-            if position >= len(text) or text[position] != "{":
-                break
-            try:
-                item, position = _DECODER.raw_decode(text, position)
-            except json.JSONDecodeError:
-                break
-            mention = _mention_object(item)
-            if mention is not None:
-                mentions.append(mention)
-        if mentions:
+def _truncated_list_mentions(text: str, start: int) -> list[Mention]:
+    """The complete `{"label", "text"}` objects of the list opening at `start` that never closes."""
+    mentions: list[Mention] = []
+    position = start + 1
+    while True:
+        while position < len(text) and text[position] in " \t\r\n,":
+            position += 1
+        if position >= len(text) or text[position] != "{":
             return mentions
-        start = text.find("[", start + 1)
-    return []
+        try:
+            item, position = _DECODER.raw_decode(text, position)
+        except json.JSONDecodeError:
+            return mentions
+        mention = _mention_object(item)
+        if mention is not None:
+            mentions.append(mention)

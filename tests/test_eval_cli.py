@@ -1,0 +1,192 @@
+"""`nerft eval --gold --predictions`: output, files it writes, one-line errors; the CLUENER round trip."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from nerft.cli.main import app
+
+GOLD = [
+    {"text": "张三在北京大学读书。", "label": {"name": {"张三": [[0, 1]]}, "organization": {"北京大学": [[3, 6]]}}},
+    {"text": "温格的球队2比1战胜曼联", "label": {"name": {"温格": [[0, 1]]}, "organization": {"曼联": [[10, 11]]}}},
+    {"text": "今天天气很好", "label": {}},
+]
+# LLaMA-Factory's generated_predictions.jsonl shape: prompt, predict, label.
+PREDICTIONS = [
+    {"prompt": "<|im_start|>system\nNER<|im_end|>\n...", "predict": "name:张三\norganization:北京大学", "label": "..."},
+    {"prompt": "...", "predict": "name:温格\ncompany:曼联<|im_end|>", "label": "..."},
+    {"prompt": "...", "predict": "???", "label": "无"},
+]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    return write_jsonl(tmp_path / "gold.jsonl", GOLD), write_jsonl(tmp_path / "predictions.jsonl", PREDICTIONS)
+
+
+def run(*args):
+    return CliRunner().invoke(app, ["eval", *map(str, args)])
+
+
+def test_prints_the_table_unparseable_count_and_span_f1(files):
+    gold, predictions = files
+    result = run("--gold", gold, "--predictions", predictions)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["Label", "Precision", "Recall", "F1", "Support"]
+    # name: 2 TP. organization: 北京大学 TP, 曼联 FN. company: 曼联 FP.
+    assert lines[1].split() == ["company", "0.0000", "0.0000", "0.0000", "0"]
+    assert lines[2].split() == ["name", "1.0000", "1.0000", "1.0000", "2"]
+    assert lines[3].split() == ["organization", "1.0000", "0.5000", "0.6667", "2"]
+    # micro: TP 3, FP 1, FN 1
+    assert lines[4].split() == ["Micro", "Avg.", "0.7500", "0.7500", "0.7500", "4"]
+    assert "records: 3, unparseable: 1" in result.stdout
+    assert "span F1 (seqeval, micro): 0.7500" in result.stdout
+
+
+def test_report_and_errors_files(files, tmp_path):
+    gold, predictions = files
+    report, errors = tmp_path / "out" / "report.json", tmp_path / "out" / "errors.jsonl"
+    result = run("--gold", gold, "--predictions", predictions, "--report", report, "--errors", errors)
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert {"labels", "micro", "macro", "unparseable", "seqeval", "records", "errors"} <= set(data)
+    assert data["records"] == 3 and data["unparseable"] == 1
+    assert set(data["labels"]["name"]) >= {"precision", "recall", "f1", "support"}
+    assert data["micro"]["f1"] == pytest.approx(0.75)
+    assert data["macro"]["f1"] == pytest.approx((0 + 1 + 2 / 3) / 3)
+    assert data["seqeval"]["micro"]["f1"] == pytest.approx(0.75)
+    assert set(data["seqeval"]["labels"]) == {"company", "name", "organization"}
+    rows = [json.loads(line) for line in errors.read_text(encoding="utf-8").splitlines()]
+    assert rows == [
+        {
+            "index": 1, "line": 2, "text": "温格的球队2比1战胜曼联", "predict": "name:温格\ncompany:曼联<|im_end|>",
+            "unparseable": False, "false_positives": [["company", "曼联"]], "false_negatives": [["organization", "曼联"]],
+        },
+        {
+            "index": 2, "line": 3, "text": "今天天气很好", "predict": "???",
+            "unparseable": True, "false_positives": [], "false_negatives": [],
+        },
+    ]
+    assert data["errors"] == rows
+    assert sorted(p.name for p in report.parent.iterdir()) == ["errors.jsonl", "report.json"]  # no temporary files
+
+
+def test_json_output(files):
+    gold, predictions = files
+    result = run("--gold", gold, "--predictions", predictions, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["micro"]["f1"] == pytest.approx(0.75)
+    assert data["unparseable"] == 1
+
+
+def test_count_mismatch_names_both_counts_and_writes_nothing(files, tmp_path):
+    gold, _ = files
+    predictions = write_jsonl(tmp_path / "short.jsonl", PREDICTIONS[:2])
+    report = tmp_path / "report.json"
+    result = run("--gold", gold, "--predictions", predictions, "--report", report)
+    assert result.exit_code == 1
+    assert f"nerft: error: {predictions} has 2 predictions but the gold file has 3 records" in result.stderr
+    assert "Traceback" not in result.output
+    assert not report.exists()
+
+
+def test_non_json_line_names_file_and_line(files, tmp_path):
+    gold, _ = files
+    predictions = tmp_path / "broken.jsonl"
+    lines = [json.dumps(row, ensure_ascii=False) for row in PREDICTIONS]
+    lines[1] = lines[1][:-5]
+    predictions.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run("--gold", gold, "--predictions", predictions)
+    assert result.exit_code == 1
+    assert f"nerft: error: {predictions}:2: not a JSON line" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_missing_predict_names_file_and_line(files, tmp_path):
+    gold, _ = files
+    rows = [dict(row) for row in PREDICTIONS]
+    del rows[2]["predict"]
+    predictions = tmp_path / "nopredict.jsonl"
+    # a blank line between rows is skipped, and line numbers still count it
+    predictions.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows[:2]) + "\n\n" + json.dumps(rows[2]) + "\n", encoding="utf-8")
+    result = run("--gold", gold, "--predictions", predictions)
+    assert result.exit_code == 1
+    assert f'{predictions}:4: expected an object with the model\'s answer in "predict"' in result.stderr
+
+
+def test_predict_must_be_a_string(files, tmp_path):
+    gold, _ = files
+    predictions = write_jsonl(tmp_path / "p.jsonl", [{"predict": "无"}, {"predict": None}, {"predict": "无"}])
+    result = run("--gold", gold, "--predictions", predictions)
+    assert result.exit_code == 1
+    assert f'{predictions}:2: "predict" must be a string, found NoneType' in result.stderr
+
+
+def test_gold_may_be_a_bio_file(tmp_path):
+    gold = tmp_path / "gold.bio"
+    gold.write_text("张 B-name\n三 I-name\n来 O\n了 O\n\n北 B-address\n京 I-address\n", encoding="utf-8")
+    predictions = write_jsonl(tmp_path / "p.jsonl", [{"predict": "name:张三"}, {"predict": "address:北京"}])
+    result = run("--gold", gold, "--predictions", predictions, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["micro"]["f1"] == 1.0
+
+
+def test_gold_without_labels_is_refused(tmp_path):
+    gold = write_jsonl(tmp_path / "test.jsonl", [{"id": 0, "text": "张三来了"}])
+    predictions = write_jsonl(tmp_path / "p.jsonl", [{"predict": "name:张三"}])
+    result = run("--gold", gold, "--predictions", predictions)
+    assert result.exit_code == 1
+    assert "no record has a 'label'" in result.stderr
+
+
+def test_invalid_gold_is_refused_with_its_line(tmp_path):
+    gold = write_jsonl(tmp_path / "gold.jsonl", [GOLD[0], {"text": "张三", "label": {"name": {"张三": [[0, 5]]}}}])
+    predictions = write_jsonl(tmp_path / "p.jsonl", [{"predict": "无"}, {"predict": "无"}])
+    result = run("--gold", gold, "--predictions", predictions)
+    assert result.exit_code == 1
+    assert f"{gold}:2: error: name '张三': span [0, 5] is outside the text (length 2)" in result.output
+
+
+# ACCEPTANCE: the prepared CLUENER examples, fed back as predictions, score 1.0.
+
+
+@pytest.fixture(scope="module")
+def prepared_cluener(cluener_dir, tmp_path_factory):
+    from nerft.data.prepare import prepare_dataset
+
+    out = {}
+    for prompt in ("compact", "seed"):
+        out_dir = tmp_path_factory.mktemp(f"cluener-{prompt}")
+        result = prepare_dataset(train=cluener_dir / "train.jsonl", dev=cluener_dir / "dev.jsonl", out_dir=out_dir, prompt=prompt)
+        assert result.errors == []
+        assert result.splits["train"].records == 10748 and result.splits["dev"].records == 1343
+        out[prompt] = out_dir
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt", ["compact", "seed"])
+@pytest.mark.parametrize("split", ["dev", "train"])
+def test_acceptance_cluener_round_trip_scores_one(prepared_cluener, cluener_dir, tmp_path, prompt, split):
+    examples = json.loads((prepared_cluener[prompt] / f"cluener_{split}.json").read_text(encoding="utf-8"))
+    predictions = write_jsonl(tmp_path / "predictions.jsonl", [{"predict": example["output"]} for example in examples])
+    report = tmp_path / "report.json"
+    result = run("--gold", cluener_dir / f"{split}.jsonl", "--predictions", predictions, "--report", report)
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert data["unparseable"] == 0
+    assert data["micro"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": data["micro"]["support"]}
+    assert data["macro"]["f1"] == 1.0
+    assert all(row["f1"] == 1.0 for row in data["labels"].values()) and len(data["labels"]) == 10
+    assert data["seqeval"]["micro"]["f1"] == 1.0
+    assert data["errors"] == []
+    # train's one record with nested spans: the two inner companies are left out on both sides.
+    assert data["seqeval"]["gold_nested_dropped"] == (2 if split == "train" else 0)

@@ -1,0 +1,119 @@
+"""parse_output: every shape a model answers in, and the round trip of both prompt formats."""
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nerft.metrics.parse import END_TOKENS, parse_output
+from nerft.prompts import CLUENER_LABELS, get_format
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        # nerft's compact format
+        ("name:张三\naddress:北京", [("name", "张三"), ("address", "北京")]),
+        ("name：张三\naddress ： 北京 ", [("name", "张三"), ("address", "北京")]),
+        ("  name : 张三  \n\n\ncompany:浙商银行\n", [("name", "张三"), ("company", "浙商银行")]),
+        ("position:CEO:首席执行官", [("position", "CEO:首席执行官")]),  # split at the first colon only
+        ("- name: 张三\n2. book: 《三体》", [("name", "张三"), ("book", "《三体》")]),
+        ("name:张三\nname:张三", [("name", "张三"), ("name", "张三")]),  # duplicates kept; scoring dedups
+        ("无", []),
+        ("无。", []),
+        ("None", []),
+        ("", []),
+        ("  \n ", []),
+        # trailing special tokens, and whatever follows them
+        ("name:张三<|im_end|>", [("name", "张三")]),
+        ("name:张三<|im_end|><|endoftext|>", [("name", "张三")]),
+        ("name:张三</s>", [("name", "张三")]),
+        ("无<|im_end|>\n<|im_start|>user\nname:李四", []),
+        ("<|endoftext|>", []),
+        # the seed format: a JSON list of {"label", "text"}
+        ('[{"label": "name", "text": "张三"}, {"label": "company", "text": "浙商银行"}]', [("name", "张三"), ("company", "浙商银行")]),
+        ("[]", []),
+        ('[{"label": " name ", "text": " 张三 "}]', [("name", "张三")]),
+        ('[{"type": "game", "entity": "DOTA2"}]', [("game", "DOTA2")]),
+        ('{"label": "name", "text": "张三"}', [("name", "张三")]),
+        # in fences, with prose around
+        ('```json\n[{"label": "name", "text": "张三"}]\n```', [("name", "张三")]),
+        ('这个句子包含以下实体：\n```json\n[{"label": "name", "text": "张三"}]\n```\n希望对你有帮助！', [("name", "张三")]),
+        ("识别结果如下：\n```\nname:张三\ncompany:浙商银行\n```\n以上。", [("name", "张三"), ("company", "浙商银行")]),
+        ('结果：[{"label": "name", "text": "张三"}] 共一个实体。', [("name", "张三")]),
+        ('The entities are [{"label": "scene", "text": "西湖"}].', [("scene", "西湖")]),
+        ("以下是识别结果：\nname:张三", [("name", "张三")]),
+        # dicts: {label: [texts]}, {label: text}, CLUE's {label: {text: spans}}, a whole CLUE record
+        ('{"name": ["张三", "李四"], "address": ["北京"]}', [("name", "张三"), ("name", "李四"), ("address", "北京")]),
+        ('{"name": "张三", "movie": []}', [("name", "张三")]),
+        ('{"name": {"张三": [[0, 1]]}, "address": {"北京": [[3, 4], [9, 10]]}}', [("name", "张三"), ("address", "北京")]),
+        ('{"text": "张三在北京", "label": {"name": {"张三": [[0, 1]]}}}', [("name", "张三")]),
+        ("{}", []),
+        # a wrapper object is looked through
+        ('{"entities": [{"label": "name", "text": "张三"}]}', [("name", "张三")]),
+        ('{"result": {"name": ["张三"]}}', [("name", "张三")]),
+        # a list cut off by the token limit: the complete objects before the cut
+        ('[{"label": "name", "text": "张三"}, {"label": "company", "text": "浙商', [("name", "张三")]),
+        ('```json\n[\n  {"label": "name", "text": "张三"},\n  {"label": "book", "text": "三体"},\n  {"lab', [("name", "张三"), ("book", "三体")]),
+        # compact entities that only look like JSON stay entities
+        ("name:[]", [("name", "[]")]),
+        ("book:{三体}", [("book", "{三体}")]),
+        # a base model's Chinese label names parse (and score as wrong labels)
+        ("这个句子包含以下实体：\n\n公司名：浙商银行", [("公司名", "浙商银行")]),
+    ],
+)
+def test_parse_output(raw, expected):
+    assert parse_output(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "I cannot help with that.",
+        "这句话里没有人名。",
+        '[{"label": "na',  # cut off before one complete object
+        '["张三", "李四"]',  # strings without labels
+        "[1, 2, 3]",
+        "```\nI am not sure what you mean.\n```",
+        '{"name": 3}',
+    ],
+)
+def test_unparseable_answers_are_none(raw):
+    assert parse_output(raw) is None
+
+
+# Labels are single words (validate.py refuses others); entities are any text that is not empty,
+# has no line break or outer whitespace, and holds no end-of-turn token.
+labels = st.one_of(st.sampled_from(CLUENER_LABELS), st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,11}", fullmatch=True))
+entities = (
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), min_size=1, max_size=20)
+    .filter(lambda text: text == text.strip() and text != "")
+    .filter(lambda text: not any(token in text for token in END_TOKENS))
+)
+mention_lists = st.lists(st.tuples(labels, entities), max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mention_lists)
+def test_compact_round_trip(mentions):
+    assert parse_output(get_format("compact").render_output(mentions)) == mentions
+
+
+@settings(max_examples=300, deadline=None)
+@given(mention_lists)
+def test_seed_round_trip(mentions):
+    assert parse_output(get_format("seed").render_output(mentions)) == mentions
+
+
+@settings(max_examples=100, deadline=None)
+@given(mention_lists, st.sampled_from(["compact", "seed"]), st.sampled_from(["<|im_end|>", "<|im_end|><|endoftext|>", "</s>", "\n"]))
+def test_round_trip_survives_end_tokens(mentions, prompt, ending):
+    assert parse_output(get_format(prompt).render_output(mentions) + ending) == mentions
+
+
+@settings(max_examples=100, deadline=None)
+@given(mention_lists)
+def test_seed_round_trip_in_a_fence_with_prose(mentions):
+    rendered = json.dumps([{"label": label, "text": text} for label, text in mentions], ensure_ascii=False, indent=2)
+    assert parse_output(f"好的，结果如下：\n```json\n{rendered}\n```\n如有疑问请告诉我。") == mentions
