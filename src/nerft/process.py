@@ -17,6 +17,7 @@ Rules it enforces for every caller:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import re
 import shlex
@@ -51,9 +52,12 @@ def find_program(program: str, *, install_hint: str | None = None) -> str:
     raise EnvironmentProblem(f"program not found: {program}", hint=hint)
 
 
+_SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
+
+
 def format_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
-    """The command as a user could paste it into a shell (added variables first)."""
-    prefix = [f"{key}={shlex.quote(str(value))}" for key, value in (env or {}).items()]
+    """The command as a user could paste it into a shell (added variables first, secrets masked)."""
+    prefix = [f"{key}={'***' if _SECRET.search(key) else shlex.quote(str(value))}" for key, value in (env or {}).items()]
     return " ".join([*prefix, *(shlex.quote(str(arg)) for arg in argv)])
 
 
@@ -71,6 +75,75 @@ def run_program(
 
     `env` holds variables added to (not replacing) this process's environment. Ctrl-C is passed
     to the child, which gets the chance to stop cleanly; its exit code is still returned.
+    """
+    program = start_program(
+        argv, env=env, cwd=cwd, install_hint=install_hint, stdout_to_stderr=stdout_to_stderr, on_line=on_line, log=log
+    )
+    try:
+        code = program.child.wait()
+    except KeyboardInterrupt:
+        program.child.send_signal(signal.SIGINT)
+        try:
+            code = program.child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            program.child.kill()
+            code = program.child.wait()
+    program.join_output()
+    return code
+
+
+class RunningProgram:
+    """A child started by `start_program`, its output streamed by background threads."""
+
+    def __init__(self, child: subprocess.Popen, pumps: list[threading.Thread], own_group: bool):
+        self.child = child
+        self.pumps = pumps
+        self.own_group = own_group
+
+    def poll(self) -> int | None:
+        return self.child.poll()
+
+    def join_output(self) -> None:
+        for thread in self.pumps:
+            thread.join()
+
+    def signal(self, signum: int) -> None:
+        if self.child.poll() is not None:
+            return
+        if self.own_group:  # reach the workers a server starts, too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.child.pid, signum)
+        else:
+            self.child.send_signal(signum)
+
+    def stop(self, grace: float = 30.0) -> int:
+        """Ctrl-C the child and wait `grace` seconds for it to finish; then SIGTERM, then SIGKILL."""
+        for signum, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 10.0), (signal.SIGKILL, None)):
+            self.signal(signum)
+            try:
+                code = self.child.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.join_output()
+        return code
+
+
+def start_program(
+    argv: Sequence[str | os.PathLike],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+    install_hint: str | None = None,
+    stdout_to_stderr: bool = False,
+    on_line: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    own_group: bool = False,
+) -> RunningProgram:
+    """Start `argv` like `run_program` does, without waiting: for servers that run until stopped.
+
+    `own_group=True` starts it in its own process group, so a Ctrl-C in the terminal reaches only
+    nerft, which then stops the child and everything it started (`RunningProgram.stop`).
     """
     if isinstance(argv, (str, bytes)):
         raise TypeError("run_program takes an argument list, not a string")
@@ -92,6 +165,7 @@ def run_program(
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             bufsize=0,
+            start_new_session=own_group,
         )
     except FileNotFoundError as exc:  # removed between find_program and Popen, or a bad cwd
         raise EnvironmentProblem(f"cannot start {args[0]}: {exc.strerror}", hint=install_hint) from None
@@ -127,15 +201,4 @@ def run_program(
     ]
     for thread in pumps:
         thread.start()
-    try:
-        code = child.wait()
-    except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
-        try:
-            code = child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            code = child.wait()
-    for thread in pumps:
-        thread.join()
-    return code
+    return RunningProgram(child, pumps, own_group)
