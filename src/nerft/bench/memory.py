@@ -1,15 +1,20 @@
 """Time and peak resident memory of one function call, run in a child process of its own.
 
 A fresh interpreter (`python -m nerft.bench.memory TARGET KWARGS`) imports the target's module,
-notes its peak RSS so far (the baseline: interpreter and imports), calls the target once with the
-keyword arguments, then reports its own `ru_maxrss` and the call's duration on a marker line. The
-child measures itself, so measurements taken one after another never mix, as they would with
-`getrusage(RUSAGE_CHILDREN)` in the parent (it keeps the largest child seen so far). The child runs
-through `nerft.process.run_program`, like every program nerft starts.
+resets its peak RSS to its current RSS (Linux: `/proc/self/clear_refs`, so what imports allocated
+and freed does not hide the call's own peak), notes that baseline, calls the target once with the
+keyword arguments, then reports its own peak RSS and the call's duration on a marker line. The
+child runs through `nerft.process.run_program`, like every program nerft starts.
+
+The peak is the kernel's high-water mark of the child's own address space (`VmHWM` in
+`/proc/self/status`). Neither `getrusage(RUSAGE_CHILDREN)` in the parent (the largest child seen so
+far) nor `ru_maxrss` in the child will do: Linux carries `ru_maxrss` across `exec`, so a child
+forked from a 40 MB parent reports at least 40 MB whatever it does.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import resource
@@ -26,8 +31,9 @@ MARKER = "NERFT_BENCH_MEASURED "
 class MeasuredCall:
     target: str
     seconds: float  # the call itself, without interpreter start-up and imports
-    baseline_rss_bytes: int  # peak RSS after imports, before the call
+    baseline_rss_bytes: int  # RSS after imports, before the call
     peak_rss_bytes: int
+    peak_reset: bool  # False where the peak could not be reset: then it includes the imports' peak
 
     @property
     def peak_rss_mib(self) -> float:
@@ -58,23 +64,54 @@ def measure_call(target: str, **kwargs) -> MeasuredCall:
     if code != 0 or not reports:
         raise NerftError(f"measuring {target} failed: the child exited with {code}")
     report = json.loads(reports[-1])
-    return MeasuredCall(target, report["seconds"], report["baseline_rss_bytes"], report["peak_rss_bytes"])
+    return MeasuredCall(target, report["seconds"], report["baseline_rss_bytes"], report["peak_rss_bytes"], report["peak_reset"])
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak RSS: `VmHWM` where /proc has it, else `ru_maxrss`."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
+
+
+def current_rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return peak_rss_bytes()
+
+
+def reset_peak_rss() -> bool:
+    """Lower this process's peak RSS to its current RSS (Linux 4.0+); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _child_main(target: str, kwargs_json: str) -> None:
     module_name, _, function_name = target.partition(":")
     function = getattr(importlib.import_module(module_name), function_name)
     kwargs = json.loads(kwargs_json)
-    baseline = peak_rss_bytes()
+    gc.collect()
+    reset = reset_peak_rss()
+    baseline = current_rss_bytes() if reset else peak_rss_bytes()
     start = time.perf_counter()
     function(**kwargs)
     seconds = time.perf_counter() - start
-    report = {"seconds": seconds, "baseline_rss_bytes": baseline, "peak_rss_bytes": peak_rss_bytes()}
+    report = {"seconds": seconds, "baseline_rss_bytes": baseline, "peak_rss_bytes": peak_rss_bytes(), "peak_reset": reset}
     print(MARKER + json.dumps(report), file=sys.stderr, flush=True)
 
 
