@@ -1,12 +1,32 @@
-"""`nerft doctor` (not implemented yet)."""
+"""`nerft doctor`: check this machine, and whether a training config can run on it."""
 
 from __future__ import annotations
 
-from nerft.errors import NerftError
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nerft.cli.common import print_json
+from nerft.cli.options import JsonOutput
 
 NAME = "doctor"
 
 
-def command() -> None:
-    """Not implemented yet."""
-    raise NerftError("nerft doctor is not implemented yet")
+def command(
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="A training config (nerft's, or a run's llamafactory_train.yaml): can it run here?")
+    ] = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Check Python, torch, the NVIDIA driver, GPUs and package versions; with --config, estimate the GPU memory it needs. Exits 1 when something fails."""
+    from nerft.doctor import diagnose, format_diagnosis, read_training_plan
+
+    plan = read_training_plan(config) if config is not None else None
+    diagnosis = diagnose(plan=plan)
+    if json_output:
+        print_json(diagnosis.to_dict())
+    else:
+        typer.echo(format_diagnosis(diagnosis))
+    if not diagnosis.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,359 @@
+"""The doctor's checks: pure functions from an `EnvironmentSnapshot` (and a plan) to findings.
+
+Each known trap ends in a `Check` whose `fix` is the exact command or edit that removes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from nerft.doctor.compat import (
+    BITSANDBYTES_MINIMUM,
+    MINIMUM_DRIVER,
+    OPTIONAL_PACKAGES,
+    TESTED_WITH,
+    VLLM_ACCEPTED,
+    WHEEL_INDEX,
+    choose_torch_build,
+    companions,
+    cuda_tag,
+    cuda_tuple,
+    local_build,
+    public_version,
+    same_release,
+)
+from nerft.doctor.memory import GIB, MemoryEstimate, TrainingPlan
+from nerft.doctor.snapshot import EnvironmentSnapshot
+
+OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
+MIN_FREE_DISK = 20 * GIB  # room for one 7B model in bf16 (15.2 GB) plus checkpoints
+MIN_BF16_CAPABILITY = (8, 0)  # bf16 arithmetic needs Ampere or newer
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | info | warn | fail
+    message: str
+    fix: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "message": self.message, "fix": self.fix}
+
+
+def environment_checks(snapshot: EnvironmentSnapshot) -> list[Check]:
+    return [
+        check_python(snapshot),
+        check_torch_cuda(snapshot),
+        *check_torch_companions(snapshot),
+        *check_tested_versions(snapshot),
+        check_vllm(snapshot),
+        *check_optional_kernels(snapshot),
+    ]
+
+
+def check_python(snapshot: EnvironmentSnapshot) -> Check:
+    version = snapshot.python_version
+    try:
+        ok = Version(version) >= Version("3.10")
+    except InvalidVersion:
+        ok = False
+    if ok:
+        return Check("python", OK, f"Python {version} ({snapshot.python_executable})")
+    return Check("python", FAIL, f"Python {version} is too old: nerft needs 3.10 or newer", fix="PYTHON=python3.11 bash scripts/setup.sh")
+
+
+def check_torch_cuda(snapshot: EnvironmentSnapshot) -> Check:
+    """The torch build against the NVIDIA driver: the trap `pip install llamafactory` sets today."""
+    name = "cuda"
+    torch, build, driver = snapshot.torch_version, snapshot.torch_cuda_build, snapshot.driver_cuda
+    if torch is None:
+        return Check(name, FAIL, f"torch does not import: {snapshot.torch_error or 'not installed'}", fix=_torch_pip(TESTED_WITH["torch"][2:], build))
+    label = f"torch {torch}" + (f" (CUDA build {build})" if build else " (CPU build)")
+    if driver is None:
+        if snapshot.gpus:
+            return Check(name, WARN, f"{label}; GPUs are listed but the driver's CUDA version is unknown")
+        return Check(name, INFO, f"{label}; no NVIDIA driver ({snapshot.driver_error or 'none found'}): training runs on the CPU")
+    driver_label = f"the NVIDIA driver {snapshot.driver_version or ''} supports CUDA {driver}".replace("  ", " ")
+    choice = choose_torch_build(torch, driver)
+    fix = choice.pip_command() if choice else None
+    if choice and choice.via_minor_compatibility:
+        fix += f"  (CUDA {choice.cuda} runs on a CUDA {driver} driver through CUDA minor-version compatibility)"
+    if build is None:
+        return Check(name, FAIL, f"{label}: cannot use the GPU, although {driver_label}", fix=fix)
+    if cuda_tuple(build) <= cuda_tuple(driver):
+        return Check(name, OK, f"{label}; {driver_label}")
+    upgrade = f"or update the NVIDIA driver to {MINIMUM_DRIVER[build]} or newer" if build in MINIMUM_DRIVER else "or update the NVIDIA driver"
+    if cuda_tuple(build)[0] > cuda_tuple(driver)[0]:
+        return Check(
+            name, FAIL,
+            f"{label} needs a CUDA {build} driver but {driver_label} at most: torch.cuda.is_available() is False",
+            fix=f"{fix}; {upgrade}" if fix else upgrade,
+        )
+    # same CUDA major: minor-version compatibility usually carries it; torch itself says whether it worked
+    if snapshot.torch_cuda_available:
+        return Check(name, OK, f"{label}; {driver_label} (runs through CUDA minor-version compatibility)")
+    return Check(name, FAIL, f"{label} cannot use the GPU: {driver_label}; {snapshot.torch_error or 'torch.cuda.is_available() is False'}", fix=f"{fix}; {upgrade}" if fix else upgrade)
+
+
+def check_torch_companions(snapshot: EnvironmentSnapshot) -> list[Check]:
+    """torchvision and torchaudio must come from the same release and CUDA build as torch:
+    LLaMA-Factory imports both at start-up, and a mismatch fails there."""
+    torch = snapshot.torch_version
+    if torch is None:
+        return []
+    expected = companions(torch)
+    checks = []
+    for index, name in enumerate(("torchvision", "torchaudio")):
+        version = snapshot.packages.get(name)
+        want = expected[index] if expected else None
+        fix = _torch_pip(public_version(torch), snapshot.torch_cuda_build)
+        if version is None:
+            checks.append(Check(name, FAIL, f"{name} is not installed (LLaMA-Factory imports it at start-up)", fix=fix))
+            continue
+        problems = []
+        pin = snapshot.torch_pins.get(name)
+        if pin and not _satisfies(public_version(torch), pin):
+            problems.append(f"it was built for torch{pin}")
+        elif want and not same_release(version, want):
+            problems.append(f"torch {public_version(torch)} goes with {name} {want}")
+        torch_tag, own_tag = local_build(torch), local_build(version)
+        if torch_tag and own_tag and torch_tag != own_tag:
+            problems.append(f"its build is {own_tag}, torch's is {torch_tag}")
+        if name in snapshot.import_errors:
+            problems.append(f"it does not import: {snapshot.import_errors[name]}")
+        if problems:
+            checks.append(Check(name, FAIL, f"{name} {version} does not match torch {torch}: {'; '.join(problems)}", fix=fix))
+        else:
+            checks.append(Check(name, OK, f"{name} {version} matches torch {public_version(torch)}"))
+    return checks
+
+
+def check_tested_versions(snapshot: EnvironmentSnapshot) -> list[Check]:
+    """LLaMA-Factory refuses to start outside its ranges; torch outside nerft's pins is untested."""
+    checks = []
+    for name, spec in TESTED_WITH.items():
+        if name in ("torchvision", "torchaudio"):  # judged against torch above
+            continue
+        version = snapshot.packages.get(name)
+        requirement = f'"{name}{spec}"'
+        if version is None:
+            checks.append(Check(name, FAIL, f"{name} is not installed (nerft needs {name}{spec})", fix=f"pip install {requirement}"))
+        elif _satisfies(version, spec):
+            checks.append(Check(name, OK, f"{name} {version} (tested: {spec})"))
+        elif name == "torch":
+            checks.append(Check(name, WARN, f"torch {version} is not the tested {spec}", fix=_torch_pip(spec[2:], snapshot.torch_cuda_build)))
+        elif name == "modelscope":
+            checks.append(Check(name, WARN, f"modelscope {version} is older than the tested {spec}", fix=f"pip install {requirement}"))
+        else:
+            checks.append(Check(name, FAIL, f"{name} {version} is outside {spec}, the range LLaMA-Factory 0.9.5 accepts", fix=f"pip install {requirement}"))
+    return checks
+
+
+def check_vllm(snapshot: EnvironmentSnapshot) -> Check:
+    version = snapshot.packages.get("vllm")
+    if version is None:
+        return Check("vllm", INFO, f"vllm not installed; optional, for {OPTIONAL_PACKAGES['vllm']}")
+    pin = snapshot.torch_pins.get("vllm")
+    torch = snapshot.torch_version
+    if pin and torch and not _satisfies(public_version(torch), pin):
+        return Check(
+            "vllm", FAIL, f"vllm {version} is built for torch{pin} but torch {public_version(torch)} is installed: its kernels will not load",
+            fix=f"install vllm in its own environment (python -m venv .venv-vllm && .venv-vllm/bin/pip install \"vllm{VLLM_ACCEPTED}\") and serve from there",
+        )
+    if not _satisfies(version, VLLM_ACCEPTED):
+        return Check(
+            "vllm", FAIL, f"vllm {version} is outside {VLLM_ACCEPTED}, the range LLaMA-Factory 0.9.5 accepts for infer_backend: vllm",
+            fix=f'pip install "vllm{VLLM_ACCEPTED}"  (or skip LLaMA-Factory\'s check with DISABLE_VERSION_CHECK=1)',
+        )
+    return Check("vllm", OK, f"vllm {version} (LLaMA-Factory accepts {VLLM_ACCEPTED})")
+
+
+def check_optional_kernels(snapshot: EnvironmentSnapshot) -> list[Check]:
+    checks = []
+    for module, name in (("flash_attn", "flash-attn"), ("liger_kernel", "liger-kernel")):
+        version = snapshot.packages.get(name)
+        if snapshot.modules.get(module):
+            checks.append(Check(name, INFO, f"{name} {version or ''} available".replace("  ", " ")))
+        else:
+            checks.append(Check(name, INFO, f"{name} not installed; optional, for {OPTIONAL_PACKAGES[name]}"))
+    return checks
+
+
+def check_disk(snapshot: EnvironmentSnapshot, *, needed: int = MIN_FREE_DISK) -> list[Check]:
+    checks = []
+    for cache in snapshot.cache_dirs:
+        if cache.free_bytes is None:
+            checks.append(Check("disk", WARN, f"{cache.purpose} {cache.path}: free space unknown"))
+        elif cache.free_bytes < needed:
+            checks.append(Check(
+                "disk", WARN, f"{cache.purpose} {cache.path}: {_gib(cache.free_bytes)} free, a download needs about {_gib(needed)}",
+                fix="free some space, or point HF_HOME / MODELSCOPE_CACHE at a bigger disk",
+            ))
+        else:
+            checks.append(Check("disk", OK, f"{cache.purpose} {cache.path}: {_gib(cache.free_bytes)} free"))
+    return checks
+
+
+def machine_summary(snapshot: EnvironmentSnapshot) -> Check:
+    ram = "RAM unknown"
+    if snapshot.ram_total_bytes:
+        ram = f"{_gib(snapshot.ram_total_bytes)} RAM"
+        if snapshot.ram_available_bytes:
+            ram += f" ({_gib(snapshot.ram_available_bytes)} available)"
+    return Check("machine", INFO, f"{snapshot.platform}, {snapshot.cpu_count} CPUs, {ram}")
+
+
+def gpu_summary(snapshot: EnvironmentSnapshot) -> Check:
+    if not snapshot.gpus:
+        return Check("gpu", INFO, f"no NVIDIA GPU ({snapshot.driver_error or 'nvidia-smi lists none'})")
+    listed = ", ".join(
+        f"{gpu.index}: {gpu.name} {gpu.memory_total_mib / 1024:.1f} GiB"
+        + (f" ({gpu.memory_free_mib / 1024:.1f} GiB free)" if gpu.memory_free_mib is not None else "")
+        + (f", compute {gpu.compute_capability}" if gpu.compute_capability else "")
+        for gpu in snapshot.gpus
+    )
+    driver = f"driver {snapshot.driver_version}, CUDA {snapshot.driver_cuda}" if snapshot.driver_cuda else "driver unknown"
+    return Check("gpu", INFO, f"{len(snapshot.gpus)} GPU(s) [{driver}]: {listed}")
+
+
+# --- checks of a training config against this machine ---------------------------------------
+
+
+def plan_checks(plan: TrainingPlan, snapshot: EnvironmentSnapshot, estimate: MemoryEstimate | None) -> list[Check]:
+    checks = [*check_precision(plan, snapshot), *check_quantization(plan, snapshot), *check_plan_kernels(plan, snapshot)]
+    checks.append(check_memory(plan, snapshot, estimate))
+    return checks
+
+
+def check_precision(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list[Check]:
+    wanted = [name for name in ("bf16", "fp16", "pure_bf16") if getattr(plan, name)]
+    if not wanted:
+        return []
+    setting = " and ".join(f"{name}: true" for name in wanted)
+    if not snapshot.has_cuda_gpu:
+        return [Check(
+            "precision", FAIL, f"{setting} needs a CUDA GPU, and {_why_no_gpu(snapshot)}: LLaMA-Factory fails on the CPU",
+            fix=f"set {' and '.join(f'{name}: false' for name in wanted)} in {plan.source or 'the config'} (CPU trains in float32), or run on an NVIDIA GPU",
+        )]
+    if plan.bf16 or plan.pure_bf16:
+        old = [gpu for gpu in snapshot.gpus if gpu.compute_capability and cuda_tuple(gpu.compute_capability) < MIN_BF16_CAPABILITY]
+        if old:
+            return [Check(
+                "precision", FAIL, f"bf16 needs compute capability 8.0 (Ampere) or newer; {old[0].name} has {old[0].compute_capability}",
+                fix=f"set bf16: false and fp16: true in {plan.source or 'the config'}",
+            )]
+    return [Check("precision", OK, f"{setting} on {snapshot.gpus[0].name}")]
+
+
+def check_quantization(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list[Check]:
+    bits = plan.quantization_bit
+    if bits is None:
+        return []
+    checks = []
+    if not snapshot.has_cuda_gpu:
+        checks.append(Check(
+            "quantization", FAIL, f"quantization_bit: {bits} (bitsandbytes) needs a CUDA GPU, and {_why_no_gpu(snapshot)}",
+            fix=f"remove quantization_bit from {plan.source or 'the config'}, or run on an NVIDIA GPU",
+        ))
+    minimum = BITSANDBYTES_MINIMUM.get(bits)
+    version = snapshot.packages.get("bitsandbytes")
+    if minimum is None:
+        checks.append(Check("quantization", FAIL, f"quantization_bit: {bits}: bitsandbytes quantizes to 4 or 8 bits only", fix="set quantization_bit: 4"))
+    elif version is None or not _satisfies(version, f">={minimum}"):
+        found = f"bitsandbytes {version} is too old" if version else "bitsandbytes is not installed"
+        checks.append(Check("quantization", FAIL, f"quantization_bit: {bits} needs bitsandbytes>={minimum}; {found}", fix=f'pip install "bitsandbytes>={minimum}"'))
+    if not checks:
+        checks.append(Check("quantization", OK, f"{bits}-bit quantization with bitsandbytes {version}"))
+    return checks
+
+
+def check_plan_kernels(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list[Check]:
+    checks = []
+    if plan.flash_attn in ("fa2", "fa3") and not snapshot.modules.get("flash_attn"):
+        checks.append(Check(
+            "flash-attn", WARN, f"flash_attn: {plan.flash_attn} but flash-attn is not installed: LLaMA-Factory falls back to the default attention",
+            fix="pip install flash-attn --no-build-isolation  (or set flash_attn: auto)",
+        ))
+    if plan.enable_liger_kernel and not snapshot.modules.get("liger_kernel"):
+        checks.append(Check(
+            "liger-kernel", FAIL, "enable_liger_kernel: true but liger-kernel is not installed: LLaMA-Factory stops",
+            fix="pip install liger-kernel  (or set enable_liger_kernel: false)",
+        ))
+    return checks
+
+
+def check_memory(plan: TrainingPlan, snapshot: EnvironmentSnapshot, estimate: MemoryEstimate | None) -> Check:
+    if estimate is None:
+        return Check(
+            "memory", WARN, f"cannot estimate memory: {plan.model} is neither a local folder with config.json nor a known model",
+            fix="download the model first (nerft download) and point model_name_or_path at its folder",
+        )
+    need = _gib(estimate.total)
+    if estimate.device == "gpu":
+        if not snapshot.has_cuda_gpu:
+            return Check(
+                "memory", FAIL, f"needs an NVIDIA GPU with at least {need}; {_why_no_gpu(snapshot)}",
+                fix=f"run it on a machine with an NVIDIA GPU of {need} or more; here, conf/tiny-cpu.yaml runs the whole pipeline on the CPU",
+            )
+        best = max(snapshot.gpus, key=lambda gpu: gpu.memory_total_mib)
+        if estimate.total > best.memory_total_bytes:
+            return Check("memory", FAIL, f"needs about {need} per GPU; the largest GPU here, {best.name}, has {_gib(best.memory_total_bytes)}", fix=_smaller_fix(plan))
+        if best.memory_free_mib is not None and estimate.total > best.memory_free_mib * 2**20:
+            return Check("memory", WARN, f"needs about {need}; {best.name} has {_gib(best.memory_total_bytes)} but only {best.memory_free_mib / 1024:.1f} GiB free now", fix="stop the other processes on the GPU (nvidia-smi lists them)")
+        return Check("memory", OK, f"fits: needs about {need} of {best.name}'s {_gib(best.memory_total_bytes)}")
+    available = snapshot.ram_available_bytes or snapshot.ram_total_bytes
+    if available is None:
+        return Check("memory", WARN, f"runs on the CPU and needs about {need} of RAM; free RAM unknown")
+    if estimate.total > available:
+        return Check("memory", FAIL, f"runs on the CPU (no usable GPU) and needs about {need} of RAM; {_gib(available)} available", fix=_smaller_fix(plan))
+    return Check("memory", OK, f"runs on the CPU: needs about {need} of RAM, {_gib(available)} available")
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _why_no_gpu(snapshot: EnvironmentSnapshot) -> str:
+    if not snapshot.gpus:
+        return f"this machine has no NVIDIA GPU ({snapshot.driver_error or 'nvidia-smi lists none'})"
+    if snapshot.torch_version is None:
+        return "torch does not import"
+    if not snapshot.torch_cuda_available:
+        build = snapshot.torch_cuda_build or "none (CPU build)"
+        driver = snapshot.driver_cuda or "unknown"
+        return f"torch {snapshot.torch_version} cannot use the GPU (torch CUDA build {build}, driver CUDA {driver}; see the torch check)"
+    return "no GPU is usable"
+
+
+def _smaller_fix(plan: TrainingPlan) -> str:
+    ideas = []
+    if plan.quantization_bit is None and plan.finetuning_type == "lora":
+        ideas.append("4-bit QLoRA (quantization_bit: 4, e.g. conf/qwen7b-qlora.yaml)")
+    if plan.per_device_train_batch_size > 1:
+        ideas.append("a smaller per_device_train_batch_size (raise gradient_accumulation_steps to keep the effective batch)")
+    if plan.cutoff_len > 512:
+        ideas.append("a smaller cutoff_len (CLUENER examples fit in 512 tokens)")
+    if not plan.gradient_checkpointing:
+        ideas.append("gradient checkpointing (remove disable_gradient_checkpointing)")
+    ideas.append("a smaller model, or a machine with a bigger NVIDIA GPU")
+    return "try " + "; ".join(ideas)
+
+
+def _torch_pip(torch_version: str, cuda_build: str | None) -> str:
+    pair = companions(torch_version)
+    packages = [f"torch=={torch_version}"] + ([f"torchvision=={pair[0]}", f"torchaudio=={pair[1]}"] if pair else [])
+    return f"pip install {' '.join(packages)} --index-url {WHEEL_INDEX}/{cuda_tag(cuda_build)}"
+
+
+def _satisfies(version: str, spec: str) -> bool:
+    try:
+        return Version(public_version(version)) in SpecifierSet(spec)
+    except (InvalidVersion, InvalidSpecifier):
+        return False
+
+
+def _gib(size: float) -> str:
+    return f"{size / GIB:.1f} GiB"

@@ -1,0 +1,131 @@
+"""`diagnose`: the snapshot, the checks and (with a config) the memory estimate, as one result."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from nerft.doctor.checks import (
+    FAIL,
+    INFO,
+    OK,
+    WARN,
+    Check,
+    check_disk,
+    environment_checks,
+    gpu_summary,
+    machine_summary,
+    plan_checks,
+)
+from nerft.doctor.memory import GIB, MemoryEstimate, TrainingPlan, estimate_training_memory, resolve_model_shape
+from nerft.doctor.snapshot import EnvironmentSnapshot, take_snapshot
+
+MARKS = {OK: "✔", INFO: "ℹ", WARN: "⚠", FAIL: "✘"}
+
+
+@dataclass
+class Diagnosis:
+    snapshot: EnvironmentSnapshot
+    checks: list[Check]
+    plan: TrainingPlan | None = None
+    estimate: MemoryEstimate | None = None
+    plan_results: list[Check] = field(default_factory=list)
+
+    @property
+    def all_checks(self) -> list[Check]:
+        return [*self.checks, *self.plan_results]
+
+    def count(self, status: str) -> int:
+        return sum(check.status == status for check in self.all_checks)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing fails: the config (if any) can run here."""
+        return self.count(FAIL) == 0
+
+    def to_dict(self) -> dict:
+        data = {
+            "ok": self.ok,
+            "passed": self.count(OK), "warnings": self.count(WARN), "errors": self.count(FAIL),
+            "checks": [check.to_dict() for check in self.checks],
+            "environment": self.snapshot.to_dict(),
+        }
+        if self.plan is not None:
+            data["config"] = {
+                "path": self.plan.source,
+                "plan": {key: value for key, value in vars(self.plan).items() if key != "source"},
+                "estimate": None if self.estimate is None else {
+                    "device": self.estimate.device,
+                    "params": self.estimate.params,
+                    "trainable_params": self.estimate.trainable_params,
+                    "bytes": self.estimate.parts,
+                    "total_bytes": self.estimate.total,
+                },
+                "checks": [check.to_dict() for check in self.plan_results],
+            }
+        return data
+
+
+def diagnose(*, plan: TrainingPlan | None = None, snapshot: EnvironmentSnapshot | None = None) -> Diagnosis:
+    """Check this machine (or `snapshot`), and whether `plan` can train here."""
+    snapshot = snapshot if snapshot is not None else take_snapshot()
+    checks = [machine_summary(snapshot), gpu_summary(snapshot), *environment_checks(snapshot)]
+    diagnosis = Diagnosis(snapshot=snapshot, checks=checks)
+    if plan is None:
+        diagnosis.checks += check_disk(snapshot)
+        return diagnosis
+    diagnosis.plan = plan
+    shape = resolve_model_shape(plan.model)
+    if shape is not None:
+        device = "gpu" if plan.needs_cuda or snapshot.has_cuda_gpu else "cpu"
+        diagnosis.estimate = estimate_training_memory(plan, shape, device=device)
+    # a hub model is downloaded as bf16 safetensors; leave 5 GiB for checkpoints either way
+    download = 0 if os.path.isdir(plan.model) or shape is None else shape.params() * 2
+    diagnosis.checks += check_disk(snapshot, needed=download + 5 * GIB)
+    diagnosis.plan_results = plan_checks(plan, snapshot, diagnosis.estimate)
+    return diagnosis
+
+
+def format_diagnosis(diagnosis: Diagnosis) -> str:
+    """The report as text: the environment, then the config's verdict, then the tally."""
+    lines = ["Environment"]
+    lines += _format_checks(diagnosis.checks)
+    plan, estimate = diagnosis.plan, diagnosis.estimate
+    if plan is not None:
+        lines += ["", f"Config {plan.source}"]
+        lines.append(f"  model           {plan.model}")
+        method = plan.finetuning_type
+        if plan.finetuning_type == "lora":
+            method += f" (rank {plan.lora_rank}, target {plan.lora_target})"
+        if plan.quantization_bit:
+            method += f", {plan.quantization_bit}-bit base model"
+        precision = ", ".join(name for name in ("bf16", "fp16", "pure_bf16") if getattr(plan, name)) or "float32 (no bf16/fp16)"
+        lines.append(f"  method          {method}; {precision}")
+        lines.append(
+            f"  batch           {plan.per_device_train_batch_size} x {plan.cutoff_len} tokens "
+            + ("(cutoff_len: auto, assumed)" if plan.cutoff_auto else "(cutoff_len)")
+            + "; gradient checkpointing "
+            + ("on" if plan.gradient_checkpointing else "off")
+        )
+        if estimate is not None:
+            shape = estimate.shape
+            lines.append(
+                f"  model size      {estimate.params / 1e9:.2f}B parameters ({shape.layers} layers, hidden {shape.hidden}); "
+                f"trainable {estimate.trainable_params:,}"
+            )
+            parts = " + ".join(f"{name} {value / GIB:.2f}" for name, value in estimate.parts.items())
+            lines.append(f"  estimate ({estimate.device})  {parts} = {estimate.total / GIB:.1f} GiB")
+        lines += _format_checks(diagnosis.plan_results)
+    lines += ["", f"{diagnosis.count(OK)} passed / {diagnosis.count(WARN)} warnings / {diagnosis.count(FAIL)} errors"]
+    if plan is not None:
+        lines.append(f"{plan.source}: " + ("can run on this machine" if diagnosis.ok else "cannot run on this machine"))
+    return "\n".join(lines)
+
+
+def _format_checks(checks: list[Check]) -> list[str]:
+    lines = []
+    for check in checks:
+        lines.append(f"  {MARKS[check.status]} {check.name:<13} {check.message}")
+        if check.fix:
+            lines.append(f"    fix: {check.fix}")
+    return lines

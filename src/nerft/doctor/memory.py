@@ -1,0 +1,238 @@
+"""How much memory a training run needs: model shapes, the training plan, and the estimate.
+
+The estimate adds up what one training process holds at its peak (per GPU: LLaMA-Factory's
+data-parallel training puts a full copy on each):
+
+    weights      P_quantized * q + P_other * w
+                 w = 2 bytes (bf16/fp16 on a GPU) or 4 (float32 on CPU); q = w unquantized,
+                 0.516 for 4-bit NF4 (4 bits + 0.127 bits of double-quantized constants, QLoRA
+                 paper, Dettmers et al. 2023, section 3), 1.0 for 8-bit. bitsandbytes quantizes the
+                 decoder's linear layers; embeddings, lm_head and norms stay at w.
+    trainable    T * 16 bytes: LLaMA-Factory upcasts trainable parameters to float32 (4), plus
+                 their float32 gradient (4) and Adam's two moments (8); 8 bytes with pure_bf16.
+                 Full fine-tuning trains every parameter, so its weights are counted here instead
+                 (7B: 16 * 7.6e9 = 122 GB, LLaMA-Factory's README says 120 GB).
+                 LoRA: T = r * sum(in + out) over the targeted linear layers of every decoder layer
+                 (Qwen2.5-7B, r=8, all: 20,185,088, what LLaMA-Factory prints).
+    activations  per token and decoder layer, the tensors autograd saves (method of Korthikanti et
+                 al. 2022, "Reducing Activation Recomputation in Large Transformer Models", counted
+                 for a Qwen2/LLaMA layer with SwiGLU and no dropout), in elements:
+                 2h (two RMSNorm inputs) + 2h (their outputs, inputs of the projections)
+                 + 2h + 2kv (q, k, v and the attention output kept by SDPA/FlashAttention)
+                 + 4i (gate, SiLU(gate), up, and their product, input of down_proj)
+                 = 6h + 2kv + 4i; eager attention adds 2 * heads * s (scores and softmax).
+                 Times w bytes, times b*s tokens: all layers without gradient checkpointing;
+                 with it (LLaMA-Factory's default) one layer's input per layer (h) plus one
+                 layer recomputed during the backward pass.
+    logits       b*s*vocab * (w + 12): the logits, their float32 copy for the loss, the
+                 log-probabilities cross-entropy saves and their gradient.
+    overhead     1 GiB (CUDA context and cuBLAS/cuDNN workspaces, or the process itself on CPU),
+                 then 10% on top of the sum for allocator fragmentation.
+
+Sequences are counted at `cutoff_len`, the longest a batch can be: a worst case, since batches are
+padded to their longest example only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GIB = 2**30
+FOUR_BIT_BYTES = 0.516  # 4 bits + 0.127 bits of double-quantized block constants (QLoRA, section 3)
+EIGHT_BIT_BYTES = 1.0
+OPTIMIZER_BYTES = 16  # float32 weight + float32 gradient + Adam m and v
+PURE_BF16_OPTIMIZER_BYTES = 8
+FIXED_OVERHEAD = 1 * GIB
+FRAGMENTATION = 0.10
+LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The architecture numbers the estimate needs (a Qwen2/LLaMA-style decoder)."""
+
+    name: str
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied_embeddings: bool
+    head_dim: int | None = None
+    attention_bias: bool = True  # Qwen2 has biases on q, k, v
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * (self.head_dim or self.hidden // self.heads)
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * (self.head_dim or self.hidden // self.heads)
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each linear layer in one decoder layer."""
+        h, i = self.hidden, self.intermediate
+        return {
+            "q_proj": (h, self.q_dim), "k_proj": (h, self.kv_dim), "v_proj": (h, self.kv_dim),
+            "o_proj": (self.q_dim, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h),
+        }
+
+    def layer_linear_params(self) -> int:
+        weights = sum(a * b for a, b in self.linear_shapes().values())
+        biases = (self.q_dim + 2 * self.kv_dim) if self.attention_bias else 0
+        return weights + biases
+
+    def embedding_params(self) -> int:
+        """Input embeddings plus lm_head when it is a separate matrix."""
+        return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+
+    def params(self) -> int:
+        norms = self.layers * 2 * self.hidden + self.hidden
+        return self.layers * self.layer_linear_params() + self.embedding_params() + norms
+
+
+def _qwen25(name, layers, hidden, intermediate, heads, kv_heads, vocab, tied):
+    return ModelShape(name, layers, hidden, intermediate, heads, kv_heads, vocab, tied)
+
+
+# From each model's config.json on the Hugging Face Hub / ModelScope (Qwen/Qwen2.5-*-Instruct).
+KNOWN_MODELS: dict[str, ModelShape] = {
+    shape.name.lower(): shape
+    for shape in (
+        _qwen25("Qwen2.5-0.5B-Instruct", 24, 896, 4864, 14, 2, 151936, True),
+        _qwen25("Qwen2.5-1.5B-Instruct", 28, 1536, 8960, 12, 2, 151936, True),
+        _qwen25("Qwen2.5-3B-Instruct", 36, 2048, 11008, 16, 2, 151936, True),
+        _qwen25("Qwen2.5-7B-Instruct", 28, 3584, 18944, 28, 4, 152064, False),
+        _qwen25("Qwen2.5-14B-Instruct", 48, 5120, 13824, 40, 8, 152064, False),
+    )
+}
+
+
+def resolve_model_shape(model: str) -> ModelShape | None:
+    """A local folder's config.json, else a known model by name (`Qwen/Qwen2.5-7B-Instruct`,
+    `models/Qwen/Qwen2.5-7B-Instruct`, `qwen2.5-7b-instruct` all name the same); None if unknown."""
+    if model.startswith("nerft:tiny"):  # built on demand by nerft.models.tiny
+        from nerft.models.tiny import TINY_CONFIG
+
+        return shape_from_config({**TINY_CONFIG, "vocab_size": 1024, "model_type": "qwen2"}, name=model)
+    config = Path(model) / "config.json"
+    if config.is_file():
+        return shape_from_config(json.loads(config.read_text(encoding="utf-8")), name=model)
+    name = model.rstrip("/").rsplit("/", 1)[-1].lower()
+    return KNOWN_MODELS.get(name) or KNOWN_MODELS.get(f"{name}-instruct")
+
+
+def shape_from_config(config: dict, *, name: str) -> ModelShape:
+    text = config.get("text_config") or config  # multimodal configs nest the language model
+    heads = text["num_attention_heads"]
+    return ModelShape(
+        name=name,
+        layers=text["num_hidden_layers"],
+        hidden=text["hidden_size"],
+        intermediate=text["intermediate_size"],
+        heads=heads,
+        kv_heads=text.get("num_key_value_heads") or heads,
+        vocab=text["vocab_size"],
+        tied_embeddings=bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False))),
+        head_dim=text.get("head_dim"),
+        attention_bias=text.get("model_type", "qwen2") == "qwen2" or bool(text.get("attention_bias")),
+    )
+
+
+@dataclass
+class TrainingPlan:
+    """The settings of a training config that decide where it can run (LLaMA-Factory's names and
+    defaults)."""
+
+    model: str
+    finetuning_type: str = "lora"
+    quantization_bit: int | None = None
+    bf16: bool = False
+    fp16: bool = False
+    pure_bf16: bool = False
+    cutoff_len: int = 2048
+    per_device_train_batch_size: int = 8  # transformers' TrainingArguments default
+    gradient_checkpointing: bool = True  # LLaMA-Factory enables it unless disable_gradient_checkpointing
+    lora_rank: int = 8
+    lora_target: str = "all"
+    freeze_trainable_layers: int = 2
+    cutoff_auto: bool = False  # cutoff_len was "auto" (measured at launch): counted as preset.AUTO_CUTOFF_LEN
+    flash_attn: str = "auto"
+    enable_liger_kernel: bool = False
+    source: str = ""  # the config file it came from
+
+    @property
+    def needs_cuda(self) -> bool:
+        """bf16/fp16 mixed precision and bitsandbytes quantization fail without a CUDA GPU."""
+        return self.bf16 or self.fp16 or self.pure_bf16 or self.quantization_bit is not None
+
+    def lora_modules(self) -> list[str]:
+        targets = [name.strip() for name in self.lora_target.split(",") if name.strip()]
+        if "all" in targets:
+            return list(LINEAR_LAYERS)
+        return [name for name in LINEAR_LAYERS if name in targets]
+
+
+@dataclass
+class MemoryEstimate:
+    device: str  # "gpu" or "cpu"
+    shape: ModelShape
+    params: int
+    trainable_params: int
+    parts: dict[str, int] = field(default_factory=dict)  # name -> bytes, in the order above
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+
+def trainable_params(plan: TrainingPlan, shape: ModelShape) -> int:
+    if plan.finetuning_type == "full":
+        return shape.params()
+    if plan.finetuning_type == "freeze":
+        layers = min(abs(plan.freeze_trainable_layers), shape.layers)
+        return layers * (shape.layer_linear_params() + 2 * shape.hidden)
+    linears = shape.linear_shapes()
+    per_layer = sum(linears[name][0] + linears[name][1] for name in plan.lora_modules())
+    return plan.lora_rank * per_layer * shape.layers
+
+
+def estimate_training_memory(plan: TrainingPlan, shape: ModelShape, *, device: str) -> MemoryEstimate:
+    """Peak memory of one training process on `device` ("gpu" or "cpu"); see the module docstring."""
+    width = 2 if device == "gpu" else 4  # bytes of the compute dtype
+    params = shape.params()
+    trainable = trainable_params(plan, shape)
+    linear = shape.layers * shape.layer_linear_params()
+    other = params - linear
+
+    if plan.finetuning_type == "full":
+        weights = 0  # every weight is trainable: counted with the optimizer
+    elif plan.quantization_bit in (4, 8) and device == "gpu":
+        per_param = FOUR_BIT_BYTES if plan.quantization_bit == 4 else EIGHT_BIT_BYTES
+        weights = linear * per_param + other * width
+    else:
+        weights = params * width
+    optimizer = trainable * (PURE_BF16_OPTIMIZER_BYTES if plan.pure_bf16 else OPTIMIZER_BYTES)
+
+    tokens = plan.per_device_train_batch_size * plan.cutoff_len
+    per_token_layer = 6 * shape.hidden + 2 * shape.kv_dim + 4 * shape.intermediate
+    if plan.flash_attn == "disabled":  # eager attention materialises scores and probabilities
+        per_token_layer += 2 * shape.heads * plan.cutoff_len
+    if plan.gradient_checkpointing:
+        activations = tokens * width * (shape.layers * shape.hidden + per_token_layer)
+    else:
+        activations = tokens * width * shape.layers * per_token_layer
+    logits = tokens * shape.vocab * (width + 12)
+
+    parts = {
+        "weights": int(weights),
+        "trainable": int(optimizer),
+        "activations": int(activations),
+        "logits": int(logits),
+        "overhead": FIXED_OVERHEAD,
+    }
+    parts["fragmentation"] = int(FRAGMENTATION * sum(parts.values()))
+    return MemoryEstimate(device=device, shape=shape, params=params, trainable_params=trainable, parts=parts)

@@ -1,0 +1,104 @@
+"""Read a training config into the `TrainingPlan` the doctor reasons about.
+
+Takes LLaMA-Factory's own argument names, so it reads a run folder's `llamafactory_train.yaml`
+as well as nerft's configs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from nerft.doctor.memory import TrainingPlan
+from nerft.errors import ConfigError
+
+MODEL_KEYS = ("model_name_or_path", "name_or_path", "base_model")
+AUTO_CUTOFF_LEN = 512  # what `cutoff_len: auto` is counted as: the longest CLUENER example is far shorter
+
+
+def read_training_plan(path: str | os.PathLike) -> TrainingPlan:
+    """The plan of the config at `path`; a `ConfigError` naming the file when it cannot be read."""
+    path = Path(path)
+    args = _llamafactory_args(path)
+    return plan_from_llamafactory_args(args, source=str(path))
+
+
+def plan_from_llamafactory_args(args: dict[str, Any], *, source: str = "") -> TrainingPlan:
+    """Build a plan from LLaMA-Factory training arguments (missing ones take its defaults)."""
+    model = next((args[key] for key in MODEL_KEYS if args.get(key)), None)
+    if not model:
+        raise ConfigError(f"{source}: no model_name_or_path: the doctor cannot tell which model this config trains")
+    plan = TrainingPlan(model=str(model), source=source)
+    typed = {
+        "finetuning_type": str, "quantization_bit": int, "bf16": _bool, "fp16": _bool, "pure_bf16": _bool,
+        "cutoff_len": int, "per_device_train_batch_size": int, "lora_rank": int, "lora_target": _list,
+        "freeze_trainable_layers": int, "flash_attn": str, "enable_liger_kernel": _bool,
+    }
+    if args.get("cutoff_len") == "auto":  # nerft measures it at launch; CLUENER examples stay well below
+        args = {**args, "cutoff_len": AUTO_CUTOFF_LEN}
+        plan.cutoff_auto = True
+    if args.get("enable_liger_kernel") == "auto":  # on only when installed: never a failure
+        args = {**args, "enable_liger_kernel": False}
+    for key, convert in typed.items():
+        if args.get(key) is not None:
+            try:
+                setattr(plan, key, convert(args[key]))
+            except (TypeError, ValueError):
+                raise ConfigError(f"{source}: {key}: cannot read {args[key]!r}") from None
+    if "disable_gradient_checkpointing" in args:
+        plan.gradient_checkpointing = not _bool(args["disable_gradient_checkpointing"])
+    return plan
+
+
+def _llamafactory_args(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: broken YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, found {type(data).__name__}")
+    return _flatten(data)
+
+
+def _flatten(data: dict[str, Any]) -> dict[str, Any]:
+    """LLaMA-Factory's keys wherever they sit in a (possibly sectioned) config; the first wins.
+
+    `model:` given as a section (`model: {name_or_path: ...}`) or as a plain string both name the model.
+    """
+    flat: dict[str, Any] = {}
+    model = data.get("model")
+    if isinstance(model, str):
+        flat["model_name_or_path"] = model
+    elif isinstance(model, dict):
+        for key in ("name_or_path", "path", "name", "model_name_or_path"):
+            if isinstance(model.get(key), str):
+                flat["model_name_or_path"] = model[key]
+                break
+    stack = [data]
+    while stack:
+        section = stack.pop(0)
+        for key, value in section.items():
+            if isinstance(value, dict):
+                stack.append(value)
+            else:
+                flat.setdefault(str(key), value)
+    return flat
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")
+    raise ValueError(value)
+
+
+def _list(value: Any) -> str:
+    return ",".join(str(item) for item in value) if isinstance(value, (list, tuple)) else str(value)

@@ -1,0 +1,259 @@
+"""One look at the machine: everything the doctor's checks read, gathered in one function.
+
+`take_snapshot()` is the only part of the doctor that touches the system (imports torch, asks
+nvidia-smi, reads package metadata, measures disks); the checks are pure functions of the
+`EnvironmentSnapshot` it returns, so tests feed them simulated machines. Nothing here raises for
+a missing or broken tool: what could not be found is recorded, with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from nerft.doctor.compat import OPTIONAL_PACKAGES, TESTED_WITH
+
+PACKAGES = [*TESTED_WITH, *OPTIONAL_PACKAGES]
+MODULES = {"flash_attn": "flash-attn", "liger_kernel": "liger-kernel", "bitsandbytes": "bitsandbytes"}
+BUILT_AGAINST_TORCH = ("torchvision", "torchaudio", "vllm")  # their wheels pin the torch they were compiled for
+NVIDIA_SMI_TIMEOUT = 20  # seconds; a wedged driver can make nvidia-smi hang
+
+
+@dataclass
+class GpuInfo:
+    index: int
+    name: str
+    memory_total_mib: int
+    memory_free_mib: int | None = None
+    compute_capability: str | None = None  # "8.0"; None when nvidia-smi is too old to say
+
+    @property
+    def memory_total_bytes(self) -> int:
+        return self.memory_total_mib * 2**20
+
+
+@dataclass
+class CacheDir:
+    """Where models are downloaded to, and how much room its disk has."""
+
+    purpose: str  # "Hugging Face cache", "ModelScope cache"
+    path: str
+    free_bytes: int | None
+
+
+@dataclass
+class EnvironmentSnapshot:
+    python_version: str = ""
+    python_executable: str = ""
+    platform: str = ""
+    cpu_count: int = 0
+    ram_total_bytes: int | None = None
+    ram_available_bytes: int | None = None
+    torch_version: str | None = None  # torch.__version__, with its build tag ("2.11.0+cu130")
+    torch_cuda_build: str | None = None  # torch.version.cuda ("13.0"); None for a CPU build
+    torch_cuda_available: bool = False
+    torch_error: str | None = None  # why torch did not import, or why CUDA is unusable
+    driver_version: str | None = None  # "535.104.05"
+    driver_cuda: str | None = None  # the newest CUDA the driver supports, "12.2"
+    driver_error: str | None = None  # why no driver was found
+    gpus: list[GpuInfo] = field(default_factory=list)
+    packages: dict[str, str | None] = field(default_factory=dict)  # distribution -> version (None: absent)
+    torch_pins: dict[str, str] = field(default_factory=dict)  # distribution -> its torch requirement
+    import_errors: dict[str, str] = field(default_factory=dict)  # module -> first line of the error
+    modules: dict[str, bool] = field(default_factory=dict)  # importable: flash_attn, liger_kernel, ...
+    cache_dirs: list[CacheDir] = field(default_factory=list)
+
+    @property
+    def has_cuda_gpu(self) -> bool:
+        """A GPU that training can use: present, and visible to this torch."""
+        return bool(self.gpus) and self.torch_cuda_available
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def take_snapshot() -> EnvironmentSnapshot:
+    snapshot = EnvironmentSnapshot(
+        python_version=platform.python_version(),
+        python_executable=sys.executable,
+        platform=platform.platform(terse=True),
+        cpu_count=os.cpu_count() or 0,
+    )
+    snapshot.ram_total_bytes, snapshot.ram_available_bytes = _memory()
+    _probe_packages(snapshot)
+    _probe_torch(snapshot)
+    _probe_driver(snapshot)
+    snapshot.cache_dirs = _cache_dirs()
+    return snapshot
+
+
+def _memory() -> tuple[int | None, int | None]:
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        kib = lambda key: int(fields[key].split()[0]) * 1024  # noqa: E731
+        return kib("MemTotal"), kib("MemAvailable")
+    except (OSError, KeyError, ValueError):
+        pass
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return total, None
+    except (ValueError, OSError, AttributeError):
+        return None, None
+
+
+def _probe_packages(snapshot: EnvironmentSnapshot) -> None:
+    for name in PACKAGES:
+        try:
+            snapshot.packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            snapshot.packages[name] = None
+            continue
+        if name in BUILT_AGAINST_TORCH:
+            pin = _torch_requirement(name)
+            if pin:
+                snapshot.torch_pins[name] = pin
+    for module, _distribution in MODULES.items():
+        snapshot.modules[module] = importlib.util.find_spec(module) is not None
+
+
+def _torch_requirement(distribution: str) -> str | None:
+    """The unconditional torch requirement of `distribution`, e.g. "==2.11.0" for torchvision 0.26.0."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for line in importlib.metadata.requires(distribution) or []:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if requirement.name == "torch" and (requirement.marker is None or requirement.marker.evaluate({"extra": ""})):
+            return str(requirement.specifier) or None
+    return None
+
+
+def _probe_torch(snapshot: EnvironmentSnapshot) -> None:
+    try:
+        import torch
+    except Exception as exc:  # a broken install raises anything (OSError for missing .so files, ...)
+        snapshot.torch_error = _first_line(exc)
+        return
+    snapshot.torch_version = torch.__version__
+    snapshot.torch_cuda_build = torch.version.cuda
+    try:
+        snapshot.torch_cuda_available = bool(torch.cuda.is_available())
+    except Exception as exc:
+        snapshot.torch_error = _first_line(exc)
+    if snapshot.torch_cuda_available:
+        try:
+            for index in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(index)
+                free = None
+                try:
+                    free = torch.cuda.mem_get_info(index)[0] // 2**20
+                except Exception:
+                    pass
+                snapshot.gpus.append(GpuInfo(index, props.name, props.total_memory // 2**20, free, f"{props.major}.{props.minor}"))
+        except Exception as exc:
+            snapshot.torch_error = _first_line(exc)
+    # llamafactory imports both at start-up; a mismatched build fails right here
+    for module in ("torchvision", "torchaudio"):
+        if snapshot.packages.get(module):
+            try:
+                __import__(module)
+            except Exception as exc:
+                snapshot.import_errors[module] = _first_line(exc)
+
+
+def _probe_driver(snapshot: EnvironmentSnapshot) -> None:
+    program = shutil.which("nvidia-smi")
+    if program is None:
+        snapshot.driver_error = "nvidia-smi not found"
+        return
+    # A probe that captures a short answer, not a program run for the user: so not process.run_program.
+    try:
+        header = subprocess.run([program], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        snapshot.driver_error = f"nvidia-smi failed: {_first_line(exc)}"
+        return
+    snapshot.driver_version, snapshot.driver_cuda = parse_nvidia_smi_header(header.stdout)
+    if header.returncode != 0 and not snapshot.driver_cuda:
+        output = (header.stdout + header.stderr).strip()
+        snapshot.driver_error = "nvidia-smi failed: " + (output.splitlines()[0] if output else f"exit code {header.returncode}")
+        return
+    if snapshot.gpus:  # torch already listed them, with what training will see
+        return
+    for fields in (GPU_QUERY, GPU_QUERY[:-1]):  # compute_cap is unknown to drivers before 510
+        try:
+            answer = subprocess.run(
+                [program, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
+                capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return
+        if answer.returncode == 0:
+            snapshot.gpus = parse_gpu_query(answer.stdout)
+            return
+
+
+GPU_QUERY = ("index", "name", "memory.total", "memory.free", "compute_cap")
+
+
+def parse_nvidia_smi_header(text: str) -> tuple[str | None, str | None]:
+    """`| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   CUDA Version: 12.2 |` -> versions."""
+    driver = re.search(r"Driver Version:\s*([\d.]+)", text)
+    cuda = re.search(r"CUDA Version:\s*([\d.]+)", text)
+    return (driver.group(1) if driver else None, cuda.group(1) if cuda else None)
+
+
+def parse_gpu_query(text: str) -> list[GpuInfo]:
+    """Rows of `nvidia-smi --query-gpu=index,name,memory.total,memory.free[,compute_cap]` (MiB)."""
+    gpus = []
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split(",")]
+        if len(cells) < 4 or not cells[0].isdigit():
+            continue
+        gpus.append(GpuInfo(
+            index=int(cells[0]), name=cells[1], memory_total_mib=_int(cells[2]) or 0,
+            memory_free_mib=_int(cells[3]), compute_capability=cells[4] if len(cells) > 4 and cells[4][:1].isdigit() else None,
+        ))
+    return gpus
+
+
+def _cache_dirs() -> list[CacheDir]:
+    home = Path.home()
+    hf_home = Path(os.environ.get("HF_HOME", home / ".cache" / "huggingface"))
+    places = [
+        ("Hugging Face cache", Path(os.environ.get("HF_HUB_CACHE", hf_home / "hub"))),
+        ("ModelScope cache", Path(os.environ.get("MODELSCOPE_CACHE", home / ".cache" / "modelscope" / "hub"))),
+    ]
+    return [CacheDir(purpose, str(path), free_bytes(path)) for purpose, path in places]
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free space on the disk that holds `path` (or would hold it: its nearest existing parent)."""
+    for candidate in [path, *path.parents]:
+        if candidate.exists():
+            try:
+                return shutil.disk_usage(candidate).free
+            except OSError:
+                return None
+    return None
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(float(text))
+    except ValueError:
+        return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -1,0 +1,95 @@
+"""`nerft doctor` end to end: for real on this machine, and on simulated ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nerft.cli.main import app
+from nerft.doctor import diagnosis as diagnose_module
+from test_doctor import cpu_machine, machine
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def real_run():
+    """`nerft doctor --json` on this very machine (one snapshot for the module: torch imports once)."""
+    result = runner.invoke(app, ["doctor", "--json"])
+    return result
+
+
+def test_doctor_runs_for_real_here(real_run):
+    assert real_run.exit_code == 0, real_run.output
+    report = json.loads(real_run.stdout)
+    environment = report["environment"]
+    import torch
+
+    assert environment["torch_version"] == torch.__version__
+    assert environment["torch_cuda_build"] == torch.version.cuda
+    assert environment["packages"]["llamafactory"] == "0.9.5"
+    names = {check["name"]: check["status"] for check in report["checks"]}
+    assert names["torchvision"] == "ok" and names["transformers"] == "ok"
+    assert report["errors"] == 0 and report["ok"] is True
+
+
+def test_doctor_text_report_ends_with_the_tally(monkeypatch):
+    monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: cpu_machine())
+    result = runner.invoke(app, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "ℹ gpu           no NVIDIA GPU (nvidia-smi not found)" in result.stdout
+    # python, torchvision, torchaudio, 8 tested packages, 1 cache disk; the rest is information
+    assert result.stdout.rstrip().splitlines()[-1] == "12 passed / 0 warnings / 0 errors"
+
+
+def test_doctor_exits_1_on_the_cuda_driver_trap(monkeypatch):
+    monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: machine(driver_cuda="12.2", torch_cuda_available=False))
+    result = runner.invoke(app, ["doctor"])
+    assert result.exit_code == 1
+    assert "fix: pip install torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0 --index-url https://download.pytorch.org/whl/cu126" in result.stdout
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_doctor_config_7b_fails_on_a_cpu_machine_naming_the_missing_gpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: cpu_machine())
+    config = write(tmp_path / "qwen7b.yaml", "model:\n  model_name_or_path: Qwen/Qwen2.5-7B-Instruct\ntrain:\n  bf16: true\n"
+                   "  per_device_train_batch_size: 1\ndataset:\n  cutoff_len: 1024\n")
+    result = runner.invoke(app, ["doctor", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "✘ memory        needs an NVIDIA GPU with at least 19.7 GiB; this machine has no NVIDIA GPU (nvidia-smi not found)" in result.stdout
+    assert result.stdout.rstrip().endswith(f"{config}: cannot run on this machine")
+
+
+def test_doctor_config_7b_passes_on_a_simulated_h100(tmp_path, monkeypatch):
+    monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: machine())
+    config = write(tmp_path / "qwen7b.yaml", "model_name_or_path: Qwen/Qwen2.5-7B-Instruct\nbf16: true\ncutoff_len: 1024\nper_device_train_batch_size: 1\n")
+    result = runner.invoke(app, ["doctor", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["config"]["estimate"]["device"] == "gpu"
+    assert report["config"]["estimate"]["trainable_params"] == 20_185_088
+    assert [check["status"] for check in report["config"]["checks"]] == ["ok", "ok"]
+
+
+def test_doctor_config_tiny_passes_on_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: cpu_machine())
+    config = write(tmp_path / "tiny.yaml", "model:\n  model_name_or_path: nerft:tiny-qwen2\ndataset:\n  cutoff_len: auto\n")
+    result = runner.invoke(app, ["doctor", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "(cutoff_len: auto, assumed)" in result.stdout
+    assert result.stdout.rstrip().endswith(f"{config}: can run on this machine")
+
+
+def test_doctor_missing_config_is_a_one_line_error(tmp_path):
+    result = runner.invoke(app, ["doctor", "--config", str(tmp_path / "absent.yaml")])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"nerft: error: {tmp_path / 'absent.yaml'}: no such config file"
+    assert result.stdout == ""
