@@ -12,17 +12,17 @@ from typing import IO, Any
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike, *, encoding: str = "utf-8") -> Iterator[IO[str]]:
+def atomic_writer(path: str | os.PathLike, *, encoding: str = "utf-8", binary: bool = False) -> Iterator[IO]:
     """Open a temporary file beside `path`; rename it over `path` only if the block succeeds.
 
     The rename is atomic on POSIX, so a reader sees either the old file or the complete new one,
-    and an interrupted run leaves the old file untouched.
+    and an interrupted run leaves the old file untouched. `binary=True` opens it for bytes (images).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="\n") as handle:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding=encoding, newline="\n")) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -40,6 +40,11 @@ def atomic_writer(path: str | os.PathLike, *, encoding: str = "utf-8") -> Iterat
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_writer(path) as handle:
         handle.write(text)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_writer(path, binary=True) as handle:
+        handle.write(data)
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> None:
