@@ -19,11 +19,30 @@ def iter_checked(path: str | os.PathLike, labels: Iterable[str] | None = None) -
         items, check = iter_json_objects(path), check_json_record
     else:
         items, check = iter_tagged_sentences(path), check_tagged_record
+    # A record without 'label' in a file that has labels elsewhere is worth a warning; the lines of
+    # unlabelled records seen before the first labelled one wait for it (line numbers only).
+    waiting: list[int] = []
+    seen_labelled = False
     for line, value in items:
         if isinstance(value, Finding):
             yield CheckedRecord(None, [value])
-        else:
-            yield check(value, source, line, labels)
+            continue
+        checked = check(value, source, line, labels)
+        record = checked.record
+        if record is not None and record.labelled and not seen_labelled:
+            seen_labelled = True
+            checked.findings[:0] = [_unlabelled(source, earlier) for earlier in waiting]
+            waiting = []
+        elif record is not None and not record.labelled:
+            if seen_labelled:
+                checked.findings.append(_unlabelled(source, line))
+            else:
+                waiting.append(line)
+        yield checked
+
+
+def _unlabelled(source: str, line: int) -> Finding:
+    return Finding("warning", source, line, "no 'label' in a file whose other records have one: treated as unlabelled")
 
 
 def load_records(path: str | os.PathLike, labels: Iterable[str] | None = None) -> list[CluenerRecord]:

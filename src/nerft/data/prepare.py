@@ -107,23 +107,26 @@ def prepare_dataset(
         raise DataError(f"dataset name {name!r} may only hold letters, digits, '-' and '_'")
     fmt = get_format(prompt, labels)
     out_dir = Path(out_dir)
+    read_dataset_info(out_dir)  # refuse a broken dataset_info.json before writing anything
     inputs = {"train": train, "dev": dev, "test": test}
     inputs = {split: Path(path) for split, path in inputs.items() if path is not None}
 
     # Pass 1: validate everything and count records, before anything is written.
     findings: list[Finding] = []
     valid_counts: dict[str, int] = {}
+    invalid = 0
     for split, path in inputs.items():
         valid = 0
         for checked in iter_checked(path, labels):
             findings.extend(checked.findings)
             valid += checked.ok
+            invalid += not checked.ok
         valid_counts[split] = valid
     errors = [f for f in findings if f.severity == "error"]
     if errors and not skip_invalid:
         raise DataError(
             format_errors(errors)
-            + f"\n{len(errors)} invalid record(s); nothing was written (--skip-invalid writes the valid ones)"
+            + f"\n{invalid} invalid record(s); nothing was written (--skip-invalid writes the valid ones)"
         )
     for split, count in valid_counts.items():
         if count == 0:
@@ -168,8 +171,7 @@ def prepare_dataset(
             "splits": {split: summary.to_dict() for split, summary in summaries.items()},
         },
     )
-    skipped = sum(1 for f in findings if f.severity == "error")
-    return PrepareResult(out_dir, names, summaries, findings, skipped if skip_invalid else 0, fmt.name)
+    return PrepareResult(out_dir, names, summaries, findings, invalid if skip_invalid else 0, fmt.name)
 
 
 def _valid_records(path: Path, labels) -> Iterator[CluenerRecord]:
@@ -202,17 +204,26 @@ class _AlpacaArrayWriter:
         return self._context.__exit__(exc_type, exc, tb)
 
 
+def read_dataset_info(out_dir: Path) -> dict:
+    """The entries of `out_dir/dataset_info.json` ({} when there is none), or a `DataError`."""
+    info_path = Path(out_dir) / DATASET_INFO
+    if not info_path.exists():
+        return {}
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{info_path}:{exc.lineno}: broken JSON ({exc.msg}); fix or remove it, nerft will not overwrite it") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{info_path}: not UTF-8 text ({exc.reason}); fix or remove it, nerft will not overwrite it") from None
+    if not isinstance(info, dict):
+        raise DataError(f"{info_path}: expected a JSON object of dataset entries")
+    return info
+
+
 def register_datasets(out_dir: Path, entries: dict[str, str]) -> None:
     """Merge alpaca entries into `out_dir/dataset_info.json`, keeping every other entry as it was."""
     info_path = out_dir / DATASET_INFO
-    info: dict = {}
-    if info_path.exists():
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{info_path}:{exc.lineno}: broken JSON ({exc.msg}); fix or remove it, nerft will not overwrite it") from None
-        if not isinstance(info, dict):
-            raise DataError(f"{info_path}: expected a JSON object of dataset entries")
+    info = read_dataset_info(out_dir)
     updated = dict(info)
     for dataset, file_name in entries.items():
         updated[dataset] = {"file_name": file_name, "formatting": "alpaca", "columns": dict(ALPACA_COLUMNS)}

@@ -5,6 +5,8 @@ Errors (the record cannot be trusted; by default nothing is written):
 - `text` missing, not a string, or empty / only whitespace;
 - `label` not of the shape `{type: {entity: [[start, end], ...]}}`;
 - a span outside the text, with start > end, or where `text[start:end+1] != entity`;
+- a label name that is not one word of letters, digits, `_` or `-` (the compact prompt format
+  writes `label:entity` lines, which such a name would break);
 - a label not in `--labels`, when that option is given;
 - two spans that cross (overlap without one containing the other).
 
@@ -17,10 +19,13 @@ Warnings (written as they are, reported in the summary):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from nerft.data.records import CluenerRecord, Entity, Finding
+
+_LABEL_NAME = re.compile(r"[\w-]+")
 
 
 @dataclass
@@ -81,12 +86,18 @@ def _check_spans(text, label, entity_text, spans, source, line, findings) -> Ite
     if not isinstance(spans, list) or not spans:
         findings.append(Finding("error", source, line, f"{where}: spans must be a non-empty list of [start, end]"))
         return
+    if all(type(x) is int for x in spans):  # [0, 1] for [[0, 1]]: one error, not one per number
+        findings.append(Finding("error", source, line, f"{where}: spans must be a list of [start, end] pairs, found {spans!r}"))
+        return
     for span in spans:
         if not (isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)):
             findings.append(Finding("error", source, line, f"{where}: span {span!r} is not [start, end]"))
             continue
         start, end = span
-        if start < 0 or end >= len(text) or start > end:
+        if start > end:
+            findings.append(Finding("error", source, line, f"{where}: span [{start}, {end}] starts after it ends"))
+            continue
+        if start < 0 or end >= len(text):
             findings.append(
                 Finding("error", source, line, f"{where}: span [{start}, {end}] is outside the text (length {len(text)})")
             )
@@ -106,6 +117,9 @@ def check_entities(record: CluenerRecord, labels: Iterable[str] | None = None) -
     def add(severity, reason):
         findings.append(Finding(severity, record.source, record.line, reason))
 
+    for label in dict.fromkeys(entity.label for entity in record.entities):
+        if not _LABEL_NAME.fullmatch(label):
+            add("error", f"label name {label!r} must be one word of letters, digits, '_' or '-'")
     for entity in record.entities:
         if allowed is not None and entity.label not in allowed:
             add("error", f"unknown label {entity.label!r} (allowed: {', '.join(sorted(allowed))})")
