@@ -60,7 +60,8 @@ def write(path: Path, text: str) -> Path:
 
 def test_doctor_config_7b_fails_on_a_cpu_machine_naming_the_missing_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: cpu_machine())
-    config = write(tmp_path / "qwen7b.yaml", "model:\n  model_name_or_path: Qwen/Qwen2.5-7B-Instruct\ntrain:\n  bf16: true\n"
+    config = write(tmp_path / "qwen7b.yaml", "data:\n  train: data/sample/train.jsonl\n"
+                   "model:\n  model_name_or_path: Qwen/Qwen2.5-7B-Instruct\ntrain:\n  bf16: true\n"
                    "  per_device_train_batch_size: 1\ndataset:\n  cutoff_len: 1024\n")
     result = runner.invoke(app, ["doctor", "--config", str(config)])
     assert result.exit_code == 1
@@ -81,7 +82,7 @@ def test_doctor_config_7b_passes_on_a_simulated_h100(tmp_path, monkeypatch):
 
 def test_doctor_config_tiny_passes_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: cpu_machine())
-    config = write(tmp_path / "tiny.yaml", "model:\n  model_name_or_path: nerft:tiny-qwen2\ndataset:\n  cutoff_len: auto\n")
+    config = write(tmp_path / "tiny.yaml", "data:\n  train: data/sample/train.jsonl\nmodel:\n  model_name_or_path: nerft:tiny-qwen2\n")
     result = runner.invoke(app, ["doctor", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert "(cutoff_len: auto, assumed)" in result.stdout
@@ -91,5 +92,7 @@ def test_doctor_config_tiny_passes_on_the_cpu(tmp_path, monkeypatch):
 def test_doctor_missing_config_is_a_one_line_error(tmp_path):
     result = runner.invoke(app, ["doctor", "--config", str(tmp_path / "absent.yaml")])
     assert result.exit_code == 1
-    assert result.stderr.strip() == f"nerft: error: {tmp_path / 'absent.yaml'}: no such config file"
+    assert result.stderr.strip() == (
+        f"nerft: error: {tmp_path / 'absent.yaml'}: no such config file (give a YAML file, or a preset: qwen7b, qwen7b-qlora, tiny-cpu)"
+    )
     assert result.stdout == ""

@@ -179,6 +179,7 @@ def test_a_flat_llamafactory_yaml_is_read(tmp_path):
 def test_a_sectioned_nerft_config_is_read(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(
+        "data:\n  train: data/sample/train.jsonl\n"
         "model:\n  model_name_or_path: nerft:tiny-qwen2\n  enable_liger_kernel: auto\n"
         "method:\n  lora_rank: 4\ndataset:\n  cutoff_len: auto\ntrain:\n  per_device_train_batch_size: 4\n  bf16: false\n"
     )

@@ -1,7 +1,9 @@
 """Read a training config into the `TrainingPlan` the doctor reasons about.
 
-Takes LLaMA-Factory's own argument names, so it reads a run folder's `llamafactory_train.yaml`
-as well as nerft's configs.
+A nerft config (sections `model:`, `train:`, ...; a preset name like `tiny-cpu` works too) is
+read and validated by `nerft.config.load_config`; a flat file of LLaMA-Factory arguments, such as
+a run folder's `llamafactory_train.yaml`, is read as it is. Either way the plan speaks
+LLaMA-Factory's argument names.
 """
 
 from __future__ import annotations
@@ -10,18 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nerft.config.schema import SECTIONS
 from nerft.doctor.memory import TrainingPlan
 from nerft.errors import ConfigError
 
 MODEL_KEYS = ("model_name_or_path", "name_or_path", "base_model")
 AUTO_CUTOFF_LEN = 512  # what `cutoff_len: auto` is counted as: the longest CLUENER example is far shorter
-
-
-def read_training_plan(path: str | os.PathLike) -> TrainingPlan:
-    """The plan of the config at `path`; a `ConfigError` naming the file when it cannot be read."""
-    path = Path(path)
-    args = _llamafactory_args(path)
-    return plan_from_llamafactory_args(args, source=str(path))
 
 
 def plan_from_llamafactory_args(args: dict[str, Any], *, source: str = "") -> TrainingPlan:
@@ -51,9 +47,31 @@ def plan_from_llamafactory_args(args: dict[str, Any], *, source: str = "") -> Tr
     return plan
 
 
-def _llamafactory_args(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+def read_training_plan(path: str | os.PathLike) -> TrainingPlan:
+    """The plan of the config at `path` (or preset name); a `ConfigError` naming the file when it cannot be read."""
+    from nerft.config import resolve_config_path
+
+    path = resolve_config_path(path)
+    data = _read_yaml(path)
+    if set(data) <= set(SECTIONS):
+        args = _nerft_config_args(path)
+    else:
+        args = flatten_config(data)
+    return plan_from_llamafactory_args(args, source=str(path))
+
+
+def _nerft_config_args(path: Path) -> dict[str, Any]:
+    """A nerft config's LLaMA-Factory arguments, defaults included, after nerft's own validation."""
+    from nerft.config import load_config
+
+    config = load_config(path).config
+    args: dict[str, Any] = {}
+    for section in config.llamafactory_sections().values():
+        args.update(section.model_dump())
+    return args
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
@@ -64,10 +82,10 @@ def _llamafactory_args(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{where}: broken YAML ({getattr(exc, 'problem', None) or exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, found {type(data).__name__}")
-    return _flatten(data)
+    return data
 
 
-def _flatten(data: dict[str, Any]) -> dict[str, Any]:
+def flatten_config(data: dict[str, Any]) -> dict[str, Any]:
     """LLaMA-Factory's keys wherever they sit in a (possibly sectioned) config; the first wins.
 
     `model:` given as a section (`model: {name_or_path: ...}`) or as a plain string both name the model.
