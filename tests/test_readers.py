@@ -107,6 +107,36 @@ def test_a_record_that_never_closes_is_reported_at_its_first_line(tmp_path):
     assert str(found[2][1]).startswith(f"{path}:27: error: broken JSON")
 
 
+def test_reading_goes_on_after_a_broken_record_of_a_pretty_printed_array(tmp_path):
+    text = json.dumps(RECORDS, ensure_ascii=False, indent=2).replace('"text": "今天天气很好",', '"text": "今天天气很好"')
+    path = write(tmp_path, "a.json", text)
+    found = read(path)
+    assert [line for line, _ in found] == [2, 23, 27]
+    assert found[1][1].reason == "broken JSON: Expecting ',' delimiter (line 25, column 5)"
+    assert found[2][1] == RECORDS[2]  # not swallowed by the broken record before it
+
+
+def test_reading_goes_on_after_a_broken_record_of_a_one_line_a_record_array(tmp_path):
+    lines = [json.dumps(r, ensure_ascii=False) for r in RECORDS]
+    lines[0] = lines[0][:-1]  # no closing brace
+    path = write(tmp_path, "a.json", "[" + ",\n".join(lines) + "]\n")
+    found = read(path)
+    assert [line for line, _ in found] == [1, 2, 3]
+    assert isinstance(found[0][1], Finding) and found[1:] == [(2, RECORDS[1]), (3, RECORDS[2])]
+
+
+def test_hand_formatted_records_and_two_on_a_line(tmp_path):
+    text = (
+        '{"text": "张三",\n     "label": {}}\n'  # closes on an indented line
+        '{"text": "一"} {"text": "二", \n'  # a complete record, then a broken one
+        '{"text": "三"}'  # no newline at the end
+    )
+    found = read(write(tmp_path, "a.json", text))
+    assert [(line, value if isinstance(value, dict) else "broken") for line, value in found] == [
+        (1, {"text": "张三", "label": {}}), (3, {"text": "一"}), (3, "broken"), (4, {"text": "三"}),
+    ]
+
+
 def test_values_that_are_not_objects(tmp_path):
     path = write(tmp_path, "a.jsonl", jsonl(RECORDS[:1]) + '"just a string"\n42\n' + jsonl(RECORDS[1:2]))
     found = read(path)
@@ -124,6 +154,17 @@ def test_not_utf8_is_one_line_error(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         load_records(tmp_path / "nope.jsonl")
+
+
+def test_prepare_reports_every_problem_of_a_pretty_printed_array(tmp_path):
+    rows = [*RECORDS, {"text": "张三", "label": {"name": {"张三": [[0, 7]]}}}]
+    text = json.dumps(rows, ensure_ascii=False, indent=2).replace('"text": "今天天气很好",', '"text": "今天天气很好"')
+    path = write(tmp_path, "train.json", text)
+    result = CliRunner().invoke(app, ["prepare", "--train", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert f"{path}:23: error: broken JSON" in result.stderr
+    assert f"{path}:48: error: name '张三': span [0, 7] is outside the text (length 2)" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 # Char-level tagged files

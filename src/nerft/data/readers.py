@@ -46,54 +46,82 @@ def detect_format(path: str | os.PathLike) -> str:
 def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict | Finding]]:
     """Yield `(line, object)` for every top-level JSON object in the file, in order.
 
-    A record that does not decode is reported as a `Finding` at the line where it starts. A JSON
-    Lines record is known to be broken when the next line starts a new object at column 0; any
-    record is known to be broken at the end of the file.
+    A record that does not decode is reported as a `Finding` at the line where it starts. It is
+    known to be broken when a later line opens an object at its column or left of it (column 0
+    in JSON Lines, the records' indentation in a pretty-printed array: nested objects are always
+    further right), and reading goes on from there; any record is known to be broken at the end
+    of the file.
     """
     source = str(path)
     decoder = json.JSONDecoder()
     buffer = ""
     buffer_line = 1  # line number of buffer[0]
+    buffer_column = 0  # and its column
     last_error = ""
+
+    def drain(force: bool) -> Iterator[tuple[int, dict | Finding]]:
+        """Yield what the buffer holds, leaving in it only the start of an unfinished object."""
+        nonlocal buffer, buffer_line, buffer_column, last_error
+        while True:
+            start = _skip_separators(buffer)
+            buffer_line, buffer_column = _advance(buffer, start, buffer_line, buffer_column)
+            buffer = buffer[start:]
+            if not buffer:
+                return
+            if buffer[0] != "{":
+                reason = f"expected a JSON object, found {buffer.split(chr(10), 1)[0][:40]!r}"
+                yield buffer_line, Finding("error", source, buffer_line, reason)
+                newline = buffer.find("\n")
+                buffer = "" if newline < 0 else buffer[newline + 1 :]
+                buffer_line, buffer_column = buffer_line + 1, 0
+                continue
+            # An object ends with "}": until the buffer does, decoding it again is wasted work
+            # (quadratic in the lines of a pretty-printed record).
+            if not force and not buffer.rstrip(_SEPARATORS).endswith("}"):
+                return
+            try:
+                value, end = decoder.raw_decode(buffer)
+            except json.JSONDecodeError as exc:
+                last_error = f"{exc.msg} (line {buffer_line + exc.lineno - 1}, column {exc.colno})"
+                if len(buffer) > MAX_RECORD_CHARS:
+                    raise DataError(f"{source}:{buffer_line}: broken JSON: an object that never closes ({last_error})") from None
+                return
+            yield buffer_line, value
+            buffer_line, buffer_column = _advance(buffer, end, buffer_line, buffer_column)
+            buffer = buffer[end:]
+
     with open_text(path) as handle:
         lineno = 0
         try:
             for lineno, line in enumerate(handle, start=1):
-                if buffer and line.startswith("{"):
-                    yield buffer_line, _broken(source, buffer_line, last_error)
-                    buffer = ""
+                if buffer and _opens_object_within(line, buffer_column):
+                    yield from drain(force=True)
+                    if buffer:
+                        yield buffer_line, _broken(source, buffer_line, last_error)
+                        buffer = ""
                 if not buffer:
-                    buffer_line = lineno
+                    buffer_line, buffer_column = lineno, 0
                 buffer += line
-                while True:
-                    start = _skip_separators(buffer)
-                    buffer_line += buffer.count("\n", 0, start)
-                    buffer = buffer[start:]
-                    if not buffer:
-                        break
-                    if buffer[0] != "{":
-                        reason = f"expected a JSON object, found {buffer.split(chr(10), 1)[0][:40]!r}"
-                        yield buffer_line, Finding("error", source, buffer_line, reason)
-                        newline = buffer.find("\n")
-                        buffer = "" if newline < 0 else buffer[newline + 1 :]
-                        buffer_line += 1
-                        continue
-                    try:
-                        value, end = decoder.raw_decode(buffer)
-                    except json.JSONDecodeError as exc:
-                        last_error = f"{exc.msg} (line {buffer_line + exc.lineno - 1}, column {exc.colno})"
-                        if len(buffer) > MAX_RECORD_CHARS:
-                            raise DataError(
-                                f"{source}:{buffer_line}: broken JSON: an object that never closes ({last_error})"
-                            ) from None
-                        break
-                    yield buffer_line, value
-                    buffer_line += buffer.count("\n", 0, end)
-                    buffer = buffer[end:]
+                yield from drain(force=False)
         except UnicodeDecodeError as exc:
             raise DataError(f"{source}:{lineno + 1}: not UTF-8 text ({exc.reason})") from None
+    yield from drain(force=True)
     if buffer.strip(_SEPARATORS):
         yield buffer_line, _broken(source, buffer_line, last_error or "unexpected end of file")
+
+
+def _opens_object_within(line: str, column: int) -> bool:
+    """Whether `line` starts (after indentation) with "{" at `column` or left of it."""
+    indent = len(line) - len(line.lstrip(" \t"))
+    return indent <= column and line[indent : indent + 1] == "{"
+
+
+def _advance(text: str, count: int, line: int, column: int) -> tuple[int, int]:
+    """Line and column after the first `count` characters of `text`, which starts at (line, column)."""
+    newlines = text.count("\n", 0, count)
+    if not newlines:
+        return line, column + count
+    return line + newlines, count - text.rfind("\n", 0, count) - 1
 
 
 def _skip_separators(text: str) -> int:
