@@ -1,0 +1,126 @@
+"""The evaluation report a person reads: `report.md` with the per-label table and an F1 bar chart.
+
+It renders the JSON that `nerft eval --report` writes (`nerft.metrics.evaluate.EvalReport.to_dict`):
+`{"records", "unparseable", "labels": {label: {precision, recall, f1, support, tp, fp, fn}},
+"micro": {...}, "macro": {...}, "seqeval": {"micro": {...}, "macro": {...}, ...}, "errors": [...]}`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from nerft.errors import DataError
+from nerft.reporting.charts import f1_bar_chart
+from nerft.reporting.page import Block, Heading, Image, Page, Paragraph, Table, render_markdown
+
+CHART_NAME = "f1_by_label.png"
+ERRORS_SHOWN = 10
+
+
+def load_eval_report(path: str | os.PathLike) -> dict:
+    """Read a report.json; a `DataError` naming the file when it is not one."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such eval report", hint="write one with `nerft eval ... --report PATH`") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+    check_eval_report(report, source=str(path))
+    return report
+
+
+def check_eval_report(report: object, *, source: str = "eval report") -> None:
+    if not isinstance(report, dict) or not isinstance(report.get("labels"), dict):
+        raise DataError(f"{source}: not a nerft eval report (no per-label scores under \"labels\")")
+
+
+def eval_paths(target: str | os.PathLike) -> tuple[Path, Path]:
+    """Where the Markdown page and the chart go for `target`: a folder, a .md path, or the report's
+    .json path (`X/report.json` -> `X/report.md` and `X/f1_by_label.png`)."""
+    target = Path(target)
+    if target.suffix.lower() in (".md", ".json"):
+        markdown = target.with_suffix(".md")
+        chart = target.parent / (CHART_NAME if target.stem == "report" else f"{target.stem}_{CHART_NAME}")
+        return markdown, chart
+    return target / "report.md", target / CHART_NAME
+
+
+def write_eval_report(report: dict, target: str | os.PathLike, *, title: str = "Evaluation") -> list[Path]:
+    """Write `report.md` and the per-label F1 chart for `report`; return their paths."""
+    from nerft.io import write_text_atomic
+
+    check_eval_report(report)
+    markdown, chart = eval_paths(target)
+    page = Page(title).add(*eval_blocks(report, chart))
+    write_text_atomic(markdown, render_markdown(page, base_dir=markdown.parent))
+    return [markdown, chart]
+
+
+def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Block]:
+    """The summary, the per-label table, the chart (drawn to `chart`), span scores and first errors."""
+    labels: dict = report["labels"]
+    micro, macro = report.get("micro", {}), report.get("macro", {})
+    f1_bar_chart({label: float(scores.get("f1", 0.0)) for label, scores in labels.items()}, chart,
+                 title=f"F1 by label (micro F1 {float(micro.get('f1', 0.0)):.3f})")
+    blocks: list[Block] = [Paragraph(summary_line(report))]
+    blocks.append(Heading("Per label (CLUE: label and entity text must both match)", heading_level))
+    blocks.append(label_table(report))
+    blocks.append(Image(chart, "F1 by label"))
+    seqeval = report.get("seqeval") or {}
+    if seqeval.get("micro"):
+        rows = [[name, *(_score(seqeval[name].get(key)) for key in ("precision", "recall", "f1"))]
+                for name in ("micro", "macro") if seqeval.get(name)]
+        blocks.append(Heading("Spans (seqeval: the entity found at its place in the sentence)", heading_level))
+        blocks.append(Table(["Average", "Precision", "Recall", "F1"], rows))
+    errors = report.get("errors") or []
+    if errors:
+        blocks.append(Heading(f"First errors ({min(len(errors), ERRORS_SHOWN)} of {len(errors)})", heading_level))
+        blocks.append(Table(
+            ["Line", "Text", "Missed", "Wrong"],
+            [[str(error.get("line", "")), error.get("text", ""), _mentions(error.get("false_negatives")),
+              "unparseable answer" if error.get("unparseable") else _mentions(error.get("false_positives"))]
+             for error in errors[:ERRORS_SHOWN]],
+            numeric=[True, False, False, False],
+        ))
+    return blocks
+
+
+def summary_line(report: dict) -> str:
+    micro, macro = report.get("micro", {}), report.get("macro", {})
+    parts = []
+    if "records" in report:
+        parts.append(f"{report['records']} records")
+    if "unparseable" in report:
+        parts.append(f"{report['unparseable']} unparseable answers")
+    if "sentences_with_errors" in report:
+        parts.append(f"{report['sentences_with_errors']} sentences with errors")
+    scores = (f"micro F1 {_score(micro.get('f1'))} (precision {_score(micro.get('precision'))}, "
+              f"recall {_score(micro.get('recall'))}); macro F1 {_score(macro.get('f1'))}")
+    return (", ".join(parts) + ". " if parts else "") + scores[0].upper() + scores[1:] + "."
+
+
+def label_table(report: dict) -> Table:
+    labels, micro, macro = report["labels"], report.get("micro", {}), report.get("macro", {})
+    rows = []
+    for label, scores in labels.items():
+        rows.append([label, *(_score(scores.get(key)) for key in ("precision", "recall", "f1")),
+                     *(_count(scores.get(key)) for key in ("support", "tp", "fp", "fn"))])
+    total = micro.get("support", sum(int(scores.get("support", 0)) for scores in labels.values()))
+    rows.append(["Micro avg.", *(_score(micro.get(key)) for key in ("precision", "recall", "f1")), _count(total), "", "", ""])
+    rows.append(["Macro avg.", *(_score(macro.get(key)) for key in ("precision", "recall", "f1")), _count(total), "", "", ""])
+    return Table(["Label", "Precision", "Recall", "F1", "Support", "TP", "FP", "FN"], rows)
+
+
+def _score(value) -> str:
+    return "" if value is None else f"{float(value):.4f}"
+
+
+def _count(value) -> str:
+    return "" if value is None else str(int(value))
+
+
+def _mentions(pairs) -> str:
+    return ", ".join(f"{label}:{text}" for label, text in (pairs or []))

@@ -1,0 +1,308 @@
+"""`nerft report`: one page per training run, and a side-by-side page for several runs.
+
+A run page has the config summary (from `run.json`, `llamafactory_train.yaml`, `nerft.yaml`), the
+loss curve (from LLaMA-Factory's `trainer_log.jsonl`), and, when `<run>/eval/report.json` exists,
+the evaluation table and chart. Each page is written as Markdown and as self-contained HTML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nerft.errors import DataError, ModelError
+from nerft.reporting.charts import grouped_bar_chart, loss_chart
+from nerft.reporting.eval_report import eval_blocks, load_eval_report, summary_line
+from nerft.reporting.page import Block, Heading, Image, Page, Paragraph, Table, render_html, render_markdown
+from nerft.runfolder import LLAMAFACTORY_TRAIN, RUN_CONFIG, RUN_MANIFEST
+
+TRAINER_LOG = "trainer_log.jsonl"
+RESULTS_FILES = ("all_results.json", "train_results.json")
+EVAL_REPORT = Path("eval") / "report.json"
+# The settings a reader compares first, in LLaMA-Factory's names.
+SUMMARY_KEYS = (
+    "model_name_or_path", "template", "finetuning_type", "lora_rank", "lora_alpha", "lora_target", "quantization_bit",
+    "dataset", "eval_dataset", "cutoff_len", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "learning_rate", "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_ratio", "bf16", "fp16", "flash_attn",
+)
+
+
+@dataclass
+class RunRecord:
+    """What a run folder holds that a report shows."""
+
+    run_dir: Path
+    name: str
+    manifest: dict[str, Any] = field(default_factory=dict)  # run.json
+    settings: dict[str, Any] = field(default_factory=dict)  # LLaMA-Factory arguments that ran
+    log: list[dict[str, Any]] = field(default_factory=list)  # trainer_log.jsonl rows
+    results: dict[str, Any] = field(default_factory=dict)  # all_results.json
+    evaluation: dict[str, Any] | None = None  # eval/report.json
+
+    def losses(self) -> list[tuple[float, float]]:
+        return [(row["current_steps"], row["loss"]) for row in self.log if row.get("loss") is not None and "current_steps" in row]
+
+    def eval_losses(self) -> list[tuple[float, float]]:
+        return [(row["current_steps"], row["eval_loss"]) for row in self.log if row.get("eval_loss") is not None and "current_steps" in row]
+
+    def setting(self, key: str) -> Any:
+        return self.settings.get(key)
+
+
+def read_run(run_dir: str | os.PathLike) -> RunRecord:
+    """Gather a run folder (nerft's, or a plain LLaMA-Factory output folder)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ModelError(f"{run_dir}: no such run folder")
+    names = (RUN_MANIFEST, LLAMAFACTORY_TRAIN, TRAINER_LOG)
+    if not any((run_dir / name).is_file() for name in names):
+        raise ModelError(f"{run_dir}: not a training run folder (none of {', '.join(names)})", hint="make one with `nerft train CONFIG`")
+    record = RunRecord(run_dir=run_dir, name=run_dir.resolve().name)
+    if (run_dir / RUN_MANIFEST).is_file():
+        record.manifest = _read_json(run_dir / RUN_MANIFEST)
+    record.settings = _settings(run_dir)
+    record.log = read_trainer_log(run_dir / TRAINER_LOG)
+    for name in RESULTS_FILES:
+        if (run_dir / name).is_file():
+            record.results = _read_json(run_dir / name)
+            break
+    if (run_dir / EVAL_REPORT).is_file():
+        record.evaluation = load_eval_report(run_dir / EVAL_REPORT)
+    return record
+
+
+def read_trainer_log(path: Path) -> list[dict[str, Any]]:
+    """LLaMA-Factory's per-step log; a half-written last line (training still running) is skipped."""
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines) and not text.endswith("\n"):
+                break
+            raise DataError(f"{path}:{number}: broken JSON ({exc.msg})") from None
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _settings(run_dir: Path) -> dict[str, Any]:
+    """The LLaMA-Factory arguments that ran; nerft.yaml's values fill what the rendered file lacks."""
+    from nerft.doctor.preset import flatten_config
+
+    settings: dict[str, Any] = {}
+    for name in (LLAMAFACTORY_TRAIN, RUN_CONFIG):
+        path = run_dir / name
+        if path.is_file():
+            for key, value in flatten_config(_read_yaml(path)).items():
+                settings.setdefault(key, value)
+    return settings
+
+
+def run_page(record: RunRecord, out_dir: Path) -> Page:
+    """The page of one run; its charts are drawn into `out_dir`."""
+    page = Page(f"Run {record.name}")
+    manifest = record.manifest
+    model = manifest.get("base_model") or record.setting("model_name_or_path") or "unknown"
+    facts = [f"Folder {record.run_dir}", f"base model {model}"]
+    if manifest.get("prompt"):
+        facts.append(f"prompt format {manifest['prompt']}")
+    if manifest.get("labels"):
+        facts.append(f"{len(manifest['labels'])} labels")
+    page.add(Paragraph(", ".join(facts) + "."))
+
+    page.add(Heading("Config"))
+    rows = [[key, _value(record.setting(key))] for key in SUMMARY_KEYS if record.setting(key) not in (None, "")]
+    page.add(Table(["Setting", "Value"], rows, numeric=[False, False]) if rows else Paragraph("No llamafactory_train.yaml or nerft.yaml in this folder."))
+
+    page.add(Heading("Training"))
+    page.add(*training_blocks(record, out_dir / "loss.png"))
+
+    page.add(Heading("Evaluation"))
+    if record.evaluation is not None:
+        page.add(*eval_blocks(record.evaluation, out_dir / "f1_by_label.png", heading_level=3))
+    else:
+        page.add(Paragraph(f"No {EVAL_REPORT.as_posix()} yet: write it with `nerft eval ... --report {record.run_dir / EVAL_REPORT}`."))
+    return page
+
+
+def training_blocks(record: RunRecord, chart: Path) -> list[Block]:
+    losses = record.losses()
+    if not losses:
+        return [Paragraph(f"No loss logged ({TRAINER_LOG} is missing or empty).")]
+    blocks: list[Block] = [Paragraph(training_summary(record))]
+    loss_chart({record.name: losses}, chart, title=f"Training loss: {record.name}", eval_curves={record.name: record.eval_losses()})
+    blocks.append(Image(chart, "Training loss by step"))
+    return blocks
+
+
+def training_summary(record: RunRecord) -> str:
+    losses = record.losses()
+    last = record.log[-1]
+    parts = [f"{last.get('current_steps', len(record.log))} of {last.get('total_steps', '?')} steps"]
+    if losses:
+        parts.append(f"loss {losses[0][1]:.4f} at step {losses[0][0]} to {losses[-1][1]:.4f} at step {losses[-1][0]}")
+    evaluated = record.eval_losses()
+    if evaluated:
+        parts.append(f"eval loss {evaluated[-1][1]:.4f}")
+    if record.results.get("train_runtime") is not None:
+        parts.append(f"{float(record.results['train_runtime']):.1f} s of training")
+    elif last.get("elapsed_time"):
+        parts.append(f"elapsed {last['elapsed_time']}")
+    return ", ".join(parts) + "."
+
+
+def comparison_page(records: list[RunRecord], out_dir: Path) -> Page:
+    """Runs side by side: differing settings, loss curves, and per-label F1 against the first run."""
+    names = [record.name for record in records]
+    page = Page("Comparison: " + " vs ".join(names))
+    page.add(Paragraph(f"Differences are measured against the first run, {names[0]}."))
+
+    page.add(Heading("Config differences"))
+    keys = [key for key in SUMMARY_KEYS if len({_value(record.setting(key)) for record in records}) > 1]
+    if keys:
+        page.add(Table(["Setting", *names], [[key, *(_value(record.setting(key)) for record in records)] for key in keys],
+                       numeric=[False] * (len(names) + 1)))
+    else:
+        page.add(Paragraph("The summarised settings are the same."))
+
+    page.add(Heading("Training"))
+    curves = {record.name: record.losses() for record in records}
+    if any(curves.values()):
+        page.add(Table(["Run", "Summary"], [[record.name, training_summary(record) if record.log else "no loss logged"] for record in records],
+                       numeric=[False, False]))
+        chart = loss_chart(curves, out_dir / "loss_comparison.png", title="Training loss",
+                           eval_curves={record.name: record.eval_losses() for record in records})
+        page.add(Image(chart, "Training loss of each run"))
+    else:
+        page.add(Paragraph("No run has a loss log."))
+
+    page.add(Heading("Evaluation"))
+    evaluated = [record for record in records if record.evaluation is not None]
+    if len(evaluated) < 2:
+        page.add(Paragraph(f"Per-label differences need an {EVAL_REPORT.as_posix()} in at least two runs ({len(evaluated)} found)."))
+        return page
+    page.add(Table(["Run", "Summary"], [[record.name, summary_line(record.evaluation)] for record in evaluated], numeric=[False, False]))
+    page.add(label_difference_table(evaluated))
+    series = {record.name: {label: float(scores.get("f1", 0.0)) for label, scores in record.evaluation["labels"].items()} for record in evaluated}
+    chart = grouped_bar_chart(series, out_dir / "f1_comparison.png", title="F1 by label")
+    page.add(Image(chart, "F1 by label for each run"))
+    return page
+
+
+def label_difference_table(records: list[RunRecord]) -> Table:
+    """F1 per label for every run, then each later run's difference from the first (ΔF1 = run − first)."""
+    labels = sorted({label for record in records for label in record.evaluation["labels"]})
+
+    def f1(record: RunRecord, label: str) -> float | None:
+        scores = record.evaluation["labels"].get(label)
+        return None if scores is None else float(scores.get("f1", 0.0))
+
+    def micro(record: RunRecord) -> float:
+        return float(record.evaluation.get("micro", {}).get("f1", 0.0))
+
+    header = ["Label", *(f"F1 {record.name}" for record in records), *(f"ΔF1 {record.name}" for record in records[1:])]
+    rows = []
+    for label in labels:
+        values = [f1(record, label) for record in records]
+        deltas = [_delta(value, values[0]) for value in values[1:]]
+        rows.append([label, *(_f(value) for value in values), *deltas])
+    micros = [micro(record) for record in records]
+    rows.append(["Micro avg.", *(_f(value) for value in micros), *(_delta(value, micros[0]) for value in micros[1:])])
+    return Table(header, rows)
+
+
+@dataclass
+class WrittenReport:
+    pages: list[Path] = field(default_factory=list)  # .md and .html files
+    charts: list[Path] = field(default_factory=list)
+
+
+def write_run_reports(run_dirs: list[str | os.PathLike], *, out: str | os.PathLike | None = None) -> WrittenReport:
+    """Write one page per run and, for several runs, the comparison page.
+
+    One run: pages in `out` (default `<run>/report/`). Several: `out/<run name>/` for each run and
+    `out/comparison.{md,html}` (default `out`: `reports/`).
+    """
+    if not run_dirs:
+        raise ModelError("no run folder given")
+    records = [read_run(run_dir) for run_dir in run_dirs]
+    _unique_names(records)
+    written = WrittenReport()
+    if len(records) == 1:
+        out_dir = Path(out) if out is not None else records[0].run_dir / "report"
+        _write_page(run_page(records[0], out_dir), out_dir, "report", written)
+        return written
+    out_dir = Path(out) if out is not None else Path("reports")
+    for record in records:
+        _write_page(run_page(record, out_dir / record.name), out_dir / record.name, "report", written)
+    _write_page(comparison_page(records, out_dir), out_dir, "comparison", written)
+    return written
+
+
+def _write_page(page: Page, out_dir: Path, stem: str, written: WrittenReport) -> None:
+    from nerft.io import write_text_atomic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown, html = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
+    write_text_atomic(markdown, render_markdown(page, base_dir=out_dir))
+    write_text_atomic(html, render_html(page))
+    written.pages += [markdown, html]
+    written.charts += [block.path for block in page.blocks if isinstance(block, Image)]
+
+
+def _unique_names(records: list[RunRecord]) -> None:
+    seen: dict[str, int] = {}
+    for record in records:
+        count = seen.get(record.name, 0)
+        seen[record.name] = count + 1
+        if count:
+            record.name = f"{record.name}-{count + 1}"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise DataError(f"{path}:{mark.line + 1 if mark else '?'}: broken YAML") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
+def _f(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _delta(value: float | None, base: float | None) -> str:
+    if value is None or base is None:
+        return "–"
+    return f"{value - base:+.4f}"
