@@ -48,6 +48,7 @@ def test_prints_the_table_unparseable_count_and_span_f1(files):
     assert lines[4].split() == ["Micro", "Avg.", "0.7500", "0.7500", "0.7500", "4"]
     assert "records: 3, unparseable: 1" in result.stdout
     assert "span F1 (seqeval, micro): 0.7500" in result.stdout
+    assert lines[-1] == "predicted strings left out of span scoring: 0 not in their sentence, 0 overlapping a longer one"
 
 
 def test_report_and_errors_files(files, tmp_path):

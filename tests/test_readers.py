@@ -94,7 +94,9 @@ def test_broken_json_lines_are_findings_at_their_line(tmp_path):
     assert found[0][1] == RECORDS[0] and found[2][1] == RECORDS[1] and found[4][1] == RECORDS[2]
     for line, finding in (found[1], found[3]):
         assert isinstance(finding, Finding) and finding.severity == "error" and finding.line == line
-        assert finding.reason.startswith("broken JSON:")
+    assert found[1][1].reason == "broken JSON: the object does not close (a missing '}', ']' or '\"'?)"
+    # {"text": "引号" is 13 characters: the decoder stops at the 14th, 没
+    assert found[3][1].reason == "broken JSON: Expecting ',' delimiter (line 4, column 14)"
 
 
 def test_a_record_that_never_closes_is_reported_at_its_first_line(tmp_path):

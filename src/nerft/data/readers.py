@@ -82,7 +82,10 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict | Fin
             try:
                 value, end = decoder.raw_decode(buffer)
             except json.JSONDecodeError as exc:
-                last_error = f"{exc.msg} (line {buffer_line + exc.lineno - 1}, column {exc.colno})"
+                if buffer[exc.pos :].strip():
+                    last_error = f"{exc.msg} (line {buffer_line + exc.lineno - 1}, column {exc.colno})"
+                else:
+                    last_error = "the object does not close (a missing '}', ']' or '\"'?)"
                 if len(buffer) > MAX_RECORD_CHARS:
                     raise DataError(f"{source}:{buffer_line}: broken JSON: an object that never closes ({last_error})") from None
                 return

@@ -70,14 +70,13 @@ class EvalReport:
     def format(self) -> str:
         """The table of the tutorials and a summary, for the terminal."""
         micro = self.spans.micro
-        dropped = self.spans.not_in_text + self.spans.overlapping
         return "\n".join([
             format_table(self.clue),
             "",
             f"records: {self.records}, unparseable: {self.unparseable}",
-            f"span F1 (seqeval, micro): {micro['f1']:.4f} "
-            f"(precision {micro['precision']:.4f}, recall {micro['recall']:.4f}; "
-            f"{dropped} predicted string(s) not placed in their sentence)",
+            f"span F1 (seqeval, micro): {micro['f1']:.4f} (precision {micro['precision']:.4f}, recall {micro['recall']:.4f})",
+            f"predicted strings left out of span scoring: {self.spans.not_in_text} not in their sentence, "
+            f"{self.spans.overlapping} overlapping a longer one",
         ])
 
 
@@ -104,7 +103,7 @@ def read_predictions(path: str | os.PathLike, expected_count: int | None = None)
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line.strip())
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path}:{lineno}: not a JSON line ({exc.msg}, column {exc.colno})") from None
                 if not isinstance(row, dict) or "predict" not in row:
