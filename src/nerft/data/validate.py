@@ -1,7 +1,8 @@
 """Turn decoded input into `CluenerRecord`s and say what is wrong with each.
 
 Errors (the record cannot be trusted; by default nothing is written):
-- broken JSON, a top-level value that is not an object, not UTF-8;
+- broken JSON, a top-level value that is not an object (a file that is not UTF-8 stops reading
+  at once with one error naming the line);
 - `text` missing, not a string, or empty / only whitespace;
 - `label` not of the shape `{type: {entity: [[start, end], ...]}}`;
 - a span outside the text, with start > end, or where `text[start:end+1] != entity`;
@@ -12,7 +13,8 @@ Errors (the record cannot be trusted; by default nothing is written):
 
 Warnings (written as they are, reported in the summary):
 - an entity with leading or trailing whitespace;
-- nested spans, or the same span under two labels (CLUENER train has one nested pair);
+- nested spans, or the same span under two labels (CLUENER train has one such record, line
+  1507: a book title holding two companies);
   span-level (BIO) scoring keeps only the outer span of a nest;
 - a record without `label` in a file that otherwise has labels (it is treated as unlabelled).
 """
