@@ -1,12 +1,102 @@
-"""`nerft predict` (not implemented yet)."""
+"""`nerft predict`: answer sentences with a trained run (hf, vllm) or a server (openai)."""
 
 from __future__ import annotations
 
-from nerft.errors import NerftError
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nerft.cli.common import log, print_json
+from nerft.cli.options import Endpoint, Engine, JsonOutput, OptionalRunDir
 
 NAME = "predict"
 
 
-def command() -> None:
-    """Not implemented yet."""
-    raise NerftError("nerft predict is not implemented yet")
+def command(
+    run_dir: OptionalRunDir = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Records to predict: CLUE NER JSON/JSONL or BIO/BMES (labels optional).")] = None,
+    text: Annotated[Optional[str], typer.Option("--text", help="One sentence; its entities are printed.")] = None,
+    engine: Engine = None,
+    endpoint: Endpoint = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model name on the endpoint (default: the one it serves).")] = None,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="NERFT_API_KEY", help="Bearer token for the endpoint.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Predictions JSON Lines; resumable (default: stdout).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Sentences per batch (hf: 8, vllm: 1024).")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight (openai: 8).")] = None,
+    structured: Annotated[
+        Optional[bool], typer.Option("--structured/--no-structured", help="Constrain decoding to the output format (vllm: on; openai: sends vLLM's structured_outputs).")
+    ] = None,
+    keep_unsupported: Annotated[bool, typer.Option("--keep-unsupported", help="Keep entities that are not substrings of their sentence.")] = False,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt format for an endpoint without --run: compact or seed.")] = None,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="openai: retries of a failed request, with exponential backoff.")] = 4,
+    timeout: Annotated[float, typer.Option("--timeout", help="openai: seconds to wait for one answer.")] = 120.0,
+    json_output: JsonOutput = False,
+) -> None:
+    """Predict entities: --data FILE, --text "...", or sentences on stdin (one a line, or JSON records)."""
+    from nerft.data.records import CluenerRecord
+    from nerft.errors import ConfigError
+    from nerft.inference.predict import predict, records_from_lines
+    from nerft.runfolder import load_run
+
+    if data is not None and text is not None:
+        raise ConfigError("give --data or --text, not both")
+    run = load_run(run_dir) if run_dir is not None else None
+    if run is None and endpoint is None:
+        raise ConfigError("nothing to predict with: give --run RUN_DIR (a trained run) or --endpoint URL (a server)")
+    labels = run.labels if run else None
+    if text is not None:
+        records = [CluenerRecord(text=text.strip(), labelled=False)]
+    elif data is not None:
+        from nerft.data.load import load_records
+
+        records = load_records(data, labels)
+    else:
+        if sys.stdin.isatty():
+            log("reading sentences from stdin, one a line; end with Ctrl-D")
+        records = records_from_lines(sys.stdin, labels=labels)
+
+    rows: list[dict] = []
+    write_row = rows.append if text is not None else (None if out is not None else _print_row)
+    counts = predict(
+        records, run=run, engine=engine, endpoint=endpoint, prompt=prompt, out=out, sink=write_row,
+        keep_unsupported=keep_unsupported, model=model, api_key=api_key, batch_size=batch_size,
+        concurrency=concurrency, structured=structured, retries=retries, timeout=timeout,
+    )
+    if text is not None:
+        _show_entities(rows[0], json_output)
+        return
+    log(format_counts(counts, out))
+    if json_output and out is not None:
+        print_json(counts.to_dict())
+
+
+def _print_row(row: dict) -> None:
+    typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+def _show_entities(row: dict, json_output: bool) -> None:
+    if json_output:
+        print_json(row)
+        return
+    for entity in row["entities"]:
+        typer.echo(f"{entity['label']}\t{entity['text']}")
+    if row["unparseable"]:
+        log(f"the answer could not be read: {row['predict']!r}")
+    elif not row["entities"]:
+        log("no entity")
+    for entity in row["dropped"]:
+        log(f"dropped, not in the sentence: {entity['label']}\t{entity['text']}")
+
+
+def format_counts(counts, out: Path | None) -> str:
+    where = f" to {out}" if out is not None else ""
+    resumed = f" ({counts.resumed} kept from an earlier run)" if counts.resumed else ""
+    rate = f", {counts.predicted / counts.seconds:.2f} sentences/s" if counts.seconds and counts.predicted else ""
+    return (
+        f"wrote {counts.records} predictions{where}{resumed}{rate}: {counts.entities} entities, "
+        f"{counts.dropped} dropped (not in their sentence), {counts.unparseable} unparseable, "
+        f"{counts.truncated} cut at the token limit"
+    )

@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from nerft.data.records import CluenerRecord
-from nerft.errors import ConfigError, ServerError
+from nerft.errors import ConfigError, DataError, ServerError
 from nerft.inference.chat import NATIVE_TEMPLATES, QWEN_STOP_WORDS
 from nerft.inference.engines import ENGINES, ChatRequest, Engine
 from nerft.inference.predictions import PredictionCounts, ResumablePredictions, prediction_row
@@ -125,3 +126,62 @@ def predict_records(
             store.close()
         counts.seconds = time.perf_counter() - start
     return counts
+
+
+def predict(
+    records: Sequence[CluenerRecord],
+    *,
+    run: RunInfo | None = None,
+    engine: str | None = None,
+    endpoint: str | None = None,
+    prompt: str | None = None,
+    out: str | os.PathLike | None = None,
+    sink: Callable[[dict], None] | None = None,
+    keep_unsupported: bool = False,
+    **engine_options,
+) -> PredictionCounts:
+    """Open the engine (default: `default_engine`), answer `records`, close the engine.
+
+    The prompt format is the run's; `prompt` names one only for an endpoint without a run folder.
+    """
+    from nerft.inference.engines import default_engine
+    from nerft.prompts import get_format
+
+    if run is not None and prompt is not None and prompt != run.prompt:
+        raise ConfigError(f"--prompt {prompt} differs from the run's prompt format ({run.prompt}); inference must use training's")
+    fmt = run.prompt_format() if run is not None else get_format(prompt or "compact")
+    name = engine or default_engine(endpoint=endpoint)
+    opened = open_engine(name, run=run, fmt=fmt, endpoint=endpoint, **engine_options)
+    try:
+        return predict_records(records, opened, fmt, out=out, sink=sink, keep_unsupported=keep_unsupported)
+    finally:
+        opened.close()
+
+
+def records_from_lines(lines: Iterable[str], *, source: str = "<stdin>", labels: Sequence[str] | None = None) -> list[CluenerRecord]:
+    """Records typed or piped in: one sentence a line, or one CLUE NER JSON object a line."""
+    from nerft.data.load import format_errors
+    from nerft.data.validate import check_json_record
+
+    records: list[CluenerRecord] = []
+    errors = []
+    for lineno, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("{"):
+            try:
+                value = json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{source}:{lineno}: broken JSON ({exc.msg})") from None
+            checked = check_json_record(value, source, lineno, labels)
+            errors.extend(f for f in checked.findings if f.severity == "error")
+            if checked.ok:
+                records.append(checked.record)
+        else:
+            records.append(CluenerRecord(text=stripped, labelled=False, source=source, line=lineno))
+    if errors:
+        raise DataError(format_errors(errors))
+    if not records:
+        raise DataError(f"{source}: no sentence to predict")
+    return records

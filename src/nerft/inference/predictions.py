@@ -73,7 +73,7 @@ class PredictionCounts:
             "truncated": self.truncated,
             "seconds": round(self.seconds, 3),
             "per_second": round(self.predicted / self.seconds, 3) if self.seconds else None,
-            **{f"engine_{key}": value for key, value in self.engine.items()},
+            "engine": self.engine,
         }
 
 

@@ -69,25 +69,24 @@ class HFEngine:
 
     def _generate_batch(self, batch: list[ChatRequest]) -> list[Generation]:
         import torch
+        from transformers import GenerationConfig
 
         prompts = [self.encode(request) for request in batch]
         width = max(len(ids) for ids in prompts)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=self.device)
         attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=self.device)
+        # A fresh GenerationConfig, as LLaMA-Factory builds one: the model's generation_config.json
+        # (Qwen2.5-Instruct's asks for repetition_penalty 1.05 and sampling) must not apply.
+        config = GenerationConfig(
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max(request.max_new_tokens for request in batch),
+            eos_token_id=self.stop_ids,
+            pad_token_id=pad,
+        )
         with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                do_sample=False,
-                num_beams=1,
-                max_new_tokens=max(request.max_new_tokens for request in batch),
-                eos_token_id=self.stop_ids,
-                pad_token_id=pad,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-            )
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
         generations = []
         for request, row in zip(batch, output[:, width:].tolist()):
             row = row[: request.max_new_tokens]

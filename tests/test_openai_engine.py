@@ -1,0 +1,252 @@
+"""The openai engine against real HTTP servers on 127.0.0.1: requests, order, retries, errors, resuming."""
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from typer.testing import CliRunner
+
+from nerft.cli.main import app
+from nerft.data.records import CluenerRecord
+from nerft.errors import ServerError
+from nerft.inference.engines import ChatRequest
+from nerft.inference.engines.openai import OpenAIEngine, normalize_base_url
+from nerft.inference.predict import open_engine, predict_records
+from nerft.prompts import get_format
+
+COMPACT = get_format("compact")
+TEXTS = ["孙丽在南京开了书店。", "京东与沃尔玛合作。", "今天天气很好。", "湖人队的詹姆斯。", "他读了《围城》。", "央视报道了。"]
+
+
+class FakeServer:
+    """An OpenAI-compatible server in a thread. `behaviour(n, body)` -> (status, payload) decides
+    each chat completion (`n` counts them from 0); answers echo `answer_for(text)`."""
+
+    def __init__(self, *, models=("tiny-lora",), behaviour=None, delay=None, api_key=None):
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, payload):
+                data = json.dumps(payload, ensure_ascii=False).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if api_key and self.headers.get("Authorization") != f"Bearer {api_key}":
+                    return self._send(401, {"detail": "Invalid API key."})
+                entries = [m if isinstance(m, dict) else {"id": m, "object": "model"} for m in models]
+                self._send(200, {"object": "list", "data": entries})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    n = len(server.requests)
+                    server.requests.append(body)
+                    server.headers.append(dict(self.headers))
+                if api_key and self.headers.get("Authorization") != f"Bearer {api_key}":
+                    return self._send(401, {"detail": "Invalid API key."})
+                text = body["messages"][1]["content"]
+                if delay:
+                    time.sleep(delay(text))
+                status, payload = (behaviour or (lambda n, body: (200, None)))(n, body)
+                if payload is None:
+                    payload = {
+                        "id": f"chatcmpl-{n}",
+                        "object": "chat.completion",
+                        "model": body["model"],
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer_for(text)}, "finish_reason": "stop"}],
+                    }
+                self._send(status, payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def texts(self):
+        return [body["messages"][1]["content"] for body in self.requests]
+
+
+def answer_for(text: str) -> str:
+    return {"孙丽在南京开了书店。": "name:孙丽\naddress:南京", "京东与沃尔玛合作。": "company:京东\ncompany:阿里"}.get(text, "无")
+
+
+def records(texts=TEXTS):
+    return [CluenerRecord(text=text, labelled=False) for text in texts]
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_base_url_gets_v1_only_when_it_has_no_path():
+    assert normalize_base_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/v1"
+    assert normalize_base_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000/v1"
+    assert normalize_base_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
+    assert normalize_base_url("https://example.org/openai/v1") == "https://example.org/openai/v1"
+    with pytest.raises(ServerError, match="not an http"):
+        normalize_base_url("127.0.0.1:8000")
+
+
+def test_request_is_greedy_bounded_stopped_and_authorised():
+    with FakeServer() as server:
+        engine = open_engine("openai", fmt=COMPACT, endpoint=server.url, api_key="s3cret")
+        generations = list(engine.generate([ChatRequest.for_text(COMPACT, TEXTS[0])]))
+    assert generations[0].text == "name:孙丽\naddress:南京" and generations[0].finish_reason == "stop"
+    assert server.requests == [{
+        "model": "tiny-lora",
+        "messages": [{"role": "system", "content": "NER"}, {"role": "user", "content": TEXTS[0]}],
+        "temperature": 0,
+        "max_tokens": 16 + 10 * 2,
+        "stop": ["<|im_end|>"],
+    }]
+    assert server.headers[0]["Authorization"] == "Bearer s3cret"
+
+
+def test_structured_output_is_requested_in_vllm_s_field_when_asked():
+    with FakeServer() as server:
+        engine = open_engine("openai", fmt=get_format("seed"), endpoint=server.url, structured=True)
+        list(engine.generate([ChatRequest.for_text(get_format("seed"), TEXTS[0])]))
+    constraint = server.requests[0]["structured_outputs"]
+    assert list(constraint) == ["json"] and constraint["json"]["items"]["properties"]["label"]["enum"][0] == "name"
+
+
+def test_the_model_is_the_one_served_or_the_only_lora_adapter():
+    with FakeServer(models=["Qwen2.5-7B-Instruct", {"id": "ner", "parent": "Qwen2.5-7B-Instruct"}]) as server:
+        assert OpenAIEngine(server.url).model == "ner"
+    with FakeServer(models=["a", "b"]) as server:
+        with pytest.raises(ServerError) as info:
+            OpenAIEngine(server.url)
+    assert str(info.value) == f"{server.url}/models lists 2 models (a, b) (choose one with --model)"
+    with FakeServer(models=["a", "b"]) as server:
+        assert OpenAIEngine(server.url, model="b").model == "b"
+
+
+def test_answers_come_back_in_request_order_whatever_order_they_finish():
+    # The first request takes longest: one at a time this takes 2.1 s, four at a time about 0.9 s.
+    slow_first = {text: 0.1 * (len(TEXTS) - i) for i, text in enumerate(TEXTS)}
+    with FakeServer(delay=slow_first.get) as server:
+        engine = OpenAIEngine(server.url, concurrency=4)
+        start = time.monotonic()
+        texts = [g.text for g in engine.generate(ChatRequest.for_text(COMPACT, t) for t in TEXTS)]
+        elapsed = time.monotonic() - start
+    assert texts == [answer_for(t) for t in TEXTS]
+    assert sorted(server.texts()) == sorted(TEXTS)
+    assert elapsed < 1.8
+
+
+def test_overloaded_and_failing_requests_are_retried_with_backoff():
+    # Every request fails twice (429, then 503) before it is answered.
+    attempts: dict[str, int] = {}
+
+    def flaky(n, body):
+        text = body["messages"][1]["content"]
+        attempts[text] = attempts.get(text, 0) + 1
+        return {1: (429, {"error": {"message": "busy"}}), 2: (503, {"detail": "loading"})}.get(attempts[text], (200, None))
+
+    with FakeServer(behaviour=flaky) as server:
+        engine = OpenAIEngine(server.url, concurrency=2, retries=2, backoff=0.01)
+        texts = [g.text for g in engine.generate(ChatRequest.for_text(COMPACT, t) for t in TEXTS)]
+    assert texts == [answer_for(t) for t in TEXTS]
+    assert attempts == {text: 3 for text in TEXTS}
+
+
+def test_a_refused_key_fails_at_once_without_retrying():
+    with FakeServer(api_key="right") as server:
+        with pytest.raises(ServerError) as info:
+            OpenAIEngine(server.url, api_key="wrong", retries=3, backoff=0.01)
+    assert str(info.value) == f"{server.url}/models: HTTP 401: Invalid API key. (check --api-key)"
+
+
+def test_a_client_error_is_not_retried():
+    with FakeServer(behaviour=lambda n, body: (400, {"error": {"message": "max_tokens too large"}})) as server:
+        engine = OpenAIEngine(server.url, retries=3, backoff=0.01)
+        with pytest.raises(ServerError) as info:
+            list(engine.generate([ChatRequest.for_text(COMPACT, TEXTS[0])]))
+    assert str(info.value) == f"{server.url}/chat/completions: HTTP 400: max_tokens too large"
+    assert len(server.requests) == 1
+
+
+def test_an_unreachable_server_fails_after_bounded_retries_naming_the_url():
+    url = f"http://127.0.0.1:{unused_port()}/v1"
+    start = time.monotonic()
+    with pytest.raises(ServerError) as info:
+        OpenAIEngine(url, retries=2, backoff=0.05)
+    assert str(info.value).startswith(f"{url}/models: no answer after 3 attempts (ConnectError")
+    assert 0.15 <= time.monotonic() - start < 5  # slept 0.05 + 0.1 between the attempts
+
+
+def test_a_server_that_goes_away_keeps_the_predictions_and_a_restart_completes_them(tmp_path):
+    out = tmp_path / "pred.jsonl"
+    # Answers the first 3 requests, then fails for good (a crashed backend behind a proxy).
+    with FakeServer(behaviour=lambda n, body: (200, None) if n < 3 else (502, {"detail": "bad gateway"})) as server:
+        engine = OpenAIEngine(server.url, model="tiny-lora", concurrency=1, retries=1, backoff=0.01)
+        with pytest.raises(ServerError) as info:
+            predict_records(records(), engine, COMPACT, out=out)
+    message = str(info.value)
+    assert message.startswith(f"{server.url}/chat/completions: no answer after 2 attempts (HTTP 502: bad gateway)")
+    assert f"3 of 6 predictions kept in {out}.partial" in message and "predict the other 3" in message
+    assert not out.exists()
+
+    with FakeServer() as healthy:
+        engine = OpenAIEngine(healthy.url, concurrency=3)
+        counts = predict_records(records(), engine, COMPACT, out=out)
+    assert sorted(healthy.texts()) == sorted(TEXTS[3:])
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [row["text"] for row in rows] == TEXTS
+    assert [row["predict"] for row in rows] == [answer_for(t) for t in TEXTS]
+    assert (counts.resumed, counts.predicted) == (3, 3)
+
+
+def test_predict_cli_over_an_endpoint_writes_the_file_and_a_summary(tmp_path):
+    data = tmp_path / "dev.jsonl"
+    data.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in TEXTS[:3]), encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    with FakeServer() as server:
+        result = CliRunner().invoke(app, ["predict", "--endpoint", server.url, "--data", str(data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [row["entities"] for row in rows] == [
+        [{"label": "name", "text": "孙丽"}, {"label": "address", "text": "南京"}],
+        [{"label": "company", "text": "京东"}],
+        [],
+    ]
+    assert rows[1]["dropped"] == [{"label": "company", "text": "阿里"}]
+    assert f"wrote 3 predictions to {out}" in result.output
+    assert "3 entities, 1 dropped (not in their sentence), 0 unparseable, 0 cut at the token limit" in result.output
+
+
+def test_predict_text_prints_the_entities_and_tells_what_was_dropped():
+    with FakeServer() as server:
+        result = CliRunner().invoke(app, ["predict", "--endpoint", server.url, "--text", "京东与沃尔玛合作。"])
+    assert result.exit_code == 0, result.output
+    assert "company\t京东\n" in result.output
+    assert "dropped, not in the sentence: company\t阿里" in result.output
+
+
+def test_predict_cli_unreachable_endpoint_is_one_clear_error(tmp_path):
+    url = f"http://127.0.0.1:{unused_port()}/v1"
+    result = CliRunner().invoke(app, ["predict", "--endpoint", url, "--model", "m", "--retries", "0", "--text", "孙丽"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith(f"nerft: error: {url}/chat/completions: no answer after 1 attempts")

@@ -1,0 +1,223 @@
+"""Predicting over records: prediction rows, the resumable predictions file, stdin input, `nerft predict` errors."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from nerft.cli.main import app
+from nerft.data.records import CluenerRecord
+from nerft.errors import ConfigError, DataError, ServerError
+from nerft.inference.engines import ChatRequest, Generation
+from nerft.inference.predict import open_engine, predict_records, records_from_lines
+from nerft.inference.predictions import prediction_row
+from nerft.prompts import get_format
+
+COMPACT = get_format("compact")
+TEXTS = ["孙丽在南京开了书店。", "京东与沃尔玛合作。", "今天天气很好。", "湖人队的詹姆斯。", "他读了《围城》。"]
+
+
+class ScriptedEngine:
+    """Answers `answers[text]`; raises ServerError on the request after `fail_after` answers."""
+
+    name = "scripted"
+
+    def __init__(self, answers, *, fail_after=None, model="m1"):
+        self.answers = answers
+        self.fail_after = fail_after
+        self.model = model
+        self.seen: list[ChatRequest] = []
+
+    def describe(self):
+        return {"engine": self.name, "model": self.model}
+
+    def generate(self, requests):
+        for request in requests:
+            if self.fail_after is not None and len(self.seen) == self.fail_after:
+                raise ServerError("http://127.0.0.1:9/v1/chat/completions: no answer after 5 attempts (ConnectError)")
+            self.seen.append(request)
+            yield Generation(self.answers.get(request.text, "无"), "stop")
+
+    def close(self):
+        pass
+
+
+def records(texts=TEXTS):
+    return [CluenerRecord(text=text, labelled=False) for text in texts]
+
+
+ANSWERS = {TEXTS[0]: "name:孙丽\naddress:南京\naddress:北京", TEXTS[1]: "company:京东\ncompany:京东\ncompany:沃尔玛"}
+
+
+# ---- one row ---------------------------------------------------------------------------------
+
+
+def test_row_keeps_substrings_drops_the_rest_and_counts_each_pair_once():
+    record = CluenerRecord(text="孙丽在南京开了书店。", labelled=False, id=7)
+    row = prediction_row(record, Generation("name:孙丽\naddress:南京\naddress:北京\nname:孙丽", "stop"))
+    assert row == {
+        "id": 7,
+        "text": "孙丽在南京开了书店。",
+        "predict": "name:孙丽\naddress:南京\naddress:北京\nname:孙丽",
+        "entities": [{"label": "name", "text": "孙丽"}, {"label": "address", "text": "南京"}],
+        "dropped": [{"label": "address", "text": "北京"}],
+        "unparseable": False,
+        "finish_reason": "stop",
+    }
+
+
+def test_keep_unsupported_keeps_entities_not_in_the_sentence():
+    record = CluenerRecord(text="孙丽在南京开了书店。", labelled=False)
+    row = prediction_row(record, Generation('[{"label": "address", "text": "北京"}]', "stop"), keep_unsupported=True)
+    assert row["entities"] == [{"label": "address", "text": "北京"}] and row["dropped"] == []
+    assert "id" not in row
+
+
+def test_an_unreadable_answer_is_flagged_with_no_entity():
+    row = prediction_row(CluenerRecord(text="今天天气很好。", labelled=False), Generation("从从从从", "length"))
+    assert (row["entities"], row["dropped"], row["unparseable"], row["finish_reason"]) == ([], [], True, "length")
+
+
+def test_none_answer_is_no_entity_and_readable():
+    row = prediction_row(CluenerRecord(text="今天天气很好。", labelled=False), Generation("无", "stop"))
+    assert (row["entities"], row["unparseable"]) == ([], False)
+
+
+def test_request_carries_the_run_prompt_and_the_format_bound():
+    request = ChatRequest.for_text(get_format("seed"), "京东与沃尔玛合作。")
+    assert request.system == "You are a helpful assistant."
+    assert request.user == get_format("seed").instruction + "\n京东与沃尔玛合作。"
+    assert request.max_new_tokens == 16 + 9 * 2 * 2
+    assert ChatRequest.for_text(COMPACT, "京东与沃尔玛合作。").messages == [
+        {"role": "system", "content": "NER"},
+        {"role": "user", "content": "京东与沃尔玛合作。"},
+    ]
+
+
+# ---- resumable file --------------------------------------------------------------------------
+
+
+def read_rows(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_rows_are_written_in_input_order_and_counted(tmp_path):
+    out = tmp_path / "pred.jsonl"
+    counts = predict_records(records(), ScriptedEngine(ANSWERS), COMPACT, out=out)
+    rows = read_rows(out)
+    assert [row["text"] for row in rows] == TEXTS
+    assert rows[1]["entities"] == [{"label": "company", "text": "京东"}, {"label": "company", "text": "沃尔玛"}]
+    assert (counts.records, counts.predicted, counts.resumed, counts.entities, counts.dropped) == (5, 5, 0, 4, 1)
+    assert not (tmp_path / "pred.jsonl.partial").exists() and not (tmp_path / "pred.jsonl.partial.json").exists()
+
+
+def test_a_failed_run_keeps_its_rows_and_the_next_run_predicts_only_the_rest(tmp_path):
+    out = tmp_path / "pred.jsonl"
+    with pytest.raises(ServerError) as info:
+        predict_records(records(), ScriptedEngine(ANSWERS, fail_after=2), COMPACT, out=out)
+    message = str(info.value)
+    assert "http://127.0.0.1:9/v1/chat/completions: no answer after 5 attempts" in message
+    assert f"2 of 5 predictions kept in {out}.partial" in message
+    assert "run the same command again to predict the other 3" in message
+    assert not out.exists()
+    assert [row["text"] for row in read_rows(tmp_path / "pred.jsonl.partial")] == TEXTS[:2]
+
+    again = ScriptedEngine(ANSWERS)
+    counts = predict_records(records(), again, COMPACT, out=out)
+    assert [request.text for request in again.seen] == TEXTS[2:]
+    assert (counts.resumed, counts.predicted, counts.entities) == (2, 3, 4)
+    uninterrupted = tmp_path / "whole.jsonl"
+    predict_records(records(), ScriptedEngine(ANSWERS), COMPACT, out=uninterrupted)
+    assert out.read_text(encoding="utf-8") == uninterrupted.read_text(encoding="utf-8")
+    assert not (tmp_path / "pred.jsonl.partial").exists()
+
+
+def test_a_row_cut_mid_line_is_predicted_again(tmp_path):
+    out = tmp_path / "pred.jsonl"
+    with pytest.raises(ServerError):
+        predict_records(records(), ScriptedEngine(ANSWERS, fail_after=2), COMPACT, out=out)
+    partial = tmp_path / "pred.jsonl.partial"
+    partial.write_text(partial.read_text(encoding="utf-8") + '{"text": "今天天', encoding="utf-8")
+    again = ScriptedEngine(ANSWERS)
+    predict_records(records(), again, COMPACT, out=out)
+    assert [request.text for request in again.seen] == TEXTS[2:]
+    assert [row["text"] for row in read_rows(out)] == TEXTS
+
+
+def test_a_partial_file_of_other_sentences_is_refused(tmp_path):
+    out = tmp_path / "pred.jsonl"
+    with pytest.raises(ServerError):
+        predict_records(records(), ScriptedEngine(ANSWERS, fail_after=2), COMPACT, out=out)
+    with pytest.raises(DataError) as info:
+        predict_records(records(TEXTS[1:]), ScriptedEngine(ANSWERS), COMPACT, out=out)
+    assert str(info.value) == (
+        f"{out}.partial:1: predicts another sentence than record 1 of the input (delete {out}.partial to start over)"
+    )
+
+
+def test_a_partial_file_of_another_model_is_refused(tmp_path):
+    out = tmp_path / "pred.jsonl"
+    with pytest.raises(ServerError):
+        predict_records(records(), ScriptedEngine(ANSWERS, fail_after=2), COMPACT, out=out)
+    with pytest.raises(DataError) as info:
+        predict_records(records(), ScriptedEngine(ANSWERS, model="m2"), COMPACT, out=out)
+    assert "was started with engine scripted, model m1, not engine scripted, model m2" in str(info.value)
+
+
+def test_without_out_rows_go_to_the_sink_only(tmp_path):
+    rows = []
+    predict_records(records(TEXTS[:2]), ScriptedEngine(ANSWERS), COMPACT, sink=rows.append)
+    assert [row["predict"] for row in rows] == [ANSWERS[TEXTS[0]], ANSWERS[TEXTS[1]]]
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- input -----------------------------------------------------------------------------------
+
+
+def test_stdin_takes_sentences_or_json_records_and_skips_blank_lines():
+    lines = ["孙丽在南京开了书店。\n", "\n", '{"id": 3, "text": "京东与沃尔玛合作。"}\n', "  今天天气很好。  \n"]
+    got = records_from_lines(lines)
+    assert [(r.text, r.id, r.line) for r in got] == [("孙丽在南京开了书店。", None, 1), ("京东与沃尔玛合作。", 3, 3), ("今天天气很好。", None, 4)]
+
+
+def test_stdin_broken_json_names_the_line():
+    with pytest.raises(DataError) as info:
+        records_from_lines(["孙丽\n", '{"text": "京东\n'])
+    assert str(info.value).startswith("<stdin>:2: broken JSON")
+
+
+def test_stdin_without_sentences_is_an_error():
+    with pytest.raises(DataError, match="no sentence to predict"):
+        records_from_lines(["\n", "  \n"])
+
+
+# ---- engine choice and command errors ----------------------------------------------------------
+
+
+def test_openai_needs_an_endpoint_and_hf_needs_a_run():
+    with pytest.raises(ConfigError, match="--engine openai needs --endpoint"):
+        open_engine("openai", fmt=COMPACT)
+    with pytest.raises(ConfigError, match="--engine hf needs --run"):
+        open_engine("hf", fmt=COMPACT)
+    with pytest.raises(ConfigError, match="unknown engine 'tgi'"):
+        open_engine("tgi", fmt=COMPACT)
+
+
+def test_predict_without_run_or_endpoint_says_what_to_give():
+    result = CliRunner().invoke(app, ["predict", "--text", "孙丽在南京。"])
+    assert result.exit_code == 1
+    assert result.output.strip().endswith(
+        "nerft: error: nothing to predict with: give --run RUN_DIR (a trained run) or --endpoint URL (a server)"
+    )
+
+
+def test_predict_refuses_data_and_text_together(tmp_path):
+    result = CliRunner().invoke(app, ["predict", "--endpoint", "http://127.0.0.1:9", "--data", "x.jsonl", "--text", "孙丽"])
+    assert result.exit_code == 1
+    assert "nerft: error: give --data or --text, not both" in result.output
+
+
+def test_predict_with_a_folder_that_is_no_run_fails_cleanly(tmp_path):
+    result = CliRunner().invoke(app, ["predict", "--run", str(tmp_path), "--text", "孙丽"])
+    assert result.exit_code == 1
+    assert f"nerft: error: {tmp_path}: not a nerft run folder (no run.json)" in result.output
