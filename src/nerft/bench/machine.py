@@ -38,10 +38,15 @@ def describe_machine() -> dict:
         query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"]
         result = subprocess.run(query, capture_output=True, text=True)
         gpus = [line.strip() for line in result.stdout.splitlines() if line.strip()] if result.returncode == 0 else []
-    return {"cpu": cpu, "cores": cores, "memory_gib": memory_gib, "gpus": gpus}
+    # Other work on the machine slows a benchmark down: the load when it ran goes with its figures.
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "cores": cores, "memory_gib": memory_gib, "gpus": gpus, "load_average_1min": load}
 
 
 def machine_line(machine: dict | None = None) -> str:
     machine = machine or describe_machine()
     line = f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB RAM"
-    return line + (f", GPU: {'; '.join(machine['gpus'])}" if machine["gpus"] else ", no GPU")
+    line += f", GPU: {'; '.join(machine['gpus'])}" if machine["gpus"] else ", no GPU"
+    if machine.get("load_average_1min") is not None:
+        line += f" (load average {machine['load_average_1min']} at start)"
+    return line

@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Benchmark inference: predictions per second, one request at a time vs batched, in one run.
+
+One engine is loaded once (`hf` by default, `vllm` on a GPU) and answers the same CLUENER dev
+sentences with batch size 1, then with each --batch-size (`nerft.bench.inference`). The prompts
+are nerft's (`ChatRequest.for_text`); the answers must come out identical.
+
+The model is a nerft run folder (--run), any model folder (--model), or by default a tiny random
+Qwen2 built on the spot (`nerft.models.tiny`; --tokenizer builds it with a real tokenizer).
+
+    .venv/bin/python scripts/bench_infer.py                                  # CPU, tiny model
+    .venv/bin/python scripts/bench_infer.py --engine vllm --model /models/qwen2.5-7b-random --limit 1343
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DEV = ROOT.parent / "shared" / "data" / "cluener" / "dev.jsonl"
+MIN_SPEEDUP = 5.0  # issue 5: on the 2-core CPU with the tiny model
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dev", type=Path, default=DEFAULT_DEV, help="sentences to answer (default: ../shared CLUENER dev)")
+    parser.add_argument("--limit", type=int, default=256, help="answer the first N sentences (0: all)")
+    parser.add_argument(
+        "--batch-size", type=int, action="append", dest="batch_sizes", help="batch size of a batched pass (repeatable; default: 8 and 64)"
+    )
+    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--run", type=Path, help="a nerft run folder (its model, adapter and prompt format)")
+    source.add_argument("--model", type=Path, help="a model folder (used without adapter)")
+    parser.add_argument("--template", default="qwen", help="chat template of --model")
+    parser.add_argument("--prompt", default="compact", help="prompt format of --model or the tiny model")
+    parser.add_argument("--tokenizer", type=Path, help="build the tiny model with this tokenizer (e.g. ../shared Qwen2)")
+    parser.add_argument("--no-structured", action="store_true", help="vllm: decode without the output-format constraint")
+    parser.add_argument("--attention", choices=("sdpa", "eager"), help="hf: switch the loaded model's attention implementation")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    return parser.parse_args(argv)
+
+
+def open_source(args, folder: Path):
+    """The weights to load and the prompt format to ask in."""
+    from nerft.inference.source import ModelSource, resolve_model
+    from nerft.prompts import get_format
+    from nerft.runfolder import load_run
+
+    if args.run:
+        run = load_run(args.run)
+        return resolve_model(run), run.prompt_format(), str(args.run)
+    if args.model:
+        return ModelSource(str(args.model), None, args.template), get_format(args.prompt), str(args.model)
+    from nerft.models.tiny import build_tiny_qwen2
+
+    model = build_tiny_qwen2(folder / "tiny-qwen2", tokenizer_dir=args.tokenizer)
+    described = "tiny random Qwen2 (hidden 64, 2 layers" + (f", tokenizer {args.tokenizer})" if args.tokenizer else ")")
+    return ModelSource(str(model), None, "qwen"), get_format(args.prompt), described
+
+
+def open_bench_engine(name: str, source, fmt, *, structured: bool = True):
+    if name == "hf":
+        from nerft.inference.engines.hf import HFEngine
+
+        return HFEngine(source, batch_size=1)
+    from nerft.inference.engines.vllm import VLLMEngine
+
+    return VLLMEngine(source, fmt, batch_size=1, structured=structured)
+
+
+def run(args) -> dict:
+    from nerft.bench.inference import compare_batching
+    from nerft.bench.machine import describe_machine
+    from nerft.bench.report import log
+    from nerft.data.load import load_records
+    from nerft.inference.engines import ChatRequest
+
+    records = load_records(args.dev)
+    records = records[: args.limit] if args.limit else records
+    with tempfile.TemporaryDirectory(prefix="nerft-bench-infer-") as folder:
+        source, fmt, described = open_source(args, Path(folder))
+        requests = [ChatRequest.for_text(fmt, record.text) for record in records]
+        engine = open_bench_engine(args.engine, source, fmt, structured=not args.no_structured)
+        try:
+            model = getattr(engine, "model", None)  # the hf engine's transformers model
+            if args.attention:
+                model.set_attn_implementation(args.attention)
+            attention = model.config._attn_implementation if model is not None else None
+            sizes = args.batch_sizes or [8, 64]
+            log(f"{args.engine}: {len(requests)} sentences of {args.dev}, batch size 1 then {', '.join(map(str, sizes))}")
+            result = compare_batching(engine, requests, batch_sizes=sizes)
+        finally:
+            engine.close()
+    return {
+        "machine": describe_machine(),
+        "engine": args.engine,
+        "attention": attention,
+        "model": described,
+        "prompt": fmt.name,
+        "dev": str(args.dev),
+        **result,
+    }
+
+
+def format_result(result: dict) -> str:
+    from nerft.bench.machine import machine_line
+    from nerft.bench.report import format_table
+
+    seq = result["sequential"]
+    rows = [["sequential", 1, seq["requests"], seq["seconds"], seq["predictions_per_second"], "1.00x", "", seq["stopped"], seq["hit_length_limit"]]]
+    rows += [
+        ["batched", r["batch_size"], r["requests"], r["seconds"], r["predictions_per_second"], f"{r['speedup']:.2f}x",
+         f"{r['identical']}/{r['requests']}", r["stopped"], r["hit_length_limit"]]
+        for r in result["batched"]
+    ]
+    attention = f" ({result['attention']} attention)" if result.get("attention") else ""
+    return "\n".join(
+        [
+            f"machine: {machine_line(result['machine'])}",
+            f"engine: {result['engine']}{attention}   model: {result['model']}   prompt: {result['prompt']}",
+            f"data: {result['dev']}",
+            "",
+            format_table(["mode", "batch", "requests", "seconds", "predictions/s", "vs sequential", "identical", "stopped", "hit limit"], rows),
+        ]
+    )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.attention and args.engine != "hf":
+        print("bench_infer: error: --attention is for --engine hf", file=sys.stderr)
+        return 1
+    if not args.dev.is_file():
+        print(f"bench_infer: error: {args.dev}: no such file (pass --dev)", file=sys.stderr)
+        return 1
+    result = run(args)
+    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_result(result))
+    return 0 if all(run["identical"] == run["requests"] for run in result["batched"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Sequential vs batched generation through one engine: same loaded model, same requests, one run.
+
+Every nerft engine (`nerft.inference.engines`) answers its requests in batches of its
+`batch_size`; sequential is `batch_size = 1`, one request at a time, the way the tutorials scored
+their dev set. Switching the attribute on one engine keeps the model, the weights and the
+requests identical, so the ratio measures batching alone. Greedy decoding must give the same
+answers either way: the comparison counts the ones that differ.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GenerationRun:
+    batch_size: int
+    requests: int
+    seconds: float
+    texts: list[str]
+    finish_reasons: list[str]
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "batch_size": self.batch_size,
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+            "predictions_per_second": round(self.per_second, 3),
+            "stopped": self.finish_reasons.count("stop"),
+            "hit_length_limit": self.finish_reasons.count("length"),
+        }
+
+
+def timed_generation(engine, requests: Sequence, batch_size: int) -> GenerationRun:
+    """Answer every request with the engine set to `batch_size`, and time it."""
+    engine.batch_size = batch_size
+    start = time.perf_counter()
+    generations = list(engine.generate(requests))
+    seconds = time.perf_counter() - start
+    if len(generations) != len(requests):
+        raise RuntimeError(f"{type(engine).__name__} answered {len(generations)} of {len(requests)} requests")
+    return GenerationRun(batch_size, len(requests), seconds, [g.text for g in generations], [g.finish_reason for g in generations])
+
+
+def compare_batching(engine, requests: Sequence, *, batch_sizes: Sequence[int], warmup: int = 2) -> dict:
+    """Time the same requests one at a time, then in batches of each of `batch_sizes`, on one engine.
+
+    A few warm-up requests run first in every mode, so none pays for one-off start-up work
+    (kernel selection, caches, lazy initialisation). Each batched run is compared with the
+    sequential one: its speedup, and how many answers are identical.
+    """
+    if warmup:
+        for size in (1, *batch_sizes):
+            timed_generation(engine, requests[:warmup], size)
+    sequential = timed_generation(engine, requests, 1)
+    batched = []
+    for size in batch_sizes:
+        run = timed_generation(engine, requests, size)
+        differing = [
+            {"index": i, "sequential": a, "batched": b} for i, (a, b) in enumerate(zip(sequential.texts, run.texts)) if a != b
+        ]
+        batched.append(
+            {
+                **run.to_dict(),
+                "speedup": round(run.per_second / sequential.per_second, 3) if sequential.per_second else None,
+                "identical": len(requests) - len(differing),
+                "differing": differing[:3],
+            }
+        )
+    return {"requests": len(requests), "sequential": sequential.to_dict(), "batched": batched}
