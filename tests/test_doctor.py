@@ -315,6 +315,16 @@ def test_a_gpu_torch_cannot_use_is_named_in_the_memory_verdict():
     assert "torch 2.11.0+cu130 cannot use the GPU (torch CUDA build 13.0, driver CUDA 12.2" in memory.message
 
 
+def test_the_model_check_says_whether_the_base_model_is_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("NERFT_CACHE", str(tmp_path))
+    model = by_name(diagnose(plan=TrainingPlan(**QWEN7B), snapshot=machine()).plan_results, "model")
+    assert model.status == WARN
+    assert model.message == "Qwen/Qwen2.5-7B-Instruct is not downloaded yet (about 14.2 GiB in bf16)"
+    assert model.fix == "nerft download Qwen/Qwen2.5-7B-Instruct"
+    tiny = by_name(diagnose(plan=TrainingPlan(model="nerft:tiny-qwen2"), snapshot=cpu_machine()).plan_results, "model")
+    assert tiny.status == OK
+
+
 def test_an_unknown_model_warns_but_does_not_fail():
     diagnosis = diagnose(plan=TrainingPlan(model="someone/unknown-model", source="x.yaml"), snapshot=machine())
     assert by_name(diagnosis.plan_results, "memory").status == WARN

@@ -71,13 +71,19 @@ def test_doctor_config_7b_fails_on_a_cpu_machine_naming_the_missing_gpu(tmp_path
 
 def test_doctor_config_7b_passes_on_a_simulated_h100(tmp_path, monkeypatch):
     monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: machine())
+    monkeypatch.setenv("NERFT_CACHE", str(tmp_path / "cache"))
     config = write(tmp_path / "qwen7b.yaml", "model_name_or_path: Qwen/Qwen2.5-7B-Instruct\nbf16: true\ncutoff_len: 1024\nper_device_train_batch_size: 1\n")
     result = runner.invoke(app, ["doctor", "--config", str(config), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["config"]["estimate"]["device"] == "gpu"
     assert report["config"]["estimate"]["trainable_params"] == 20_185_088
-    assert [check["status"] for check in report["config"]["checks"]] == ["ok", "ok"]
+    statuses = {check["name"]: (check["status"], check["fix"]) for check in report["config"]["checks"]}
+    assert statuses == {
+        "model": ("warn", "nerft download Qwen/Qwen2.5-7B-Instruct"),  # not in nerft's model cache
+        "precision": ("ok", None),
+        "memory": ("ok", None),
+    }
 
 
 def test_doctor_config_tiny_passes_on_the_cpu(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from nerft.doctor.memory import (
     ModelShape,
     TrainingPlan,
     estimate_training_memory,
+    local_model_dir,
     resolve_model_shape,
     shape_from_config,
     trainable_params,
@@ -149,6 +150,20 @@ def test_a_local_folder_is_read_from_its_config_json(tmp_path):
     # per layer: q 64*64, k and v 64*32 each, o 64*64, mlp 3*64*128, biases 64+32+32, norms 2*64
     per_layer = 4096 + 2 * 2048 + 4096 + 3 * 8192 + 128 + 128
     assert shape.params() == 2 * per_layer + 1024 * 64 + 64
+
+
+def test_a_downloaded_hub_model_is_read_from_nerfts_model_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NERFT_CACHE", str(tmp_path))
+    folder = tmp_path / "models" / "Qwen" / "Qwen2.5-0.5B-Instruct"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+        "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
+    }))
+    assert local_model_dir("Qwen/Qwen2.5-0.5B-Instruct") == folder
+    shape = resolve_model_shape("Qwen/Qwen2.5-0.5B-Instruct")
+    assert shape.name == "Qwen/Qwen2.5-0.5B-Instruct" and shape.params() == 494_032_768
+    assert local_model_dir("Qwen/Qwen2.5-7B-Instruct") is None
 
 
 def test_the_built_in_tiny_model_is_known():

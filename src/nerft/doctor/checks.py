@@ -223,10 +223,21 @@ def gpu_summary(snapshot: EnvironmentSnapshot) -> Check:
 # --- checks of a training config against this machine ---------------------------------------
 
 
-def plan_checks(plan: TrainingPlan, snapshot: EnvironmentSnapshot, estimate: MemoryEstimate | None) -> list[Check]:
-    checks = [*check_precision(plan, snapshot), *check_quantization(plan, snapshot), *check_plan_kernels(plan, snapshot)]
+def plan_checks(plan: TrainingPlan, snapshot: EnvironmentSnapshot, estimate: MemoryEstimate | None, *, model_dir: str | None = None) -> list[Check]:
+    checks = [check_model(plan, model_dir, estimate)]
+    checks += [*check_precision(plan, snapshot), *check_quantization(plan, snapshot), *check_plan_kernels(plan, snapshot)]
     checks.append(check_memory(plan, snapshot, estimate))
     return checks
+
+
+def check_model(plan: TrainingPlan, model_dir: str | None, estimate: MemoryEstimate | None) -> Check:
+    """Is the base model on disk? Training never downloads on its own."""
+    if plan.model.startswith("nerft:"):
+        return Check("model", OK, f"{plan.model} is built by nerft on first use (no download)")
+    if model_dir is not None:
+        return Check("model", OK, f"{plan.model} is on disk ({model_dir})")
+    size = f" (about {_gib(estimate.params * 2)} in bf16)" if estimate is not None else ""
+    return Check("model", WARN, f"{plan.model} is not downloaded yet{size}", fix=f"nerft download {plan.model}")
 
 
 def check_precision(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list[Check]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from nerft.doctor.checks import (
@@ -17,7 +16,7 @@ from nerft.doctor.checks import (
     machine_summary,
     plan_checks,
 )
-from nerft.doctor.memory import GIB, MemoryEstimate, TrainingPlan, estimate_training_memory, resolve_model_shape
+from nerft.doctor.memory import GIB, MemoryEstimate, TrainingPlan, estimate_training_memory, local_model_dir, resolve_model_shape
 from nerft.doctor.snapshot import EnvironmentSnapshot, take_snapshot
 
 MARKS = {OK: "✔", INFO: "ℹ", WARN: "⚠", FAIL: "✘"}
@@ -80,9 +79,10 @@ def diagnose(*, plan: TrainingPlan | None = None, snapshot: EnvironmentSnapshot 
         device = "gpu" if plan.needs_cuda or snapshot.has_cuda_gpu else "cpu"
         diagnosis.estimate = estimate_training_memory(plan, shape, device=device)
     # a hub model is downloaded as bf16 safetensors; leave 5 GiB for checkpoints either way
-    download = 0 if os.path.isdir(plan.model) or shape is None else shape.params() * 2
+    model_dir = local_model_dir(plan.model)
+    download = 0 if model_dir is not None or shape is None or plan.model.startswith("nerft:") else shape.params() * 2
     diagnosis.checks += check_disk(snapshot, needed=download + 5 * GIB)
-    diagnosis.plan_results = plan_checks(plan, snapshot, diagnosis.estimate)
+    diagnosis.plan_results = plan_checks(plan, snapshot, diagnosis.estimate, model_dir=str(model_dir) if model_dir else None)
     return diagnosis
 
 
@@ -101,16 +101,13 @@ def format_diagnosis(diagnosis: Diagnosis) -> str:
             method += f", {plan.quantization_bit}-bit base model"
         precision = ", ".join(name for name in ("bf16", "fp16", "pure_bf16") if getattr(plan, name)) or "float32 (no bf16/fp16)"
         lines.append(f"  method          {method}; {precision}")
-        lines.append(
-            f"  batch           {plan.per_device_train_batch_size} x {plan.cutoff_len} tokens "
-            + ("(cutoff_len: auto, assumed)" if plan.cutoff_auto else "(cutoff_len)")
-            + "; gradient checkpointing "
-            + ("on" if plan.gradient_checkpointing else "off")
-        )
+        length = f"{plan.cutoff_len} tokens " + ("(cutoff_len: auto, assumed)" if plan.cutoff_auto else "(cutoff_len)")
+        batch = f"{plan.per_device_train_batch_size} x {length}" + (", packed into one sequence" if plan.packing else "")
+        lines.append(f"  batch           {batch}; gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}")
         if estimate is not None:
             shape = estimate.shape
             lines.append(
-                f"  model size      {estimate.params / 1e9:.2f}B parameters ({shape.layers} layers, hidden {shape.hidden}); "
+                f"  model size      {_count(estimate.params)} parameters ({shape.layers} layers, hidden {shape.hidden}); "
                 f"trainable {estimate.trainable_params:,}"
             )
             parts = " + ".join(f"{name} {value / GIB:.2f}" for name, value in estimate.parts.items())
@@ -120,6 +117,14 @@ def format_diagnosis(diagnosis: Diagnosis) -> str:
     if plan is not None:
         lines.append(f"{plan.source}: " + ("can run on this machine" if diagnosis.ok else "cannot run on this machine"))
     return "\n".join(lines)
+
+
+def _count(number: int) -> str:
+    if number >= 10**9:
+        return f"{number / 1e9:.2f}B"
+    if number >= 10**6:
+        return f"{number / 1e6:.1f}M"
+    return f"{number:,}"
 
 
 def _format_checks(checks: list[Check]) -> list[str]:

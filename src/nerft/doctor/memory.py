@@ -118,11 +118,19 @@ def resolve_model_shape(model: str) -> ModelShape | None:
         from nerft.models.tiny import TINY_CONFIG
 
         return shape_from_config({**TINY_CONFIG, "vocab_size": 1024, "model_type": "qwen2"}, name=model)
-    config = Path(model) / "config.json"
-    if config.is_file():
-        return shape_from_config(json.loads(config.read_text(encoding="utf-8")), name=model)
+    folder = local_model_dir(model)
+    if folder is not None:
+        return shape_from_config(json.loads((folder / "config.json").read_text(encoding="utf-8")), name=model)
     name = model.rstrip("/").rsplit("/", 1)[-1].lower()
     return KNOWN_MODELS.get(name) or KNOWN_MODELS.get(f"{name}-instruct")
+
+
+def local_model_dir(model: str) -> Path | None:
+    """The folder holding `model`'s config.json: the path itself, or nerft's model cache for a hub id."""
+    from nerft.models.download import is_hub_id, model_cache_path
+
+    candidates = [Path(model).expanduser()] + ([model_cache_path(model)] if is_hub_id(model) else [])
+    return next((folder for folder in candidates if (folder / "config.json").is_file()), None)
 
 
 def shape_from_config(config: dict, *, name: str) -> ModelShape:
@@ -160,6 +168,7 @@ class TrainingPlan:
     lora_target: str = "all"
     freeze_trainable_layers: int = 2
     cutoff_auto: bool = False  # cutoff_len was "auto" (measured at launch): counted as preset.AUTO_CUTOFF_LEN
+    packing: bool = False  # packing or neat_packing: a micro-batch is one sequence of the examples
     flash_attn: str = "auto"
     enable_liger_kernel: bool = False
     source: str = ""  # the config file it came from
@@ -220,7 +229,8 @@ def estimate_training_memory(plan: TrainingPlan, shape: ModelShape, *, device: s
     tokens = plan.per_device_train_batch_size * plan.cutoff_len
     per_token_layer = 6 * shape.hidden + 2 * shape.kv_dim + 4 * shape.intermediate
     if plan.flash_attn == "disabled":  # eager attention materialises scores and probabilities
-        per_token_layer += 2 * shape.heads * plan.cutoff_len
+        sequence = tokens if plan.packing else plan.cutoff_len
+        per_token_layer += 2 * shape.heads * sequence
     if plan.gradient_checkpointing:
         activations = tokens * width * (shape.layers * shape.hidden + per_token_layer)
     else:

@@ -26,24 +26,29 @@ def plan_from_llamafactory_args(args: dict[str, Any], *, source: str = "") -> Tr
     if not model:
         raise ConfigError(f"{source}: no model_name_or_path: the doctor cannot tell which model this config trains")
     plan = TrainingPlan(model=str(model), source=source)
-    typed = {
-        "finetuning_type": str, "quantization_bit": int, "bf16": _bool, "fp16": _bool, "pure_bf16": _bool,
-        "cutoff_len": int, "per_device_train_batch_size": int, "lora_rank": int, "lora_target": _list,
-        "freeze_trainable_layers": int, "flash_attn": str, "enable_liger_kernel": _bool,
-    }
     if args.get("cutoff_len") == "auto":  # nerft measures it at launch; CLUENER examples stay well below
         args = {**args, "cutoff_len": AUTO_CUTOFF_LEN}
         plan.cutoff_auto = True
     if args.get("enable_liger_kernel") == "auto":  # on only when installed: never a failure
         args = {**args, "enable_liger_kernel": False}
+
+    def read(key: str, convert):
+        try:
+            return convert(args[key])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: {key}: cannot read {args[key]!r}") from None
+
+    typed = {
+        "finetuning_type": str, "quantization_bit": int, "bf16": _bool, "fp16": _bool, "pure_bf16": _bool,
+        "cutoff_len": int, "per_device_train_batch_size": int, "lora_rank": int, "lora_target": _list,
+        "freeze_trainable_layers": int, "flash_attn": str, "enable_liger_kernel": _bool,
+    }
     for key, convert in typed.items():
         if args.get(key) is not None:
-            try:
-                setattr(plan, key, convert(args[key]))
-            except (TypeError, ValueError):
-                raise ConfigError(f"{source}: {key}: cannot read {args[key]!r}") from None
-    if "disable_gradient_checkpointing" in args:
-        plan.gradient_checkpointing = not _bool(args["disable_gradient_checkpointing"])
+            setattr(plan, key, read(key, convert))
+    flags = {key: read(key, _bool) for key in ("packing", "neat_packing", "disable_gradient_checkpointing") if args.get(key) is not None}
+    plan.packing = flags.get("packing", False) or flags.get("neat_packing", False)
+    plan.gradient_checkpointing = not flags.get("disable_gradient_checkpointing", False)
     return plan
 
 

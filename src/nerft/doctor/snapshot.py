@@ -227,11 +227,14 @@ def parse_gpu_query(text: str) -> list[GpuInfo]:
 
 
 def _cache_dirs() -> list[CacheDir]:
-    home = Path.home()
-    hf_home = Path(os.environ.get("HF_HOME", home / ".cache" / "huggingface"))
+    """nerft's model cache (where `nerft download` puts models and training looks for them), and the
+    Hugging Face cache that `llamafactory-cli` run by hand downloads into."""
+    from nerft.models.download import cache_dir
+
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
     places = [
+        ("nerft model cache", cache_dir() / "models"),
         ("Hugging Face cache", Path(os.environ.get("HF_HUB_CACHE", hf_home / "hub"))),
-        ("ModelScope cache", Path(os.environ.get("MODELSCOPE_CACHE", home / ".cache" / "modelscope" / "hub"))),
     ]
     return [CacheDir(purpose, str(path), free_bytes(path)) for purpose, path in places]
 
