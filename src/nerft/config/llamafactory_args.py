@@ -1,0 +1,113 @@
+"""The installed LLaMA-Factory's own view of a set of training arguments.
+
+Two checks, both against the LLaMA-Factory that `llamafactory-cli` will run:
+
+- `argument_names()`: every key its training parser accepts (the fields of ModelArguments,
+  DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments). Importing
+  LLaMA-Factory takes ~13 s, so the names are cached per (llamafactory, transformers) version under
+  nerft's cache folder; config validation then answers in well under a second.
+- `check_train_args(args)`: LLaMA-Factory's parser on the rendered dict, without loading a model:
+  `HfArgumentParser(_TRAIN_ARGS).parse_dict` (unknown keys, choices and every dataclass
+  `__post_init__`, i.e. transformers' TrainingArguments checks) and `_verify_model_args`
+  (quantization/method combinations). Where DeepSpeed is not installed, nerft reads its JSON file
+  itself (TrainingArguments would import DeepSpeed to read it). `get_train_args`' remaining checks
+  are about the machine (distributed launch, installed packages, devices) and are left to the
+  launch itself. parse_dict does not check plain types (an int field given a string passes), so
+  the typed keys are nerft's schema's job.
+
+transformers refuses `bf16: true` while building TrainingArguments on a machine without a bf16 GPU.
+The check asks whether the arguments are valid for the GPU a config is written for, so it answers
+that question with "yes"; whether *this* machine can run bf16 is nerft's own check at launch
+(`nerft.training.kernels.check_precision`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from importlib import metadata
+from typing import Any
+
+from nerft.errors import ConfigError
+
+
+def installed_versions() -> dict[str, str]:
+    versions = {}
+    for package in ("llamafactory", "transformers"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "absent"
+    return versions
+
+
+def argument_names() -> frozenset[str]:
+    """Every argument LLaMA-Factory's `train` accepts (cached per installed version)."""
+    from nerft.models.download import cache_dir
+
+    versions = installed_versions()
+    if versions["llamafactory"] == "absent":
+        from nerft.errors import EnvironmentProblem
+
+        raise EnvironmentProblem("LLaMA-Factory is not installed", hint="pip install llamafactory==0.9.5")
+    path = cache_dir() / f"llamafactory-{versions['llamafactory']}-transformers-{versions['transformers']}-args.json"
+    if path.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            return frozenset(json.loads(path.read_text(encoding="utf-8")))
+    names = _argument_names_from_source()
+    from nerft.io import write_json_atomic
+
+    with contextlib.suppress(OSError):  # a read-only cache only costs time
+        write_json_atomic(path, sorted(names), indent=None)
+    return names
+
+
+def _argument_names_from_source() -> frozenset[str]:
+    import dataclasses
+
+    from llamafactory.hparams.parser import _TRAIN_ARGS
+
+    return frozenset(field.name for cls in _TRAIN_ARGS for field in dataclasses.fields(cls) if field.init)
+
+
+@contextlib.contextmanager
+def _assume_bf16_gpu():
+    from unittest import mock
+
+    import transformers.training_args
+
+    with mock.patch.object(transformers.training_args, "is_torch_bf16_gpu_available", return_value=True):
+        yield
+
+
+def check_train_args(args: dict[str, Any], *, source: str = "llamafactory_train.yaml") -> None:
+    """Raise `ConfigError` with LLaMA-Factory's own message when its parser rejects `args`."""
+    import importlib.util
+
+    from llamafactory.hparams.parser import _parse_train_args, _verify_model_args
+
+    args = dict(args)
+    if args.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        # TrainingArguments loads DeepSpeed to read its config; where it is not installed (a CPU
+        # machine preparing a GPU run) nerft reads the file itself and leaves the rest to the launch.
+        _check_deepspeed_file(args.pop("deepspeed"), source)
+    try:
+        with _assume_bf16_gpu():
+            model_args, data_args, _training_args, finetuning_args, _generating_args = _parse_train_args(args)
+        _verify_model_args(model_args, data_args, finetuning_args)
+    except (ValueError, TypeError) as exc:
+        message = " ".join(str(exc).split())
+        raise ConfigError(
+            f"{source}: LLaMA-Factory {installed_versions()['llamafactory']} rejects the rendered arguments: {message}"
+        ) from None
+
+
+def _check_deepspeed_file(path: str, source: str) -> None:
+    try:
+        config = json.loads(open(path, encoding="utf-8").read())
+    except OSError as exc:
+        raise ConfigError(f"{source}: deepspeed: cannot read {path} ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: broken DeepSpeed JSON ({exc.msg})") from None
+    if not isinstance(config.get("zero_optimization"), dict):
+        raise ConfigError(f"{path}: a DeepSpeed config needs a zero_optimization section")

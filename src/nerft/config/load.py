@@ -1,0 +1,228 @@
+"""Reading a config: presets, `--set key=value` overrides, validation with one line per problem.
+
+    config = load_config("conf/tiny-cpu.yaml", overrides=["train.max_steps=5"])
+
+Every problem is reported at once, as `FILE:LINE: section.key: message`, and ends in a
+`ConfigError`; nothing is launched. A key that is neither nerft's nor an argument of the installed
+LLaMA-Factory is one of those problems (with the closest known name as a suggestion).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from nerft.config.schema import LLAMAFACTORY_SECTIONS, MANAGED_KEYS, SECTIONS, NerftConfig
+from nerft.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).resolve().parents[3] / "conf"
+PRESETS = ("qwen7b", "qwen7b-qlora", "tiny-cpu")
+
+
+@dataclass
+class LoadedConfig:
+    config: NerftConfig
+    path: Path  # the file it came from
+    overrides: list[str] = field(default_factory=list)
+
+
+def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
+    """A config file, or one of nerft's presets by name (`tiny-cpu` is conf/tiny-cpu.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = PRESETS_DIR / f"{path.name}.yaml"
+    if path.suffix == "" and len(path.parts) == 1 and preset.is_file():
+        return preset
+    raise ConfigError(f"{path}: no such config file", hint=f"give a YAML file, or a preset: {', '.join(PRESETS)}")
+
+
+def load_config(name_or_path: str | os.PathLike, *, overrides: list[str] | tuple[str, ...] = (), check_llamafactory_keys: bool = True) -> LoadedConfig:
+    """Read, override and validate a config; raise `ConfigError` listing every problem."""
+    path = resolve_config_path(name_or_path)
+    data, lines = read_yaml(path)
+    problems: list[str] = []
+    for override in overrides:
+        try:
+            set_dotted(data, override)
+        except ConfigError as exc:
+            problems.append(f"--set {override}: {exc.message}")
+        else:
+            lines[tuple(override.split("=", 1)[0].strip().split("."))] = "--set"
+
+    def where(loc: tuple) -> str:
+        for end in range(len(loc), 0, -1):
+            if loc[:end] in lines:
+                line = lines[loc[:end]]
+                return f"{path}:{line}" if line != "--set" else f"{path} (--set)"
+        return str(path)
+
+    config = None
+    try:
+        config = NerftConfig.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(str(part) for part in error["loc"])
+            problems.append(f"{where(loc)}: {describe(loc, error)}")
+    if config is not None:
+        for loc, message in passthrough_problems(config, check_llamafactory_keys):
+            problems.append(f"{where(loc)}: {'.'.join(loc)}: {message}")
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise ConfigError("\n".join([*problems, f"{path}: {count} in this config; nothing was run"]))
+    return LoadedConfig(config=config, path=path, overrides=list(overrides))
+
+
+def describe(loc: tuple[str, ...], error: dict) -> str:
+    """One pydantic error as `section.key: message`, in nerft's words where pydantic's are vague."""
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        if len(loc) == 1:
+            message = f"unknown section (sections: {', '.join(SECTIONS)})"
+        else:
+            message = "unknown key" + _suggestion(loc[-1], _declared_keys(loc[0]))
+    elif kind == "missing":
+        message = "missing (required)"
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if "input" in error and kind not in ("missing", "extra_forbidden") and not isinstance(error["input"], dict):
+        message += f" (got {error['input']!r})"
+    return f"{'.'.join(loc)}: {message}" if loc else message
+
+
+def passthrough_problems(config: NerftConfig, check_llamafactory_keys: bool = True) -> list[tuple[tuple[str, str], str]]:
+    """Keys in LLaMA-Factory sections that nerft does not declare: each must be a LLaMA-Factory argument."""
+    declared_in = {key: name for name in LLAMAFACTORY_SECTIONS for key in _declared_keys(name)}
+    extras = {name: section.passthrough() for name, section in config.llamafactory_sections().items()}
+    if not any(extras.values()):
+        return []
+    problems = []
+    seen: dict[str, str] = {}
+    known = None
+    if check_llamafactory_keys:
+        from nerft.config.llamafactory_args import argument_names
+
+        known = argument_names()
+    for section, keys in extras.items():
+        for key in keys:
+            loc = (section, key)
+            if key in MANAGED_KEYS:
+                problems.append((loc, f"set by nerft: {MANAGED_KEYS[key]}"))
+            elif key in declared_in:
+                problems.append((loc, f"belongs in {declared_in[key]}.{key}"))
+            elif key in seen:
+                problems.append((loc, f"also given as {seen[key]}.{key}"))
+            elif known is not None and key not in known:
+                problems.append((loc, "unknown key (neither nerft's nor a LLaMA-Factory argument)" + _suggestion(key, known)))
+            seen.setdefault(key, section)
+    return problems
+
+
+def _declared_keys(section: str) -> list[str]:
+    model = NerftConfig.model_fields.get(section)
+    annotation = model.annotation if model is not None else None
+    return list(getattr(annotation, "model_fields", {}))
+
+
+def _suggestion(key: str, candidates) -> str:
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
+    """The YAML mapping in `path` and the line of every key path in it (for error messages)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{line}: broken YAML ({reason})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
+    lines: dict[tuple, int] = {}
+
+    def walk(current, prefix: tuple) -> None:
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                loc = (*prefix, str(key_node.value))
+                lines[loc] = key_node.start_mark.line + 1
+                walk(value_node, loc)
+
+    walk(node, ())
+    return data, lines
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value as YAML would read it, with numbers like `2e-4` (which YAML 1.1 keeps as text) as floats."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") and value.strip() not in ("", ".") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def set_dotted(data: dict, assignment: str) -> None:
+    """Apply `section.key=value` to the raw config mapping."""
+    if "=" not in assignment:
+        raise ConfigError("expected section.key=value")
+    dotted, text = assignment.split("=", 1)
+    keys = [part.strip() for part in dotted.strip().split(".")]
+    if len(keys) < 2 or not all(keys):
+        raise ConfigError(f"expected section.key=value (sections: {', '.join(SECTIONS)})")
+    if keys[0] not in SECTIONS:
+        raise ConfigError(f"unknown section {keys[0]!r} (sections: {', '.join(SECTIONS)})")
+    target = data
+    for key in keys[:-1]:
+        child = target.get(key)
+        if child is None:
+            child = target[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key} is not a section")
+        target = child
+    target[keys[-1]] = parse_value(text)
+
+
+def resolve_paths(config: NerftConfig, base: Path | None = None) -> NerftConfig:
+    """A copy of the config with its relative paths made absolute against `base` (the current folder)."""
+    base = Path(base or Path.cwd())
+
+    def absolute(value):
+        return None if value is None else (base / Path(value).expanduser()).resolve()
+
+    resolved = config.model_copy(deep=True)
+    for key in ("train", "dev", "dataset_dir"):
+        setattr(resolved.data, key, absolute(getattr(resolved.data, key)))
+    resolved.dataset.dataset_dir = absolute(resolved.dataset.dataset_dir)
+    resolved.output.output_dir = absolute(resolved.output.output_dir)
+    name = resolved.model.model_name_or_path
+    if not name.startswith("nerft:") and (name.startswith((".", "/", "~")) or (base / name).is_dir()):
+        resolved.model.model_name_or_path = str(absolute(name))
+    if resolved.method.deepspeed and resolved.method.deepspeed not in ("zero2", "zero3"):
+        resolved.method.deepspeed = str(absolute(resolved.method.deepspeed))
+    return resolved
+
+
+def config_to_dict(config: NerftConfig) -> dict:
+    """The config as plain YAML-ready data, sections in their usual order, unset optional keys left out."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    return {section: data[section] for section in SECTIONS if data.get(section)}

@@ -1,0 +1,100 @@
+"""`nerft export`: merge a run's LoRA adapter into its base model with `llamafactory-cli export`.
+
+The base model, template and adapter come from the run folder's `run.json`, so the merged model is
+the one that was trained. LLaMA-Factory writes into a `.partial` folder beside `--out`, renamed
+into place only after it succeeded: `--out` is never left half-written. The merged folder holds
+the weights, the tokenizer and its chat template, and loads with transformers alone.
+
+A QLoRA run is merged into the unquantized base model: LLaMA-Factory cannot merge into 4-bit
+weights, and a merged bf16 model is what vLLM and transformers serve.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from nerft import __version__
+from nerft.errors import ModelError
+from nerft.io import write_text_atomic
+from nerft.runfolder import RunInfo, load_run, write_run
+
+LLAMAFACTORY_EXPORT = "llamafactory_export.yaml"
+EXPORT_SHARD_GB = 5
+
+
+def export_args(info: RunInfo, export_dir: Path, *, device: str = "cpu") -> dict:
+    """The arguments of `llamafactory-cli export` for a LoRA run."""
+    return {
+        "model_name_or_path": str(info.base_model),
+        "adapter_name_or_path": str(info.adapter_dir),
+        "template": info.template,
+        "finetuning_type": info.finetuning_type,
+        "trust_remote_code": True,
+        "export_dir": str(export_dir),
+        "export_size": EXPORT_SHARD_GB,
+        "export_device": device,
+        "export_legacy_format": False,
+    }
+
+
+def check_exportable(info: RunInfo) -> None:
+    if info.finetuning_type != "lora":
+        raise ModelError(f"{info.run_dir}: a {info.finetuning_type} fine-tune is already a whole model; there is no adapter to merge")
+    if info.adapter_dir is None or not (Path(info.adapter_dir) / "adapter_config.json").is_file():
+        raise ModelError(f"{info.run_dir}: no adapter_config.json in {info.adapter_dir} (did the training finish?)")
+    if not (Path(info.base_model) / "config.json").is_file():
+        raise ModelError(
+            f"{info.run_dir}/run.json: base model {info.base_model} is not on disk",
+            hint="download it again (`nerft download`) or edit base_model in run.json",
+        )
+
+
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    force: bool = False,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    runner: Callable[..., int] | None = None,
+) -> tuple[int, Path]:
+    """Merge the run's adapter into `out`; return (llamafactory-cli's exit code, the merged folder)."""
+    import yaml
+
+    from nerft.training.launch import INSTALL_HINT, export_command
+
+    info = load_run(run_dir)
+    check_exportable(info)
+    out = Path(out).expanduser().resolve()
+    if out == Path(info.run_dir).resolve():
+        raise ModelError("--out cannot be the run folder itself")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not force:
+            raise ModelError(f"{out} already exists", hint="--force replaces it, or choose another --out")
+        if not (out / "config.json").is_file():
+            raise ModelError(f"{out} is not a model folder (no config.json): nerft will not replace it; remove it yourself")
+
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    args = export_args(info, staging, device=device)
+    export_yaml = Path(info.run_dir) / LLAMAFACTORY_EXPORT
+    header = f"# Rendered by nerft {__version__}: export_dir is renamed to {out} once the export succeeded.\n"
+    write_text_atomic(export_yaml, header + yaml.safe_dump(args, sort_keys=False, allow_unicode=True))
+    if runner is None:
+        from nerft.process import run_program as runner
+    code = runner(export_command(export_yaml), install_hint=INSTALL_HINT, stdout_to_stderr=True)
+    if code != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        return code, out
+    missing = [name for name in ("config.json", "tokenizer_config.json") if not (staging / name).is_file()]
+    if missing:
+        raise ModelError(f"llamafactory-cli export left no {', '.join(missing)} in {staging}")
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    staging.replace(out)
+    write_run(replace(info, merged_model=out))
+    log(f"merged model {out} (run.json merged_model updated)")
+    return 0, out

@@ -1,0 +1,61 @@
+"""How `llamafactory-cli` is started: argument list and environment, as pure functions.
+
+LLaMA-Factory launches distributed training itself (llamafactory/launcher.py): when
+FORCE_TORCHRUN is set, or more than one GPU is visible, `llamafactory-cli train` re-runs itself
+under `torchrun --nnodes $NNODES --node_rank $NODE_RANK --nproc_per_node $NPROC_PER_NODE
+--master_addr $MASTER_ADDR --master_port $MASTER_PORT`. So nerft never calls torchrun: it sets
+those variables, and the same command line serves one GPU, several GPUs and several machines.
+DeepSpeed needs that torchrun launch (LLaMA-Factory refuses it otherwise), so it forces it too.
+
+Run the same `nerft train` on every node, changing only `--node-rank`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nerft.config.load import PRESETS_DIR
+from nerft.config.schema import DEEPSPEED_PRESETS, LaunchSection
+from nerft.errors import ConfigError
+
+LLAMAFACTORY_CLI = "llamafactory-cli"
+INSTALL_HINT = "pip install llamafactory==0.9.5 (nerft's dependency; is nerft's virtual environment active?)"
+DEEPSPEED_FILES = {"zero2": "ds_z2_config.json", "zero3": "ds_z3_config.json"}
+
+
+def deepspeed_config_path(value: str | None) -> str | None:
+    """`zero2`/`zero3` name nerft's DeepSpeed files in conf/; anything else is a path to a JSON file."""
+    if value is None:
+        return None
+    path = PRESETS_DIR / DEEPSPEED_FILES[value] if value in DEEPSPEED_PRESETS else Path(value)
+    if not path.is_file():
+        raise ConfigError(f"method.deepspeed: {path}: no such DeepSpeed config file", hint="use zero2, zero3 or a JSON path")
+    return str(path.resolve())
+
+
+def launch_environment(launch: LaunchSection, *, deepspeed: bool = False) -> dict[str, str]:
+    """The variables added to the environment of `llamafactory-cli train`."""
+    distributed = launch.force_torchrun or deepspeed or launch.nnodes > 1 or (launch.nproc_per_node or 1) > 1
+    if not distributed:
+        return {}
+    env = {"FORCE_TORCHRUN": "1", "NNODES": str(launch.nnodes), "NODE_RANK": str(launch.node_rank)}
+    if launch.nproc_per_node is not None:
+        env["NPROC_PER_NODE"] = str(launch.nproc_per_node)
+    if launch.master_addr is not None:
+        env["MASTER_ADDR"] = launch.master_addr
+    if launch.master_port is not None:
+        env["MASTER_PORT"] = str(launch.master_port)
+    return env
+
+
+def train_command(train_yaml: str | Path, launch: LaunchSection, *, deepspeed: bool = False) -> tuple[list[str], dict[str, str]]:
+    """(argv, added environment) that start training on this node."""
+    env = launch_environment(launch, deepspeed=deepspeed)
+    if env and any(char.isspace() for char in str(train_yaml)):
+        # LLaMA-Factory builds the torchrun command with str.split(): a space would cut the path.
+        raise ConfigError(f"{train_yaml}: distributed launch cannot take a path with spaces; choose another --output-dir")
+    return [LLAMAFACTORY_CLI, "train", str(train_yaml)], env
+
+
+def export_command(export_yaml: str | Path) -> list[str]:
+    return [LLAMAFACTORY_CLI, "export", str(export_yaml)]
