@@ -102,3 +102,41 @@ def test_doctor_missing_config_is_a_one_line_error(tmp_path):
         f"nerft: error: {tmp_path / 'absent.yaml'}: no such config file (give a YAML file, or a preset: qwen7b, qwen7b-qlora, tiny-cpu)"
     )
     assert result.stdout == ""
+
+
+# --- the presets in conf/ --------------------------------------------------------------------------
+
+
+def test_tiny_cpu_preset_passes_for_real_here():
+    result = runner.invoke(app, ["doctor", "--config", str(ROOT / "conf" / "tiny-cpu.yaml")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith("tiny-cpu.yaml: can run on this machine")
+
+
+def test_qwen7b_preset_fails_on_a_cpu_machine_naming_the_missing_gpu(monkeypatch):
+    monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: cpu_machine())
+    result = runner.invoke(app, ["doctor", "--config", str(ROOT / "conf" / "qwen7b.yaml")])
+    assert result.exit_code == 1
+    assert "✘ precision     bf16: true needs a CUDA GPU, and this machine has no NVIDIA GPU (nvidia-smi not found)" in result.stdout
+    assert "✘ memory        needs an NVIDIA GPU with at least 33.1 GiB; this machine has no NVIDIA GPU (nvidia-smi not found)" in result.stdout
+
+
+def test_qwen7b_presets_fit_the_gpus_they_are_written_for(monkeypatch):
+    """qwen7b.yaml says one 40 GB A100; qwen7b-qlora.yaml one 24 GB GPU (with bitsandbytes)."""
+    from dataclasses import replace
+
+    from test_doctor import GOOD_PACKAGES, RTX4090
+
+    a100 = replace(RTX4090, name="NVIDIA A100-SXM4-40GB", memory_total_mib=40960, memory_free_mib=40000, compute_capability="8.0")
+    monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: machine(gpus=[a100]))
+    result = runner.invoke(app, ["doctor", "--config", str(ROOT / "conf" / "qwen7b.yaml"), "--json"])
+    assert by_name_status(result, "memory") == "ok"
+    with_bnb = machine(gpus=[RTX4090], packages={**GOOD_PACKAGES, "bitsandbytes": "0.45.0"}, modules={"bitsandbytes": True})
+    monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: with_bnb)
+    result = runner.invoke(app, ["doctor", "--config", str(ROOT / "conf" / "qwen7b-qlora.yaml"), "--json"])
+    assert by_name_status(result, "memory") == "ok" and by_name_status(result, "quantization") == "ok"
+
+
+def by_name_status(result, name: str) -> str:
+    checks = json.loads(result.stdout)["config"]["checks"]
+    return next(check["status"] for check in checks if check["name"] == name)
