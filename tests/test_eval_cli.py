@@ -173,9 +173,10 @@ def prepared_cluener(cluener_dir, tmp_path_factory):
     return out
 
 
+# All of train in one format only: scoring 10,748 records takes seqeval ~10 s, and the formats'
+# parsers already meet on all of dev and in test_parse's property tests.
 @pytest.mark.slow
-@pytest.mark.parametrize("prompt", ["compact", "seed"])
-@pytest.mark.parametrize("split", ["dev", "train"])
+@pytest.mark.parametrize("split, prompt", [("dev", "compact"), ("dev", "seed"), ("train", "compact")])
 def test_acceptance_cluener_round_trip_scores_one(prepared_cluener, cluener_dir, tmp_path, prompt, split):
     examples = json.loads((prepared_cluener[prompt] / f"cluener_{split}.json").read_text(encoding="utf-8"))
     predictions = write_jsonl(tmp_path / "predictions.jsonl", [{"predict": example["output"]} for example in examples])
