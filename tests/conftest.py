@@ -45,3 +45,33 @@ def tiny_model(tmp_path_factory) -> Path:
     from nerft.models.tiny import build_tiny_qwen2
 
     return build_tiny_qwen2(tmp_path_factory.mktemp("models") / "tiny-qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_model) -> Path:
+    """A run folder as `nerft train` leaves it: run.json + a LoRA adapter (rank 8) on the tiny model.
+
+    The adapter is random and large enough (lora_B ~ N(0, 0.2)) that answers differ from sentence
+    to sentence, so comparing two engines' answers means something.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from nerft.runfolder import RunInfo, write_run
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny-lora"
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    lora = LoraConfig(
+        r=8, lora_alpha=16, task_type="CAUSAL_LM", init_lora_weights=False,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+    model = get_peft_model(model, lora)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.2)
+    model.save_pretrained(run_dir)
+    write_run(RunInfo(run_dir=run_dir, base_model=str(tiny_model), template="qwen", adapter_dir=run_dir))
+    return run_dir
