@@ -118,7 +118,7 @@ def test_qwen7b_preset_fails_on_a_cpu_machine_naming_the_missing_gpu(monkeypatch
     result = runner.invoke(app, ["doctor", "--config", str(ROOT / "conf" / "qwen7b.yaml")])
     assert result.exit_code == 1
     assert "✘ precision     bf16: true needs a CUDA GPU, and this machine has no NVIDIA GPU (nvidia-smi not found)" in result.stdout
-    assert "✘ memory        needs an NVIDIA GPU with at least 33.1 GiB; this machine has no NVIDIA GPU (nvidia-smi not found)" in result.stdout
+    assert "✘ memory        needs an NVIDIA GPU with at least 21.5 GiB; this machine has no NVIDIA GPU (nvidia-smi not found)" in result.stdout
 
 
 def test_qwen7b_presets_fit_the_gpus_they_are_written_for(monkeypatch):

@@ -200,7 +200,7 @@ def test_a_sectioned_nerft_config_is_read(tmp_path):
     )
     plan = read_training_plan(path)
     assert (plan.model, plan.lora_rank, plan.per_device_train_batch_size, plan.bf16) == ("nerft:tiny-qwen2", 4, 4, False)
-    assert plan.cutoff_len == 512 and plan.cutoff_auto
+    assert plan.cutoff_len == 144 and plan.cutoff_auto  # the compact prompt's longest CLUENER example, 138 tokens
     assert plan.enable_liger_kernel is False
 
 

@@ -345,8 +345,8 @@ def _smaller_fix(plan: TrainingPlan) -> str:
         ideas.append("4-bit QLoRA (quantization_bit: 4, e.g. conf/qwen7b-qlora.yaml)")
     if plan.per_device_train_batch_size > 1:
         ideas.append("a smaller per_device_train_batch_size (raise gradient_accumulation_steps to keep the effective batch)")
-    if plan.cutoff_len > 512:
-        ideas.append("a smaller cutoff_len (CLUENER examples fit in 512 tokens)")
+    if plan.cutoff_len > 360 and not plan.cutoff_auto:
+        ideas.append("cutoff_len: auto (CLUENER's longest example is 138 tokens with the compact prompt, 360 with seed)")
     if not plan.gradient_checkpointing:
         ideas.append("gradient checkpointing (remove disable_gradient_checkpointing)")
     ideas.append("a smaller model, or a machine with a bigger NVIDIA GPU")

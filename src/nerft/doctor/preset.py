@@ -17,7 +17,12 @@ from nerft.doctor.memory import TrainingPlan
 from nerft.errors import ConfigError
 
 MODEL_KEYS = ("model_name_or_path", "name_or_path", "base_model")
-AUTO_CUTOFF_LEN = 512  # what `cutoff_len: auto` is counted as: the longest CLUENER example is far shorter
+# What `cutoff_len: auto` is counted as (nerft measures it at launch, on the prepared data): the
+# longest CLUENER train example in each prompt format through the Qwen2 tokenizer and the qwen
+# template (scripts/bench_tokens.py: compact 138 tokens, seed 360), rounded up to a multiple of 8.
+# With packing a micro-batch is one sequence of about per_device_train_batch_size examples, so the
+# tokens per micro-batch are the same either way.
+AUTO_CUTOFF_LEN = {"compact": 144, "seed": 360}
 
 
 def plan_from_llamafactory_args(args: dict[str, Any], *, source: str = "") -> TrainingPlan:
@@ -26,8 +31,8 @@ def plan_from_llamafactory_args(args: dict[str, Any], *, source: str = "") -> Tr
     if not model:
         raise ConfigError(f"{source}: no model_name_or_path: the doctor cannot tell which model this config trains")
     plan = TrainingPlan(model=str(model), source=source)
-    if args.get("cutoff_len") == "auto":  # nerft measures it at launch; CLUENER examples stay well below
-        args = {**args, "cutoff_len": AUTO_CUTOFF_LEN}
+    if args.get("cutoff_len") == "auto":
+        args = {**args, "cutoff_len": AUTO_CUTOFF_LEN.get(str(args.get("prompt")), max(AUTO_CUTOFF_LEN.values()))}
         plan.cutoff_auto = True
     if args.get("enable_liger_kernel") == "auto":  # on only when installed: never a failure
         args = {**args, "enable_liger_kernel": False}
@@ -70,7 +75,7 @@ def _nerft_config_args(path: Path) -> dict[str, Any]:
     from nerft.config import load_config
 
     config = load_config(path).config
-    args: dict[str, Any] = {}
+    args: dict[str, Any] = {"prompt": config.data.prompt}
     for section in config.llamafactory_sections().values():
         args.update(section.model_dump())
     return args
