@@ -1,12 +1,44 @@
-"""`nerft serve` (not implemented yet)."""
+"""`nerft serve`: an OpenAI-compatible server for a trained run (base model + adapter)."""
 
 from __future__ import annotations
 
-from nerft.errors import NerftError
+import json
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nerft.cli.common import log
+from nerft.cli.options import JsonOutput
 
 NAME = "serve"
 
 
-def command() -> None:
-    """Not implemented yet."""
-    raise NerftError("nerft serve is not implemented yet")
+def command(
+    run_dir: Annotated[Path, typer.Argument(help="A training run folder (made by `nerft train`).", show_default=False)],
+    engine: Annotated[str, typer.Option("--engine", help="llamafactory (`llamafactory-cli api`, runs on CPU) or vllm (vLLM's OpenAI server, GPU).")] = "llamafactory",
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on; 0 picks a free one.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="NERFT_API_KEY", help="Require this bearer token from clients.")] = None,
+    model_name: Annotated[Optional[str], typer.Option("--model-name", help="Model name clients ask for (default: the run folder's name).")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="LLaMA-Factory's inference backend: huggingface, vllm or sglang.")] = "huggingface",
+    startup_timeout: Annotated[float, typer.Option("--startup-timeout", help="Seconds to wait for the server to answer.")] = 900.0,
+    log_requests: Annotated[bool, typer.Option("--log-requests", help="Let LLaMA-Factory log every request.")] = False,
+    json_output: JsonOutput = False,
+) -> None:
+    """Serve a trained run over an OpenAI-compatible API until Ctrl-C."""
+    from nerft.serving.server import serve
+
+    def ready(server) -> None:
+        if json_output:
+            typer.echo(json.dumps({"url": server.url, "model": server.model, "pid": server.program.child.pid}))
+        else:
+            typer.echo(f"serving {server.model} at {server.url}")
+        log(f"score it: nerft eval --endpoint {server.url} --gold FILE ... ; stop it with Ctrl-C")
+
+    code = serve(
+        run_dir, engine=engine, host=host, port=port, api_key=api_key, model_name=model_name, backend=backend,
+        startup_timeout=startup_timeout, log_requests=log_requests, on_ready=ready, log=log,
+    )
+    raise typer.Exit(code)

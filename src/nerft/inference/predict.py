@@ -77,7 +77,7 @@ def open_engine(
         return HFEngine(source, batch_size=batch_size)
     from nerft.inference.engines.vllm import VLLMEngine
 
-    return VLLMEngine(source, fmt, batch_size=batch_size, structured=True if structured is None else structured, max_model_len=run.cutoff_len)
+    return VLLMEngine(source, fmt, batch_size=batch_size, structured=True if structured is None else structured)
 
 
 def predict_records(

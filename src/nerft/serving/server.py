@@ -1,0 +1,196 @@
+"""Starting a server, waiting until it answers, and stopping it cleanly.
+
+    with running_server(command, host="127.0.0.1", port=8000) as server:
+        ...  # server.url answers OpenAI requests for server.model
+
+A server is ready when `GET /v1/models` answers 200 and lists the model name clients will use;
+until then nerft watches the child, so a server that dies while loading fails at once with its
+exit code instead of after the start-up timeout. The child runs in its own process group: Ctrl-C
+reaches nerft only, which then stops the child and whatever it started (vLLM's workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from nerft.errors import EnvironmentProblem, ServerError
+from nerft.process import RunningProgram, start_program
+from nerft.serving.commands import ServerCommand
+
+DEFAULT_STARTUP_TIMEOUT = 900.0  # a 7B model on a slow disk takes minutes
+
+
+@dataclass
+class Server:
+    url: str  # base URL of the OpenAI API, ending in /v1
+    model: str
+    program: RunningProgram
+
+
+def client_host(host: str) -> str:
+    """The address to reach a server bound to `host` from this machine."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "*") else ("::1" if host == "::" else host)
+
+
+def base_url(host: str, port: int) -> str:
+    host = client_host(host)
+    return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the OS picks it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((client_host(host), 0))
+        return probe.getsockname()[1]
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail in a second, not after the server has spent a minute loading, when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="choose another --port (0 picks a free one)") from None
+
+
+def wait_until_ready(
+    server: Server,
+    *,
+    api_key: str | None = None,
+    timeout: float = DEFAULT_STARTUP_TIMEOUT,
+    interval: float = 0.5,
+) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    deadline = time.monotonic() + timeout
+    with httpx.Client(headers=headers, timeout=5.0, trust_env=False) as client:
+        while True:
+            code = server.program.poll()
+            if code is not None:
+                raise ServerError(f"the server exited with code {code} before answering on {server.url} (its log is above)")
+            try:
+                response = client.get(server.url + "/models")
+            except httpx.TransportError:
+                pass
+            else:
+                if response.status_code == 200:
+                    served = [entry.get("id") for entry in response.json().get("data", []) if isinstance(entry, dict)]
+                    if server.model in served:
+                        return
+                    raise ServerError(f"{server.url}/models lists {served}, not {server.model!r}")
+                if response.status_code in (401, 403):
+                    raise ServerError(f"{server.url}/models refused nerft's API key (HTTP {response.status_code})")
+            if time.monotonic() > deadline:
+                raise ServerError(f"{server.url}: no answer within {timeout:.0f} s; the server was stopped", hint="raise --startup-timeout")
+            time.sleep(interval)
+
+
+@contextlib.contextmanager
+def running_server(
+    command: ServerCommand,
+    *,
+    host: str,
+    port: int,
+    api_key: str | None = None,
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+    log: Callable[[str], None] | None = None,
+) -> Iterator[Server]:
+    """Start `command`, yield once it answers, stop it (Ctrl-C, then harder) when the block ends."""
+    if command.config_file is not None:
+        import yaml
+
+        from nerft.io import write_text_atomic
+
+        write_text_atomic(command.config_file, yaml.safe_dump(command.config, sort_keys=False, allow_unicode=True))
+    if command.argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"] and not _importable("vllm"):
+        raise EnvironmentProblem("vLLM is not installed", hint=command.install_hint)
+    check_port_free(host, port)
+    program = start_program(
+        command.argv, env=command.env, install_hint=command.install_hint, stdout_to_stderr=True, log=log, own_group=True
+    )
+    server = Server(base_url(host, port), command.model_name, program)
+    try:
+        wait_until_ready(server, api_key=api_key, timeout=startup_timeout)
+        yield server
+    finally:
+        program.stop()
+
+
+def serve_until_stopped(server: Server, *, log: Callable[[str], None]) -> int:
+    """Block until the server exits (its exit code) or nerft is stopped (0 after a clean stop).
+
+    SIGTERM is treated like Ctrl-C, so `kill` and service managers stop the child too.
+    """
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        code = server.program.child.wait()
+    except KeyboardInterrupt:
+        log("stopping the server ...")
+        code = server.program.stop()
+        log(f"server stopped (exit code {code})")
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code != 0:
+        raise ServerError(f"the server exited with code {code} (its log is above)")
+    return 0
+
+
+def _importable(module: str) -> bool:
+    if module in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:
+        return False
+
+
+def serve(
+    run_dir,
+    *,
+    engine: str = "llamafactory",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    backend: str = "huggingface",
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+    log_requests: bool = False,
+    on_ready: Callable[[Server], None],
+    log: Callable[[str], None],
+) -> int:
+    """Serve a run until stopped: `on_ready` is called once the server answers."""
+    from pathlib import Path
+
+    from nerft.errors import ConfigError
+    from nerft.runfolder import load_run
+    from nerft.serving.commands import SERVER_ENGINES, llamafactory_api_command, vllm_server_command
+
+    if engine not in SERVER_ENGINES:
+        raise ConfigError(f"unknown server engine {engine!r} (choose from: {', '.join(SERVER_ENGINES)})")
+    if engine == "vllm" and backend != "huggingface":
+        raise ConfigError("--backend chooses LLaMA-Factory's backend; it does not apply to --engine vllm")
+    run = load_run(run_dir)
+    port = port or free_port(host)
+    name = model_name or Path(run.run_dir).resolve().name
+    if engine == "llamafactory":
+        command = llamafactory_api_command(run, host=host, port=port, model_name=name, api_key=api_key, backend=backend, log_requests=log_requests)
+    else:
+        command = vllm_server_command(run, host=host, port=port, model_name=name, api_key=api_key)
+    with running_server(command, host=host, port=port, api_key=api_key, startup_timeout=startup_timeout, log=log) as server:
+        on_ready(server)
+        return serve_until_stopped(server, log=log)

@@ -1,0 +1,159 @@
+"""Serving: the llamafactory-cli api configuration, and a server's life (ready, died, too slow, stopped).
+
+The life-cycle tests use a small Python HTTP server as the child, so they take a second; the real
+`llamafactory-cli api` runs in tests/test_serve_e2e.py.
+"""
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+from nerft.errors import ServerError
+from nerft.process import start_program
+from nerft.runfolder import load_run
+from nerft.serving.commands import ServerCommand, llamafactory_api_command
+from nerft.serving.server import base_url, free_port, running_server
+
+FAKE_SERVER = r"""
+import json, os, sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+time.sleep(float(os.environ.get("DELAY", "0")))
+if os.environ.get("EXIT"):
+    sys.exit(int(os.environ["EXIT"]))
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+    def do_GET(self):
+        data = json.dumps({"object": "list", "data": [{"id": os.environ["API_MODEL_NAME"]}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+print("fake server listening", flush=True)
+try:
+    HTTPServer(("127.0.0.1", int(os.environ["API_PORT"])), Handler).serve_forever()
+except KeyboardInterrupt:
+    print("fake server stopped cleanly", flush=True)
+"""
+
+
+def fake_command(port: int, **env) -> ServerCommand:
+    return ServerCommand([sys.executable, "-c", FAKE_SERVER], {"API_PORT": str(port), "API_MODEL_NAME": "ner", **env}, "ner", "nothing to install")
+
+
+def refuses_connections(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_llamafactory_api_config_and_environment(tiny_run):
+    run = load_run(tiny_run)
+    command = llamafactory_api_command(run, host="127.0.0.1", port=8123, model_name="tiny-lora", api_key="k3y")
+    assert command.argv == ["llamafactory-cli", "api", str(tiny_run / "llamafactory_api.yaml")]
+    assert command.config == {
+        "model_name_or_path": run.base_model,
+        "adapter_name_or_path": str(tiny_run),
+        "finetuning_type": "lora",
+        "template": "qwen",
+        "infer_backend": "huggingface",
+    }
+    assert command.env == {"API_HOST": "127.0.0.1", "API_PORT": "8123", "API_MODEL_NAME": "tiny-lora", "API_VERBOSE": "0", "API_KEY": "k3y"}
+
+
+def test_unknown_backend_is_refused(tiny_run):
+    from nerft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown LLaMA-Factory backend 'tgi'"):
+        llamafactory_api_command(load_run(tiny_run), host="127.0.0.1", port=1, model_name="x", backend="tgi")
+
+
+def test_base_url_reaches_a_server_bound_to_every_address():
+    assert base_url("0.0.0.0", 8000) == "http://127.0.0.1:8000/v1"
+    assert base_url("127.0.0.1", 9) == "http://127.0.0.1:9/v1"
+    assert base_url("::1", 9) == "http://[::1]:9/v1"
+
+
+def test_ready_server_answers_and_is_stopped_with_ctrl_c_when_the_block_ends(tmp_path):
+    port = free_port()
+    command = fake_command(port)
+    command.config_file, command.config = tmp_path / "api.yaml", {"template": "qwen"}
+    with running_server(command, host="127.0.0.1", port=port, startup_timeout=30) as server:
+        assert server.url == f"http://127.0.0.1:{port}/v1" and server.model == "ner"
+        assert httpx.get(server.url + "/models", trust_env=False).json()["data"] == [{"id": "ner"}]
+        assert yaml.safe_load((tmp_path / "api.yaml").read_text()) == {"template": "qwen"}
+    assert server.program.poll() is not None
+    assert refuses_connections(port)
+
+
+def test_a_server_that_dies_while_loading_fails_at_once_with_its_exit_code():
+    port = free_port()
+    start = time.monotonic()
+    with pytest.raises(ServerError) as info:
+        with running_server(fake_command(port, EXIT="3"), host="127.0.0.1", port=port, startup_timeout=60):
+            pass
+    assert str(info.value) == f"the server exited with code 3 before answering on http://127.0.0.1:{port}/v1 (its log is above)"
+    assert time.monotonic() - start < 20
+
+
+def test_a_server_too_slow_to_answer_is_stopped():
+    port = free_port()
+    with pytest.raises(ServerError) as info:
+        with running_server(fake_command(port, DELAY="60"), host="127.0.0.1", port=port, startup_timeout=1):
+            pass
+    assert str(info.value) == f"http://127.0.0.1:{port}/v1: no answer within 1 s; the server was stopped (raise --startup-timeout)"
+
+
+def test_a_taken_port_fails_before_anything_starts():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServerError) as info:
+            with running_server(fake_command(port), host="127.0.0.1", port=port):
+                pass
+    assert str(info.value).startswith(f"cannot listen on 127.0.0.1:{port}: ")
+    assert str(info.value).endswith("(choose another --port (0 picks a free one))")
+
+
+def test_a_server_serving_another_name_is_an_error():
+    port = free_port()
+    command = fake_command(port)
+    command.model_name = "other"
+    with pytest.raises(ServerError, match=r"/models lists \['ner'\], not 'other'"):
+        with running_server(command, host="127.0.0.1", port=port, startup_timeout=30):
+            pass
+
+
+def test_stop_escalates_to_sigterm_when_ctrl_c_is_ignored(capsys):
+    script = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    program = start_program([sys.executable, "-c", script], own_group=True)
+    time.sleep(1.0)  # let it install its handler
+    assert program.stop(grace=0.5) == -signal.SIGTERM
+
+
+def test_ctrl_c_reaches_the_child_s_own_children(tmp_path):
+    # vLLM's server starts worker processes: stopping the server must stop them too.
+    pid_file = tmp_path / "grandchild.pid"
+    script = (
+        "import subprocess, sys, time; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(60)"
+    )
+    program = start_program([sys.executable, "-c", script], own_group=True)
+    for _ in range(100):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    grandchild = int(pid_file.read_text())
+    program.stop(grace=5)
+    for _ in range(50):
+        if subprocess.run(["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True).stdout.strip() in ("", "Z"):
+            break
+        time.sleep(0.1)
+    assert subprocess.run(["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True).stdout.strip() in ("", "Z")
