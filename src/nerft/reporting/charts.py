@@ -23,20 +23,23 @@ COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
 DPI = 120
 
 
-def f1_bar_chart(f1_by_label: Mapping[str, float], path: str | os.PathLike, *, title: str) -> Path:
-    """Horizontal bars, one per label, F1 from 0 to 1 with the value printed at the end."""
-    return grouped_bar_chart({"F1": f1_by_label}, path, title=title, xlabel="F1")
+def f1_bar_chart(f1_by_label: Mapping[str, float], path: str | os.PathLike, *, title: str,
+                 support: Mapping[str, int] | None = None) -> Path:
+    """Horizontal bars, one per label, F1 from 0 to 1 with the value printed at the end; the gold
+    mention count beside each label when `support` is given."""
+    return grouped_bar_chart({"F1": f1_by_label}, path, title=title, xlabel="F1", support=support)
 
 
-def grouped_bar_chart(series: Mapping[str, Mapping[str, float]], path: str | os.PathLike, *, title: str, xlabel: str = "F1") -> Path:
+def grouped_bar_chart(series: Mapping[str, Mapping[str, float]], path: str | os.PathLike, *, title: str, xlabel: str = "F1",
+                      support: Mapping[str, int] | None = None) -> Path:
     """Bars per label, one bar per series (run), values between 0 and 1."""
     plt = _pyplot()
     labels = sorted({label for values in series.values() for label in values})
     with plt.rc_context(_fonts_for([*labels, *series])):
-        return _grouped_bars(plt, series, labels, path, title=title, xlabel=xlabel)
+        return _grouped_bars(plt, series, labels, path, title=title, xlabel=xlabel, support=support or {})
 
 
-def _grouped_bars(plt, series, labels, path, *, title: str, xlabel: str) -> Path:
+def _grouped_bars(plt, series, labels, path, *, title: str, xlabel: str, support: Mapping[str, int]) -> Path:
     count = max(len(series), 1)
     height = 0.8 / count
     figure, axes = plt.subplots(figsize=(7.5, 0.45 * max(len(labels), 1) * max(1, count * 0.7) + 1.4))
@@ -46,7 +49,7 @@ def _grouped_bars(plt, series, labels, path, *, title: str, xlabel: str) -> Path
         bars = axes.barh(positions, widths, height=height * 0.95, color=COLORS[index % len(COLORS)], label=name)
         for bar, value in zip(bars, widths):
             axes.text(min(value, 1.0) + 0.01, bar.get_y() + bar.get_height() / 2, f"{value:.3f}", va="center", fontsize=8)
-    axes.set_yticks(range(len(labels)), labels)
+    axes.set_yticks(range(len(labels)), [f"{label} ({support[label]})" if label in support else label for label in labels])
     axes.invert_yaxis()  # first label on top, as in the table
     axes.set_xlim(0, 1.1)
     axes.set_xlabel(xlabel)
@@ -77,6 +80,9 @@ def _loss_lines(plt, curves, eval_curves, path, *, title: str) -> Path:
         if evaluated:
             steps, losses = zip(*evaluated)
             axes.plot(steps, losses, color=color, linestyle="--", marker="s", markersize=5, label=f"{name} eval")
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     axes.set_title(title)

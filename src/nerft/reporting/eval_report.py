@@ -62,9 +62,10 @@ def write_eval_report(report: dict, target: str | os.PathLike, *, title: str = "
 def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Block]:
     """The summary, the per-label table, the chart (drawn to `chart`), span scores and first errors."""
     labels: dict = report["labels"]
-    micro, macro = report.get("micro", {}), report.get("macro", {})
+    micro = report.get("micro", {})
     f1_bar_chart({label: float(scores.get("f1", 0.0)) for label, scores in labels.items()}, chart,
-                 title=f"F1 by label (micro F1 {float(micro.get('f1', 0.0)):.3f})")
+                 title=f"F1 by label (micro F1 {float(micro.get('f1', 0.0)):.3f}; gold mentions in brackets)",
+                 support={label: int(scores["support"]) for label, scores in labels.items() if "support" in scores})
     blocks: list[Block] = [Paragraph(summary_line(report))]
     blocks.append(Heading("Per label (CLUE: label and entity text must both match)", heading_level))
     blocks.append(label_table(report))

@@ -113,7 +113,7 @@ def run_page(record: RunRecord, out_dir: Path) -> Page:
     page = Page(f"Run {record.name}")
     manifest = record.manifest
     model = manifest.get("base_model") or record.setting("model_name_or_path") or "unknown"
-    facts = [f"Folder {record.run_dir}", f"base model {model}"]
+    facts = [f"Run folder {record.run_dir}", f"base model {model}"]
     if manifest.get("prompt"):
         facts.append(f"prompt format {manifest['prompt']}")
     if manifest.get("labels"):
