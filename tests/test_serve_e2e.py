@@ -1,0 +1,105 @@
+"""End to end on the tiny run: `nerft serve` starts the real `llamafactory-cli api` on loopback,
+`nerft eval --endpoint` scores the bundled dev sample through it, `nerft predict --engine hf`
+answers exactly what the server answers, and Ctrl-C stops the server and its child."""
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from nerft.cli.main import app
+
+pytestmark = pytest.mark.slow
+STARTUP_TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    # The server child gets OMP_NUM_THREADS=1 too: on a shared 2-core machine, spinning torch
+    # threads slow the tiny model down 40 times, and equal thread counts mean equal arithmetic.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_run, tmp_path_factory, one_thread):
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nerft", "serve", str(tiny_run), "--port", "0", "--json"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+        )
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    line = ""
+    while not line and time.monotonic() < deadline and process.poll() is None:
+        ready, _, _ = select.select([process.stdout], [], [], 1.0)
+        if ready:
+            line = process.stdout.readline()
+    if not line:
+        process.kill()
+        pytest.fail(f"nerft serve did not become ready; its log ends with:\n{log.read_text()[-3000:]}")
+    info = json.loads(line)
+    yield {**info, "process": process, "log": log}
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+
+
+def test_serve_prints_the_url_and_model_of_a_loopback_server(served, tiny_run):
+    assert served["url"].startswith("http://127.0.0.1:") and served["url"].endswith("/v1")
+    assert served["model"] == tiny_run.name
+    assert "llamafactory-cli api" in served["log"].read_text()
+
+
+def test_eval_endpoint_scores_the_sample_through_the_server(served, tiny_run, sample_dir):
+    result = CliRunner().invoke(app, ["eval", "--endpoint", served["url"], "--run", str(tiny_run), "--gold", str(sample_dir / "dev.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "Micro Avg." in result.output
+    out_dir = tiny_run / "eval" / "dev"
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["records"] == 9
+    assert report["prediction"]["engine"] == {"engine": "openai", "endpoint": served["url"], "model": served["model"]}
+    assert report["prediction"]["predicted"] == 9
+    rows = [json.loads(line) for line in (out_dir / "predictions.jsonl").read_text().splitlines()]
+    gold = [json.loads(line)["text"] for line in (sample_dir / "dev.jsonl").read_text().splitlines()]
+    assert [row["text"] for row in rows] == gold
+    # A random model gets nothing right: every sentence is an error, listed in errors.jsonl.
+    assert len((out_dir / "errors.jsonl").read_text().splitlines()) == report["sentences_with_errors"] == 9
+
+
+def test_hf_engine_answers_exactly_what_the_server_answers(served, tiny_run, sample_dir, tmp_path):
+    runner = CliRunner()
+    dev = str(sample_dir / "dev.jsonl")
+    by_server, by_hf = tmp_path / "server.jsonl", tmp_path / "hf.jsonl"
+    result = runner.invoke(app, ["predict", "--run", str(tiny_run), "--endpoint", served["url"], "--data", dev, "--out", str(by_server)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["predict", "--run", str(tiny_run), "--engine", "hf", "--batch-size", "4", "--data", dev, "--out", str(by_hf)])
+    assert result.exit_code == 0, result.output
+    server_rows = [json.loads(line) for line in by_server.read_text().splitlines()]
+    hf_rows = [json.loads(line) for line in by_hf.read_text().splitlines()]
+    assert hf_rows == server_rows
+    assert len({row["predict"] for row in hf_rows}) == 9  # answers differ sentence to sentence
+
+
+def test_ctrl_c_stops_the_server_and_its_child(served):
+    process = served["process"]
+    port = int(served["url"].rsplit(":", 1)[1].split("/")[0])
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 0
+    assert "server stopped (exit code 0)" in served["log"].read_text()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(served["pid"])], capture_output=True, text=True).stdout.strip()
+    assert state in ("", "Z")
