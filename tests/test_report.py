@@ -167,7 +167,24 @@ def test_a_run_without_evaluation_says_how_to_make_one(tmp_path):
     written = write_run_reports([run], out=tmp_path / "pages")
     assert written.charts == [tmp_path / "pages" / "loss.png"]
     text = (tmp_path / "pages" / "report.md").read_text(encoding="utf-8")
-    assert f"No eval/report.json yet: write it with `nerft eval ... --report {run / 'eval' / 'report.json'}`." in text
+    assert f"No evaluation yet: `nerft eval --run {run} --gold FILE` writes {run / 'eval'}/<gold name>/report.json." in text
+
+
+def test_each_gold_set_evaluated_by_nerft_eval_run_gets_its_section(tmp_path):
+    # `nerft eval --run RUN --gold dev.jsonl` writes RUN/eval/dev/report.json
+    first = make_run(tmp_path, "a", f1s=None)
+    second = make_run(tmp_path, "b", f1s={"name": 0.5})
+    for run, f1 in ((first, 0.25), (second, 0.75)):
+        (run / "eval" / "dev").mkdir(parents=True, exist_ok=True)
+        (run / "eval" / "dev" / "report.json").write_text(json.dumps(eval_report({"name": f1}, micro_f1=f1)))
+    written = write_run_reports([first, second], out=tmp_path / "out")
+    page = (tmp_path / "out" / "b" / "report.md").read_text(encoding="utf-8")
+    assert page.index("## Evaluation\n") < page.index("## Evaluation: dev\n")
+    assert "![F1 by label](f1_by_label_dev.png)" in page
+    comparison = (tmp_path / "out" / "comparison.md").read_text(encoding="utf-8")
+    assert "## Evaluation: dev" in comparison and "| name | 0.2500 | 0.7500 | +0.5000 |" in comparison
+    assert "## Evaluation\n" not in comparison  # eval/report.json exists in one run only
+    assert tmp_path / "out" / "f1_comparison_dev.png" in written.charts
 
 
 def test_two_runs_side_by_side_with_per_label_differences(tmp_path):

@@ -1,8 +1,9 @@
 """`nerft report`: one page per training run, and a side-by-side page for several runs.
 
 A run page has the config summary (from `run.json`, `llamafactory_train.yaml`, `nerft.yaml`), the
-loss curve (from LLaMA-Factory's `trainer_log.jsonl`), and, when `<run>/eval/report.json` exists,
-the evaluation table and chart. Each page is written as Markdown and as self-contained HTML.
+loss curve (from LLaMA-Factory's `trainer_log.jsonl`), and the evaluation table and chart of each
+eval report in the run: `<run>/eval/report.json`, and `<run>/eval/<gold name>/report.json` as
+`nerft eval --run` writes them. Each page is written as Markdown and as self-contained HTML.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from nerft.runfolder import LLAMAFACTORY_TRAIN, RUN_CONFIG, RUN_MANIFEST
 
 TRAINER_LOG = "trainer_log.jsonl"
 RESULTS_FILES = ("all_results.json", "train_results.json")
-EVAL_REPORT = Path("eval") / "report.json"
+EVAL_DIR = "eval"
+EVAL_REPORT = "report.json"
 # The settings a reader compares first, in LLaMA-Factory's names.
 SUMMARY_KEYS = (
     "model_name_or_path", "template", "finetuning_type", "lora_rank", "lora_alpha", "lora_target", "quantization_bit",
@@ -40,7 +42,7 @@ class RunRecord:
     settings: dict[str, Any] = field(default_factory=dict)  # LLaMA-Factory arguments that ran
     log: list[dict[str, Any]] = field(default_factory=list)  # trainer_log.jsonl rows
     results: dict[str, Any] = field(default_factory=dict)  # all_results.json
-    evaluation: dict[str, Any] | None = None  # eval/report.json
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)  # "" (eval/report.json) or gold name -> report
 
     def losses(self) -> list[tuple[float, float]]:
         return [(row["current_steps"], row["loss"]) for row in self.log if row.get("loss") is not None and "current_steps" in row]
@@ -69,9 +71,15 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord:
         if (run_dir / name).is_file():
             record.results = _read_json(run_dir / name)
             break
-    if (run_dir / EVAL_REPORT).is_file():
-        record.evaluation = load_eval_report(run_dir / EVAL_REPORT)
+    record.evaluations = {name: load_eval_report(path) for name, path in eval_reports(run_dir)}
     return record
+
+
+def eval_reports(run_dir: Path) -> list[tuple[str, Path]]:
+    """(name, path) of the run's eval reports: "" for eval/report.json, then eval/<gold name>/report.json."""
+    found = [("", run_dir / EVAL_DIR / EVAL_REPORT)] if (run_dir / EVAL_DIR / EVAL_REPORT).is_file() else []
+    found += [(path.parent.name, path) for path in sorted((run_dir / EVAL_DIR).glob(f"*/{EVAL_REPORT}"))]
+    return found
 
 
 def read_trainer_log(path: Path) -> list[dict[str, Any]]:
@@ -127,11 +135,14 @@ def run_page(record: RunRecord, out_dir: Path) -> Page:
     page.add(Heading("Training"))
     page.add(*training_blocks(record, out_dir / "loss.png"))
 
-    page.add(Heading("Evaluation"))
-    if record.evaluation is not None:
-        page.add(*eval_blocks(record.evaluation, out_dir / "f1_by_label.png", heading_level=3))
-    else:
-        page.add(Paragraph(f"No {EVAL_REPORT.as_posix()} yet: write it with `nerft eval ... --report {record.run_dir / EVAL_REPORT}`."))
+    for name, report in record.evaluations.items():
+        page.add(Heading(_eval_title(name)))
+        page.add(*eval_blocks(report, out_dir / _chart_name("f1_by_label", name), heading_level=3))
+    if not record.evaluations:
+        page.add(Heading("Evaluation"))
+        page.add(Paragraph(
+            f"No evaluation yet: `nerft eval --run {record.run_dir} --gold FILE` writes {record.run_dir / EVAL_DIR}/<gold name>/{EVAL_REPORT}."
+        ))
     return page
 
 
@@ -186,37 +197,37 @@ def comparison_page(records: list[RunRecord], out_dir: Path) -> Page:
     else:
         page.add(Paragraph("No run has a loss log."))
 
-    page.add(Heading("Evaluation"))
-    evaluated = [record for record in records if record.evaluation is not None]
-    if len(evaluated) < 2:
-        page.add(Paragraph(f"Per-label differences need an {EVAL_REPORT.as_posix()} in at least two runs ({len(evaluated)} found)."))
-        return page
-    page.add(Table(["Run", "Summary"], [[record.name, summary_line(record.evaluation)] for record in evaluated], numeric=[False, False]))
-    page.add(label_difference_table(evaluated))
-    series = {record.name: {label: float(scores.get("f1", 0.0)) for label, scores in record.evaluation["labels"].items()} for record in evaluated}
-    chart = grouped_bar_chart(series, out_dir / "f1_comparison.png", title="F1 by label")
-    page.add(Image(chart, "F1 by label for each run"))
+    names = list(dict.fromkeys(name for record in records for name in record.evaluations))
+    compared = [name for name in names if sum(name in record.evaluations for record in records) >= 2]
+    if not compared:
+        page.add(Heading("Evaluation"))
+        page.add(Paragraph("Per-label differences need an evaluation of the same gold set in at least two runs."))
+    for name in compared:
+        evaluated = [(record.name, record.evaluations[name]) for record in records if name in record.evaluations]
+        page.add(Heading(_eval_title(name)))
+        page.add(Table(["Run", "Summary"], [[run, summary_line(report)] for run, report in evaluated], numeric=[False, False]))
+        page.add(label_difference_table(evaluated))
+        series = {run: {label: float(scores.get("f1", 0.0)) for label, scores in report["labels"].items()} for run, report in evaluated}
+        chart = grouped_bar_chart(series, out_dir / _chart_name("f1_comparison", name), title=f"F1 by label{f': {name}' if name else ''}")
+        page.add(Image(chart, "F1 by label for each run"))
     return page
 
 
-def label_difference_table(records: list[RunRecord]) -> Table:
-    """F1 per label for every run, then each later run's difference from the first (ΔF1 = run − first)."""
-    labels = sorted({label for record in records for label in record.evaluation["labels"]})
+def label_difference_table(evaluated: list[tuple[str, dict]]) -> Table:
+    """F1 per label for every (run, report), then each later run's difference from the first (ΔF1 = run − first)."""
+    labels = sorted({label for _, report in evaluated for label in report["labels"]})
 
-    def f1(record: RunRecord, label: str) -> float | None:
-        scores = record.evaluation["labels"].get(label)
+    def f1(report: dict, label: str) -> float | None:
+        scores = report["labels"].get(label)
         return None if scores is None else float(scores.get("f1", 0.0))
 
-    def micro(record: RunRecord) -> float:
-        return float(record.evaluation.get("micro", {}).get("f1", 0.0))
-
-    header = ["Label", *(f"F1 {record.name}" for record in records), *(f"ΔF1 {record.name}" for record in records[1:])]
+    header = ["Label", *(f"F1 {run}" for run, _ in evaluated), *(f"ΔF1 {run}" for run, _ in evaluated[1:])]
     rows = []
     for label in labels:
-        values = [f1(record, label) for record in records]
+        values = [f1(report, label) for _, report in evaluated]
         deltas = [_delta(value, values[0]) for value in values[1:]]
         rows.append([label, *(_f(value) for value in values), *deltas])
-    micros = [micro(record) for record in records]
+    micros = [float(report.get("micro", {}).get("f1", 0.0)) for _, report in evaluated]
     rows.append(["Micro avg.", *(_f(value) for value in micros), *(_delta(value, micros[0]) for value in micros[1:])])
     return Table(header, rows)
 
@@ -286,6 +297,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         raise DataError(f"{path}:{mark.line + 1 if mark else '?'}: broken YAML") from None
     return data if isinstance(data, dict) else {}
+
+
+def _eval_title(name: str) -> str:
+    return f"Evaluation: {name}" if name else "Evaluation"
+
+
+def _chart_name(stem: str, name: str) -> str:
+    return f"{stem}_{name}.png" if name else f"{stem}.png"
 
 
 def _value(value: Any) -> str:
