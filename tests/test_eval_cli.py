@@ -76,7 +76,9 @@ def test_report_and_errors_files(files, tmp_path):
         },
     ]
     assert data["errors"] == rows
-    assert sorted(p.name for p in report.parent.iterdir()) == ["errors.jsonl", "report.json"]  # no temporary files
+    # no temporary files; report.md and its chart are nerft.reporting's readable copy
+    assert sorted(p.name for p in report.parent.iterdir()) == ["errors.jsonl", "f1_by_label.png", "report.json", "report.md"]
+    assert "| name | 1.0000 | 1.0000 | 1.0000 | 2 | 2 | 0 | 0 |" in (report.parent / "report.md").read_text(encoding="utf-8")
 
 
 def test_json_output(files):

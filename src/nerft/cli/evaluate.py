@@ -44,6 +44,7 @@ def command(
             gold=gold, run=load_run(run_dir) if run_dir is not None else None, engine=engine, endpoint=endpoint,
             out_dir=out_dir, model=model, api_key=api_key, batch_size=batch_size, concurrency=concurrency,
         )
+        write_readable_report(evaluation.to_dict(), evaluation.out_dir / "report.json")
         if json_output:
             print_json(evaluation.to_dict())
         else:
@@ -66,6 +67,17 @@ def write_outputs(result, *, report: Path | None, errors: Path | None) -> None:
     from nerft.io import write_json_atomic, write_jsonl_atomic
 
     if report is not None:
-        write_json_atomic(report, result.to_dict())
+        data = result.to_dict()
+        write_json_atomic(report, data)
+        write_readable_report(data, report)
     if errors is not None:
         write_jsonl_atomic(errors, result.errors())
+
+
+def write_readable_report(data: dict, report: Path) -> None:
+    """report.md (per-label table) and the per-label F1 chart beside report.json."""
+    from nerft.cli.common import log
+    from nerft.reporting import write_eval_report
+
+    markdown, chart = write_eval_report(data, report)
+    log(f"wrote {markdown} and {chart}")
