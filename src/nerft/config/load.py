@@ -47,21 +47,26 @@ def load_config(name_or_path: str | os.PathLike, *, overrides: list[str] | tuple
     """Read, override and validate a config; raise `ConfigError` listing every problem."""
     path = resolve_config_path(name_or_path)
     data, lines = read_yaml(path)
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []  # (line for sorting, message); --set problems come last
+    AFTER_FILE = 10**9
     for override in overrides:
         try:
             set_dotted(data, override)
         except ConfigError as exc:
-            problems.append(f"--set {override}: {exc.message}")
+            problems.append((AFTER_FILE, f"--set {override}: {exc.message}"))
         else:
             lines[tuple(override.split("=", 1)[0].strip().split("."))] = "--set"
 
-    def where(loc: tuple) -> str:
+    def where(loc: tuple) -> tuple[int, str]:
         for end in range(len(loc), 0, -1):
             if loc[:end] in lines:
                 line = lines[loc[:end]]
-                return f"{path}:{line}" if line != "--set" else f"{path} (--set)"
-        return str(path)
+                return (AFTER_FILE, f"{path} (--set)") if line == "--set" else (line, f"{path}:{line}")
+        return 0, str(path)
+
+    def report(loc: tuple, message: str) -> None:
+        order, place = where(loc)
+        problems.append((order, f"{place}: {message}"))
 
     config = None
     try:
@@ -69,13 +74,13 @@ def load_config(name_or_path: str | os.PathLike, *, overrides: list[str] | tuple
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(str(part) for part in error["loc"])
-            problems.append(f"{where(loc)}: {describe(loc, error)}")
-    if config is not None:
-        for loc, message in passthrough_problems(config, check_llamafactory_keys):
-            problems.append(f"{where(loc)}: {'.'.join(loc)}: {message}")
+            report(loc, describe(loc, error))
+    for loc, message in passthrough_problems(data, check_llamafactory_keys):
+        report(loc, f"{'.'.join(loc)}: {message}")
     if problems:
         count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
-        raise ConfigError("\n".join([*problems, f"{path}: {count} in this config; nothing was run"]))
+        ordered = [message for _, message in sorted(problems, key=lambda item: item[0])]
+        raise ConfigError("\n".join([*ordered, f"{path}: {count} in this config; nothing was run"]))
     return LoadedConfig(config=config, path=path, overrides=list(overrides))
 
 
@@ -96,10 +101,17 @@ def describe(loc: tuple[str, ...], error: dict) -> str:
     return f"{'.'.join(loc)}: {message}" if loc else message
 
 
-def passthrough_problems(config: NerftConfig, check_llamafactory_keys: bool = True) -> list[tuple[tuple[str, str], str]]:
-    """Keys in LLaMA-Factory sections that nerft does not declare: each must be a LLaMA-Factory argument."""
+def passthrough_problems(data: dict, check_llamafactory_keys: bool = True) -> list[tuple[tuple[str, str], str]]:
+    """Keys in LLaMA-Factory sections that nerft does not declare: each must be a LLaMA-Factory argument.
+
+    Read from the raw mapping, so these are reported together with the schema's own problems.
+    """
     declared_in = {key: name for name in LLAMAFACTORY_SECTIONS for key in _declared_keys(name)}
-    extras = {name: section.passthrough() for name, section in config.llamafactory_sections().items()}
+    extras = {
+        name: [key for key in data[name] if key not in _declared_keys(name)]
+        for name in LLAMAFACTORY_SECTIONS
+        if isinstance(data.get(name), dict)
+    }
     if not any(extras.values()):
         return []
     problems = []
@@ -111,6 +123,7 @@ def passthrough_problems(config: NerftConfig, check_llamafactory_keys: bool = Tr
         known = argument_names()
     for section, keys in extras.items():
         for key in keys:
+            key = str(key)
             loc = (section, key)
             if key in MANAGED_KEYS:
                 problems.append((loc, f"set by nerft: {MANAGED_KEYS[key]}"))
