@@ -59,7 +59,6 @@ def export_run(
     force: bool = False,
     device: str = "cpu",
     log: Callable[[str], None] = print,
-    runner: Callable[..., int] | None = None,
 ) -> tuple[int, Path]:
     """Merge the run's adapter into `out`; return (llamafactory-cli's exit code, the merged folder)."""
     import yaml
@@ -83,9 +82,9 @@ def export_run(
     export_yaml = Path(info.run_dir) / LLAMAFACTORY_EXPORT
     header = f"# Rendered by nerft {__version__}: export_dir is renamed to {out} once the export succeeded.\n"
     write_text_atomic(export_yaml, header + yaml.safe_dump(args, sort_keys=False, allow_unicode=True))
-    if runner is None:
-        from nerft.process import run_program as runner
-    code = runner(export_command(export_yaml), install_hint=INSTALL_HINT, stdout_to_stderr=True)
+    from nerft import process
+
+    code = process.run_program(export_command(export_yaml), install_hint=INSTALL_HINT, stdout_to_stderr=True)
     if code != 0:
         shutil.rmtree(staging, ignore_errors=True)
         return code, out

@@ -61,6 +61,13 @@ def iter_alpaca_examples(dataset_dir: Path, dataset_names: Iterable[str]) -> Ite
     info_path = Path(dataset_dir) / "dataset_info.json"
     info = json.loads(info_path.read_text(encoding="utf-8"))
     for name in dataset_names:
+        if info[name].get("formatting", "alpaca") != "alpaca":
+            from nerft.errors import ConfigError
+
+            raise ConfigError(
+                f"dataset.cutoff_len: auto measures alpaca datasets, and {name!r} in {info_path} is {info[name]['formatting']}",
+                hint="set dataset.cutoff_len to a number",
+            )
         path = Path(dataset_dir) / info[name]["file_name"]
         try:
             examples = json.loads(path.read_text(encoding="utf-8"))

@@ -59,7 +59,7 @@ def check_run_folder(run_dir: Path, *, resume: bool, force: bool) -> Path | None
     """Refuse to train over an existing run unless asked; return the checkpoint to resume from."""
     if resume and force:
         raise ConfigError("--resume and --force contradict each other: continue the run, or start it over")
-    occupied = run_dir.exists() and any(run_dir.iterdir()) if run_dir.is_dir() else run_dir.exists()
+    occupied = run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
     if resume:
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
@@ -91,14 +91,8 @@ def train(
     resume: bool = False,
     force: bool = False,
     log: Callable[[str], None] = print,
-    machine=None,
-    runner: Callable[..., int] | None = None,
 ) -> TrainResult:
-    """Train (or with `dry_run`, only render) a run; returns `llamafactory-cli`'s exit code.
-
-    `machine` (a `kernels.Machine`) and `runner` (`process.run_program`'s signature) exist for
-    tests that must pretend to have GPUs; by default they are this machine and a real child process.
-    """
+    """Train (or with `dry_run`, only render) a run; `TrainResult.exit_code` is `llamafactory-cli`'s."""
     from nerft.training import kernels, lengths
     from nerft.training.launch import INSTALL_HINT, deepspeed_config_path, train_command
 
@@ -107,7 +101,7 @@ def train(
     run_dir = Path(output_dir or default_run_dir(loaded)).expanduser().resolve()
     checkpoint = None if dry_run else check_run_folder(run_dir, resume=resume, force=force)
 
-    machine = machine or kernels.detect_machine()
+    machine = kernels.detect_machine()
     flash_attn, attention_reason = kernels.choose_attention(cfg.model.flash_attn, machine)
     liger, liger_reason = kernels.choose_liger(cfg.model.enable_liger_kernel, machine)
     deepspeed = deepspeed_config_path(cfg.method.deepspeed)
@@ -174,6 +168,7 @@ def train(
         f"Run: llamafactory-cli train {run_dir / LLAMAFACTORY_TRAIN}"
     )
     rendered = to_llamafactory_yaml(sections, header=header)
+    argv, env = train_command(run_dir / LLAMAFACTORY_TRAIN, cfg.launch, deepspeed=bool(deepspeed))
     for line in report:
         log(line)
     if dry_run:
@@ -186,12 +181,11 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     if final_dataset_dir is not None:
         _prepare_data(cfg, final_dataset_dir, log=lambda message: None)
-    write_text_atomic(run_dir / RUN_CONFIG, _nerft_yaml(cfg, loaded, data, overrides))
+    write_text_atomic(run_dir / RUN_CONFIG, _nerft_yaml(cfg, loaded, overrides))
     write_text_atomic(run_dir / LLAMAFACTORY_TRAIN, rendered)
-    argv, env = train_command(run_dir / LLAMAFACTORY_TRAIN, cfg.launch, deepspeed=bool(deepspeed))
-    if runner is None:
-        from nerft.process import run_program as runner
-    code = runner(argv, env=env, install_hint=INSTALL_HINT, stdout_to_stderr=True)
+    from nerft import process
+
+    code = process.run_program(argv, env=env, install_hint=INSTALL_HINT, stdout_to_stderr=True)
     result = TrainResult(code, run_dir, rendered, report)
     if code != 0:
         return result
@@ -295,7 +289,7 @@ def _registered_data(cfg: NerftConfig) -> PreparedData:
     return PreparedData(dataset_dir, cfg.dataset.dataset, cfg.dataset.eval_dataset, fmt.name, fmt.labels)
 
 
-def _nerft_yaml(cfg: NerftConfig, loaded: LoadedConfig, data: PreparedData, overrides) -> str:
+def _nerft_yaml(cfg: NerftConfig, loaded: LoadedConfig, overrides) -> str:
     overrides_text = "".join(f"\n#   --set {item}" for item in overrides)
     header = (
         f"# nerft {__version__}: the resolved config of this run (from {loaded.path}{overrides_text and ' with:'}){overrides_text}\n"
