@@ -67,6 +67,15 @@ def test_export_merges_the_runs_adapter_into_its_base_model(run_dir, tmp_path, m
     }
     assert (tmp_path / "merged" / "tokenizer_config.json").is_file() and not (tmp_path / ".merged.partial").exists()
     assert load_run(run_dir).merged_model == tmp_path / "merged"
+    assert json.loads((run_dir / "run.json").read_text())["adapter_dir"] == "."  # still relative: the run folder can move
+
+
+def test_export_from_a_relative_run_path_keeps_run_json_valid(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("nerft.process.run_program", FakeExport())
+    monkeypatch.chdir(tmp_path)
+    assert export("run", "--out", "merged").exit_code == 0
+    info = load_run("run")
+    assert info.adapter_dir == Path("run") and info.merged_model == tmp_path / "merged"
 
 
 def test_export_refuses_to_overwrite_without_force(run_dir, tmp_path, monkeypatch):

@@ -65,7 +65,7 @@ def export_run(
 
     from nerft.training.launch import INSTALL_HINT, export_command
 
-    info = load_run(run_dir)
+    info = load_run(Path(run_dir).resolve())
     check_exportable(info)
     out = Path(out).expanduser().resolve()
     if out == Path(info.run_dir).resolve():
@@ -94,6 +94,14 @@ def export_run(
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     staging.replace(out)
-    write_run(replace(info, merged_model=out))
+    write_run(replace(info, merged_model=out, adapter_dir=_as_stored(info.adapter_dir, Path(info.run_dir))))
     log(f"merged model {out} (run.json merged_model updated)")
     return 0, out
+
+
+def _as_stored(adapter_dir: Path, run_dir: Path) -> Path:
+    """The adapter folder as run.json keeps it: relative when inside the run folder (movable)."""
+    try:
+        return Path(adapter_dir).resolve().relative_to(run_dir.resolve())
+    except ValueError:
+        return Path(adapter_dir)
