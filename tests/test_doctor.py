@@ -312,7 +312,9 @@ def test_a_gpu_torch_cannot_use_is_named_in_the_memory_verdict():
     snapshot = machine(driver_version="535.104.05", driver_cuda="12.2", torch_cuda_available=False)
     memory = by_name(diagnose(plan=TrainingPlan(**QWEN7B), snapshot=snapshot).plan_results, "memory")
     assert memory.status == FAIL
+    assert memory.message.startswith("needs about 19.7 GiB; NVIDIA H100 80GB HBM3 has 79.6 GiB and would fit it, but ")
     assert "torch 2.11.0+cu130 cannot use the GPU (torch CUDA build 13.0, driver CUDA 12.2" in memory.message
+    assert memory.fix == "make torch see the GPU first: the fix of the cuda check above"
 
 
 def test_the_model_check_says_whether_the_base_model_is_on_disk(tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ from nerft.doctor.snapshot import EnvironmentSnapshot
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 MIN_FREE_DISK = 20 * GIB  # room for one 7B model in bf16 (15.2 GB) plus checkpoints
 MIN_BF16_CAPABILITY = (8, 0)  # bf16 arithmetic needs Ampere or newer
+TORCH_FIRST = "make torch see the GPU first: the fix of the cuda check above"
 
 
 @dataclass(frozen=True)
@@ -246,10 +247,9 @@ def check_precision(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list[C
         return []
     setting = " and ".join(f"{name}: true" for name in wanted)
     if not snapshot.has_cuda_gpu:
-        return [Check(
-            "precision", FAIL, f"{setting} needs a CUDA GPU, and {_why_no_gpu(snapshot)}: LLaMA-Factory fails on the CPU",
-            fix=f"set {' and '.join(f'{name}: false' for name in wanted)} in {plan.source or 'the config'} (CPU trains in float32), or run on an NVIDIA GPU",
-        )]
+        fix = (TORCH_FIRST if snapshot.gpus else
+               f"set {' and '.join(f'{name}: false' for name in wanted)} in {plan.source or 'the config'} (CPU trains in float32), or run on an NVIDIA GPU")
+        return [Check("precision", FAIL, f"{setting} needs a CUDA GPU, and {_why_no_gpu(snapshot)}: LLaMA-Factory fails on the CPU", fix=fix)]
     if plan.bf16 or plan.pure_bf16:
         old = [gpu for gpu in snapshot.gpus if gpu.compute_capability and cuda_tuple(gpu.compute_capability) < MIN_BF16_CAPABILITY]
         if old:
@@ -268,7 +268,7 @@ def check_quantization(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> lis
     if not snapshot.has_cuda_gpu:
         checks.append(Check(
             "quantization", FAIL, f"quantization_bit: {bits} (bitsandbytes) needs a CUDA GPU, and {_why_no_gpu(snapshot)}",
-            fix=f"remove quantization_bit from {plan.source or 'the config'}, or run on an NVIDIA GPU",
+            fix=TORCH_FIRST if snapshot.gpus else f"remove quantization_bit from {plan.source or 'the config'}, or run on an NVIDIA GPU",
         ))
     minimum = BITSANDBYTES_MINIMUM.get(bits)
     version = snapshot.packages.get("bitsandbytes")
@@ -305,12 +305,19 @@ def check_memory(plan: TrainingPlan, snapshot: EnvironmentSnapshot, estimate: Me
         )
     need = _gib(estimate.total)
     if estimate.device == "gpu":
-        if not snapshot.has_cuda_gpu:
+        if not snapshot.gpus:
             return Check(
                 "memory", FAIL, f"needs an NVIDIA GPU with at least {need}; {_why_no_gpu(snapshot)}",
                 fix=f"run it on a machine with an NVIDIA GPU of {need} or more; here, conf/tiny-cpu.yaml runs the whole pipeline on the CPU",
             )
         best = max(snapshot.gpus, key=lambda gpu: gpu.memory_total_mib)
+        if not snapshot.has_cuda_gpu:
+            fits = estimate.total <= best.memory_total_bytes
+            return Check(
+                "memory", FAIL, f"needs about {need}; {best.name} has {_gib(best.memory_total_bytes)}"
+                + (" and would fit it" if fits else ", too little") + f", but {_why_no_gpu(snapshot)}",
+                fix=TORCH_FIRST if fits else _smaller_fix(plan),
+            )
         if estimate.total > best.memory_total_bytes:
             return Check("memory", FAIL, f"needs about {need} per GPU; the largest GPU here, {best.name}, has {_gib(best.memory_total_bytes)}", fix=_smaller_fix(plan))
         if best.memory_free_mib is not None and estimate.total > best.memory_free_mib * 2**20:
@@ -335,7 +342,7 @@ def _why_no_gpu(snapshot: EnvironmentSnapshot) -> str:
     if not snapshot.torch_cuda_available:
         build = snapshot.torch_cuda_build or "none (CPU build)"
         driver = snapshot.driver_cuda or "unknown"
-        return f"torch {snapshot.torch_version} cannot use the GPU (torch CUDA build {build}, driver CUDA {driver}; see the torch check)"
+        return f"torch {snapshot.torch_version} cannot use the GPU (torch CUDA build {build}, driver CUDA {driver}; see the cuda check)"
     return "no GPU is usable"
 
 
