@@ -111,17 +111,21 @@ def test_yaml_layout_follows_llamafactory_examples():
     assert text == "# made by nerft\n# line two\n\n### model\nmodel_name_or_path: m\n\n### train\nbf16: true\n"
 
 
-@pytest.fixture(scope="module")
-def qwen7b_dry_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("dry") / "qwen7b"
+def dry_run(tmp_path_factory, preset: str):
+    run_dir = tmp_path_factory.mktemp("dry") / preset
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NERFT_CACHE", str(tmp_path_factory.getbasetemp() / "nerft-cache"))
         result = CliRunner().invoke(
             app,
-            ["train", "qwen7b", "--dry-run", "-o", str(run_dir),
+            ["train", preset, "--dry-run", "-o", str(run_dir),
              "--set", f"data.train={SAMPLE / 'train.jsonl'}", "--set", f"data.dev={SAMPLE / 'dev.jsonl'}"],
         )
     return result, run_dir
+
+
+@pytest.fixture(scope="module")
+def qwen7b_dry_run(tmp_path_factory):
+    return dry_run(tmp_path_factory, "qwen7b")
 
 
 def test_qwen7b_dry_run_prints_only_yaml_and_writes_nothing(qwen7b_dry_run):
@@ -145,22 +149,33 @@ def test_qwen7b_dry_run_prints_only_yaml_and_writes_nothing(qwen7b_dry_run):
     assert "not on disk" in result.stderr and "upper bound from UTF-8 bytes" in result.stderr
 
 
-def test_qwen7b_dry_run_yaml_is_accepted_by_llamafactory_parser(qwen7b_dry_run):
+def parse_with_llamafactory(args: dict):
     from unittest import mock
 
     import transformers.training_args
     from llamafactory.hparams.parser import _parse_train_args
 
-    result, _ = qwen7b_dry_run
-    args = yaml.safe_load(result.stdout)
-    # The YAML is for an A100: let transformers believe in a bf16 GPU while it checks the arguments.
+    # The YAML is for a bf16 GPU: let transformers believe in one while it checks the arguments.
     with mock.patch.object(transformers.training_args, "is_torch_bf16_gpu_available", return_value=True):
-        model_args, data_args, training_args, finetuning_args, _ = _parse_train_args(args)
+        return _parse_train_args(args)
+
+
+def test_qwen7b_dry_run_yaml_is_accepted_by_llamafactory_parser(qwen7b_dry_run):
+    result, _ = qwen7b_dry_run
+    model_args, data_args, training_args, finetuning_args, _ = parse_with_llamafactory(yaml.safe_load(result.stdout))
     assert model_args.model_name_or_path == "Qwen/Qwen2.5-7B-Instruct"
     assert data_args.template == "qwen" and data_args.neat_packing and data_args.packing
     assert finetuning_args.finetuning_type == "lora" and finetuning_args.lora_target == ["all"]
     assert training_args.bf16 and training_args.gradient_accumulation_steps == 8
     assert model_args.disable_gradient_checkpointing is True
+
+
+def test_qlora_dry_run_yaml_is_accepted_by_llamafactory_parser(tmp_path_factory):
+    result, _ = dry_run(tmp_path_factory, "qwen7b-qlora")
+    assert result.exit_code == 0, result.output
+    model_args, _, training_args, finetuning_args, _ = parse_with_llamafactory(yaml.safe_load(result.stdout))
+    assert (model_args.quantization_bit, model_args.quantization_method, model_args.double_quantization) == (4, "bnb", True)
+    assert model_args.upcast_layernorm and finetuning_args.finetuning_type == "lora" and training_args.bf16
 
 
 def test_an_argument_llamafactory_rejects_is_reported_before_launch(tmp_path):
