@@ -250,3 +250,12 @@ def test_predict_cli_unreachable_endpoint_is_one_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["predict", "--endpoint", url, "--model", "m", "--retries", "0", "--text", "孙丽"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith(f"nerft: error: {url}/chat/completions: no answer after 1 attempts")
+
+
+def test_predict_reads_sentences_from_stdin_and_writes_json_lines_to_stdout():
+    with FakeServer() as server:
+        result = CliRunner().invoke(app, ["predict", "--endpoint", server.url], input=f"{TEXTS[0]}\n\n{TEXTS[2]}\n")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(row["text"], row["predict"]) for row in rows] == [(TEXTS[0], answer_for(TEXTS[0])), (TEXTS[2], "无")]
+    assert "wrote 2 predictions in " in result.stderr

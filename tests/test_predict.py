@@ -221,3 +221,14 @@ def test_predict_with_a_folder_that_is_no_run_fails_cleanly(tmp_path):
     result = CliRunner().invoke(app, ["predict", "--run", str(tmp_path), "--text", "孙丽"])
     assert result.exit_code == 1
     assert f"nerft: error: {tmp_path}: not a nerft run folder (no run.json)" in result.output
+
+
+def test_an_engine_that_answers_too_few_leaves_no_output_file(tmp_path):
+    class Short(ScriptedEngine):
+        def generate(self, requests):
+            yield from list(super().generate(requests))[:-1]
+
+    out = tmp_path / "pred.jsonl"
+    with pytest.raises(RuntimeError, match="answered 4 of 5 requests"):
+        predict_records(records(), Short(ANSWERS), COMPACT, out=out)
+    assert not out.exists()

@@ -68,7 +68,7 @@ def command(
     if text is not None:
         _show_entities(rows[0], json_output)
         return
-    log(format_counts(counts, out))
+    log(counts.summary(out))
     if json_output and out is not None:
         print_json(counts.to_dict())
 
@@ -89,14 +89,3 @@ def _show_entities(row: dict, json_output: bool) -> None:
         log("no entity")
     for entity in row["dropped"]:
         log(f"dropped, not in the sentence: {entity['label']}\t{entity['text']}")
-
-
-def format_counts(counts, out: Path | None) -> str:
-    where = f" to {out}" if out is not None else ""
-    resumed = f" ({counts.resumed} kept from an earlier run)" if counts.resumed else ""
-    rate = f", {counts.predicted / counts.seconds:.2f} sentences/s" if counts.seconds and counts.predicted else ""
-    return (
-        f"wrote {counts.records} predictions{where}{resumed}{rate}: {counts.entities} entities, "
-        f"{counts.dropped} dropped (not in their sentence), {counts.unparseable} unparseable, "
-        f"{counts.truncated} cut at the token limit"
-    )

@@ -111,6 +111,8 @@ def predict_records(
                 sink(row)
             counts.add(row)
             done += 1
+        if done != len(todo):  # an engine bug; never rename an incomplete file into place
+            raise RuntimeError(f"the {engine.name} engine answered {done} of {len(todo)} requests")
         if store:
             store.finish()
     except ServerError as exc:

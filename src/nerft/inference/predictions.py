@@ -62,6 +62,17 @@ class PredictionCounts:
     def predicted(self) -> int:
         return self.records - self.resumed
 
+    def summary(self, out=None) -> str:
+        """One line: how many, where, how fast, and what was found or lost."""
+        where = f" to {out}" if out is not None else ""
+        resumed = f" ({self.resumed} kept from an earlier run)" if self.resumed else ""
+        rate = f" in {self.seconds:.1f} s ({self.predicted / self.seconds:.2f} sentences/s)" if self.seconds and self.predicted else ""
+        return (
+            f"wrote {self.records} predictions{where}{resumed}{rate}: {self.entities} entities, "
+            f"{self.dropped} dropped (not in their sentence), {self.unparseable} unparseable, "
+            f"{self.truncated} cut at the token limit"
+        )
+
     def to_dict(self) -> dict:
         return {
             "records": self.records,

@@ -49,6 +49,8 @@ class ModelEvaluation:
     def format(self) -> str:
         micro = self.in_text.micro
         return "\n".join([
+            self.counts.summary(self.out_dir / PREDICTIONS),
+            "",
             self.report.format(),
             f"CLUE micro F1 without the {self.dropped} predicted string(s) not in their sentence: {micro.f1:.4f} "
             f"(precision {micro.precision:.4f}, recall {micro.recall:.4f})",
