@@ -157,3 +157,18 @@ def test_ctrl_c_reaches_the_child_s_own_children(tmp_path):
             break
         time.sleep(0.1)
     assert subprocess.run(["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True).stdout.strip() in ("", "Z")
+
+
+def test_dry_run_prints_the_command_and_starts_nothing(tiny_run):
+    from typer.testing import CliRunner
+
+    from nerft.cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", str(tiny_run), "--engine", "vllm", "--port", "8011", "--api-key", "k", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"VLLM_API_KEY=*** {sys.executable} -m vllm.entrypoints.openai.api_server --model {load_run(tiny_run).base_model} "
+        f"--host 127.0.0.1 --port 8011 --enable-lora --lora-modules tiny-lora={tiny_run} --max-lora-rank 8 --max-loras 1 "
+        "--generation-config vllm"
+    ]
+    assert refuses_connections(8011)

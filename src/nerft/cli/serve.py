@@ -24,10 +24,17 @@ def command(
     backend: Annotated[str, typer.Option("--backend", help="LLaMA-Factory's inference backend: huggingface, vllm or sglang.")] = "huggingface",
     startup_timeout: Annotated[float, typer.Option("--startup-timeout", help="Seconds to wait for the server to answer.")] = 900.0,
     log_requests: Annotated[bool, typer.Option("--log-requests", help="Let LLaMA-Factory log every request.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the server's command line (and LLaMA-Factory's YAML) and start nothing.")] = False,
     json_output: JsonOutput = False,
 ) -> None:
     """Serve a trained run over an OpenAI-compatible API until Ctrl-C."""
-    from nerft.serving.server import serve
+    from nerft.serving.server import serve, server_command
+
+    if dry_run:
+        _print_command(server_command(
+            run_dir, engine=engine, host=host, port=port, api_key=api_key, model_name=model_name, backend=backend, log_requests=log_requests
+        ))
+        return
 
     def ready(server) -> None:
         if json_output:
@@ -41,3 +48,14 @@ def command(
         startup_timeout=startup_timeout, log_requests=log_requests, on_ready=ready, log=log,
     )
     raise typer.Exit(code)
+
+
+def _print_command(command) -> None:
+    import yaml
+
+    from nerft.process import format_command
+
+    typer.echo(format_command(command.argv, command.env))
+    if command.config_file is not None:
+        typer.echo(f"# {command.config_file} (written when the server starts)")
+        typer.echo(yaml.safe_dump(command.config, sort_keys=False, allow_unicode=True).rstrip())

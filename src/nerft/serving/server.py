@@ -174,6 +174,27 @@ def serve(
     log: Callable[[str], None],
 ) -> int:
     """Serve a run until stopped: `on_ready` is called once the server answers."""
+    port = port or free_port(host)
+    command = server_command(
+        run_dir, engine=engine, host=host, port=port, api_key=api_key, model_name=model_name, backend=backend, log_requests=log_requests
+    )
+    with running_server(command, host=host, port=port, api_key=api_key, startup_timeout=startup_timeout, log=log) as server:
+        on_ready(server)
+        return serve_until_stopped(server, log=log)
+
+
+def server_command(
+    run_dir,
+    *,
+    engine: str = "llamafactory",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    backend: str = "huggingface",
+    log_requests: bool = False,
+) -> ServerCommand:
+    """The command that serves the run in `run_dir` (named after the folder unless `model_name`)."""
     from pathlib import Path
 
     from nerft.errors import ConfigError
@@ -185,12 +206,7 @@ def serve(
     if engine == "vllm" and backend != "huggingface":
         raise ConfigError("--backend chooses LLaMA-Factory's backend; it does not apply to --engine vllm")
     run = load_run(run_dir)
-    port = port or free_port(host)
     name = model_name or Path(run.run_dir).resolve().name
     if engine == "llamafactory":
-        command = llamafactory_api_command(run, host=host, port=port, model_name=name, api_key=api_key, backend=backend, log_requests=log_requests)
-    else:
-        command = vllm_server_command(run, host=host, port=port, model_name=name, api_key=api_key)
-    with running_server(command, host=host, port=port, api_key=api_key, startup_timeout=startup_timeout, log=log) as server:
-        on_ready(server)
-        return serve_until_stopped(server, log=log)
+        return llamafactory_api_command(run, host=host, port=port, model_name=name, api_key=api_key, backend=backend, log_requests=log_requests)
+    return vllm_server_command(run, host=host, port=port, model_name=name, api_key=api_key)
