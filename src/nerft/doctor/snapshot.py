@@ -175,6 +175,7 @@ def _probe_driver(snapshot: EnvironmentSnapshot) -> None:
     program = shutil.which("nvidia-smi")
     if program is None:
         snapshot.driver_error = "nvidia-smi not found"
+        _probe_nvml(snapshot)  # containers sometimes ship the NVML library without the nvidia-smi tool
         return
     # A probe that captures a short answer, not a program run for the user: so not process.run_program.
     try:
@@ -203,6 +204,42 @@ def _probe_driver(snapshot: EnvironmentSnapshot) -> None:
 
 
 GPU_QUERY = ("index", "name", "memory.total", "memory.free", "compute_cap")
+
+
+def _probe_nvml(snapshot: EnvironmentSnapshot) -> None:
+    """The driver through NVML (the nvidia-ml-py package), when it is installed."""
+    try:
+        import pynvml
+    except ImportError:
+        return
+    try:
+        pynvml.nvmlInit()
+    except Exception as exc:  # NVMLError_LibraryNotFound and friends: no driver
+        snapshot.driver_error += f"; NVML: {_first_line(exc)}"
+        return
+    try:
+        version = pynvml.nvmlSystemGetDriverVersion()
+        snapshot.driver_version = version.decode() if isinstance(version, bytes) else str(version)
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion()  # 12020 for CUDA 12.2
+        snapshot.driver_cuda = f"{cuda // 1000}.{cuda % 1000 // 10}"
+        snapshot.driver_error = None
+        if not snapshot.gpus:
+            for index in range(pynvml.nvmlDeviceGetCount()):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                name = pynvml.nvmlDeviceGetName(handle)
+                memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+                snapshot.gpus.append(GpuInfo(
+                    index, name.decode() if isinstance(name, bytes) else str(name),
+                    memory.total // 2**20, memory.free // 2**20, f"{major}.{minor}",
+                ))
+    except Exception as exc:
+        snapshot.driver_error = f"NVML: {_first_line(exc)}"
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
 
 
 def parse_nvidia_smi_header(text: str) -> tuple[str | None, str | None]:
