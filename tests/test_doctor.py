@@ -22,7 +22,13 @@ from nerft.doctor.checks import (
 from nerft.doctor.compat import TESTED_WITH, choose_torch_build, companions
 from nerft.doctor.diagnosis import diagnose, format_diagnosis
 from nerft.doctor.memory import TrainingPlan
-from nerft.doctor.snapshot import CacheDir, EnvironmentSnapshot, GpuInfo, parse_gpu_query, parse_nvidia_smi_header
+from nerft.doctor.snapshot import (
+    CacheDir,
+    EnvironmentSnapshot,
+    GpuInfo,
+    parse_gpu_query,
+    parse_nvidia_smi_header,
+)
 
 GOOD_PACKAGES = {
     "llamafactory": "0.9.5", "torch": "2.11.0", "torchvision": "0.26.0", "torchaudio": "2.11.0",

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from test_doctor import cpu_machine, machine
 from typer.testing import CliRunner
 
 from nerft.cli.main import app
 from nerft.doctor import diagnosis as diagnose_module
-from test_doctor import cpu_machine, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()

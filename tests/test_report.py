@@ -13,7 +13,15 @@ from nerft.cli.main import app
 from nerft.errors import DataError, ModelError
 from nerft.reporting import write_eval_report, write_run_reports
 from nerft.reporting.eval_report import eval_paths
-from nerft.reporting.page import Heading, Image, Page, Paragraph, Table, render_html, render_markdown
+from nerft.reporting.page import (
+    Heading,
+    Image,
+    Page,
+    Paragraph,
+    Table,
+    render_html,
+    render_markdown,
+)
 from nerft.reporting.run_report import read_run, read_trainer_log
 from nerft.runfolder import RunInfo, write_run
 

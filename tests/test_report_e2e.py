@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from test_report import BAR_BLUE, has_colour, png_size
 from typer.testing import CliRunner
 
 from nerft.cli.main import app
-from test_report import BAR_BLUE, has_colour, png_size
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

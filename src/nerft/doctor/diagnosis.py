@@ -16,7 +16,14 @@ from nerft.doctor.checks import (
     machine_summary,
     plan_checks,
 )
-from nerft.doctor.memory import GIB, MemoryEstimate, TrainingPlan, estimate_training_memory, local_model_dir, resolve_model_shape
+from nerft.doctor.memory import (
+    GIB,
+    MemoryEstimate,
+    TrainingPlan,
+    estimate_training_memory,
+    local_model_dir,
+    resolve_model_shape,
+)
 from nerft.doctor.snapshot import EnvironmentSnapshot, take_snapshot
 
 MARKS = {OK: "✔", INFO: "ℹ", WARN: "⚠", FAIL: "✘"}

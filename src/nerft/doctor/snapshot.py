@@ -98,7 +98,7 @@ def take_snapshot() -> EnvironmentSnapshot:
 def _memory() -> tuple[int | None, int | None]:
     try:
         fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
-        kib = lambda key: int(fields[key].split()[0]) * 1024  # noqa: E731
+        kib = lambda key: int(fields[key].split()[0]) * 1024
         return kib("MemTotal"), kib("MemAvailable")
     except (OSError, KeyError, ValueError):
         pass

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from nerft.errors import DataError
 from nerft.reporting.charts import f1_bar_chart
-from nerft.reporting.page import Block, Heading, Image, Page, Paragraph, Table, render_markdown
+from nerft.reporting.page import (
+    Block,
+    Heading,
+    Image,
+    Page,
+    Paragraph,
+    Table,
+    render_markdown,
+)
 
 CHART_NAME = "f1_by_label.png"
 ERRORS_SHOWN = 10

@@ -55,7 +55,7 @@ class Page:
     title: str
     blocks: list[Block] = field(default_factory=list)
 
-    def add(self, *blocks: Block) -> "Page":
+    def add(self, *blocks: Block) -> Page:
         self.blocks.extend(blocks)
         return self
 

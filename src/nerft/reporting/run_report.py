@@ -17,7 +17,16 @@ from typing import Any
 from nerft.errors import DataError, ModelError
 from nerft.reporting.charts import grouped_bar_chart, loss_chart
 from nerft.reporting.eval_report import eval_blocks, load_eval_report, summary_line
-from nerft.reporting.page import Block, Heading, Image, Page, Paragraph, Table, render_html, render_markdown
+from nerft.reporting.page import (
+    Block,
+    Heading,
+    Image,
+    Page,
+    Paragraph,
+    Table,
+    render_html,
+    render_markdown,
+)
 from nerft.runfolder import LLAMAFACTORY_TRAIN, RUN_CONFIG, RUN_MANIFEST
 
 TRAINER_LOG = "trainer_log.jsonl"
