@@ -151,10 +151,16 @@ def test_set_mistakes_are_reported():
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("2e-4", 2e-4), ("1.0e-4", 1e-4), ("3", 3), ("true", True), ("null", None), ("qwen", "qwen"), ("a,b", "a,b"), ("", None)],
+    [("2e-4", 2e-4), ("1.0e-4", 1e-4), ("3", 3), ("true", True), ("False", False), ("no", "no"), ("off", "off"),
+     ("null", None), ("qwen", "qwen"), ("a,b", "a,b"), ("", None)],
 )
 def test_parse_value(text, value):
     assert parse_value(text) == value
+
+
+def test_eval_strategy_no_is_the_word_in_yaml_and_in_set(tmp_path):
+    assert load_config(write(tmp_path, MINIMAL + "eval:\n  eval_strategy: no\n")).config.eval.eval_strategy == "no"
+    assert load_config("tiny-cpu", overrides=["eval.eval_strategy=no"]).config.eval.eval_strategy == "no"
 
 
 def test_set_dotted_creates_missing_sections():

@@ -23,6 +23,7 @@ from nerft.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parents[3] / "conf"
 PRESETS = ("qwen7b", "qwen7b-qlora", "tiny-cpu")
+YAML11_WORDS = {"yes", "no", "on", "off", "y", "n"}
 
 
 @dataclass
@@ -181,7 +182,10 @@ def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
 
 
 def parse_value(text: str) -> Any:
-    """A `--set` value as YAML would read it, with numbers like `2e-4` (which YAML 1.1 keeps as text) as floats."""
+    """A `--set` value as YAML would read it, but with numbers like `2e-4` (which YAML 1.1 keeps as
+    text) as floats, and YAML 1.1's yes/no/on/off as the words they are (only true/false are booleans)."""
+    if text.strip().lower() in YAML11_WORDS:
+        return text.strip()  # `eval_strategy=no` means the string "no", not YAML 1.1's false
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:

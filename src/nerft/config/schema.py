@@ -152,6 +152,12 @@ class EvalSection(LlamaFactorySection):
     eval_strategy: Literal["no", "steps", "epoch"] = "steps"
     eval_steps: Optional[int] = Field(500, ge=1)
 
+    @field_validator("eval_strategy", mode="before")
+    @classmethod
+    def yaml_no_is_a_word(cls, value):
+        # YAML 1.1 reads `eval_strategy: no` as false; LLaMA-Factory's examples write it that way.
+        return "no" if value is False else value
+
 
 class LaunchSection(NerftSection):
     """How `llamafactory-cli train` is started: LLaMA-Factory's torchrun variables."""
