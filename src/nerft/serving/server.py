@@ -127,29 +127,6 @@ def running_server(
         program.stop()
 
 
-def serve_until_stopped(server: Server, *, log: Callable[[str], None]) -> int:
-    """Block until the server exits (its exit code) or nerft is stopped (0 after a clean stop).
-
-    SIGTERM is treated like Ctrl-C, so `kill` and service managers stop the child too.
-    """
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        code = server.program.child.wait()
-    except KeyboardInterrupt:
-        log("stopping the server ...")
-        code = server.program.stop()
-        log(f"server stopped (exit code {code})")
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if code != 0:
-        raise ServerError(f"the server exited with code {code} (its log is above)")
-    return 0
-
-
 def _importable(module: str) -> bool:
     if module in sys.modules:
         return True
@@ -178,9 +155,29 @@ def serve(
     command = server_command(
         run_dir, engine=engine, host=host, port=port, api_key=api_key, model_name=model_name, backend=backend, log_requests=log_requests
     )
-    with running_server(command, host=host, port=port, api_key=api_key, startup_timeout=startup_timeout, log=log) as server:
-        on_ready(server)
-        return serve_until_stopped(server, log=log)
+    server = None
+    # SIGTERM (kill, service managers) stops the server like Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with running_server(command, host=host, port=port, api_key=api_key, startup_timeout=startup_timeout, log=log) as server:
+            on_ready(server)
+            code = server.program.child.wait()
+    except KeyboardInterrupt:
+        # Leaving running_server has stopped the child: Ctrl-C, then SIGTERM, then SIGKILL.
+        if server is None:
+            log("stopped before the server was ready")
+            return 130
+        log(f"server stopped (exit code {server.program.child.returncode})")
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code != 0:
+        raise ServerError(f"the server exited with code {code} (its log is above)")
+    return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def server_command(
