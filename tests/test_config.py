@@ -10,7 +10,13 @@ import yaml
 from typer.testing import CliRunner
 
 from nerft.cli.main import app
-from nerft.config.load import PRESETS, load_config, parse_value, resolve_paths, set_dotted
+from nerft.config.load import (
+    PRESETS,
+    load_config,
+    parse_value,
+    resolve_paths,
+    set_dotted,
+)
 from nerft.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

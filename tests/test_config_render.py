@@ -10,7 +10,12 @@ from typer.testing import CliRunner
 
 from nerft.cli.main import app
 from nerft.config.load import load_config
-from nerft.config.render import Resolved, flatten, render_llamafactory_args, to_llamafactory_yaml
+from nerft.config.render import (
+    Resolved,
+    flatten,
+    render_llamafactory_args,
+    to_llamafactory_yaml,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
@@ -23,18 +28,18 @@ def _nerft_cache(tmp_path_factory, monkeypatch):
 
 
 def resolved(run_dir: Path, **changes) -> Resolved:
-    values = dict(
-        run_dir=run_dir,
-        model_path="/models/m",
-        dataset_dir=run_dir / "data",
-        dataset="cluener_train",
-        eval_dataset="cluener_dev",
-        cutoff_len=256,
-        flash_attn="sdpa",
-        enable_liger_kernel=False,
-        per_device_train_batch_size=1,
-        per_device_eval_batch_size=1,
-    )
+    values = {
+        "run_dir": run_dir,
+        "model_path": "/models/m",
+        "dataset_dir": run_dir / "data",
+        "dataset": "cluener_train",
+        "eval_dataset": "cluener_dev",
+        "cutoff_len": 256,
+        "flash_attn": "sdpa",
+        "enable_liger_kernel": False,
+        "per_device_train_batch_size": 1,
+        "per_device_eval_batch_size": 1,
+    }
     values.update(changes)
     return Resolved(**values)
 

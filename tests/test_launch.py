@@ -13,7 +13,11 @@ from nerft.cli.main import app
 from nerft.config.schema import LaunchSection
 from nerft.errors import ConfigError
 from nerft.training import kernels
-from nerft.training.launch import deepspeed_config_path, launch_environment, train_command
+from nerft.training.launch import (
+    deepspeed_config_path,
+    launch_environment,
+    train_command,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 A100S = kernels.Machine(cuda=True, gpu_count=8, bf16=True, gpu_name="NVIDIA A100-SXM4-40GB", packages=frozenset(kernels.OPTIONAL_PACKAGES))

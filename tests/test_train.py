@@ -13,7 +13,12 @@ from typer.testing import CliRunner
 
 from nerft.cli.main import app
 from nerft.training import kernels
-from nerft.training.lengths import LengthStats, measure_token_lengths, plan_sequences, round_up
+from nerft.training.lengths import (
+    LengthStats,
+    measure_token_lengths,
+    plan_sequences,
+    round_up,
+)
 from nerft.training.summary import read_summary
 from nerft.training.train import latest_checkpoint
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,17 +14,17 @@ NAME = "train"
 
 def command(
     config: Annotated[str, typer.Argument(help="A nerft YAML config, or a preset name: tiny-cpu, qwen7b, qwen7b-qlora.")],
-    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="The run folder (default: output.output_dir, else runs/CONFIG_NAME).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value: section.key=value (repeatable).")] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="The run folder (default: output.output_dir, else runs/CONFIG_NAME).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: section.key=value (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the rendered LLaMA-Factory YAML and run nothing.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output-dir from its latest checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Delete the run in --output-dir and start over.")] = False,
-    nproc_per_node: Annotated[Optional[int], typer.Option("--nproc-per-node", help="GPUs to use on this machine (torchrun).")] = None,
-    nnodes: Annotated[Optional[int], typer.Option("--nnodes", help="Machines taking part (torchrun).")] = None,
-    node_rank: Annotated[Optional[int], typer.Option("--node-rank", help="This machine's rank, 0 on the master (torchrun).")] = None,
-    master_addr: Annotated[Optional[str], typer.Option("--master-addr", help="Address of the rank-0 machine (torchrun).")] = None,
-    master_port: Annotated[Optional[int], typer.Option("--master-port", help="A free port on the rank-0 machine (torchrun).")] = None,
-    deepspeed: Annotated[Optional[str], typer.Option("--deepspeed", help="zero2, zero3 (conf/ds_z*_config.json) or a DeepSpeed JSON file.")] = None,
+    nproc_per_node: Annotated[int | None, typer.Option("--nproc-per-node", help="GPUs to use on this machine (torchrun).")] = None,
+    nnodes: Annotated[int | None, typer.Option("--nnodes", help="Machines taking part (torchrun).")] = None,
+    node_rank: Annotated[int | None, typer.Option("--node-rank", help="This machine's rank, 0 on the master (torchrun).")] = None,
+    master_addr: Annotated[str | None, typer.Option("--master-addr", help="Address of the rank-0 machine (torchrun).")] = None,
+    master_port: Annotated[int | None, typer.Option("--master-port", help="A free port on the rank-0 machine (torchrun).")] = None,
+    deepspeed: Annotated[str | None, typer.Option("--deepspeed", help="zero2, zero3 (conf/ds_z*_config.json) or a DeepSpeed JSON file.")] = None,
 ) -> None:
     """Fine-tune a model with LLaMA-Factory from a nerft config (checks everything before launching)."""
     from nerft.training.train import train

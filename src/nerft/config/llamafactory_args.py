@@ -104,7 +104,8 @@ def check_train_args(args: dict[str, Any], *, source: str = "llamafactory_train.
 
 def _check_deepspeed_file(path: str, source: str) -> None:
     try:
-        config = json.loads(open(path, encoding="utf-8").read())
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
     except OSError as exc:
         raise ConfigError(f"{source}: deepspeed: cannot read {path} ({exc.strerror})") from None
     except json.JSONDecodeError as exc:

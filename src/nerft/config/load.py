@@ -18,7 +18,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from nerft.config.schema import LLAMAFACTORY_SECTIONS, MANAGED_KEYS, SECTIONS, NerftConfig
+from nerft.config.schema import (
+    LLAMAFACTORY_SECTIONS,
+    MANAGED_KEYS,
+    SECTIONS,
+    NerftConfig,
+)
 from nerft.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parents[3] / "conf"

@@ -18,7 +18,7 @@ sections accept no unknown key at all.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -57,15 +57,15 @@ class LlamaFactorySection(BaseModel):
 class DataSection(NerftSection):
     """The raw CLUE NER files `nerft train` prepares (with `nerft prepare`'s code) before training."""
 
-    train: Optional[Path] = Field(None, description="Training records (CLUE NER JSON lines/array or BIO/BMES).")
-    dev: Optional[Path] = Field(None, description="Dev records, evaluated during training; split off train when absent.")
+    train: Path | None = Field(None, description="Training records (CLUE NER JSON lines/array or BIO/BMES).")
+    dev: Path | None = Field(None, description="Dev records, evaluated during training; split off train when absent.")
     name: str = Field("cluener", description="Dataset name prefix in dataset_info.json.")
     prompt: str = Field("compact", description="Prompt format: compact (few tokens) or seed (the tutorials').")
-    labels: Optional[list[str]] = Field(None, description="Allowed labels; CLUENER's ten when absent.")
+    labels: list[str] | None = Field(None, description="Allowed labels; CLUENER's ten when absent.")
     val_size: float = Field(0.1, ge=0, lt=1, description="Share of train held out as dev when data.dev is absent (0: none).")
     seed: int = 42
     skip_invalid: bool = False
-    dataset_dir: Optional[Path] = Field(None, description="Where the prepared files go; <run folder>/data when absent.")
+    dataset_dir: Path | None = Field(None, description="Where the prepared files go; <run folder>/data when absent.")
 
     @field_validator("prompt")
     @classmethod
@@ -83,10 +83,10 @@ class ModelSection(LlamaFactorySection):
     flash_attn: Literal["auto", "fa2", "fa3", "sdpa", "disabled"] = Field(
         "auto", description="auto: nerft picks FlashAttention-2 when installed on CUDA, else torch SDPA, and reports it."
     )
-    enable_liger_kernel: Union[bool, Literal["auto"]] = Field(
+    enable_liger_kernel: bool | Literal["auto"] = Field(
         "auto", description="auto: on when liger-kernel is installed on a CUDA machine."
     )
-    quantization_bit: Optional[Literal[4, 8]] = None
+    quantization_bit: Literal[4, 8] | None = None
 
 
 class MethodSection(LlamaFactorySection):
@@ -94,23 +94,23 @@ class MethodSection(LlamaFactorySection):
     finetuning_type: Literal["lora", "full", "freeze"] = "lora"
     lora_rank: int = Field(8, ge=1)
     lora_target: str = "all"
-    deepspeed: Optional[str] = Field(None, description="zero2, zero3 (nerft's conf/ files) or a DeepSpeed JSON path.")
+    deepspeed: str | None = Field(None, description="zero2, zero3 (nerft's conf/ files) or a DeepSpeed JSON path.")
 
 
 class DatasetSection(LlamaFactorySection):
     template: str = "qwen"
-    cutoff_len: Union[int, Literal["auto"]] = Field(
+    cutoff_len: int | Literal["auto"] = Field(
         "auto", description="auto: the longest tokenized example (or, when packing, the pack length), measured at launch."
     )
-    packing: Optional[bool] = None
+    packing: bool | None = None
     neat_packing: bool = False
-    max_samples: Optional[int] = Field(None, ge=1)
+    max_samples: int | None = Field(None, ge=1)
     overwrite_cache: bool = True
-    preprocessing_num_workers: Optional[int] = Field(None, ge=1)
+    preprocessing_num_workers: int | None = Field(None, ge=1)
     dataloader_num_workers: int = Field(0, ge=0)
-    dataset: Optional[str] = Field(None, description="Registered dataset names; only without data.train.")
-    dataset_dir: Optional[Path] = Field(None, description="Folder with dataset_info.json; only without data.train.")
-    eval_dataset: Optional[str] = Field(None, description="Registered eval dataset names; only without data.train.")
+    dataset: str | None = Field(None, description="Registered dataset names; only without data.train.")
+    dataset_dir: Path | None = Field(None, description="Folder with dataset_info.json; only without data.train.")
+    eval_dataset: str | None = Field(None, description="Registered eval dataset names; only without data.train.")
 
     @field_validator("cutoff_len")
     @classmethod
@@ -121,7 +121,7 @@ class DatasetSection(LlamaFactorySection):
 
 
 class OutputSection(LlamaFactorySection):
-    output_dir: Optional[Path] = Field(None, description="Default run folder; `--output-dir` wins.")
+    output_dir: Path | None = Field(None, description="Default run folder; `--output-dir` wins.")
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(500, ge=1)
     plot_loss: bool = True
@@ -134,7 +134,7 @@ class TrainSection(LlamaFactorySection):
     gradient_accumulation_steps: int = Field(8, ge=1)
     learning_rate: float = Field(1.0e-4, gt=0)
     num_train_epochs: float = Field(3.0, gt=0)
-    max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many steps (wins over num_train_epochs).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (wins over num_train_epochs).")
     lr_scheduler_type: str = "cosine"
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     bf16: bool = False
@@ -150,7 +150,7 @@ class TrainSection(LlamaFactorySection):
 class EvalSection(LlamaFactorySection):
     per_device_eval_batch_size: int = Field(4, ge=1)
     eval_strategy: Literal["no", "steps", "epoch"] = "steps"
-    eval_steps: Optional[int] = Field(500, ge=1)
+    eval_steps: int | None = Field(500, ge=1)
 
     @field_validator("eval_strategy", mode="before")
     @classmethod
@@ -164,9 +164,9 @@ class LaunchSection(NerftSection):
 
     nnodes: int = Field(1, ge=1, description="NNODES: machines taking part.")
     node_rank: int = Field(0, ge=0, description="NODE_RANK: this machine's rank, 0 on the master.")
-    nproc_per_node: Optional[int] = Field(None, ge=1, description="NPROC_PER_NODE: GPUs per machine; all visible when absent.")
-    master_addr: Optional[str] = Field(None, description="MASTER_ADDR: the rank-0 machine's address.")
-    master_port: Optional[int] = Field(None, ge=1, le=65535, description="MASTER_PORT: a free port on the master.")
+    nproc_per_node: int | None = Field(None, ge=1, description="NPROC_PER_NODE: GPUs per machine; all visible when absent.")
+    master_addr: str | None = Field(None, description="MASTER_ADDR: the rank-0 machine's address.")
+    master_port: int | None = Field(None, ge=1, le=65535, description="MASTER_PORT: a free port on the master.")
     force_torchrun: bool = Field(False, description="FORCE_TORCHRUN=1 even on one GPU.")
 
     @model_validator(mode="after")

@@ -122,7 +122,7 @@ def download_model(model_id: str, *, revision: str = "master", timeout: float = 
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
         snapshot_download(model_id, revision=revision, local_dir=str(staging))
-    except Exception as exc:  # noqa: BLE001 - modelscope raises many types; only this call is wrapped
+    except Exception as exc:
         raise ModelError(f"download of {model_id} failed: {exc}", hint=manual_fetch_hint(model_id, target)) from exc
     if not (staging / "config.json").is_file():
         raise ModelError(f"{model_id}: downloaded, but it has no config.json (not a transformers model?)")

@@ -25,11 +25,22 @@ import yaml
 
 from nerft import __version__
 from nerft.config.load import LoadedConfig, config_to_dict, load_config, resolve_paths
-from nerft.config.render import Resolved, flatten, render_llamafactory_args, to_llamafactory_yaml
+from nerft.config.render import (
+    Resolved,
+    flatten,
+    render_llamafactory_args,
+    to_llamafactory_yaml,
+)
 from nerft.config.schema import NerftConfig
 from nerft.errors import ConfigError, DataError, NerftError
 from nerft.io import write_text_atomic
-from nerft.runfolder import LLAMAFACTORY_TRAIN, RUN_CONFIG, RUN_MANIFEST, RunInfo, write_run
+from nerft.runfolder import (
+    LLAMAFACTORY_TRAIN,
+    RUN_CONFIG,
+    RUN_MANIFEST,
+    RunInfo,
+    write_run,
+)
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
