@@ -100,3 +100,21 @@ def test_training_into_the_finished_run_is_refused(trained):
     result = CliRunner().invoke(app, ["train", "tiny-cpu", "--output-dir", str(work / "run")])
     assert result.exit_code == 1
     assert f"{work / 'run'} is not empty" in result.stderr
+
+
+def test_resume_continues_a_copy_of_the_run_from_its_last_checkpoint(trained, tmp_path):
+    import shutil
+
+    work, train, _ = trained
+    assert train.exit_code == 0
+    run = tmp_path / "run"
+    shutil.copytree(work / "run", run)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(ROOT)
+        patch.setenv("NERFT_CACHE", str(Path(json.loads((run / "run.json").read_text())["base_model"]).parents[2]))
+        result = CliRunner().invoke(app, ["train", "tiny-cpu", "--output-dir", str(run), "--resume", "--set", "train.max_steps=12"])
+    assert result.exit_code == 0, result.stderr[-3000:]
+    assert f"Loading model from {run / 'checkpoint-10'}." in result.stderr
+    assert "Resuming training from checkpoint with epoch 1 and global step 10" in result.stderr
+    assert result.stdout.splitlines()[1].startswith("steps        12/12 ")
+    assert (run / "checkpoint-12").is_dir()
