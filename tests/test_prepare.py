@@ -47,8 +47,11 @@ def test_outputs_of_a_train_dev_test_run(tmp_path, sample_dir):
     out = tmp_path / "dataset"
     result = prepare_dataset(train=sample_dir / "train.jsonl", dev=sample_dir / "dev.jsonl", test=sample_dir / "test.jsonl", out_dir=out)
     assert sorted(p.name for p in out.iterdir()) == [
-        "cluener_dev.json", "cluener_meta.json", "cluener_test.json", "cluener_train.json", "dataset_info.json",
+        "cluener_dev.gold.jsonl", "cluener_dev.json", "cluener_meta.json", "cluener_test.gold.jsonl", "cluener_test.json",
+        "cluener_train.gold.jsonl", "cluener_train.json", "dataset_info.json",
     ]
+    # The gold files hold the records in CLUE's shape, byte-for-byte what nerft reads back.
+    assert (out / "cluener_dev.gold.jsonl").read_text(encoding="utf-8") == (sample_dir / "dev.jsonl").read_text(encoding="utf-8")
     assert load(out / "dataset_info.json") == {
         f"cluener_{split}": {"file_name": f"cluener_{split}.json", **ALPACA_ENTRY} for split in ("train", "dev", "test")
     }
@@ -125,7 +128,9 @@ def test_dev_file_disables_the_split(tmp_path):
 def test_val_size_zero_writes_no_dev(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", numbered(5))
     prepare_dataset(train=train, out_dir=tmp_path / "out", val_size=0)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cluener_meta.json", "cluener_train.json", "dataset_info.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "cluener_meta.json", "cluener_train.gold.jsonl", "cluener_train.json", "dataset_info.json",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -299,3 +304,14 @@ def test_acceptance_prepare_full_cluener(cluener_dir, tmp_path):
     # the one record of train with nested spans
     assert result.stderr.count("train.jsonl:1507: warning: nested spans: book") == 2
     assert len(load(out / "cluener_train.json")) == 10748
+
+
+def test_a_dev_split_cut_from_train_has_a_gold_file_with_the_same_records(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", numbered(13))
+    prepare_dataset(train=train, out_dir=tmp_path / "out", val_size=0.25, seed=3)
+    dev_examples = load(tmp_path / "out" / "cluener_dev.json")
+    gold = [json.loads(line) for line in (tmp_path / "out" / "cluener_dev.gold.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(gold) == len(dev_examples) == 3  # round(13 * 0.25)
+    assert [row["text"] for row in gold] == [example["instruction"] for example in dev_examples]
+    by_text = {row["text"]: row for row in numbered(13)}
+    assert all(row == by_text[row["text"]] for row in gold)

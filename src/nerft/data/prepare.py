@@ -21,6 +21,7 @@ from nerft.data.load import format_errors, iter_checked
 from nerft.data.records import CluenerRecord, Finding
 from nerft.errors import DataError
 from nerft.io import atomic_writer, write_json_atomic
+from nerft.progress import progress
 from nerft.prompts import get_format
 
 DATASET_INFO = "dataset_info.json"
@@ -117,7 +118,7 @@ def prepare_dataset(
     invalid = 0
     for split, path in inputs.items():
         valid = 0
-        for checked in iter_checked(path, labels):
+        for checked in progress(iter_checked(path, labels), desc=f"checking {path.name}"):
             findings.extend(checked.findings)
             valid += checked.ok
             invalid += not checked.ok
@@ -146,16 +147,20 @@ def prepare_dataset(
 
     with contextlib.ExitStack() as stack:
         writers = {split: stack.enter_context(_AlpacaArrayWriter(out_dir / summary.file)) for split, summary in summaries.items()}
+        # The same records in CLUE's own shape: the gold file `nerft eval --gold` scores against,
+        # also for a dev split cut out of train.
+        golds = {split: stack.enter_context(atomic_writer(out_dir / gold_file(name, split))) for split in summaries}
         rng = random.Random(seed)
         for split, path in inputs.items():
             remaining, wanted = valid_counts[split], dev_target
-            for record in _valid_records(path, labels):
+            for record in progress(_valid_records(path, labels), total=valid_counts[split], desc=f"writing {path.name}"):
                 target = split
                 if split == "train" and split_dev:
                     if rng.random() * remaining < wanted:
                         target, wanted = "dev", wanted - 1
                     remaining -= 1
                 writers[target].write(fmt.example(record))
+                golds[target].write(json.dumps(record.to_clue(), ensure_ascii=False) + "\n")
                 summaries[target].add(record)
         # Leaving the block without an exception renames every complete split file into place;
         # an exception anywhere removes all of the temporary files instead.
@@ -168,10 +173,16 @@ def prepare_dataset(
             "system": fmt.system,
             "labels": list(fmt.labels),
             "datasets": names,
+            "gold": {split: gold_file(name, split) for split in names},
             "splits": {split: summary.to_dict() for split, summary in summaries.items()},
         },
     )
     return PrepareResult(out_dir, names, summaries, findings, invalid if skip_invalid else 0, fmt.name)
+
+
+def gold_file(name: str, split: str) -> str:
+    """File name of a split's records in CLUE's JSON Lines shape (labels and spans kept)."""
+    return f"{name}_{split}.gold.jsonl"
 
 
 def _valid_records(path: Path, labels) -> Iterator[CluenerRecord]:
