@@ -195,3 +195,16 @@ def test_flatten_joins_sections(tmp_path):
     config = load_config("tiny-cpu").config
     flat = flatten(render_llamafactory_args(config, resolved(tmp_path)))
     assert flat["template"] == "qwen" and flat["output_dir"] == str(tmp_path) and len(flat) == 36
+
+
+def test_qwen7b_dry_run_without_the_data_in_place_still_renders_the_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the preset's data/cluener/*.json are relative: absent here
+    monkeypatch.setenv("NERFT_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, ["train", "qwen7b", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    sections = yaml.safe_load(result.stdout)
+    assert (sections["dataset"], sections["eval_dataset"]) == ("cluener_train", "cluener_dev")
+    # Packed to hold ~4 CLUENER examples of 53.2 tokens (longest 138): round_up(4 * 53.2) = 216.
+    assert sections["cutoff_len"] == 216
+    assert "not found: sequences sized by CLUENER's lengths" in result.stderr
+    assert not (tmp_path / "runs").exists()
