@@ -41,6 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tokenizer", type=Path, help="build the tiny model with this tokenizer (e.g. ../shared Qwen2)")
     parser.add_argument("--no-structured", action="store_true", help="vllm: decode without the output-format constraint")
     parser.add_argument("--attention", choices=("sdpa", "eager"), help="hf: switch the loaded model's attention implementation")
+    parser.add_argument(
+        "--threads", type=int, help="hf: torch CPU threads (default: torch's own); 1 resists other work on a small machine"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser.parse_args(argv)
 
@@ -80,6 +83,10 @@ def run(args) -> dict:
     from nerft.data.load import load_records
     from nerft.inference.engines import ChatRequest
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     records = load_records(args.dev)
     records = records[: args.limit] if args.limit else records
     with tempfile.TemporaryDirectory(prefix="nerft-bench-infer-") as folder:
@@ -100,11 +107,18 @@ def run(args) -> dict:
         "machine": describe_machine(),
         "engine": args.engine,
         "attention": attention,
+        "threads": _torch_threads() if args.engine == "hf" else None,
         "model": described,
         "prompt": fmt.name,
         "dev": str(args.dev),
         **result,
     }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def format_result(result: dict) -> str:
@@ -118,7 +132,7 @@ def format_result(result: dict) -> str:
          f"{r['identical']}/{r['requests']}", r["stopped"], r["hit_length_limit"]]
         for r in result["batched"]
     ]
-    attention = f" ({result['attention']} attention)" if result.get("attention") else ""
+    attention = f" ({result['attention']} attention, {result['threads']} threads)" if result.get("attention") else ""
     return "\n".join(
         [
             f"machine: {machine_line(result['machine'])}",
