@@ -156,8 +156,10 @@ def serve(
         run_dir, engine=engine, host=host, port=port, api_key=api_key, model_name=model_name, backend=backend, log_requests=log_requests
     )
     server = None
-    # SIGTERM (kill, service managers) stops the server like Ctrl-C does.
+    # SIGTERM (kill, service managers) stops the server like Ctrl-C does; SIGINT is handled
+    # explicitly because a shell starts background jobs with it ignored (`nerft serve &`).
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous_int = signal.signal(signal.SIGINT, _interrupt)
     try:
         with running_server(command, host=host, port=port, api_key=api_key, startup_timeout=startup_timeout, log=log) as server:
             on_ready(server)
@@ -171,6 +173,7 @@ def serve(
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     if code != 0:
         raise ServerError(f"the server exited with code {code} (its log is above)")
     return 0
