@@ -34,7 +34,6 @@ from nerft.config.render import (
 from nerft.config.schema import NerftConfig
 from nerft.errors import ConfigError, DataError, NerftError
 from nerft.io import write_text_atomic
-from nerft.training.lengths import LengthStats
 from nerft.runfolder import (
     LLAMAFACTORY_TRAIN,
     RUN_CONFIG,
@@ -42,6 +41,7 @@ from nerft.runfolder import (
     RunInfo,
     write_run,
 )
+from nerft.training.lengths import LengthStats
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -308,10 +308,9 @@ def _registered_data(cfg: NerftConfig) -> PreparedData:
     info_path = dataset_dir / "dataset_info.json"
     if not info_path.is_file():
         raise DataError(f"dataset.dataset_dir: {info_path} does not exist", hint="prepare data with `nerft prepare --out DIR`")
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{info_path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+    from nerft.data.prepare import read_dataset_info
+
+    info = read_dataset_info(dataset_dir)
     names = [name.strip() for value in (cfg.dataset.dataset, cfg.dataset.eval_dataset) if value for name in value.split(",")]
     for name in names:
         if name not in info:
