@@ -5,11 +5,12 @@ Every CLUENER train record is rendered in each format (`nerft.prompts`) and toke
 Qwen chat template exactly as LLaMA-Factory's `qwen` template encodes it (`nerft.bench.tokens`):
 prompt tokens (masked) and response tokens (the loss). Padding is the share of computed positions
 that are padding when batching B samples in random order, grouped by length, or packed into rows
-of --cutoff-len (`nerft.bench.padding`). Finally every compact answer is parsed back with the
+of --cutoff-len (default: the pack length `nerft train` picks for each format's data, about
+--batch-size mean samples) (`nerft.bench.padding`). Finally every compact answer is parsed back with the
 parser `nerft eval` uses, and scored against the record's entities: F1 must be 1.0.
 
     .venv/bin/python scripts/bench_tokens.py
-    .venv/bin/python scripts/bench_tokens.py --limit 200 --batch-size 4 --json
+    .venv/bin/python scripts/bench_tokens.py --limit 200 --batch-size 16 --cutoff-len 1024 --json
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train", type=Path, default=SHARED / "cluener" / "train.jsonl", help="CLUE NER records (default: ../shared CLUENER train)")
     parser.add_argument("--tokenizer", type=Path, default=SHARED / "tokenizers" / "qwen2", help="tokenizer folder (default: ../shared Qwen2)")
     parser.add_argument("--limit", type=int, default=None, help="use the first N records only")
-    parser.add_argument("--batch-size", type=int, default=16, help="samples per batch for the padding figures")
-    parser.add_argument("--cutoff-len", type=int, default=1024, help="row length for the packed figures")
+    parser.add_argument(
+        "--batch-size", type=int, default=4, help="samples per batch for the padding figures (default 4: the tutorials' and nerft's qwen7b)"
+    )
+    parser.add_argument("--cutoff-len", type=int, help="row length for the packed figures (default: nerft's choice per format)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser.parse_args(argv)
 
 
-def run(train: Path, tokenizer_dir: Path, *, limit: int | None = None, batch_size: int = 16, cutoff_len: int = 1024) -> dict:
+def run(train: Path, tokenizer_dir: Path, *, limit: int | None = None, batch_size: int = 4, cutoff_len: int | None = None) -> dict:
     from transformers import AutoTokenizer
 
     from nerft.bench.machine import describe_machine
@@ -56,9 +59,12 @@ def run(train: Path, tokenizer_dir: Path, *, limit: int | None = None, batch_siz
         "train": str(train),
         "tokenizer": str(tokenizer_dir),
         "batch_size": batch_size,
-        "cutoff_len": cutoff_len,
         "formats": {
-            name: {"tokens": data["tokens"].to_dict(), "padding": {s: p.to_dict() for s, p in data["padding"].items()}}
+            name: {
+                "tokens": data["tokens"].to_dict(),
+                "cutoff_len": data["cutoff_len"],
+                "padding": {s: p.to_dict() for s, p in data["padding"].items()},
+            }
             for name, data in formats.items()
         },
         "ratios": {
@@ -101,7 +107,8 @@ def format_result(result: dict) -> str:
             f"compact/seed tokens per sample: {ratio:.3f} (limit {MAX_RATIO}: {'PASS' if ratio <= MAX_RATIO else 'FAIL'})",
             f"compact/seed prompt tokens: {ratios['prompt_tokens']:.3f}   response tokens: {ratios['response_tokens']:.3f}",
             "",
-            f"padding: batches of {result['batch_size']} padded to a multiple of 8; packed rows of {result['cutoff_len']}",
+            f"padding: batches of {result['batch_size']} padded to a multiple of 8; packed rows of "
+            + ", ".join(f"{data['cutoff_len']} ({name})" for name, data in formats.items()),
             format_table(["format", "strategy", "rows", "real", "computed", "waste", "positions/sample", "dropped"], padding_rows),
             "",
             f"positions per sample, compact packed / seed random: {ratios['positions_per_sample_packed_vs_seed_random']:.3f}",

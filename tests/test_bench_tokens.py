@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nerft.bench.roundtrip import round_trip_scores
-from nerft.bench.tokens import SampleTokens, count_sample_tokens, qwen_segments, summarize_tokens
+from nerft.bench.tokens import SampleTokens, count_sample_tokens, packing_cutoff_len, qwen_segments, summarize_tokens
 from nerft.data.load import load_records
 from nerft.data.records import CluenerRecord, Entity
 from nerft.prompts import get_format
@@ -104,6 +104,13 @@ def test_counts_and_packing_match_llamafactory(qwen2_tokenizer_dir, sample_dir):
         assert sorted(map(sorted, greedy_knapsack(lengths, 300))) == sorted(map(sorted, llamafactory_knapsack(list(lengths), 300)))
 
 
+def test_pack_length_is_nerft_trains_choice():
+    # mean 20, longest 30: 4 mean samples (80) hold the longest (30 + 1), rounded up to a multiple of 8
+    assert packing_cutoff_len([10, 20, 30], 4) == 80
+    # one sample per pack would not hold the longest: longest + 1 = 61 -> 64
+    assert packing_cutoff_len([10, 20, 60], 1) == 64
+
+
 def test_round_trip_of_compact_answers_is_lossless():
     records = [
         CluenerRecord("浙商银行企业", [Entity(0, 3, "company", "浙商银行")]),
@@ -146,3 +153,4 @@ def test_bench_tokens_script_on_sample_data(qwen2_tokenizer_dir, sample_dir, cap
         padding = data["padding"]
         assert padding["random"]["real_tokens"] == padding["packed"]["real_tokens"] == data["tokens"]["total_tokens"]
         assert padding["random"]["rows"] == 32
+        assert data["cutoff_len"] % 8 == 0 and data["cutoff_len"] > data["tokens"]["max_tokens"]

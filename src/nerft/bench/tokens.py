@@ -121,13 +121,16 @@ def compare_formats(
     tokenizer,
     *,
     formats: Sequence[str] = ("seed", "compact"),
-    batch_size: int = 16,
-    cutoff_len: int = 1024,
+    batch_size: int = 4,
+    cutoff_len: int | None = None,
     seed: int = 0,
 ) -> dict:
     """Tokens per sample and padding per batching strategy of each prompt format, on the same records.
 
-    Returns `{format: {"tokens": TokenSummary, "padding": {strategy: PaddingStats}}}`.
+    Packed rows are `cutoff_len` long, or with None the length `nerft train` picks for that
+    format's data (`cutoff_len: auto` with packing: about `batch_size` mean samples, at least the
+    longest one). Returns `{format: {"tokens": TokenSummary, "cutoff_len": int,
+    "padding": {strategy: PaddingStats}}}`.
     """
     from nerft.bench.padding import STRATEGIES, padding_stats
     from nerft.prompts import get_format
@@ -137,11 +140,22 @@ def compare_formats(
         fmt = get_format(name)
         counts = list(count_sample_tokens(tokenizer, (fmt.example(record) for record in records)))
         lengths = [count.total for count in counts]
+        row = cutoff_len or packing_cutoff_len(lengths, batch_size)
         results[name] = {
             "tokens": summarize_tokens(counts),
+            "cutoff_len": row,
             "padding": {
-                strategy: padding_stats(lengths, strategy, batch_size=batch_size, cutoff_len=cutoff_len, seed=seed)
+                strategy: padding_stats(lengths, strategy, batch_size=batch_size, cutoff_len=row, seed=seed)
                 for strategy in STRATEGIES
             },
         }
     return results
+
+
+def packing_cutoff_len(lengths: Sequence[int], batch_size: int) -> int:
+    """The pack length `nerft train` chooses for these sample lengths (`nerft.training.lengths`)."""
+    from nerft.training.lengths import LengthStats, plan_sequences
+
+    stats = LengthStats(count=len(lengths), longest=max(lengths), mean=sum(lengths) / len(lengths), method="bench")
+    plan = plan_sequences(stats, cutoff_len="auto", packing=True, per_device_train_batch_size=batch_size, per_device_eval_batch_size=1)
+    return plan.cutoff_len
