@@ -208,3 +208,17 @@ def test_qwen7b_dry_run_without_the_data_in_place_still_renders_the_yaml(tmp_pat
     assert sections["cutoff_len"] == 216
     assert "not found: sequences sized by CLUENER's lengths" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("preset", ["qwen7b", "qwen7b-qlora"])
+def test_doctor_sizes_sequences_as_train_renders_them(preset, tmp_path, monkeypatch):
+    from nerft.doctor.preset import read_training_plan
+
+    monkeypatch.chdir(tmp_path)  # no data in place: train sizes by CLUENER's lengths, as the doctor does
+    monkeypatch.setenv("NERFT_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, ["train", preset, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    rendered = yaml.safe_load(result.stdout)
+    plan = read_training_plan(preset)
+    assert (plan.cutoff_len, plan.per_device_train_batch_size, plan.packing) == (216, 1, True)
+    assert (rendered["cutoff_len"], rendered["per_device_train_batch_size"], rendered["neat_packing"]) == (216, 1, True)

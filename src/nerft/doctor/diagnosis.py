@@ -108,9 +108,12 @@ def format_diagnosis(diagnosis: Diagnosis) -> str:
             method += f", {plan.quantization_bit}-bit base model"
         precision = ", ".join(name for name in ("bf16", "fp16", "pure_bf16") if getattr(plan, name)) or "float32 (no bf16/fp16)"
         lines.append(f"  method          {method}; {precision}")
-        length = f"{plan.cutoff_len} tokens " + ("(cutoff_len: auto, assumed)" if plan.cutoff_auto else "(cutoff_len)")
-        batch = f"{plan.per_device_train_batch_size} x {length}" + (", packed into one sequence" if plan.packing else "")
+        rows = "pack" if plan.packing else "sequence"
+        batch = f"{plan.per_device_train_batch_size} {rows}{'s' if plan.per_device_train_batch_size > 1 else ''} of {plan.cutoff_len} tokens"
+        batch += " (cutoff_len: auto, sized on CLUENER's lengths)" if plan.cutoff_auto else " (cutoff_len)"
         lines.append(f"  batch           {batch}; gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}")
+        if plan.sequence_note:
+            lines.append(f"  sequences       {plan.sequence_note}")
         if estimate is not None:
             shape = estimate.shape
             lines.append(

@@ -167,7 +167,8 @@ class TrainingPlan:
     lora_rank: int = 8
     lora_target: str = "all"
     freeze_trainable_layers: int = 2
-    cutoff_auto: bool = False  # cutoff_len was "auto" (measured at launch): counted as preset.AUTO_CUTOFF_LEN
+    cutoff_auto: bool = False  # cutoff_len was "auto" (measured at launch): sized on CLUENER's lengths
+    sequence_note: str = ""  # how cutoff_len and the batch size were sized, when cutoff_auto
     packing: bool = False  # packing or neat_packing: a micro-batch is one sequence of the examples
     flash_attn: str = "auto"
     enable_liger_kernel: bool = False

@@ -17,12 +17,6 @@ from nerft.doctor.memory import TrainingPlan
 from nerft.errors import ConfigError
 
 MODEL_KEYS = ("model_name_or_path", "name_or_path", "base_model")
-# What `cutoff_len: auto` is counted as (nerft measures it at launch, on the prepared data): the
-# longest CLUENER train example in each prompt format through the Qwen2 tokenizer and the qwen
-# template (scripts/bench_tokens.py: compact 138 tokens, seed 360), rounded up to a multiple of 8.
-# With packing a micro-batch is one sequence of about per_device_train_batch_size examples, so the
-# tokens per micro-batch are the same either way.
-AUTO_CUTOFF_LEN = {"compact": 144, "seed": 360}
 
 
 def plan_from_llamafactory_args(args: dict[str, Any], *, source: str = "") -> TrainingPlan:
@@ -31,9 +25,9 @@ def plan_from_llamafactory_args(args: dict[str, Any], *, source: str = "") -> Tr
     if not model:
         raise ConfigError(f"{source}: no model_name_or_path: the doctor cannot tell which model this config trains")
     plan = TrainingPlan(model=str(model), source=source)
-    if args.get("cutoff_len") == "auto":
-        args = {**args, "cutoff_len": AUTO_CUTOFF_LEN.get(str(args.get("prompt")), max(AUTO_CUTOFF_LEN.values()))}
-        plan.cutoff_auto = True
+    auto = args.get("cutoff_len") == "auto"
+    if auto:  # sized below, once batch size and packing are known
+        args = {key: value for key, value in args.items() if key != "cutoff_len"}
     if args.get("enable_liger_kernel") == "auto":  # on only when installed: never a failure
         args = {**args, "enable_liger_kernel": False}
 
@@ -54,7 +48,25 @@ def plan_from_llamafactory_args(args: dict[str, Any], *, source: str = "") -> Tr
     flags = {key: read(key, _bool) for key in ("packing", "neat_packing", "disable_gradient_checkpointing") if args.get(key) is not None}
     plan.packing = flags.get("packing", False) or flags.get("neat_packing", False)
     plan.gradient_checkpointing = not flags.get("disable_gradient_checkpointing", False)
+    if auto:
+        _size_auto_sequences(plan, str(args.get("prompt")))
     return plan
+
+
+def _size_auto_sequences(plan: TrainingPlan, prompt: str) -> None:
+    """Size `cutoff_len: auto` as `nerft train` does, on CLUENER's lengths (it measures the real
+    data at launch): the longest example in the config's prompt format through the Qwen2 tokenizer,
+    or with packing one pack of about per_device_train_batch_size mean examples."""
+    from nerft.training.lengths import CLUENER_QWEN2_LENGTHS, plan_sequences
+
+    stats = CLUENER_QWEN2_LENGTHS.get(prompt, CLUENER_QWEN2_LENGTHS["seed"])
+    sequences = plan_sequences(
+        stats, cutoff_len="auto", packing=plan.packing, per_device_train_batch_size=plan.per_device_train_batch_size, per_device_eval_batch_size=1
+    )
+    plan.cutoff_len = sequences.cutoff_len
+    plan.per_device_train_batch_size = sequences.per_device_train_batch_size
+    plan.cutoff_auto = True
+    plan.sequence_note = sequences.note
 
 
 def read_training_plan(path: str | os.PathLike) -> TrainingPlan:

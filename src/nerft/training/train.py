@@ -41,7 +41,6 @@ from nerft.runfolder import (
     RunInfo,
     write_run,
 )
-from nerft.training.lengths import LengthStats
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -145,7 +144,7 @@ def train(
             # will register and sizes sequences by CLUENER's measured lengths.
             log(f"note         {', '.join(missing)} not found: sequences sized by CLUENER's lengths, not this data")
             data = _planned_data(cfg, Path(scratch) / "data")
-            stats = CLUENER_QWEN2_LENGTHS[cfg.data.prompt]
+            stats = lengths.CLUENER_QWEN2_LENGTHS[cfg.data.prompt]
         else:
             data = _prepare_data(cfg, Path(scratch) / "data", log=log)
             stats = None
@@ -278,13 +277,6 @@ def _prepare_data(cfg: NerftConfig, dataset_dir: Path, *, log: Callable[[str], N
         fmt = get_format(cfg.data.prompt, cfg.data.labels)
         return PreparedData(dataset_dir, result.dataset_names["train"], result.dataset_names.get("dev"), result.prompt, fmt.labels)
     return _registered_data(cfg)
-
-
-# CLUENER train + dev through the Qwen2 tokenizer and the qwen template (scripts/bench_tokens.py).
-CLUENER_QWEN2_LENGTHS = {
-    "compact": LengthStats(count=12091, longest=138, mean=53.2, method="CLUENER with the Qwen2 tokenizer, measured"),
-    "seed": LengthStats(count=12091, longest=360, mean=220.6, method="CLUENER with the Qwen2 tokenizer, measured"),
-}
 
 
 def _missing_data_files(cfg: NerftConfig) -> list[str]:
