@@ -164,6 +164,24 @@ def test_messy_clue_scores_match_hand_counts(messy):
     assert scores["macro"]["f1"] == pytest.approx(CLUE_MACRO_F1, abs=1e-4)
 
 
+def test_messy_scores_without_entities_not_in_their_sentence(messy):
+    # S5 name 大刘 and S8 company 腾讯公司 are not in their sentence: dropped, two false positives less.
+    #   name:    TP 5, FP 0, FN 1 -> 1, 5/6, 10/11;   company: TP 2, FP 1, FN 1 -> 2/3, 2/3, 2/3
+    #   micro:   TP 17, FP 4, FN 6 -> 17/21, 17/23, 34/44
+    #   macro F1: the other eight labels sum to 8/9 + 2/3 + 2/3 + 3 = 47/9; (47/9 + 10/11 + 2/3) / 10 = 673/990
+    _, _, report = messy
+    in_text = report.to_dict()["in_text"]
+    assert in_text["not_in_text"] == 2
+    assert sorted(in_text["labels"]) == sorted(CLUE_EXPECTED)
+    assert (in_text["labels"]["name"]["precision"], in_text["labels"]["name"]["f1"]) == pytest.approx((1.0, 10 / 11), abs=1e-4)
+    assert in_text["labels"]["company"]["f1"] == pytest.approx(2 / 3, abs=1e-4)
+    assert in_text["labels"]["address"] == report.to_dict()["labels"]["address"]  # untouched
+    micro = in_text["micro"]
+    assert (micro["precision"], micro["recall"], micro["f1"]) == pytest.approx((17 / 21, 17 / 23, 34 / 44), abs=1e-4)
+    assert in_text["macro"]["f1"] == pytest.approx(673 / 990, abs=1e-4)
+    assert "entities not in their sentence: 2; without them: micro F1 0.7727 (precision 0.8095, recall 0.7391)" in report.format()
+
+
 def test_messy_span_scores_match_hand_counts(messy):
     _, _, report = messy
     spans = report.to_dict()["seqeval"]

@@ -194,3 +194,22 @@ def test_acceptance_cluener_round_trip_scores_one(prepared_cluener, cluener_dir,
     assert data["errors"] == []
     # train's one record with nested spans: the two inner companies are left out on both sides.
     assert data["seqeval"]["gold_nested_dropped"] == (2 if split == "train" else 0)
+
+
+def test_entities_not_in_their_sentence_are_scored_both_ways(tmp_path):
+    gold = write_jsonl(tmp_path / "gold.jsonl", GOLD[:2])
+    # the model altered 张三 into 张三丰, which is not in sentence 1
+    predictions = write_jsonl(tmp_path / "p.jsonl", [{"predict": "name:张三丰\norganization:北京大学"}, {"predict": "name:温格\norganization:曼联"}])
+    report = tmp_path / "report.json"
+    result = run("--gold", gold, "--predictions", predictions, "--report", report)
+    assert result.exit_code == 0, result.output
+    # as answered: TP 3 (北京大学, 温格, 曼联), FP 1 (张三丰), FN 1 (张三): P = R = F1 = 3/4
+    # without 张三丰: TP 3, FP 0, FN 1: P 1, R 3/4, F1 6/7 = 0.8571
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert data["micro"]["f1"] == pytest.approx(0.75)
+    assert data["in_text"]["not_in_text"] == 1
+    assert (data["in_text"]["micro"]["precision"], data["in_text"]["micro"]["f1"]) == pytest.approx((1.0, 6 / 7))
+    assert "entities not in their sentence: 1; without them: micro F1 0.8571 (precision 1.0000, recall 0.7500)" in result.stdout
+    markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "1 predicted entities are not in their sentence (counted as wrong above). Without them, as `nerft predict` keeps" in markdown
+    assert "micro F1 0.8571 (precision 1.0000, recall 0.7500)" in markdown

@@ -39,8 +39,8 @@ def test_eval_endpoint_reports_both_scores_and_writes_three_files(gold_file, tmp
     # Every named entity: TP 孙丽 围城 京东; FP 南京市 (in the text) and 阿里巴巴 (not); FN 南京市鼓楼区 沃尔玛.
     assert report["micro"] == {"precision": 0.6, "recall": 0.6, "f1": pytest.approx(0.6), "support": 5}
     # Without 阿里巴巴: precision 3/4, recall 3/5, F1 = 2 * 0.75 * 0.6 / 1.35.
-    assert report["clue_in_text"]["dropped_not_in_text"] == 1
-    assert report["clue_in_text"]["micro"] == {"precision": 0.75, "recall": 0.6, "f1": pytest.approx(2 * 0.75 * 0.6 / 1.35), "support": 5}
+    assert report["in_text"]["not_in_text"] == 1
+    assert report["in_text"]["micro"] == {"precision": 0.75, "recall": 0.6, "f1": pytest.approx(2 * 0.75 * 0.6 / 1.35), "support": 5}
     assert json.loads((out_dir / "report.json").read_text()) == report
     rows = [json.loads(line) for line in (out_dir / "predictions.jsonl").read_text().splitlines()]
     assert [row["predict"] for row in rows] == [ANSWERS[g["text"]] for g in GOLD]
@@ -53,7 +53,7 @@ def test_eval_endpoint_prints_the_table_and_the_score_without_invented_strings(g
         result = CliRunner().invoke(app, ["eval", "--endpoint", server.url, "--gold", str(gold_file), "--out-dir", str(tmp_path / "e")])
     assert result.exit_code == 0, result.output
     assert re.search(r"Micro Avg\.\s+0\.6000\s+0\.6000\s+0\.6000\s+5\n", result.output)
-    assert "CLUE micro F1 without the 1 predicted string(s) not in their sentence: 0.6667 (precision 0.7500, recall 0.6000)" in result.output
+    assert "entities not in their sentence: 1; without them: micro F1 0.6667 (precision 0.7500, recall 0.6000)" in result.output
 
 
 def test_eval_endpoint_without_run_needs_an_out_dir(gold_file):

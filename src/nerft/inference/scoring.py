@@ -5,10 +5,10 @@
 `<run>/eval/<gold name>/`): `predictions.jsonl` (resumable, like `nerft predict --out`),
 `report.json` and `errors.jsonl`.
 
-Two CLUE scores are reported. The evaluator's own scores every entity the answer names. A
-predicted entity that is not a substring of its sentence can never be right (every gold entity is
-one), so nerft drops such strings by default and also reports the score without them; the gap
-between the two is what a model loses by inventing or rewriting names.
+Two CLUE scores are reported (`nerft.metrics.evaluate`): every entity the answer names, and
+without the predicted entities that are not substrings of their sentence (they can never be right,
+and `nerft predict` drops them by default); the gap between the two is what a model loses by
+inventing or rewriting names.
 """
 
 from __future__ import annotations
@@ -28,32 +28,18 @@ ERRORS = "errors.jsonl"
 
 @dataclass
 class ModelEvaluation:
-    report: object  # nerft.metrics.evaluate.EvalReport: every entity the answers name
-    in_text: object  # ClueScores over the entities found in their sentence
-    dropped: int
+    report: object  # nerft.metrics.evaluate.EvalReport: both CLUE scores, spans, errors
     counts: PredictionCounts
     out_dir: Path
 
     def to_dict(self) -> dict:
-        micro = self.in_text.micro
-        return {
-            **self.report.to_dict(),
-            "clue_in_text": {
-                "dropped_not_in_text": self.dropped,
-                "micro": {"precision": micro.precision, "recall": micro.recall, "f1": micro.f1, "support": micro.support},
-                "macro": {"precision": self.in_text.macro_precision, "recall": self.in_text.macro_recall, "f1": self.in_text.macro_f1},
-            },
-            "prediction": self.counts.to_dict(),
-        }
+        return {**self.report.to_dict(), "prediction": self.counts.to_dict()}
 
     def format(self) -> str:
-        micro = self.in_text.micro
         return "\n".join([
             self.counts.summary(self.out_dir / PREDICTIONS),
             "",
             self.report.format(),
-            f"CLUE micro F1 without the {self.dropped} predicted string(s) not in their sentence: {micro.f1:.4f} "
-            f"(precision {micro.precision:.4f}, recall {micro.recall:.4f})",
             f"predictions, report.json and errors.jsonl in {self.out_dir}",
         ])
 
@@ -71,7 +57,6 @@ def predict_and_score(
     """Predict every gold sentence (resumably) and score the answers; write the three files."""
     from nerft.inference.predict import predict
     from nerft.io import write_json_atomic, write_jsonl_atomic
-    from nerft.metrics.clue import score_clue
     from nerft.metrics.evaluate import evaluate, load_gold
 
     if out_dir is None:
@@ -83,12 +68,7 @@ def predict_and_score(
     rows: list[dict] = []
     counts = predict(records, run=run, engine=engine, endpoint=endpoint, prompt=prompt, out=out_dir / PREDICTIONS, sink=rows.append, **engine_options)
     report = evaluate(records, [row["predict"] for row in rows])
-    in_text = score_clue(
-        [record.mentions() for record in records],
-        [[(label, text) for label, text in (mentions or []) if text in record.text] for record, mentions in zip(records, report.parsed)],
-    )
-    dropped = sum(1 for record, mentions in zip(records, report.parsed) for _, text in dict.fromkeys(mentions or []) if text not in record.text)
-    evaluation = ModelEvaluation(report, in_text, dropped, counts, out_dir)
+    evaluation = ModelEvaluation(report, counts, out_dir)
     write_json_atomic(out_dir / REPORT, evaluation.to_dict())
     write_jsonl_atomic(out_dir / ERRORS, report.errors())
     return evaluation

@@ -1,6 +1,10 @@
 """Score raw model answers against gold records: CLUE's set scores, seqeval's span scores, errors.
 
 `evaluate(gold, predictions)` takes the raw answers (one string per gold record, same order);
+it scores them twice: as answered (CLUE's official scoring: every predicted string counts), and
+with the predicted entities that are not substrings of their sentence dropped, as `nerft predict`
+does by default (`in_text` in the report: such an entity can never be a CLUE entity, so dropping
+it only removes false positives).
 `read_predictions(path, expected_count)` reads them from JSON Lines with the answer in "predict",
 the shape of LLaMA-Factory's `generated_predictions.jsonl`; `score_prediction_files(...)` does
 both from file paths and is what `nerft eval` runs.
@@ -30,6 +34,8 @@ class EvalReport:
     parsed: list[list[tuple[str, str]] | None]
     clue: ClueScores
     spans: SpanScores
+    clue_in_text: ClueScores  # the same without predicted entities that are not in their sentence
+    not_in_text: int  # how many were dropped for `clue_in_text` (distinct per sentence)
 
     @property
     def records(self) -> int:
@@ -62,6 +68,7 @@ class EvalReport:
             "records": self.records,
             "unparseable": self.unparseable,
             **self.clue.to_dict(),
+            "in_text": {"not_in_text": self.not_in_text, **self.clue_in_text.to_dict()},
             "seqeval": self.spans.to_dict(),
             "sentences_with_errors": len(errors),
             "errors": errors,
@@ -69,11 +76,13 @@ class EvalReport:
 
     def format(self) -> str:
         """The table of the tutorials and a summary, for the terminal."""
-        micro = self.spans.micro
+        micro, in_text = self.spans.micro, self.clue_in_text.micro
         return "\n".join([
             format_table(self.clue),
             "",
             f"records: {self.records}, unparseable: {self.unparseable}",
+            f"entities not in their sentence: {self.not_in_text}; without them: micro F1 {in_text.f1:.4f} "
+            f"(precision {in_text.precision:.4f}, recall {in_text.recall:.4f}), macro F1 {self.clue_in_text.macro_f1:.4f}",
             f"span F1 (seqeval, micro): {micro['f1']:.4f} (precision {micro['precision']:.4f}, recall {micro['recall']:.4f})",
             f"predicted strings left out of span scoring: {self.spans.not_in_text} not in their sentence, "
             f"{self.spans.overlapping} overlapping a longer one",
@@ -85,10 +94,13 @@ def evaluate(gold: Sequence[CluenerRecord], predictions: Sequence[str]) -> EvalR
     if len(gold) != len(predictions):
         raise DataError(f"{len(predictions)} predictions for {len(gold)} gold records")
     parsed = [parse_output(raw) for raw in predictions]
-    predicted = [mentions or [] for mentions in parsed]
-    clue = score_clue([record.mentions() for record in gold], predicted)
+    predicted = [list(dict.fromkeys(mentions or [])) for mentions in parsed]
+    gold_mentions = [record.mentions() for record in gold]
+    in_text = [[(label, entity) for label, entity in mentions if entity in record.text] for record, mentions in zip(gold, predicted)]
+    not_in_text = sum(len(all_) - len(kept) for all_, kept in zip(predicted, in_text))
+    clue = score_clue(gold_mentions, predicted)
     spans = score_spans(gold, predicted)
-    return EvalReport(gold, predictions, parsed, clue, spans)
+    return EvalReport(gold, predictions, parsed, clue, spans, score_clue(gold_mentions, in_text), not_in_text)
 
 
 def read_predictions(path: str | os.PathLike, expected_count: int | None = None) -> list[str]:

@@ -78,6 +78,12 @@ def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Bl
     blocks.append(Heading("Per label (CLUE: label and entity text must both match)", heading_level))
     blocks.append(label_table(report))
     blocks.append(Image(chart, "F1 by label"))
+    in_text = report.get("in_text") or {}
+    if in_text.get("micro"):
+        blocks.append(Paragraph(
+            f"{in_text.get('not_in_text', 0)} predicted entities are not in their sentence (counted as wrong above). "
+            f"Without them, as `nerft predict` keeps its entities by default: {_scores(in_text['micro'], in_text.get('macro', {}))}."
+        ))
     seqeval = report.get("seqeval") or {}
     if seqeval.get("micro"):
         rows = [[name, *(_score(seqeval[name].get(key)) for key in ("precision", "recall", "f1"))]
@@ -106,9 +112,13 @@ def summary_line(report: dict) -> str:
         parts.append(f"{report['unparseable']} unparseable answers")
     if "sentences_with_errors" in report:
         parts.append(f"{report['sentences_with_errors']} sentences with errors")
-    scores = (f"micro F1 {_score(micro.get('f1'))} (precision {_score(micro.get('precision'))}, "
-              f"recall {_score(micro.get('recall'))}); macro F1 {_score(macro.get('f1'))}")
+    scores = _scores(micro, macro)
     return (", ".join(parts) + ". " if parts else "") + scores[0].upper() + scores[1:] + "."
+
+
+def _scores(micro: dict, macro: dict) -> str:
+    return (f"micro F1 {_score(micro.get('f1'))} (precision {_score(micro.get('precision'))}, "
+            f"recall {_score(micro.get('recall'))}); macro F1 {_score(macro.get('f1'))}")
 
 
 def label_table(report: dict) -> Table:
