@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +121,7 @@ def measure_token_lengths(examples: Iterable[dict], *, tokenizer_dir: str | Path
         sum(len(source) + len(target) for source, target in chat.encode_multiturn(batched, messages, system)) + extra
         for messages, system in conversations
     ]
-    return _stats(lengths, f"tokens of {Path(tokenizer_dir).name}'s tokenizer, template {template}")
+    return length_stats(lengths, f"tokens of {Path(tokenizer_dir).name}'s tokenizer, template {template}")
 
 
 class _BatchedTokenizer:
@@ -157,10 +157,11 @@ def bound_token_lengths(examples: Iterable[dict]) -> LengthStats:
         + TEMPLATE_OVERHEAD_BOUND
         for example in examples
     ]
-    return _stats(lengths, "upper bound from UTF-8 bytes (no tokenizer on disk yet)")
+    return length_stats(lengths, "upper bound from UTF-8 bytes (no tokenizer on disk yet)")
 
 
-def _stats(lengths: list[int], method: str) -> LengthStats:
+def length_stats(lengths: Sequence[int], method: str) -> LengthStats:
+    """Count, longest and mean of sample lengths; `method` says how they were measured."""
     if not lengths:
         raise DataError("no examples to measure")
     return LengthStats(count=len(lengths), longest=max(lengths), mean=sum(lengths) / len(lengths), method=method)
