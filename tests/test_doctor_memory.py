@@ -226,3 +226,7 @@ def test_config_errors_name_the_file_and_line(tmp_path):
     bad_value.write_text("model_name_or_path: x\ncutoff_len: lots\n")
     with pytest.raises(ConfigError, match="cutoff_len: cannot read 'lots'"):
         read_training_plan(bad_value)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(b"model_name_or_path: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text$"):
+        read_training_plan(latin1)

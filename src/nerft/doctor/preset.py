@@ -72,9 +72,10 @@ def _size_auto_sequences(plan: TrainingPlan, prompt: str) -> None:
 def read_training_plan(path: str | os.PathLike) -> TrainingPlan:
     """The plan of the config at `path` (or preset name); a `ConfigError` naming the file when it cannot be read."""
     from nerft.config import resolve_config_path
+    from nerft.config.load import read_yaml
 
     path = resolve_config_path(path)
-    data = _read_yaml(path)
+    data, _ = read_yaml(path)
     if set(data) <= set(SECTIONS):
         args = _nerft_config_args(path)
     else:
@@ -91,20 +92,6 @@ def _nerft_config_args(path: Path) -> dict[str, Any]:
     for section in config.llamafactory_sections().values():
         args.update(section.model_dump())
     return args
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: broken YAML ({getattr(exc, 'problem', None) or exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, found {type(data).__name__}")
-    return data
 
 
 def flatten_config(data: dict[str, Any]) -> dict[str, Any]:
