@@ -16,14 +16,13 @@ from nerft.doctor.compat import (
     OPTIONAL_PACKAGES,
     TESTED_WITH,
     VLLM_ACCEPTED,
-    WHEEL_INDEX,
     choose_torch_build,
     companions,
-    cuda_tag,
     cuda_tuple,
     local_build,
     public_version,
     same_release,
+    torch_pip_command,
 )
 from nerft.doctor.memory import GIB, MemoryEstimate, TrainingPlan
 from nerft.doctor.snapshot import EnvironmentSnapshot
@@ -72,7 +71,7 @@ def check_torch_cuda(snapshot: EnvironmentSnapshot) -> Check:
     name = "cuda"
     torch, build, driver = snapshot.torch_version, snapshot.torch_cuda_build, snapshot.driver_cuda
     if torch is None:
-        return Check(name, FAIL, f"torch does not import: {snapshot.torch_error or 'not installed'}", fix=_torch_pip(TESTED_WITH["torch"][2:], build))
+        return Check(name, FAIL, f"torch does not import: {snapshot.torch_error or 'not installed'}", fix=torch_pip_command(TESTED_WITH["torch"][2:], build))
     label = f"torch {torch}" + (f" (CUDA build {build})" if build else " (CPU build)")
     if driver is None:
         if snapshot.gpus:
@@ -107,11 +106,11 @@ def check_torch_companions(snapshot: EnvironmentSnapshot) -> list[Check]:
     if torch is None:
         return []
     expected = companions(torch)
+    fix = torch_pip_command(public_version(torch), snapshot.torch_cuda_build)
     checks = []
     for index, name in enumerate(("torchvision", "torchaudio")):
         version = snapshot.packages.get(name)
         want = expected[index] if expected else None
-        fix = _torch_pip(public_version(torch), snapshot.torch_cuda_build)
         if version is None:
             checks.append(Check(name, FAIL, f"{name} is not installed (LLaMA-Factory imports it at start-up)", fix=fix))
             continue
@@ -146,7 +145,7 @@ def check_tested_versions(snapshot: EnvironmentSnapshot) -> list[Check]:
         elif _satisfies(version, spec):
             checks.append(Check(name, OK, f"{name} {version} (tested: {spec})"))
         elif name == "torch":
-            checks.append(Check(name, WARN, f"torch {version} is not the tested {spec}", fix=_torch_pip(spec[2:], snapshot.torch_cuda_build)))
+            checks.append(Check(name, WARN, f"torch {version} is not the tested {spec}", fix=torch_pip_command(spec[2:], snapshot.torch_cuda_build)))
         elif name == "modelscope":
             checks.append(Check(name, WARN, f"modelscope {version} is older than the tested {spec}", fix=f"pip install {requirement}"))
         else:
@@ -358,12 +357,6 @@ def _smaller_fix(plan: TrainingPlan) -> str:
         ideas.append("gradient checkpointing (remove disable_gradient_checkpointing)")
     ideas.append("a smaller model, or a machine with a bigger NVIDIA GPU")
     return "try " + "; ".join(ideas)
-
-
-def _torch_pip(torch_version: str, cuda_build: str | None) -> str:
-    pair = companions(torch_version)
-    packages = [f"torch=={torch_version}"] + ([f"torchvision=={pair[0]}", f"torchaudio=={pair[1]}"] if pair else [])
-    return f"pip install {' '.join(packages)} --index-url {WHEEL_INDEX}/{cuda_tag(cuda_build)}"
 
 
 def _satisfies(version: str, spec: str) -> bool:

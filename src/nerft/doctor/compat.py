@@ -147,11 +147,16 @@ class TorchChoice:
     via_minor_compatibility: bool  # the build is newer than the driver, same CUDA major
 
     def pip_command(self) -> str:
-        pair = companions(self.torch)
-        packages = [f"torch=={self.torch}"]
-        if pair:
-            packages += [f"torchvision=={pair[0]}", f"torchaudio=={pair[1]}"]
-        return f"pip install {' '.join(packages)} --index-url {WHEEL_INDEX}/{cuda_tag(self.cuda)}"
+        return torch_pip_command(self.torch, self.cuda)
+
+
+def torch_pip_command(torch_version: str, cuda: str | None) -> str:
+    """The pip command installing torch with its torchvision and torchaudio for CUDA `cuda` (None: CPU)."""
+    pair = companions(torch_version)
+    packages = [f"torch=={torch_version}"]
+    if pair:
+        packages += [f"torchvision=={pair[0]}", f"torchaudio=={pair[1]}"]
+    return f"pip install {' '.join(packages)} --index-url {WHEEL_INDEX}/{cuda_tag(cuda)}"
 
 
 def choose_torch_build(torch_version: str, driver_cuda: str) -> TorchChoice | None:
