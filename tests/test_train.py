@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nerft.cli.main import app
+from nerft.models.download import TINY_MODEL, find_model
 from nerft.training import kernels
 from nerft.training.lengths import (
     LengthStats,
@@ -30,6 +31,8 @@ CPU = kernels.Machine(cuda=False)
 def _nerft_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NERFT_CACHE", str(tmp_path_factory.getbasetemp() / "nerft-cache"))
     monkeypatch.chdir(ROOT)
+    # Built here, so that its progress bars are not in the stderr of whichever test comes first.
+    find_model(TINY_MODEL)
 
 
 class Recorder:
@@ -260,3 +263,20 @@ def test_summary_is_read_from_llamafactory_files(tmp_path):
 def test_summary_of_an_empty_folder_says_what_is_missing(tmp_path):
     text = read_summary(tmp_path).format()
     assert "adapter      - (not found)" in text and "steps        - (epoch -)" in text
+
+
+def test_registered_datasets_are_split_as_llamafactory_splits_them(launcher, tmp_path):
+    # "mine_train, mine_dev": LLaMA-Factory strips the names; dataset_info.json written with a BOM
+    data = write_registered(tmp_path)
+    info = json.loads((data / "dataset_info.json").read_text())
+    info["mine_dev"] = {"file_name": "mine_train.json", "formatting": "alpaca"}
+    (data / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8-sig")
+    result = invoke(
+        "tiny-cpu", "-o", tmp_path / "run", "--set", "data.train=null", "--set", "data.dev=null",
+        "--set", f"dataset.dataset_dir={data}", "--set", "dataset.dataset=mine_train, mine_dev",
+    )
+    assert result.exit_code == 0, result.output
+    args = yaml.safe_load((tmp_path / "run" / "llamafactory_train.yaml").read_text())
+    assert args["dataset"] == "mine_train, mine_dev"
+    # both datasets measured with the model's tokenizer (before: KeyError ' mine_dev', or a BOM JSONDecodeError)
+    assert "of mean length 33.0 (longest 33, tokens of tiny-qwen2's tokenizer, template qwen)" in result.stderr

@@ -65,8 +65,10 @@ def round_up(value: float, multiple: int = 8) -> int:
 
 def iter_alpaca_examples(dataset_dir: Path, dataset_names: Iterable[str]) -> Iterator[dict]:
     """The alpaca examples of registered datasets, read through dataset_info.json."""
-    info_path = Path(dataset_dir) / "dataset_info.json"
-    info = json.loads(info_path.read_text(encoding="utf-8"))
+    from nerft.data.prepare import DATASET_INFO, read_dataset_info
+
+    info_path = Path(dataset_dir) / DATASET_INFO
+    info = read_dataset_info(dataset_dir)
     for name in dataset_names:
         if info[name].get("formatting", "alpaca") != "alpaca":
             from nerft.errors import ConfigError

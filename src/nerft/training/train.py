@@ -250,7 +250,8 @@ class PreparedData:
 
     @property
     def all_names(self) -> list[str]:
-        return [name for name in (*self.train_name.split(","), *(self.eval_name or "").split(",")) if name]
+        """The dataset names, split and stripped as LLaMA-Factory does with `dataset: a, b`."""
+        return [name.strip() for name in (*self.train_name.split(","), *(self.eval_name or "").split(",")) if name.strip()]
 
 
 def _prepare_data(cfg: NerftConfig, dataset_dir: Path, *, log: Callable[[str], None]) -> PreparedData:
@@ -303,7 +304,7 @@ def _registered_data(cfg: NerftConfig) -> PreparedData:
     from nerft.data.prepare import read_dataset_info
 
     info = read_dataset_info(dataset_dir)
-    names = [name.strip() for value in (cfg.dataset.dataset, cfg.dataset.eval_dataset) if value for name in value.split(",")]
+    names = PreparedData(dataset_dir, cfg.dataset.dataset, cfg.dataset.eval_dataset, "", ()).all_names
     for name in names:
         if name not in info:
             raise DataError(f"dataset {name!r} is not registered in {info_path} (it has: {', '.join(sorted(info)) or 'nothing'})")
