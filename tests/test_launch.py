@@ -62,6 +62,10 @@ def test_distributed_launch_refuses_a_path_with_spaces():
     with pytest.raises(ConfigError, match="path with spaces"):
         train_command("/my runs/a/llamafactory_train.yaml", LaunchSection(force_torchrun=True))
     assert train_command("/my runs/a.yaml", LaunchSection())[1] == {}  # a plain launch keeps the argument whole
+    # two visible GPUs: LLaMA-Factory starts torchrun by itself
+    with pytest.raises(ConfigError, match="path with spaces"):
+        train_command("/my runs/a.yaml", LaunchSection(), gpu_count=2)
+    assert train_command("/my runs/a.yaml", LaunchSection(), gpu_count=1)[1] == {}
 
 
 def test_deepspeed_presets_are_files_in_conf():

@@ -48,11 +48,14 @@ def launch_environment(launch: LaunchSection, *, deepspeed: bool = False) -> dic
     return env
 
 
-def train_command(train_yaml: str | Path, launch: LaunchSection, *, deepspeed: bool = False) -> tuple[list[str], dict[str, str]]:
-    """(argv, added environment) that start training on this node."""
+def train_command(
+    train_yaml: str | Path, launch: LaunchSection, *, deepspeed: bool = False, gpu_count: int = 0
+) -> tuple[list[str], dict[str, str]]:
+    """(argv, added environment) that start training on this node (`gpu_count` GPUs visible)."""
     env = launch_environment(launch, deepspeed=deepspeed)
-    if env and any(char.isspace() for char in str(train_yaml)):
-        # LLaMA-Factory builds the torchrun command with str.split(): a space would cut the path.
+    # LLaMA-Factory launches torchrun when asked or by itself on more than one visible GPU, and
+    # builds that command with str.split(): a space would cut the path.
+    if (env or gpu_count > 1) and any(char.isspace() for char in str(train_yaml)):
         raise ConfigError(f"{train_yaml}: distributed launch cannot take a path with spaces; choose another --output-dir")
     return [LLAMAFACTORY_CLI, "train", str(train_yaml)], env
 

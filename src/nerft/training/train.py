@@ -187,7 +187,7 @@ def train(
         f"Run: llamafactory-cli train {run_dir / LLAMAFACTORY_TRAIN}"
     )
     rendered = to_llamafactory_yaml(sections, header=header)
-    argv, env = train_command(run_dir / LLAMAFACTORY_TRAIN, cfg.launch, deepspeed=bool(deepspeed))
+    argv, env = train_command(run_dir / LLAMAFACTORY_TRAIN, cfg.launch, deepspeed=bool(deepspeed), gpu_count=machine.gpu_count)
     for line in report:
         log(line)
     if dry_run:
