@@ -270,3 +270,12 @@ def test_nerft_report_json(tmp_path):
     assert data["pages"][-1] == str(tmp_path / "o" / "comparison.html")
     assert all(Path(path).is_file() for path in data["pages"] + data["charts"])
     assert len(data["charts"]) == 6  # loss + F1 per run, and the two comparison charts
+
+
+def test_runs_with_the_same_name_get_names_no_other_run_has():
+    from nerft.reporting.run_report import RunRecord, _unique_names
+
+    records = [RunRecord(run_dir=Path(f"/r/{i}"), name=name) for i, name in enumerate(["run", "run", "run-2", "run"])]
+    _unique_names(records)
+    # the second "run" cannot take run-2 (a real run's name): run-3; the fourth then run-4
+    assert [record.name for record in records] == ["run", "run-3", "run-2", "run-4"]

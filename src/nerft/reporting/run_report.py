@@ -281,12 +281,16 @@ def _write_page(page: Page, out_dir: Path, stem: str, written: WrittenReport) ->
 
 
 def _unique_names(records: list[RunRecord]) -> None:
-    seen: dict[str, int] = {}
+    """Runs with the same folder name become NAME, NAME-2, ...: never a name another run has."""
+    taken = {record.name for record in records}
+    used: set[str] = set()
     for record in records:
-        count = seen.get(record.name, 0)
-        seen[record.name] = count + 1
-        if count:
-            record.name = f"{record.name}-{count + 1}"
+        name, number = record.name, 1
+        while name in used or (number > 1 and name in taken):
+            number += 1
+            name = f"{record.name}-{number}"
+        used.add(name)
+        record.name = name
 
 
 def _read_json(path: Path) -> dict[str, Any]:
