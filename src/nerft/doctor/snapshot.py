@@ -87,7 +87,7 @@ def take_snapshot() -> EnvironmentSnapshot:
         platform=platform.platform(terse=True),
         cpu_count=os.cpu_count() or 0,
     )
-    snapshot.ram_total_bytes, snapshot.ram_available_bytes = _memory()
+    snapshot.ram_total_bytes, snapshot.ram_available_bytes = memory_bytes()
     _probe_packages(snapshot)
     _probe_torch(snapshot)
     _probe_driver(snapshot)
@@ -95,7 +95,8 @@ def take_snapshot() -> EnvironmentSnapshot:
     return snapshot
 
 
-def _memory() -> tuple[int | None, int | None]:
+def memory_bytes() -> tuple[int | None, int | None]:
+    """Total and available RAM in bytes (None when unknown)."""
     try:
         fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
         kib = lambda key: int(fields[key].split()[0]) * 1024
