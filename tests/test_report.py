@@ -279,3 +279,16 @@ def test_runs_with_the_same_name_get_names_no_other_run_has():
     _unique_names(records)
     # the second "run" cannot take run-2 (a real run's name): run-3; the fourth then run-4
     assert [record.name for record in records] == ["run", "run-3", "run-2", "run-4"]
+
+
+def test_an_eval_report_that_is_not_one_is_a_one_line_error(tmp_path):
+    from nerft.reporting.eval_report import load_eval_report
+
+    with pytest.raises(DataError, match="absent.json: no such eval report"):
+        load_eval_report(tmp_path / "absent.json")
+    (tmp_path / "latin1.json").write_bytes(b'{"labels": "caf\xe9"}')
+    with pytest.raises(DataError, match=r"latin1\.json: not UTF-8 text$"):
+        load_eval_report(tmp_path / "latin1.json")
+    (tmp_path / "broken.json").write_text('{"labels":\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"broken\.json:2: broken JSON"):
+        load_eval_report(tmp_path / "broken.json")

@@ -34,6 +34,8 @@ def load_eval_report(path: str | os.PathLike) -> dict:
         report = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: no such eval report", hint="write one with `nerft eval ... --report PATH`") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
     check_eval_report(report, source=str(path))
