@@ -275,6 +275,17 @@ def test_liger_requested_but_missing_fails_and_fa2_missing_warns():
     checks = plan_checks(plan, machine(), None)
     assert by_name(checks, "liger-kernel").status == FAIL
     assert by_name(checks, "flash-attn").status == WARN
+    # from a nerft config, `nerft train` stops on a missing fa2 (kernels.check_packages): so does the doctor
+    checks = plan_checks(replace(plan, nerft_config=True), machine(), None)
+    assert by_name(checks, "flash-attn").status == FAIL and "nerft train stops" in by_name(checks, "flash-attn").message
+
+
+def test_deepspeed_requested_but_missing_fails():
+    plan = TrainingPlan(**{**QWEN7B, "deepspeed": "zero2"})
+    check = by_name(plan_checks(plan, machine(), None), "deepspeed")
+    assert check.status == FAIL and check.fix.startswith("pip install deepspeed")
+    with_deepspeed = machine(modules={"flash_attn": False, "liger_kernel": False, "bitsandbytes": False, "deepspeed": True})
+    assert "deepspeed" not in [check.name for check in plan_checks(plan, with_deepspeed, None)]
 
 
 def test_diagnose_7b_lora_fits_an_h100_and_a_4090_but_not_a_t4():

@@ -208,6 +208,13 @@ def test_a_sectioned_nerft_config_is_read(tmp_path):
     # packing: one pack of about 4 mean examples, round_up(4 * 53.2 = 212.8) = 216, one pack per device
     assert (plan.cutoff_len, plan.per_device_train_batch_size, plan.packing) == (216, 1, True)
     assert "holds about 4.1 examples" in plan.sequence_note
+    assert plan.nerft_config and plan.deepspeed is None
+    zero2 = tmp_path / "zero2.yaml"
+    zero2.write_text(path.read_text().replace("method:\n", "method:\n  deepspeed: zero2\n"))
+    assert read_training_plan(zero2).deepspeed == "zero2"
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("model_name_or_path: x\ndeepspeed: ds.json\n")
+    assert (read_training_plan(flat).nerft_config, read_training_plan(flat).deepspeed) == (False, "ds.json")
     assert plan.enable_liger_kernel is False
 
 

@@ -284,9 +284,16 @@ def check_quantization(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> lis
 def check_plan_kernels(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list[Check]:
     checks = []
     if plan.flash_attn in ("fa2", "fa3") and not snapshot.modules.get("flash_attn"):
+        # LLaMA-Factory falls back to the default attention; `nerft train` stops (kernels.check_packages).
+        status, outcome = (FAIL, "nerft train stops") if plan.nerft_config else (WARN, "LLaMA-Factory falls back to the default attention")
         checks.append(Check(
-            "flash-attn", WARN, f"flash_attn: {plan.flash_attn} but flash-attn is not installed: LLaMA-Factory falls back to the default attention",
+            "flash-attn", status, f"flash_attn: {plan.flash_attn} but flash-attn is not installed: {outcome}",
             fix="pip install flash-attn --no-build-isolation  (or set flash_attn: auto)",
+        ))
+    if plan.deepspeed and not snapshot.modules.get("deepspeed"):
+        checks.append(Check(
+            "deepspeed", FAIL, f"deepspeed: {plan.deepspeed} but deepspeed is not installed: the launch stops",
+            fix="pip install deepspeed  (or remove deepspeed from the config)",
         ))
     if plan.enable_liger_kernel and not snapshot.modules.get("liger_kernel"):
         checks.append(Check(

@@ -172,6 +172,8 @@ class TrainingPlan:
     packing: bool = False  # packing or neat_packing: a micro-batch is one sequence of the examples
     flash_attn: str = "auto"
     enable_liger_kernel: bool = False
+    deepspeed: str | None = None  # zero2, zero3 or a DeepSpeed JSON file
+    nerft_config: bool = False  # a nerft config: `nerft train` runs it, and stops where LLaMA-Factory would only warn
     source: str = ""  # the config file it came from
 
     @property

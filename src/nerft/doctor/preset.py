@@ -40,7 +40,7 @@ def plan_from_llamafactory_args(args: dict[str, Any], *, source: str = "") -> Tr
     typed = {
         "finetuning_type": str, "quantization_bit": int, "bf16": _bool, "fp16": _bool, "pure_bf16": _bool,
         "cutoff_len": int, "per_device_train_batch_size": int, "lora_rank": int, "lora_target": _list,
-        "freeze_trainable_layers": int, "flash_attn": str, "enable_liger_kernel": _bool,
+        "freeze_trainable_layers": int, "flash_attn": str, "enable_liger_kernel": _bool, "deepspeed": str,
     }
     for key, convert in typed.items():
         if args.get(key) is not None:
@@ -76,11 +76,11 @@ def read_training_plan(path: str | os.PathLike) -> TrainingPlan:
 
     path = resolve_config_path(path)
     data, _ = read_yaml(path)
-    if set(data) <= set(SECTIONS):
-        args = _nerft_config_args(path)
-    else:
-        args = flatten_config(data)
-    return plan_from_llamafactory_args(args, source=str(path))
+    nerft_config = set(data) <= set(SECTIONS)
+    args = _nerft_config_args(path) if nerft_config else flatten_config(data)
+    plan = plan_from_llamafactory_args(args, source=str(path))
+    plan.nerft_config = nerft_config
+    return plan
 
 
 def _nerft_config_args(path: Path) -> dict[str, Any]:

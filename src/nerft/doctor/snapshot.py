@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nerft.doctor.compat import OPTIONAL_PACKAGES, TESTED_WITH
+from nerft.training import kernels
 
 PACKAGES = [*TESTED_WITH, *OPTIONAL_PACKAGES]
-MODULES = {"flash_attn": "flash-attn", "liger_kernel": "liger-kernel", "bitsandbytes": "bitsandbytes"}
 BUILT_AGAINST_TORCH = ("torchvision", "torchaudio", "vllm")  # their wheels pin the torch they were compiled for
 NVIDIA_SMI_TIMEOUT = 20  # seconds; a wedged driver can make nvidia-smi hang
 
@@ -121,7 +121,7 @@ def _probe_packages(snapshot: EnvironmentSnapshot) -> None:
             pin = _torch_requirement(name)
             if pin:
                 snapshot.torch_pins[name] = pin
-    for module, _distribution in MODULES.items():
+    for module in kernels.OPTIONAL_PACKAGES:  # the modules `nerft train` checks before a launch
         snapshot.modules[module] = importlib.util.find_spec(module) is not None
 
 
