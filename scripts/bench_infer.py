@@ -15,7 +15,6 @@ Qwen2 built on the spot (`nerft.models.tiny`; --tokenizer builds it with a real 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -153,7 +152,9 @@ def main(argv=None) -> int:
         print(f"bench_infer: error: {args.dev}: no such file (pass --dev)", file=sys.stderr)
         return 1
     result = run(args)
-    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_result(result))
+    from nerft.bench.report import json_text
+
+    print(json_text(result) if args.json else format_result(result))
     return 0 if all(run["identical"] == run["requests"] for run in result["batched"]) else 1
 
 

@@ -13,7 +13,6 @@ RSS. The growth check writes synthetic files of SMALL and LARGE records made fro
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -103,7 +102,9 @@ def main(argv=None) -> int:
         print(f"bench_prepare: error: {args.train}: no such file (pass --train)", file=sys.stderr)
         return 1
     result = run(args.train, args.small, args.large, args.tmp)
-    print(json.dumps(result, indent=2) if args.json else format_result(result))
+    from nerft.bench.report import json_text
+
+    print(json_text(result) if args.json else format_result(result))
     return 0 if result["memory"]["passes"] else 1
 
 

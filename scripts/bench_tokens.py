@@ -16,7 +16,6 @@ parser `nerft eval` uses, and scored against the record's entities: F1 must be 1
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -125,7 +124,9 @@ def main(argv=None) -> int:
             print(f"bench_tokens: error: {path}: not found (pass --train / --tokenizer)", file=sys.stderr)
             return 1
     result = run(args.train, args.tokenizer, limit=args.limit, batch_size=args.batch_size, cutoff_len=args.cutoff_len)
-    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_result(result))
+    from nerft.bench.report import json_text
+
+    print(json_text(result) if args.json else format_result(result))
     passes = result["ratios"]["tokens_per_sample"] <= MAX_RATIO and result["round_trip"]["f1"] == 1.0
     return 0 if passes else 1
 

@@ -16,7 +16,6 @@ weights do not change the speed) with the --tokenizer given.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -157,7 +156,9 @@ def main(argv=None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="nerft-bench-train-") as folder:
             result = run(args, Path(folder))
-    print(json.dumps(result, indent=2) if args.json else format_result(result))
+    from nerft.bench.report import json_text
+
+    print(json_text(result) if args.json else format_result(result))
     return 0
 
 

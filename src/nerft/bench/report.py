@@ -29,5 +29,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def print_json(data: object) -> None:
-    print(json.dumps(data, ensure_ascii=False, indent=2))
+def json_text(data: object) -> str:
+    """A result as the scripts print it with --json (readable Chinese, indented)."""
+    return json.dumps(data, ensure_ascii=False, indent=2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 from typing import Any, Callable
 
 import typer
@@ -46,6 +45,3 @@ def log(message: str) -> None:
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
-
-def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()

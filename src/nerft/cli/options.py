@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-RunDir = Annotated[Path, typer.Option("--run", help="A training run folder (made by `nerft train`).")]
 OptionalRunDir = Annotated[Optional[Path], typer.Option("--run", help="A training run folder (made by `nerft train`).")]
 Engine = Annotated[
     Optional[str], typer.Option("--engine", help="hf (transformers, CPU or GPU), vllm (GPU) or openai (any OpenAI-compatible endpoint).")

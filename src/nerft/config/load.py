@@ -49,7 +49,7 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
     raise ConfigError(f"{path}: no such config file", hint=f"give a YAML file, or a preset: {', '.join(PRESETS)}")
 
 
-def load_config(name_or_path: str | os.PathLike, *, overrides: list[str] | tuple[str, ...] = (), check_llamafactory_keys: bool = True) -> LoadedConfig:
+def load_config(name_or_path: str | os.PathLike, *, overrides: list[str] | tuple[str, ...] = ()) -> LoadedConfig:
     """Read, override and validate a config; raise `ConfigError` listing every problem."""
     path = resolve_config_path(name_or_path)
     data, lines = read_yaml(path)
@@ -81,7 +81,7 @@ def load_config(name_or_path: str | os.PathLike, *, overrides: list[str] | tuple
         for error in exc.errors():
             loc = tuple(str(part) for part in error["loc"])
             report(loc, describe(loc, error))
-    for loc, message in passthrough_problems(data, check_llamafactory_keys):
+    for loc, message in passthrough_problems(data):
         report(loc, f"{'.'.join(loc)}: {message}")
     if problems:
         count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
@@ -107,7 +107,7 @@ def describe(loc: tuple[str, ...], error: dict) -> str:
     return f"{'.'.join(loc)}: {message}" if loc else message
 
 
-def passthrough_problems(data: dict, check_llamafactory_keys: bool = True) -> list[tuple[tuple[str, str], str]]:
+def passthrough_problems(data: dict) -> list[tuple[tuple[str, str], str]]:
     """Keys in LLaMA-Factory sections that nerft does not declare: each must be a LLaMA-Factory argument.
 
     Read from the raw mapping, so these are reported together with the schema's own problems.
@@ -122,11 +122,9 @@ def passthrough_problems(data: dict, check_llamafactory_keys: bool = True) -> li
         return []
     problems = []
     seen: dict[str, str] = {}
-    known = None
-    if check_llamafactory_keys:
-        from nerft.config.llamafactory_args import argument_names
+    from nerft.config.llamafactory_args import argument_names
 
-        known = argument_names()
+    known = argument_names()
     for section, keys in extras.items():
         for key in keys:
             key = str(key)
@@ -137,7 +135,7 @@ def passthrough_problems(data: dict, check_llamafactory_keys: bool = True) -> li
                 problems.append((loc, f"belongs in {declared_in[key]}.{key}"))
             elif key in seen:
                 problems.append((loc, f"also given as {seen[key]}.{key}"))
-            elif known is not None and key not in known:
+            elif key not in known:
                 problems.append((loc, "unknown key (neither nerft's nor a LLaMA-Factory argument)" + _suggestion(key, known)))
             seen.setdefault(key, section)
     return problems

@@ -42,12 +42,7 @@ class Image:
     alt: str
 
 
-@dataclass
-class Preformatted:
-    text: str
-
-
-Block = Union[Heading, Paragraph, Table, Image, Preformatted]
+Block = Union[Heading, Paragraph, Table, Image]
 
 
 @dataclass
@@ -78,9 +73,6 @@ def render_markdown(page: Page, *, base_dir: str | os.PathLike) -> str:
         elif isinstance(block, Image):
             relative = os.path.relpath(block.path, base_dir).replace(os.sep, "/")
             out += [f"![{_md_cell(block.alt)}]({relative})", ""]
-        elif isinstance(block, Preformatted):
-            fence = "````" if "```" in block.text else "```"
-            out += [fence, block.text.rstrip("\n"), fence, ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -104,8 +96,6 @@ def render_html(page: Page) -> str:
         elif isinstance(block, Image):
             data = base64.b64encode(Path(block.path).read_bytes()).decode("ascii")
             body.append(f'<p><img alt="{html.escape(block.alt, quote=True)}" src="data:image/png;base64,{data}"></p>')
-        elif isinstance(block, Preformatted):
-            body.append(f"<pre>{html.escape(block.text)}</pre>")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(page.title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"

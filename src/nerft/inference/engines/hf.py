@@ -22,13 +22,13 @@ DEFAULT_BATCH_SIZE = 8
 class HFEngine:
     name = "hf"
 
-    def __init__(self, source: ModelSource, *, batch_size: int | None = None, device: str | None = None):
+    def __init__(self, source: ModelSource, *, batch_size: int | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.source = source
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source.model)
             model = AutoModelForCausalLM.from_pretrained(source.model, dtype="auto")

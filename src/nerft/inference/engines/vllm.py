@@ -23,13 +23,11 @@ DEFAULT_BATCH_SIZE = 1024
 LORA_NAME = "nerft"
 
 
-def vllm_engine_args(source: ModelSource, *, max_model_len: int | None = None, seed: int = 0) -> dict:
+def vllm_engine_args(source: ModelSource) -> dict:
     """Keyword arguments for `vllm.LLM(...)`."""
-    args: dict = {"model": source.model, "tokenizer": source.model, "seed": seed}
+    args: dict = {"model": source.model, "tokenizer": source.model, "seed": 0}
     if source.adapter is not None:
         args.update(enable_lora=True, max_lora_rank=vllm_max_lora_rank(source.lora_rank), max_loras=1)
-    if max_model_len:
-        args["max_model_len"] = max_model_len
     return args
 
 
@@ -54,7 +52,6 @@ class VLLMEngine:
         *,
         batch_size: int | None = None,
         structured: bool = True,
-        max_model_len: int | None = None,
     ):
         try:
             import vllm
@@ -65,7 +62,7 @@ class VLLMEngine:
         self.fmt = fmt
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         self.structured = structured
-        self.llm = vllm.LLM(**vllm_engine_args(source, max_model_len=max_model_len))
+        self.llm = vllm.LLM(**vllm_engine_args(source))
         self.template = ChatTemplate.load(source.template, self.llm.get_tokenizer())
         self.lora_request = None
         if source.adapter is not None:
