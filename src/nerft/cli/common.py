@@ -44,4 +44,3 @@ def log(message: str) -> None:
 
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
-
