@@ -24,6 +24,8 @@ from nerft.prompts import CLUENER_LABELS, PromptFormat, get_format
 RUN_MANIFEST = "run.json"
 RUN_CONFIG = "nerft.yaml"
 LLAMAFACTORY_TRAIN = "llamafactory_train.yaml"
+EVAL_DIR = "eval"  # `nerft eval --run` writes RUN/eval/<gold name>/report.json; `nerft report` reads it
+EVAL_REPORT = "report.json"
 
 
 @dataclass

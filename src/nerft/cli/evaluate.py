@@ -37,41 +37,37 @@ def command(
             raise ConfigError("give --predictions FILE, or --run RUN_DIR / --endpoint URL to predict the gold sentences first")
         if report is not None or errors is not None:
             raise ConfigError("with --run/--endpoint the report and errors go into --out-dir")
-        from nerft.inference.scoring import predict_and_score
+        from nerft.inference.scoring import ERRORS, REPORT, predict_and_score
         from nerft.runfolder import load_run
 
         evaluation = predict_and_score(
             gold=gold, run=load_run(run_dir) if run_dir is not None else None, engine=engine, endpoint=endpoint,
             out_dir=out_dir, model=model, api_key=api_key, batch_size=batch_size, concurrency=concurrency,
         )
-        write_readable_report(evaluation.to_dict(), evaluation.out_dir / "report.json")
-        if json_output:
-            print_json(evaluation.to_dict())
-        else:
-            typer.echo(evaluation.format())
+        finish(evaluation, report=evaluation.out_dir / REPORT, errors=evaluation.out_dir / ERRORS, json_output=json_output)
         return
     if run_dir is not None or endpoint is not None or engine is not None:
         raise ConfigError("--predictions scores a file; --run, --endpoint and --engine predict: give one or the other")
     from nerft.metrics.evaluate import score_prediction_files
 
-    result = score_prediction_files(gold=gold, predictions=predictions)
-    write_outputs(result, report=report, errors=errors)
-    if json_output:
-        print_json(result.to_dict())
-    else:
-        typer.echo(result.format())
+    finish(score_prediction_files(gold=gold, predictions=predictions), report=report, errors=errors, json_output=json_output)
 
 
-def write_outputs(result, *, report: Path | None, errors: Path | None) -> None:
-    """The report JSON and the errors JSON Lines, each written atomically."""
+def finish(result, *, report: Path | None, errors: Path | None, json_output: bool) -> None:
+    """Write the report JSON (with report.md and its chart) and the errors JSON Lines, each
+    atomically, then print the result."""
     from nerft.io import write_json_atomic, write_jsonl_atomic
 
+    data = result.to_dict()
     if report is not None:
-        data = result.to_dict()
         write_json_atomic(report, data)
         write_readable_report(data, report)
     if errors is not None:
-        write_jsonl_atomic(errors, result.errors())
+        write_jsonl_atomic(errors, data["errors"])
+    if json_output:
+        print_json(data)
+    else:
+        typer.echo(result.format())
 
 
 def write_readable_report(data: dict, report: Path) -> None:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from nerft.errors import ConfigError
 from nerft.inference.predictions import PredictionCounts
-from nerft.runfolder import RunInfo
+from nerft.runfolder import EVAL_DIR, EVAL_REPORT, RunInfo
 
 PREDICTIONS = "predictions.jsonl"
-REPORT = "report.json"
+REPORT = EVAL_REPORT
 ERRORS = "errors.jsonl"
 
 
@@ -54,21 +54,19 @@ def predict_and_score(
     out_dir: str | os.PathLike | None = None,
     **engine_options,
 ) -> ModelEvaluation:
-    """Predict every gold sentence (resumably) and score the answers; write the three files."""
+    """Predict every gold sentence (resumably, into `out_dir/predictions.jsonl`) and score the answers.
+
+    `nerft eval` writes the report and errors beside the predictions (`REPORT`, `ERRORS`)."""
     from nerft.inference.predict import predict
-    from nerft.io import write_json_atomic, write_jsonl_atomic
     from nerft.metrics.evaluate import evaluate, load_gold
 
     if out_dir is None:
         if run is None:
             raise ConfigError("--endpoint without --run needs --out-dir (where predictions and the report go)")
-        out_dir = Path(run.run_dir) / "eval" / Path(gold).stem
+        out_dir = Path(run.run_dir) / EVAL_DIR / Path(gold).stem
     out_dir = Path(out_dir)
     records = load_gold(gold)
     rows: list[dict] = []
     counts = predict(records, run=run, engine=engine, endpoint=endpoint, prompt=prompt, out=out_dir / PREDICTIONS, sink=rows.append, **engine_options)
     report = evaluate(records, [row["predict"] for row in rows])
-    evaluation = ModelEvaluation(report, counts, out_dir)
-    write_json_atomic(out_dir / REPORT, evaluation.to_dict())
-    write_jsonl_atomic(out_dir / ERRORS, report.errors())
-    return evaluation
+    return ModelEvaluation(report, counts, out_dir)

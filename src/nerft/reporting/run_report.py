@@ -27,12 +27,9 @@ from nerft.reporting.page import (
     render_html,
     render_markdown,
 )
-from nerft.runfolder import LLAMAFACTORY_TRAIN, RUN_CONFIG, RUN_MANIFEST
+from nerft.runfolder import EVAL_DIR, EVAL_REPORT, LLAMAFACTORY_TRAIN, RUN_CONFIG, RUN_MANIFEST
+from nerft.training.summary import RESULT_FILES, TRAINER_LOG
 
-TRAINER_LOG = "trainer_log.jsonl"
-RESULTS_FILES = ("all_results.json", "train_results.json")
-EVAL_DIR = "eval"
-EVAL_REPORT = "report.json"
 # The settings a reader compares first, in LLaMA-Factory's names.
 SUMMARY_KEYS = (
     "model_name_or_path", "template", "finetuning_type", "lora_rank", "lora_alpha", "lora_target", "quantization_bit",
@@ -76,7 +73,7 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord:
         record.manifest = _read_json(run_dir / RUN_MANIFEST)
     record.settings = _settings(run_dir)
     record.log = read_trainer_log(run_dir / TRAINER_LOG)
-    for name in RESULTS_FILES:
+    for name in RESULT_FILES:
         if (run_dir / name).is_file():
             record.results = _read_json(run_dir / name)
             break
