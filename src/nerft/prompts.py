@@ -44,6 +44,12 @@ SEED_INSTRUCTION = (
 )
 
 
+def alpaca_user_turn(example: dict) -> str:
+    """The user turn of an alpaca example as LLaMA-Factory's converter builds it: instruction and
+    input joined with a newline, empty parts left out."""
+    return "\n".join(part for part in (example.get("instruction"), example.get("input")) if part)
+
+
 @dataclass(frozen=True)
 class PromptFormat:
     """What goes into the system prompt and instruction, and how entities are written out."""
@@ -79,8 +85,7 @@ class PromptFormat:
 
     def user_message(self, text: str) -> str:
         """The user turn at inference, exactly as LLaMA-Factory renders it at training."""
-        example = self.example(CluenerRecord(text=text, labelled=False))
-        return "\n".join(part for part in (example["instruction"], example["input"]) if part)
+        return alpaca_user_turn(self.example(CluenerRecord(text=text, labelled=False)))
 
     def max_new_tokens(self, text: str) -> int:
         """A bound on the answer's length: every character of the sentence in an entity, plus markup.

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nerft.errors import DataError
+from nerft.prompts import alpaca_user_turn
 
 TEMPLATE_OVERHEAD_BOUND = 32  # special tokens, role names and newlines of any chat template, generously
 
@@ -85,11 +86,6 @@ def iter_alpaca_examples(dataset_dir: Path, dataset_names: Iterable[str]) -> Ite
         yield from examples
 
 
-def _user_message(example: dict) -> str:
-    # LLaMA-Factory's alpaca converter joins instruction and input with a newline.
-    return "\n".join(part for part in (example.get("instruction", ""), example.get("input", "")) if part)
-
-
 def measure_token_lengths(examples: Iterable[dict], *, tokenizer_dir: str | Path, template: str) -> LengthStats:
     """Token lengths of examples as LLaMA-Factory's supervised processor encodes them.
 
@@ -108,7 +104,7 @@ def measure_token_lengths(examples: Iterable[dict], *, tokenizer_dir: str | Path
     conversations = [
         (
             [
-                {"role": "user", "content": _user_message(example)},
+                {"role": "user", "content": alpaca_user_turn(example)},
                 {"role": "assistant", "content": example.get("output", "")},
             ],
             example.get("system") or None,
@@ -155,7 +151,7 @@ class _BatchedTokenizer:
 def bound_token_lengths(examples: Iterable[dict]) -> LengthStats:
     """An upper bound of token lengths without a tokenizer: UTF-8 bytes plus the template's tokens."""
     lengths = [
-        sum(len(part.encode("utf-8")) for part in (example.get("system") or "", _user_message(example), example.get("output", "")))
+        sum(len(part.encode("utf-8")) for part in (example.get("system") or "", alpaca_user_turn(example), example.get("output", "")))
         + TEMPLATE_OVERHEAD_BOUND
         for example in examples
     ]
