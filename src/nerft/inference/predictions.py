@@ -26,14 +26,20 @@ from nerft.io import write_json_atomic
 
 def prediction_row(record: CluenerRecord, generation: Generation, *, keep_unsupported: bool = False) -> dict:
     """The predictions-file row of one record: raw answer, parsed entities, dropped entities."""
+    from nerft.metrics.clue import split_in_text
     from nerft.metrics.parse import parse_output
 
     mentions = parse_output(generation.text)
-    entities, dropped = [], []
-    for label, text in dict.fromkeys(mentions or []):
-        (entities if keep_unsupported or text in record.text else dropped).append({"label": label, "text": text})
+    if keep_unsupported:
+        kept, dropped = list(dict.fromkeys(mentions or [])), []
+    else:
+        kept, dropped = split_in_text(mentions or [], record.text)
     row: dict = {} if record.id is None else {"id": record.id}
-    row.update(text=record.text, predict=generation.text, entities=entities, dropped=dropped)
+    row.update(
+        text=record.text, predict=generation.text,
+        entities=[{"label": label, "text": text} for label, text in kept],
+        dropped=[{"label": label, "text": text} for label, text in dropped],
+    )
     row["unparseable"] = mentions is None
     row["finish_reason"] = generation.finish_reason
     return row

@@ -20,6 +20,13 @@ from dataclasses import dataclass, field
 Mention = tuple[str, str]
 
 
+def split_in_text(mentions: Iterable[Mention], text: str) -> tuple[list[Mention], list[Mention]]:
+    """The distinct mentions in written order, split into those whose entity is a substring of
+    `text` and those that are not (which can never be a CLUE entity of that sentence)."""
+    distinct = list(dict.fromkeys(mentions))
+    return [m for m in distinct if m[1] in text], [m for m in distinct if m[1] not in text]
+
+
 @dataclass
 class LabelCounts:
     tp: int = 0

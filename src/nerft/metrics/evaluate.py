@@ -22,7 +22,7 @@ from nerft.data.load import load_records
 from nerft.data.readers import open_text
 from nerft.data.records import CluenerRecord
 from nerft.errors import DataError
-from nerft.metrics.clue import ClueScores, format_table, score_clue
+from nerft.metrics.clue import ClueScores, format_table, score_clue, split_in_text
 from nerft.metrics.parse import parse_output
 from nerft.metrics.spans import SpanScores, score_spans
 
@@ -94,10 +94,11 @@ def evaluate(gold: Sequence[CluenerRecord], predictions: Sequence[str]) -> EvalR
     if len(gold) != len(predictions):
         raise DataError(f"{len(predictions)} predictions for {len(gold)} gold records")
     parsed = [parse_output(raw) for raw in predictions]
-    predicted = [list(dict.fromkeys(mentions or [])) for mentions in parsed]
+    predicted = [mentions or [] for mentions in parsed]
     gold_mentions = [record.mentions() for record in gold]
-    in_text = [[(label, entity) for label, entity in mentions if entity in record.text] for record, mentions in zip(gold, predicted)]
-    not_in_text = sum(len(all_) - len(kept) for all_, kept in zip(predicted, in_text))
+    splits = [split_in_text(mentions, record.text) for record, mentions in zip(gold, predicted)]
+    in_text = [kept for kept, _ in splits]
+    not_in_text = sum(len(dropped) for _, dropped in splits)
     clue = score_clue(gold_mentions, predicted)
     spans = score_spans(gold, predicted)
     return EvalReport(gold, predictions, parsed, clue, spans, score_clue(gold_mentions, in_text), not_in_text)
