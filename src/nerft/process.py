@@ -74,7 +74,8 @@ def run_program(
     """Run `argv` as a child process, stream its output, and return its exit code.
 
     `env` holds variables added to (not replacing) this process's environment. Ctrl-C is passed
-    to the child, which gets the chance to stop cleanly; its exit code is still returned.
+    to the child, which gets 30 s to stop cleanly before SIGTERM and SIGKILL (`RunningProgram.stop`);
+    its exit code is still returned.
     """
     program = start_program(
         argv, env=env, cwd=cwd, install_hint=install_hint, stdout_to_stderr=stdout_to_stderr, on_line=on_line, log=log
@@ -82,12 +83,7 @@ def run_program(
     try:
         code = program.child.wait()
     except KeyboardInterrupt:
-        program.child.send_signal(signal.SIGINT)
-        try:
-            code = program.child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            program.child.kill()
-            code = program.child.wait()
+        return program.stop(grace=30)
     program.join_output()
     return code
 
