@@ -50,3 +50,26 @@ def test_a_shell_string_is_refused():
 
 def test_format_command_quotes_like_a_shell():
     assert format_command(["llamafactory-cli", "train", "my run/x.yaml"], {"NNODES": "2"}) == "NNODES=2 llamafactory-cli train 'my run/x.yaml'"
+
+
+def test_ctrl_c_is_passed_to_the_child_and_its_exit_code_returned(tmp_path):
+    import os
+    import signal
+    import threading
+
+    ready = tmp_path / "ready"
+    # The child says it is ready, then sleeps; a SIGINT makes it exit 3 (its own clean stop).
+    child = (
+        "import pathlib, signal, sys, time\n"
+        "signal.signal(signal.SIGINT, lambda *_: sys.exit(3))\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        "time.sleep(60)\n"
+    )
+
+    def interrupt_when_ready():
+        while not ready.exists():
+            threading.Event().wait(0.05)
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does to nerft
+
+    threading.Thread(target=interrupt_when_ready, daemon=True).start()
+    assert run_program([sys.executable, "-c", child]) == 3
