@@ -241,7 +241,7 @@ def check_model(plan: TrainingPlan, model_dir: str | None, estimate: MemoryEstim
 
 
 def check_precision(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list[Check]:
-    wanted = [name for name in ("bf16", "fp16", "pure_bf16") if getattr(plan, name)]
+    wanted = plan.mixed_precision
     if not wanted:
         return []
     setting = " and ".join(f"{name}: true" for name in wanted)

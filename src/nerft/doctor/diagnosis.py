@@ -106,7 +106,7 @@ def format_diagnosis(diagnosis: Diagnosis) -> str:
             method += f" (rank {plan.lora_rank}, target {plan.lora_target})"
         if plan.quantization_bit:
             method += f", {plan.quantization_bit}-bit base model"
-        precision = ", ".join(name for name in ("bf16", "fp16", "pure_bf16") if getattr(plan, name)) or "float32 (no bf16/fp16)"
+        precision = ", ".join(plan.mixed_precision) or "float32 (no bf16/fp16)"
         lines.append(f"  method          {method}; {precision}")
         rows = "pack" if plan.packing else "sequence"
         batch = f"{plan.per_device_train_batch_size} {rows}{'s' if plan.per_device_train_batch_size > 1 else ''} of {plan.cutoff_len} tokens"

@@ -177,9 +177,14 @@ class TrainingPlan:
     source: str = ""  # the config file it came from
 
     @property
+    def mixed_precision(self) -> list[str]:
+        """The precision flags that are on: bf16, fp16, pure_bf16."""
+        return [name for name in ("bf16", "fp16", "pure_bf16") if getattr(self, name)]
+
+    @property
     def needs_cuda(self) -> bool:
         """bf16/fp16 mixed precision and bitsandbytes quantization fail without a CUDA GPU."""
-        return self.bf16 or self.fp16 or self.pure_bf16 or self.quantization_bit is not None
+        return bool(self.mixed_precision) or self.quantization_bit is not None
 
     def lora_modules(self) -> list[str]:
         targets = [name.strip() for name in self.lora_target.split(",") if name.strip()]
