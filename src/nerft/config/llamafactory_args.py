@@ -30,6 +30,9 @@ from typing import Any
 
 from nerft.errors import ConfigError
 
+LLAMAFACTORY_CLI = "llamafactory-cli"
+INSTALL_HINT = "pip install llamafactory==0.9.5 (nerft's dependency; is nerft's virtual environment active?)"
+
 
 def installed_versions() -> dict[str, str]:
     versions = {}
@@ -49,7 +52,7 @@ def argument_names() -> frozenset[str]:
     if versions["llamafactory"] == "absent":
         from nerft.errors import EnvironmentProblem
 
-        raise EnvironmentProblem("LLaMA-Factory is not installed", hint="pip install llamafactory==0.9.5")
+        raise EnvironmentProblem("LLaMA-Factory is not installed", hint=INSTALL_HINT)
     path = cache_dir() / f"llamafactory-{versions['llamafactory']}-transformers-{versions['transformers']}-args.json"
     if path.is_file():
         with contextlib.suppress(ValueError, OSError):

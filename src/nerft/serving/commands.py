@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nerft.config.llamafactory_args import INSTALL_HINT, LLAMAFACTORY_CLI
 from nerft.errors import ConfigError
 from nerft.inference.source import ModelSource, resolve_model, vllm_max_lora_rank
 from nerft.runfolder import RunInfo
@@ -24,7 +25,6 @@ from nerft.runfolder import RunInfo
 LLAMAFACTORY_API = "llamafactory_api.yaml"
 LLAMAFACTORY_BACKENDS = ("huggingface", "vllm", "sglang")
 SERVER_ENGINES = ("llamafactory", "vllm")
-LLAMAFACTORY_INSTALL = "pip install llamafactory==0.9.5"
 VLLM_INSTALL = "pip install vllm (on a CUDA machine), or serve with --engine llamafactory"
 
 
@@ -68,7 +68,7 @@ def llamafactory_api_command(
     env = {"API_HOST": host, "API_PORT": str(port), "API_MODEL_NAME": model_name, "API_VERBOSE": "1" if log_requests else "0"}
     if api_key:
         env["API_KEY"] = api_key
-    return ServerCommand(["llamafactory-cli", "api", str(config_file)], env, model_name, LLAMAFACTORY_INSTALL, config_file, config)
+    return ServerCommand([LLAMAFACTORY_CLI, "api", str(config_file)], env, model_name, INSTALL_HINT, config_file, config)
 
 
 def vllm_server_command(

@@ -63,7 +63,8 @@ def export_run(
     """Merge the run's adapter into `out`; return (llamafactory-cli's exit code, the merged folder)."""
     import yaml
 
-    from nerft.training.launch import INSTALL_HINT, export_command
+    from nerft.config.llamafactory_args import INSTALL_HINT
+    from nerft.training.launch import export_command
 
     info = load_run(Path(run_dir).resolve())
     check_exportable(info)

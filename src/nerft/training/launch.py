@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nerft.config.llamafactory_args import LLAMAFACTORY_CLI
 from nerft.config.load import PRESETS_DIR
 from nerft.config.schema import DEEPSPEED_PRESETS, LaunchSection
 from nerft.errors import ConfigError
 
-LLAMAFACTORY_CLI = "llamafactory-cli"
-INSTALL_HINT = "pip install llamafactory==0.9.5 (nerft's dependency; is nerft's virtual environment active?)"
 DEEPSPEED_FILES = {"zero2": "ds_z2_config.json", "zero3": "ds_z3_config.json"}
 
 

@@ -104,8 +104,9 @@ def train(
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train (or with `dry_run`, only render) a run; `TrainResult.exit_code` is `llamafactory-cli`'s."""
+    from nerft.config.llamafactory_args import INSTALL_HINT
     from nerft.training import kernels, lengths
-    from nerft.training.launch import INSTALL_HINT, deepspeed_config_path, train_command
+    from nerft.training.launch import deepspeed_config_path, train_command
 
     loaded = load_config(config, overrides=list(overrides))
     cfg = resolve_paths(loaded.config)
