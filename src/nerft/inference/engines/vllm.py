@@ -59,11 +59,14 @@ class VLLMEngine:
             raise EnvironmentProblem("the vllm engine needs vLLM", hint="pip install vllm on a CUDA machine, or use --engine hf") from None
         self._vllm = vllm
         self.source = source
-        self.fmt = fmt
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
-        self.structured = structured
         self.llm = vllm.LLM(**vllm_engine_args(source))
         self.template = ChatTemplate.load(source.template, self.llm.get_tokenizer())
+        # What every request shares, built once: only max_tokens differs between requests.
+        self._fixed_params = {"temperature": 0.0, "stop_token_ids": self.template.stop_token_ids, "skip_special_tokens": True}
+        if structured:
+            key, value = structured_params(fmt)
+            self._fixed_params[key] = value
         self.lora_request = None
         if source.adapter is not None:
             from vllm.lora.request import LoRARequest
@@ -74,17 +77,7 @@ class VLLMEngine:
         return {"engine": self.name, "model": self.source.model, "adapter": str(self.source.adapter) if self.source.adapter else None}
 
     def sampling_params(self, request: ChatRequest):
-        extra = {}
-        if self.structured:
-            key, value = structured_params(self.fmt)
-            extra[key] = value
-        return self._vllm.SamplingParams(
-            temperature=0.0,
-            max_tokens=request.max_new_tokens,
-            stop_token_ids=self.template.stop_token_ids,
-            skip_special_tokens=True,
-            **extra,
-        )
+        return self._vllm.SamplingParams(max_tokens=request.max_new_tokens, **self._fixed_params)
 
     def generate(self, requests: Iterable[ChatRequest]) -> Iterator[Generation]:
         for batch in batched(requests, self.batch_size):
