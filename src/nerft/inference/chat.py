@@ -2,7 +2,7 @@
 
 Training wrote alpaca examples (`PromptFormat.example`), and LLaMA-Factory turned each into
 `system` + one user turn with its chat template. Inference must send the same: the system prompt
-and user message come from the run's prompt format (`chat_messages`), and engines that tokenize
+and user message come from the run's prompt format (`ChatRequest.for_text`), and engines that tokenize
 themselves (hf, vllm) encode them with `ChatTemplate`, which reproduces LLaMA-Factory's encoding:
 every rendered slot encoded on its own, without special tokens added by the tokenizer.
 
@@ -15,18 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nerft.prompts import PromptFormat
-
 # LLaMA-Factory 0.9.5, data/template.py, register_template(name="qwen", ...).
 QWEN_SYSTEM = "<|im_start|>system\n{content}<|im_end|>\n"
 QWEN_USER = "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
 QWEN_STOP_WORDS = ("<|im_end|>",)
 NATIVE_TEMPLATES = ("qwen",)
-
-
-def chat_messages(fmt: PromptFormat, text: str) -> list[dict[str, str]]:
-    """The OpenAI-style messages for one sentence: the run's system prompt, then the user turn."""
-    return [{"role": "system", "content": fmt.system}, {"role": "user", "content": fmt.user_message(text)}]
 
 
 def render_qwen(system: str, user: str) -> str:

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from nerft.inference.chat import chat_messages
 from nerft.prompts import PromptFormat
 
 ENGINES = ("hf", "vllm", "openai")
@@ -30,11 +29,12 @@ class ChatRequest:
 
     @classmethod
     def for_text(cls, fmt: PromptFormat, text: str) -> "ChatRequest":
-        system, user = (message["content"] for message in chat_messages(fmt, text))
-        return cls(text=text, system=system, user=user, max_new_tokens=fmt.max_new_tokens(text))
+        """The run's system prompt and user turn for one sentence."""
+        return cls(text=text, system=fmt.system, user=fmt.user_message(text), max_new_tokens=fmt.max_new_tokens(text))
 
     @property
     def messages(self) -> list[dict[str, str]]:
+        """The OpenAI-style messages: the system prompt, then the user turn."""
         return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
 
 
