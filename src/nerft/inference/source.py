@@ -32,6 +32,10 @@ class ModelSource:
     def lora_rank(self) -> int | None:
         return lora_rank(self.adapter) if self.adapter is not None else None
 
+    def describe(self, engine: str) -> dict:
+        """What an engine loading these weights reports in a predictions summary."""
+        return {"engine": engine, "model": self.model, "adapter": str(self.adapter) if self.adapter else None}
+
 
 def resolve_model(run: RunInfo, *, merged: bool = True) -> ModelSource:
     """The weights of `run`; `merged=False` ignores an exported merged model."""

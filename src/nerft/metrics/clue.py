@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-Mention = tuple[str, str]
+from nerft.metrics.parse import Mention
 
 
 def split_in_text(mentions: Iterable[Mention], text: str) -> tuple[list[Mention], list[Mention]]:

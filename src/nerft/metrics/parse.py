@@ -38,7 +38,7 @@ _TEXT_KEYS = ("text", "entity")
 _MENTION_LINE = re.compile(r"^(?:[-*•]\s+|\d{1,3}[.)、]\s*)?([\w-]+)\s*[:：]\s*(.*?)\s*$")
 _DECODER = json.JSONDecoder()
 
-Mention = tuple[str, str]
+Mention = tuple[str, str]  # (label, entity text)
 
 
 def parse_output(raw: str) -> list[Mention] | None:

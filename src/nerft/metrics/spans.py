@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nerft.data.records import CluenerRecord
+from nerft.metrics.parse import Mention
 
-Mention = tuple[str, str]
 Span = tuple[int, int, str]  # start, inclusive end, label
 
 

@@ -58,7 +58,7 @@ class HFEngine:
         return torch.float16
 
     def describe(self) -> dict:
-        return {"engine": self.name, "model": self.source.model, "adapter": str(self.source.adapter) if self.source.adapter else None}
+        return self.source.describe(self.name)
 
     def encode(self, request: ChatRequest) -> list[int]:
         return self.template.encode(request.system, request.user)

@@ -74,7 +74,7 @@ class VLLMEngine:
             self.lora_request = LoRARequest(LORA_NAME, 1, str(source.adapter))
 
     def describe(self) -> dict:
-        return {"engine": self.name, "model": self.source.model, "adapter": str(self.source.adapter) if self.source.adapter else None}
+        return self.source.describe(self.name)
 
     def sampling_params(self, request: ChatRequest):
         return self._vllm.SamplingParams(max_tokens=request.max_new_tokens, **self._fixed_params)
