@@ -102,3 +102,19 @@ def test_a_finished_download_is_renamed_into_place(monkeypatch):
     assert calls == [("Qwen/Qwen2.5-0.5B-Instruct", "v1", "Qwen2.5-0.5B-Instruct.partial")]
     assert path == download.model_cache_path("Qwen/Qwen2.5-0.5B-Instruct").resolve()
     assert (path / "config.json").is_file() and not path.with_name("Qwen2.5-0.5B-Instruct.partial").exists()
+
+
+@pytest.mark.parametrize("old", ["folder", "file", "none"])
+def test_replace_dir_puts_the_new_folder_in_place_of_whatever_was_there(tmp_path, old):
+    from nerft.io import replace_dir
+
+    target, staging = tmp_path / "model", tmp_path / "model.partial"
+    staging.mkdir()
+    (staging / "config.json").write_text("{}")
+    if old == "folder":
+        target.mkdir()
+        (target / "stale.bin").write_text("x")
+    elif old == "file":
+        target.write_text("not a folder")
+    replace_dir(staging, target)
+    assert sorted(p.name for p in target.iterdir()) == ["config.json"] and not staging.exists()

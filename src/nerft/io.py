@@ -62,3 +62,15 @@ def write_jsonl_atomic(path: str | os.PathLike, rows) -> int:
             handle.write("\n")
             count += 1
     return count
+
+
+def replace_dir(staging: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put the complete folder `staging` at `target`, removing what was there (folder or file)."""
+    import shutil
+
+    target = Path(target)
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    os.replace(staging, target)

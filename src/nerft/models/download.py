@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from nerft.errors import ModelError
+from nerft.io import replace_dir
 
 CACHE_VARIABLE = "NERFT_CACHE"
 TINY_MODEL = "nerft:tiny-qwen2"
@@ -126,9 +127,5 @@ def download_model(model_id: str, *, revision: str = "master", timeout: float = 
         raise ModelError(f"download of {model_id} failed: {exc}", hint=manual_fetch_hint(model_id, target)) from exc
     if not (staging / "config.json").is_file():
         raise ModelError(f"{model_id}: downloaded, but it has no config.json (not a transformers model?)")
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)
-    os.replace(staging, target)
+    replace_dir(staging, target)
     return target.resolve()

@@ -13,6 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
+from nerft.io import replace_dir
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -95,8 +97,7 @@ def build_tiny_qwen2(
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     (staging / MARKER).write_text(json.dumps(settings, indent=2))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(staging, out_dir)
+    replace_dir(staging, out_dir)
     return out_dir
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nerft import __version__
 from nerft.errors import ModelError
-from nerft.io import write_text_atomic
+from nerft.io import replace_dir, write_text_atomic
 from nerft.runfolder import RunInfo, load_run, write_run
 
 LLAMAFACTORY_EXPORT = "llamafactory_export.yaml"
@@ -92,9 +92,7 @@ def export_run(
     missing = [name for name in ("config.json", "tokenizer_config.json") if not (staging / name).is_file()]
     if missing:
         raise ModelError(f"llamafactory-cli export left no {', '.join(missing)} in {staging}")
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    staging.replace(out)
+    replace_dir(staging, out)
     write_run(replace(info, merged_model=out, adapter_dir=_as_stored(info.adapter_dir, Path(info.run_dir))))
     log(f"merged model {out} (run.json merged_model updated)")
     return 0, out
