@@ -47,16 +47,21 @@ def _unlabelled(source: str, line: int) -> Finding:
 
 def load_records(path: str | os.PathLike, labels: Iterable[str] | None = None) -> list[CluenerRecord]:
     """All records of a file, or a `DataError` listing the first errors with file and line."""
+    return collect_records(iter_checked(path, labels), empty=f"{path}: no records")
+
+
+def collect_records(checked_records: Iterable[CheckedRecord], *, empty: str) -> list[CluenerRecord]:
+    """The valid records, or a `DataError` listing the first errors (`empty` when there is none)."""
     records: list[CluenerRecord] = []
     errors: list[Finding] = []
-    for checked in iter_checked(path, labels):
+    for checked in checked_records:
         errors.extend(f for f in checked.findings if f.severity == "error")
         if checked.ok:
             records.append(checked.record)
     if errors:
         raise DataError(format_errors(errors))
     if not records:
-        raise DataError(f"{path}: no records")
+        raise DataError(empty)
     return records
 
 

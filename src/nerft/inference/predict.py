@@ -162,28 +162,21 @@ def predict(
 
 def records_from_lines(lines: Iterable[str], *, source: str = "<stdin>", labels: Sequence[str] | None = None) -> list[CluenerRecord]:
     """Records typed or piped in: one sentence a line, or one CLUE NER JSON object a line."""
-    from nerft.data.load import format_errors
-    from nerft.data.validate import check_json_record
+    from nerft.data.load import collect_records
+    from nerft.data.validate import CheckedRecord, check_json_record
 
-    records: list[CluenerRecord] = []
-    errors = []
-    for lineno, line in enumerate(lines, start=1):
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if stripped.startswith("{"):
+    def checked_lines():
+        for lineno, line in enumerate(lines, start=1):
+            stripped = line.strip()
+            if not stripped:
+                continue
+            if not stripped.startswith("{"):
+                yield CheckedRecord(CluenerRecord(text=stripped, labelled=False, source=source, line=lineno))
+                continue
             try:
                 value = json.loads(stripped)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{source}:{lineno}: broken JSON ({exc.msg})") from None
-            checked = check_json_record(value, source, lineno, labels)
-            errors.extend(f for f in checked.findings if f.severity == "error")
-            if checked.ok:
-                records.append(checked.record)
-        else:
-            records.append(CluenerRecord(text=stripped, labelled=False, source=source, line=lineno))
-    if errors:
-        raise DataError(format_errors(errors))
-    if not records:
-        raise DataError(f"{source}: no sentence to predict")
-    return records
+            yield check_json_record(value, source, lineno, labels)
+
+    return collect_records(checked_lines(), empty=f"{source}: no sentence to predict")
