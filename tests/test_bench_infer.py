@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from nerft.bench.inference import compare_batching, timed_generation
 from nerft.inference.engines import Generation, batched
@@ -30,13 +30,6 @@ class CountingEngine:
             for index, request in enumerate(batch):
                 wrong = len(batch) >= 3 and index == len(batch) - 1
                 yield Generation("?" if wrong else request, "stop")
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_timed_generation_sets_the_batch_size():

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from nerft.bench.machine import lscpu_fields, machine_line
 from nerft.bench.memory import measure_call
@@ -19,13 +19,6 @@ BASE = [
     {"text": "浙商银行企业", "label": {"company": {"浙商银行": [[0, 3]]}}},
     {"text": "在北京", "label": {"address": {"北京": [[1, 2]]}}},
 ]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_synthetic_records_cycle_through_the_base_with_unique_texts():

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from nerft.bench.roundtrip import round_trip_scores
 from nerft.bench.tokens import SampleTokens, count_sample_tokens, packing_cutoff_len, qwen_segments, summarize_tokens
@@ -27,13 +27,6 @@ class CharTokenizer:
     def __call__(self, texts, add_special_tokens=True):
         assert add_special_tokens is False  # LLaMA-Factory encodes template slots without them
         return {"input_ids": [[0] * len(SPECIAL.findall(text)) for text in texts]}
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_segments_follow_llamafactory_qwen_template():

@@ -10,17 +10,7 @@ from nerft.inference.engines import ChatRequest, Generation
 from nerft.inference.source import ModelSource, resolve_model
 from nerft.runfolder import load_run, write_run
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine, two spinning threads per process make the tiny
-    model 40 times slower (0.3 s against 15 s for 4 x 60 tokens)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -75,19 +75,12 @@ def test_eval_with_nothing_to_score_says_what_to_give(gold_file):
 
 
 @pytest.mark.slow
-def test_eval_run_with_the_hf_engine_writes_into_the_run_folder(tiny_run, sample_dir, tmp_path):
+def test_eval_run_with_the_hf_engine_writes_into_the_run_folder(tiny_run, sample_dir, tmp_path, one_thread):
     import shutil
-
-    import torch
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = CliRunner().invoke(app, ["eval", "--run", str(run_dir), "--engine", "hf", "--gold", str(sample_dir / "dev.jsonl")])
-    finally:
-        torch.set_num_threads(threads)
+    result = CliRunner().invoke(app, ["eval", "--run", str(run_dir), "--engine", "hf", "--gold", str(sample_dir / "dev.jsonl")])
     assert result.exit_code == 0, result.output
     out_dir = run_dir / "eval" / "dev"
     assert {"errors.jsonl", "predictions.jsonl", "report.json"} <= {p.name for p in out_dir.iterdir()}

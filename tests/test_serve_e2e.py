@@ -21,21 +21,9 @@ STARTUP_TIMEOUT = 300
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    # The server child gets OMP_NUM_THREADS=1 too: on a shared 2-core machine, spinning torch
-    # threads slow the tiny model down 40 times, and equal thread counts mean equal arithmetic.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def served(tiny_run, tmp_path_factory, one_thread):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the server child too: equal thread counts, equal arithmetic
     with open(log, "w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "nerft", "serve", str(tiny_run), "--port", "0", "--json"],
