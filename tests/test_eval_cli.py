@@ -211,5 +211,5 @@ def test_entities_not_in_their_sentence_are_scored_both_ways(tmp_path):
     assert (data["in_text"]["micro"]["precision"], data["in_text"]["micro"]["f1"]) == pytest.approx((1.0, 6 / 7))
     assert "entities not in their sentence: 1; without them: micro F1 0.8571 (precision 1.0000, recall 0.7500)" in result.stdout
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
-    assert "1 predicted entities are not in their sentence (counted as wrong above). Without them, as `nerft predict` keeps" in markdown
+    assert "1 predicted entities are not in their sentence (counted as wrong above). Without them (`nerft predict` drops them by default):" in markdown
     assert "micro F1 0.8571 (precision 1.0000, recall 0.7500)" in markdown

@@ -84,7 +84,7 @@ def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Bl
     if in_text.get("micro"):
         blocks.append(Paragraph(
             f"{in_text.get('not_in_text', 0)} predicted entities are not in their sentence (counted as wrong above). "
-            f"Without them, as `nerft predict` keeps its entities by default: {_scores(in_text['micro'], in_text.get('macro', {}))}."
+            f"Without them (`nerft predict` drops them by default): {_scores(in_text['micro'], in_text.get('macro', {}))}."
         ))
     seqeval = report.get("seqeval") or {}
     if seqeval.get("micro"):
