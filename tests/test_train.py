@@ -258,6 +258,8 @@ def test_summary_is_read_from_llamafactory_files(tmp_path):
         f"adapter      {tmp_path / 'adapter_model.safetensors'}",
         f"loss plot    {tmp_path / 'training_loss.png'}",
     ]
+    # resumed: the trainer's 6.6 covers only the resumed steps; the logged losses give (6.9 + 6.25) / 2
+    assert read_summary(tmp_path, packed=True, resumed=True).train_loss == pytest.approx(6.575)
 
 
 def test_summary_of_an_empty_folder_says_what_is_missing(tmp_path):

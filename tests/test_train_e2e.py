@@ -118,3 +118,7 @@ def test_resume_continues_a_copy_of_the_run_from_its_last_checkpoint(trained, tm
     assert "Resuming training from checkpoint with epoch 1 and global step 10" in result.stderr
     assert result.stdout.splitlines()[1].startswith("steps        12/12 ")
     assert (run / "checkpoint-12").is_dir()
+    # the mean is over every logged loss, before and after the resume (not the trainer's resumed-only figure)
+    rows = [json.loads(line) for line in (run / "trainer_log.jsonl").read_text().splitlines() if line.strip()]
+    losses = [row["loss"] for row in rows if "loss" in row]
+    assert len(losses) >= 2 and f"(mean {sum(losses) / len(losses):.4f})" in result.stdout.splitlines()[2]

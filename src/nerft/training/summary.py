@@ -25,7 +25,7 @@ class TrainSummary:
     steps: int | None = None
     total_steps: int | None = None
     final_loss: float | None = None  # loss of the last logging step
-    train_loss: float | None = None  # mean over the run, from the trainer
+    train_loss: float | None = None  # mean over the run: the trainer's, or of the logged losses after a resume
     eval_loss: float | None = None
     epoch: float | None = None
     runtime_s: float | None = None
@@ -67,9 +67,13 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{rest:05.2f} ({seconds:.1f} s)"
 
 
-def read_summary(run_dir: str | Path, *, packed: bool = False) -> TrainSummary:
+def read_summary(run_dir: str | Path, *, packed: bool = False, resumed: bool = False) -> TrainSummary:
+    """The summary of a finished run. After a resume the trainer's `train_loss` is the loss of the
+    resumed steps divided by all steps (transformers counts only what it ran), so the mean is then
+    taken over the logged losses instead."""
     run_dir = Path(run_dir)
     summary = TrainSummary(run_dir=run_dir, packed=packed)
+    logged: list[float] = []
     log = run_dir / TRAINER_LOG
     if log.is_file():
         for line in log.read_text(encoding="utf-8").splitlines():
@@ -82,6 +86,7 @@ def read_summary(run_dir: str | Path, *, packed: bool = False) -> TrainSummary:
             summary.epoch = entry.get("epoch", summary.epoch)
             if _finite(entry.get("loss")):
                 summary.final_loss = entry["loss"]
+                logged.append(entry["loss"])
             if _finite(entry.get("eval_loss")):
                 summary.eval_loss = entry["eval_loss"]
     for name in RESULT_FILES:
@@ -94,6 +99,8 @@ def read_summary(run_dir: str | Path, *, packed: bool = False) -> TrainSummary:
             summary.eval_loss = results.get("eval_loss", summary.eval_loss)
             summary.epoch = results.get("epoch", summary.epoch)
             break
+    if resumed and logged:
+        summary.train_loss = sum(logged) / len(logged)
     for weights in ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model.safetensors.index.json"):
         if (run_dir / weights).is_file():
             summary.adapter = run_dir / weights

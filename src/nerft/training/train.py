@@ -226,7 +226,7 @@ def train(
     )
     from nerft.training.summary import read_summary
 
-    result.summary = read_summary(run_dir, packed=packing)
+    result.summary = read_summary(run_dir, packed=packing, resumed=checkpoint is not None)
     return result
 
 
