@@ -222,3 +222,18 @@ def test_doctor_sizes_sequences_as_train_renders_them(preset, tmp_path, monkeypa
     plan = read_training_plan(preset)
     assert (plan.cutoff_len, plan.per_device_train_batch_size, plan.packing) == (216, 1, True)
     assert (rendered["cutoff_len"], rendered["per_device_train_batch_size"], rendered["neat_packing"]) == (216, 1, True)
+
+
+def test_dry_run_header_shows_the_exact_launch_with_its_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("NERFT_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "train", "qwen7b", "--dry-run", "-o", str(run_dir), "--nnodes", "2", "--node-rank", "1",
+        "--master-addr", "10.0.0.1", "--master-port", "29500", "--nproc-per-node", "8",
+        "--set", f"data.train={SAMPLE / 'train.jsonl'}", "--set", f"data.dev={SAMPLE / 'dev.jsonl'}",
+    ])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1] == (
+        "# Run: FORCE_TORCHRUN=1 NNODES=2 NODE_RANK=1 NPROC_PER_NODE=8 MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 "
+        f"llamafactory-cli train {run_dir / 'llamafactory_train.yaml'}"
+    )

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from nerft import __version__
+from nerft import __version__, process
 from nerft.config.load import LoadedConfig, config_to_dict, load_config, resolve_paths
 from nerft.config.render import (
     Resolved,
@@ -182,13 +182,13 @@ def train(
     from nerft.config.llamafactory_args import check_train_args
 
     check_train_args(flatten(sections), source=f"{run_dir / LLAMAFACTORY_TRAIN}")
+    argv, env = train_command(run_dir / LLAMAFACTORY_TRAIN, cfg.launch, deepspeed=bool(deepspeed), gpu_count=machine.gpu_count)
     overrides_text = f" with {' '.join('--set ' + item for item in overrides)}" if overrides else ""
     header = (
         f"Rendered by nerft {__version__} from {loaded.path}{overrides_text}.\n"
-        f"Run: llamafactory-cli train {run_dir / LLAMAFACTORY_TRAIN}"
+        f"Run: {process.format_command(argv, env)}"  # with the launch environment (torchrun, nodes) nerft adds
     )
     rendered = to_llamafactory_yaml(sections, header=header)
-    argv, env = train_command(run_dir / LLAMAFACTORY_TRAIN, cfg.launch, deepspeed=bool(deepspeed), gpu_count=machine.gpu_count)
     for line in report:
         log(line)
     if dry_run:
@@ -203,8 +203,6 @@ def train(
         _prepare_data(cfg, final_dataset_dir, log=lambda message: None)
     write_text_atomic(run_dir / RUN_CONFIG, _nerft_yaml(cfg, loaded, overrides))
     write_text_atomic(run_dir / LLAMAFACTORY_TRAIN, rendered)
-    from nerft import process
-
     code = process.run_program(argv, env=env, install_hint=INSTALL_HINT, stdout_to_stderr=True)
     result = TrainResult(code, run_dir, rendered, report)
     if code != 0:
