@@ -158,6 +158,18 @@ def test_skip_invalid_writes_the_valid_records_and_counts_the_skipped(tmp_path):
     assert texts == [rows[i]["text"] for i in (0, 2, 4, 5)]
 
 
+def test_a_refusal_lists_the_warnings_too_errors_first(tmp_path):
+    rows = numbered(3)
+    rows[0] = {"text": "张三 在", "label": {"name": {"张三 ": [[0, 2]]}}}  # warning: trailing whitespace
+    rows[2] = {"text": "李四", "label": {"name": {"李四": [[0, 5]]}}}  # error: span out of range
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    with pytest.raises(DataError) as refused:
+        prepare_dataset(train=train, out_dir=tmp_path / "out", val_size=0)
+    lines = str(refused.value).splitlines()
+    assert lines[0].startswith(f"{train}:3: error: ") and lines[1].startswith(f"{train}:1: warning: ")
+    assert lines[2] == "1 invalid record(s); nothing was written (--skip-invalid writes the valid ones)"
+
+
 def test_skip_invalid_with_no_valid_record_left(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", [{"text": ""}])
     with pytest.raises(DataError, match="no valid records"):

@@ -68,5 +68,5 @@ def collect_records(checked_records: Iterable[CheckedRecord], *, empty: str) -> 
 def format_errors(errors: list[Finding], limit: int = 20) -> str:
     shown = [str(e) for e in errors[:limit]]
     if len(errors) > limit:
-        shown.append(f"... and {len(errors) - limit} more errors")
+        shown.append(f"... and {len(errors) - limit} more problems")
     return "\n".join(shown)

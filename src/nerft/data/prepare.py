@@ -125,8 +125,9 @@ def prepare_dataset(
         valid_counts[split] = valid
     errors = [f for f in findings if f.severity == "error"]
     if errors and not skip_invalid:
+        warnings = [f for f in findings if f.severity != "error"]  # every problem is reported, errors first
         raise DataError(
-            format_errors(errors)
+            format_errors(errors + warnings)
             + f"\n{invalid} invalid record(s); nothing was written (--skip-invalid writes the valid ones)"
         )
     for split, count in valid_counts.items():
