@@ -253,3 +253,11 @@ def test_prepare_refuses_a_file_with_a_bad_span_and_broken_json(tmp_path):
     assert result.stderr.rstrip().splitlines()[-1].startswith("nerft: error: 2 invalid record(s); nothing was written")
     assert info.read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["dataset_info.json"]
+
+
+def test_a_line_that_is_not_an_object_is_quoted_whole(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"text": "a"}\n[1,2]\n"x"\n', encoding="utf-8")
+    found = list(iter_json_objects(path))
+    assert found[1] == (2, Finding("error", str(path), 2, "expected a JSON object, found '[1,2]'"))
+    assert found[2] == (3, Finding("error", str(path), 3, "expected a JSON object, found '\"x\"'"))

@@ -64,12 +64,14 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict | Fin
         nonlocal buffer, buffer_line, buffer_column, last_error
         while True:
             start = _skip_separators(buffer)
+            # what the separators skipped on this line ("[" of an array), to quote the line whole
+            skipped = buffer[buffer.rfind("\n", 0, start) + 1 : start].lstrip()
             buffer_line, buffer_column = _advance(buffer, start, buffer_line, buffer_column)
             buffer = buffer[start:]
             if not buffer:
                 return
             if buffer[0] != "{":
-                reason = f"expected a JSON object, found {buffer.split(chr(10), 1)[0][:40]!r}"
+                reason = f"expected a JSON object, found {(skipped + buffer.split(chr(10), 1)[0])[:40]!r}"
                 yield buffer_line, Finding("error", source, buffer_line, reason)
                 newline = buffer.find("\n")
                 buffer = "" if newline < 0 else buffer[newline + 1 :]
