@@ -42,6 +42,8 @@ def run(train: Path, small: int, large: int, tmp: Path | None = None) -> dict:
 
     base = [record.to_clue() for record in load_records(train)]
     result: dict = {"machine": describe_machine(), "train": str(train), "records": len(base)}
+    if tmp is not None:
+        tmp.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="nerft-bench-prepare-", dir=tmp) as folder:
         folder = Path(folder)
         log(f"prepare on {train} ({len(base)} records)")
