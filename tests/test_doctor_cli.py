@@ -91,7 +91,7 @@ def test_doctor_config_tiny_passes_on_the_cpu(tmp_path, monkeypatch):
     config = write(tmp_path / "tiny.yaml", "data:\n  train: data/sample/train.jsonl\nmodel:\n  model_name_or_path: nerft:tiny-qwen2\n")
     result = runner.invoke(app, ["doctor", "--config", str(config)])
     assert result.exit_code == 0, result.output
-    assert "batch           4 sequences of 144 tokens (cutoff_len: auto, sized on CLUENER's lengths)" in result.stdout
+    assert "batch           4 sequences of 144 tokens (cutoff_len: auto, estimated on CLUENER; nerft train measures this config's data)" in result.stdout
     assert result.stdout.rstrip().endswith(f"{config}: can run on this machine")
 
 

@@ -110,7 +110,7 @@ def format_diagnosis(diagnosis: Diagnosis) -> str:
         lines.append(f"  method          {method}; {precision}")
         rows = "pack" if plan.packing else "sequence"
         batch = f"{plan.per_device_train_batch_size} {rows}{'s' if plan.per_device_train_batch_size > 1 else ''} of {plan.cutoff_len} tokens"
-        batch += " (cutoff_len: auto, sized on CLUENER's lengths)" if plan.cutoff_auto else " (cutoff_len)"
+        batch += " (cutoff_len: auto, estimated on CLUENER; nerft train measures this config's data)" if plan.cutoff_auto else " (cutoff_len)"
         lines.append(f"  batch           {batch}; gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}")
         if plan.sequence_note:
             lines.append(f"  sequences       {plan.sequence_note}")
