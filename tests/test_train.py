@@ -93,6 +93,17 @@ def test_a_failed_check_leaves_the_old_run_alone_even_with_force(launcher, tmp_p
     assert (run_dir / "run.json").exists() and len(launcher.calls) == 1
 
 
+def test_a_broken_shared_dataset_info_leaves_the_old_run_alone_even_with_force(launcher, tmp_path):
+    run_dir, shared = tmp_path / "run", tmp_path / "shared-data"
+    assert invoke("tiny-cpu", "-o", run_dir).exit_code == 0
+    shared.mkdir()
+    (shared / "dataset_info.json").write_text("{broken")
+    result = invoke("tiny-cpu", "-o", run_dir, "--force", "--set", f"data.dataset_dir={shared}")
+    assert result.exit_code == 1 and "dataset_info.json" in result.stderr
+    assert (run_dir / "run.json").exists() and len(launcher.calls) == 1
+    assert (shared / "dataset_info.json").read_text() == "{broken"
+
+
 def test_resume_continues_from_the_highest_checkpoint(launcher, tmp_path):
     run_dir = tmp_path / "run"
     assert invoke("tiny-cpu", "-o", run_dir).exit_code == 0

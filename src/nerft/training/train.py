@@ -196,10 +196,15 @@ def train(
             log(f"note         on this machine training would stop here: {machine_problem}")
         return TrainResult(0, run_dir, rendered, report)
 
+    if final_dataset_dir is not None and not final_dataset_dir.resolve().is_relative_to(run_dir.resolve()):
+        from nerft.data.prepare import read_dataset_info
+
+        read_dataset_info(final_dataset_dir)  # a broken one outside the run is refused before --force deletes anything
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if final_dataset_dir is not None:
+        # Prepared again, now for real (validated already, in the scratch folder above).
         _prepare_data(cfg, final_dataset_dir, log=lambda message: None)
     write_text_atomic(run_dir / RUN_CONFIG, _nerft_yaml(cfg, loaded, overrides))
     write_text_atomic(run_dir / LLAMAFACTORY_TRAIN, rendered)
