@@ -61,9 +61,8 @@ def export_run(
     log: Callable[[str], None] = print,
 ) -> tuple[int, Path]:
     """Merge the run's adapter into `out`; return (llamafactory-cli's exit code, the merged folder)."""
-    import yaml
-
     from nerft.config.llamafactory_args import INSTALL_HINT
+    from nerft.config.render import to_llamafactory_yaml
     from nerft.training.launch import export_command
 
     info = load_run(Path(run_dir).resolve())
@@ -81,8 +80,8 @@ def export_run(
     shutil.rmtree(staging, ignore_errors=True)
     args = export_args(info, staging, device=device)
     export_yaml = Path(info.run_dir) / LLAMAFACTORY_EXPORT
-    header = f"# Rendered by nerft {__version__}: export_dir is renamed to {out} once the export succeeded.\n"
-    write_text_atomic(export_yaml, header + yaml.safe_dump(args, sort_keys=False, allow_unicode=True))
+    header = f"Rendered by nerft {__version__}: export_dir is renamed to {out} once the export succeeded."
+    write_text_atomic(export_yaml, to_llamafactory_yaml({"export": args}, header=header))
     from nerft import process
 
     code = process.run_program(export_command(export_yaml), install_hint=INSTALL_HINT, stdout_to_stderr=True)
