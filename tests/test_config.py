@@ -153,6 +153,9 @@ def test_set_mistakes_are_reported():
     assert lines[0].startswith("--set trainn.max_steps=3: unknown section 'trainn'")
     assert lines[1].startswith("--set max_steps=3: expected section.key=value")
     assert lines[2] == f"{ROOT / 'conf' / 'tiny-cpu.yaml'} (--set): train.max_steps: Input should be greater than or equal to 1 (got -1)"
+    # spaces around the dots: still the --set, not the file's line
+    spaced = problems("tiny-cpu", ["train. max_steps=-1"])[:1]
+    assert spaced == [f"{ROOT / 'conf' / 'tiny-cpu.yaml'} (--set): train.max_steps: Input should be greater than or equal to 1 (got -1)"]
 
 
 @pytest.mark.parametrize(

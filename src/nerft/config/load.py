@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from nerft.config.schema import (
+    DEEPSPEED_PRESETS,
     LLAMAFACTORY_SECTIONS,
     MANAGED_KEYS,
     SECTIONS,
@@ -57,11 +58,11 @@ def load_config(name_or_path: str | os.PathLike, *, overrides: list[str] | tuple
     AFTER_FILE = 10**9
     for override in overrides:
         try:
-            set_dotted(data, override)
+            keys = set_dotted(data, override)
         except ConfigError as exc:
             problems.append((AFTER_FILE, f"--set {override}: {exc.message}"))
         else:
-            lines[tuple(override.split("=", 1)[0].strip().split("."))] = "--set"
+            lines[keys] = "--set"
 
     def where(loc: tuple) -> tuple[int, str]:
         for end in range(len(loc), 0, -1):
@@ -201,8 +202,8 @@ def parse_value(text: str) -> Any:
     return value
 
 
-def set_dotted(data: dict, assignment: str) -> None:
-    """Apply `section.key=value` to the raw config mapping."""
+def set_dotted(data: dict, assignment: str) -> tuple[str, ...]:
+    """Apply `section.key=value` to the raw config mapping; return the key path it set."""
     if "=" not in assignment:
         raise ConfigError("expected section.key=value")
     dotted, text = assignment.split("=", 1)
@@ -220,6 +221,7 @@ def set_dotted(data: dict, assignment: str) -> None:
             raise ConfigError(f"{key} is not a section")
         target = child
     target[keys[-1]] = parse_value(text)
+    return tuple(keys)
 
 
 def resolve_paths(config: NerftConfig, base: Path | None = None) -> NerftConfig:
@@ -237,7 +239,7 @@ def resolve_paths(config: NerftConfig, base: Path | None = None) -> NerftConfig:
     name = resolved.model.model_name_or_path
     if not name.startswith("nerft:") and (name.startswith((".", "/", "~")) or (base / name).is_dir()):
         resolved.model.model_name_or_path = str(absolute(name))
-    if resolved.method.deepspeed and resolved.method.deepspeed not in ("zero2", "zero3"):
+    if resolved.method.deepspeed and resolved.method.deepspeed not in DEEPSPEED_PRESETS:
         resolved.method.deepspeed = str(absolute(resolved.method.deepspeed))
     return resolved
 
