@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import typer
 
@@ -31,10 +31,15 @@ def guarded(command: Callable) -> Callable:
             lines = str(exc).splitlines() or ["unknown error"]
             for line in lines[:-1]:
                 typer.echo(line, err=True)
-            typer.echo(f"nerft: error: {lines[-1]}", err=True)
-            raise typer.Exit(exc.exit_code) from None
+            fail(lines[-1], exc.exit_code)
 
     return wrapper
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """End the command: `nerft: error: MESSAGE` on stderr, exit `code`."""
+    typer.echo(f"nerft: error: {message}", err=True)
+    raise typer.Exit(code)
 
 
 def log(message: str) -> None:

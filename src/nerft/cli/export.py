@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nerft.cli.common import log
+from nerft.cli.common import fail, log
 
 NAME = "export"
 
@@ -26,6 +26,5 @@ def command(
         raise ConfigError(f"--device must be cpu or auto, got {device!r}")
     code, merged = export_run(run_dir, out, force=force, device=device, log=log)
     if code != 0:
-        log(f"nerft: error: llamafactory-cli export exited with code {code} (its log is above); nothing was written to {merged}")
-        raise typer.Exit(code)
+        fail(f"llamafactory-cli export exited with code {code} (its log is above); nothing was written to {merged}", code)
     typer.echo(str(merged))

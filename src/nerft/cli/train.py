@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nerft.cli.common import log
+from nerft.cli.common import fail, log
 
 NAME = "train"
 
@@ -45,6 +45,5 @@ def command(
         typer.echo(result.rendered_yaml, nl=False)
         return
     if result.exit_code != 0:
-        log(f"nerft: error: llamafactory-cli train exited with code {result.exit_code} (its log is above); run folder: {result.run_dir}")
-        raise typer.Exit(result.exit_code)
+        fail(f"llamafactory-cli train exited with code {result.exit_code} (its log is above); run folder: {result.run_dir}", result.exit_code)
     typer.echo(result.summary.format(extra_lines=result.report))
