@@ -67,28 +67,30 @@ def measure_call(target: str, **kwargs) -> MeasuredCall:
     return MeasuredCall(target, report["seconds"], report["baseline_rss_bytes"], report["peak_rss_bytes"], report["peak_reset"])
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak RSS: `VmHWM` where /proc has it, else `ru_maxrss`."""
+def _proc_status_bytes(key: str) -> int | None:
+    """A memory line of /proc/self/status (`VmHWM`, `VmRSS`) in bytes; None without /proc."""
     try:
         with open("/proc/self/status") as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS: `VmHWM` where /proc has it, else `ru_maxrss`."""
+    peak = _proc_status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
 
 
 def current_rss_bytes() -> int:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return peak_rss_bytes()
+    current = _proc_status_bytes("VmRSS")
+    return current if current is not None else peak_rss_bytes()
 
 
 def reset_peak_rss() -> bool:

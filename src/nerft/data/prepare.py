@@ -178,7 +178,7 @@ def prepare_dataset(
             "splits": {split: summary.to_dict() for split, summary in summaries.items()},
         },
     )
-    return PrepareResult(out_dir, names, summaries, findings, invalid if skip_invalid else 0, fmt.name)
+    return PrepareResult(out_dir, names, summaries, findings, invalid, fmt.name)  # invalid > 0 only with skip_invalid (else refused above)
 
 
 def gold_file(name: str, split: str) -> str:
