@@ -181,16 +181,15 @@ def ctrl_c_after(seconds: float) -> None:
     threading.Timer(seconds, os.kill, args=(os.getpid(), signal.SIGINT)).start()
 
 
-def serve_fake(monkeypatch, tiny_run, port, on_ready, **env):
+def serve_fake(port, on_ready, **env):
     from nerft.serving import server as serving
 
-    monkeypatch.setattr(serving, "server_command", lambda *args, **kwargs: fake_command(port, **env))
     logged: list[str] = []
-    code = serving.serve(tiny_run, port=port, on_ready=on_ready, log=logged.append, startup_timeout=30)
+    code = serving.serve(fake_command(port, **env), host="127.0.0.1", port=port, on_ready=on_ready, log=logged.append, startup_timeout=30)
     return code, logged
 
 
-def test_ctrl_c_once_serving_stops_the_server_and_exits_0(monkeypatch, tiny_run):
+def test_ctrl_c_once_serving_stops_the_server_and_exits_0():
     port = free_port()
     servers = []
 
@@ -198,24 +197,24 @@ def test_ctrl_c_once_serving_stops_the_server_and_exits_0(monkeypatch, tiny_run)
         servers.append(server)
         ctrl_c_after(0.2)
 
-    code, logged = serve_fake(monkeypatch, tiny_run, port, ready)
+    code, logged = serve_fake(port, ready)
     assert code == 0
     assert logged[-1] == "server stopped (exit code 0)"  # the fake server caught Ctrl-C and exited cleanly
     assert servers[0].program.poll() == 0 and refuses_connections(port)
 
 
-def test_ctrl_c_while_starting_stops_the_child_and_exits_130(monkeypatch, tiny_run):
+def test_ctrl_c_while_starting_stops_the_child_and_exits_130():
     port = free_port()
     ctrl_c_after(1.0)
-    code, logged = serve_fake(monkeypatch, tiny_run, port, lambda server: pytest.fail("never ready"), DELAY="30")
+    code, logged = serve_fake(port, lambda server: pytest.fail("never ready"), DELAY="30")
     assert (code, logged[-1]) == (130, "stopped before the server was ready")
 
 
-def test_a_server_that_exits_by_itself_is_an_error(monkeypatch, tiny_run):
+def test_a_server_that_exits_by_itself_is_an_error():
     port = free_port()
 
     def ready(server):
         server.program.signal(signal.SIGTERM)  # the server dies under the user
 
     with pytest.raises(ServerError, match="the server exited with code -15"):
-        serve_fake(monkeypatch, tiny_run, port, ready)
+        serve_fake(port, ready)

@@ -28,12 +28,15 @@ def command(
     json_output: JsonOutput = False,
 ) -> None:
     """Serve a trained run over an OpenAI-compatible API until Ctrl-C."""
-    from nerft.serving.server import serve, server_command
+    from nerft.serving.server import free_port, serve, server_command
 
+    if not dry_run:
+        port = port or free_port(host)
+    command = server_command(
+        run_dir, engine=engine, host=host, port=port, api_key=api_key, model_name=model_name, backend=backend, log_requests=log_requests
+    )
     if dry_run:
-        _print_command(server_command(
-            run_dir, engine=engine, host=host, port=port, api_key=api_key, model_name=model_name, backend=backend, log_requests=log_requests
-        ))
+        _print_command(command)
         return
 
     def ready(server) -> None:
@@ -43,10 +46,7 @@ def command(
             typer.echo(f"serving {server.model} at {server.url}")
         log(f"score it: nerft eval --endpoint {server.url} --gold FILE ... ; stop it with Ctrl-C")
 
-    code = serve(
-        run_dir, engine=engine, host=host, port=port, api_key=api_key, model_name=model_name, backend=backend,
-        startup_timeout=startup_timeout, log_requests=log_requests, on_ready=ready, log=log,
-    )
+    code = serve(command, host=host, port=port, api_key=api_key, startup_timeout=startup_timeout, on_ready=ready, log=log)
     raise typer.Exit(code)
 
 

@@ -137,24 +137,17 @@ def _importable(module: str) -> bool:
 
 
 def serve(
-    run_dir,
+    command: ServerCommand,
     *,
-    engine: str = "llamafactory",
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str,
+    port: int,
     api_key: str | None = None,
-    model_name: str | None = None,
-    backend: str = "huggingface",
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
-    log_requests: bool = False,
     on_ready: Callable[[Server], None],
     log: Callable[[str], None],
 ) -> int:
-    """Serve a run until stopped: `on_ready` is called once the server answers."""
-    port = port or free_port(host)
-    command = server_command(
-        run_dir, engine=engine, host=host, port=port, api_key=api_key, model_name=model_name, backend=backend, log_requests=log_requests
-    )
+    """Run `command` (from `server_command`, listening on host:port) until stopped: `on_ready` is
+    called once the server answers."""
     server = None
     # SIGTERM (kill, service managers) stops the server like Ctrl-C does; SIGINT is handled
     # explicitly because a shell starts background jobs with it ignored (`nerft serve &`).
