@@ -96,3 +96,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def session_cache(tmp_path_factory, monkeypatch):
+    """One NERFT_CACHE for the whole test session (the tiny model and LLaMA-Factory's argument
+    names are built once), and the repository root as the working folder (the presets' data paths
+    are relative to it)."""
+    monkeypatch.setenv("NERFT_CACHE", str(tmp_path_factory.getbasetemp() / "nerft-cache"))
+    monkeypatch.chdir(ROOT)

@@ -22,11 +22,7 @@ from nerft.errors import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _nerft_cache(tmp_path_factory, monkeypatch):
-    # One cache per test session (shared by the training test modules): the tiny model and the
-    # LLaMA-Factory argument names are built once.
-    monkeypatch.setenv("NERFT_CACHE", str(tmp_path_factory.getbasetemp() / "nerft-cache"))
+pytestmark = pytest.mark.usefixtures("session_cache")
 
 
 def write(tmp_path: Path, text: str) -> Path:

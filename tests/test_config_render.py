@@ -21,10 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
 
 
-@pytest.fixture(autouse=True)
-def _nerft_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NERFT_CACHE", str(tmp_path_factory.getbasetemp() / "nerft-cache"))
-    monkeypatch.chdir(ROOT)  # the presets' data paths are relative to the repository root
+pytestmark = pytest.mark.usefixtures("session_cache")
 
 
 def resolved(run_dir: Path, **changes) -> Resolved:

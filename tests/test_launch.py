@@ -23,10 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 A100S = kernels.Machine(cuda=True, gpu_count=8, bf16=True, gpu_name="NVIDIA A100-SXM4-40GB", packages=frozenset(kernels.OPTIONAL_PACKAGES))
 
 
-@pytest.fixture(autouse=True)
-def _nerft_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NERFT_CACHE", str(tmp_path_factory.getbasetemp() / "nerft-cache"))
-    monkeypatch.chdir(ROOT)
+pytestmark = pytest.mark.usefixtures("session_cache")
 
 
 def test_one_gpu_adds_nothing_to_the_environment():

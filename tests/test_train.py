@@ -28,9 +28,7 @@ CPU = kernels.Machine(cuda=False)
 
 
 @pytest.fixture(autouse=True)
-def _nerft_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NERFT_CACHE", str(tmp_path_factory.getbasetemp() / "nerft-cache"))
-    monkeypatch.chdir(ROOT)
+def _tiny_model_built(session_cache):
     # Built here, so that its progress bars are not in the stderr of whichever test comes first.
     find_model(TINY_MODEL)
 
