@@ -174,6 +174,19 @@ def test_dry_run_prints_the_command_and_starts_nothing(tiny_run):
     assert refuses_connections(8011)
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    (["--backend", "vllm"], "--backend chooses LLaMA-Factory's backend; it does not apply to --engine vllm"),
+    (["--log-requests"], "--log-requests is LLaMA-Factory's option; it does not apply to --engine vllm"),
+])
+def test_llamafactory_options_are_refused_with_the_vllm_server(tiny_run, option, message):
+    from typer.testing import CliRunner
+
+    from nerft.cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", str(tiny_run), "--engine", "vllm", *option, "--dry-run"])
+    assert (result.exit_code, result.stderr.strip()) == (1, f"nerft: error: {message}")
+
+
 def ctrl_c_after(seconds: float) -> None:
     import os
     import threading

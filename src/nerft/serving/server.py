@@ -198,6 +198,8 @@ def server_command(
         raise ConfigError(f"unknown server engine {engine!r} (choose from: {', '.join(SERVER_ENGINES)})")
     if engine == "vllm" and backend != "huggingface":
         raise ConfigError("--backend chooses LLaMA-Factory's backend; it does not apply to --engine vllm")
+    if engine == "vllm" and log_requests:
+        raise ConfigError("--log-requests is LLaMA-Factory's option; it does not apply to --engine vllm")
     run = load_run(run_dir)
     name = model_name or Path(run.run_dir).resolve().name
     if engine == "llamafactory":
