@@ -37,9 +37,9 @@ class ModelSource:
         return {"engine": engine, "model": self.model, "adapter": str(self.adapter) if self.adapter else None}
 
 
-def resolve_model(run: RunInfo, *, merged: bool = True) -> ModelSource:
-    """The weights of `run`; `merged=False` ignores an exported merged model."""
-    if merged and run.merged_model is not None:
+def resolve_model(run: RunInfo) -> ModelSource:
+    """The weights of `run`: its exported merged model when there is one, else base + adapter."""
+    if run.merged_model is not None:
         if not (Path(run.merged_model) / "config.json").is_file():
             raise ModelError(
                 f"{run.run_dir}: run.json names merged model {run.merged_model}, which has no config.json",
