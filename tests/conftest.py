@@ -105,3 +105,16 @@ def session_cache(tmp_path_factory, monkeypatch):
     are relative to it)."""
     monkeypatch.setenv("NERFT_CACHE", str(tmp_path_factory.getbasetemp() / "nerft-cache"))
     monkeypatch.chdir(ROOT)
+
+
+class FakeLauncher:
+    """Stands in for `process.run_program`: records (argv, added environment), launches nothing,
+    and returns `code` as llamafactory-cli's exit code."""
+
+    def __init__(self, code: int = 0):
+        self.code = code
+        self.calls = []
+
+    def __call__(self, argv, **kwargs):
+        self.calls.append((list(argv), dict(kwargs.get("env") or {})))
+        return self.code

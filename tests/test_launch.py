@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import FakeLauncher
 from typer.testing import CliRunner
 
 from nerft.cli.main import app
@@ -91,17 +92,6 @@ def test_liger_choice():
     assert kernels.choose_liger("auto", A100S) == (True, "liger-kernel is installed")
     assert kernels.choose_liger("auto", kernels.Machine(cuda=False))[0] is False
     assert kernels.choose_liger(False, A100S) == (False, "set in the config")
-
-
-class FakeLauncher:
-    """Stands in for `process.run_program`: records what would run, launches nothing."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, argv, **kwargs):
-        self.calls.append((list(argv), dict(kwargs.get("env") or {})))
-        return 0
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import FakeLauncher
 from typer.testing import CliRunner
 
 from nerft.cli.main import app
@@ -33,19 +34,9 @@ def _tiny_model_built(session_cache):
     find_model(TINY_MODEL)
 
 
-class Recorder:
-    def __init__(self, code: int = 0):
-        self.code = code
-        self.calls = []
-
-    def __call__(self, argv, **kwargs):
-        self.calls.append(list(argv))
-        return self.code
-
-
 @pytest.fixture
 def launcher(monkeypatch):
-    recorder = Recorder()
+    recorder = FakeLauncher()
     monkeypatch.setattr(kernels, "detect_machine", lambda: CPU)
     monkeypatch.setattr("nerft.process.run_program", recorder)
     return recorder
@@ -125,7 +116,7 @@ def test_resume_needs_a_checkpoint_and_contradicts_force(launcher, tmp_path):
 
 def test_llamafactory_exit_code_is_passed_through(monkeypatch, tmp_path):
     monkeypatch.setattr(kernels, "detect_machine", lambda: CPU)
-    monkeypatch.setattr("nerft.process.run_program", Recorder(code=3))
+    monkeypatch.setattr("nerft.process.run_program", FakeLauncher(code=3))
     result = invoke("tiny-cpu", "-o", tmp_path / "run")
     assert result.exit_code == 3
     assert "llamafactory-cli train exited with code 3" in result.stderr
