@@ -86,6 +86,24 @@ def tiny_run(tmp_path_factory, tiny_model) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def learned_run(tmp_path_factory) -> Path:
+    """The quick start's run, trained once per test session: the real `nerft train tiny-cpu` (real
+    `llamafactory-cli train`) on the bundled sample. Engines, servers and pages that need a model
+    that answers sensibly use it; nothing may write into it (copy it first)."""
+    from typer.testing import CliRunner
+
+    from nerft.cli.main import app
+
+    run_dir = tmp_path_factory.mktemp("learned") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NERFT_CACHE", str(tmp_path_factory.getbasetemp() / "nerft-cache"))
+        patch.chdir(ROOT)
+        result = CliRunner().invoke(app, ["train", "tiny-cpu", "--output-dir", str(run_dir)])
+    assert result.exit_code == 0, result.stderr[-3000:]
+    return run_dir
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread: on a shared 2-core machine, two spinning threads per process make the tiny
