@@ -54,14 +54,17 @@ def command(
 
 
 def finish(result, *, report: Path | None, errors: Path | None, json_output: bool) -> None:
-    """Write the report JSON (with report.md and its chart) and the errors JSON Lines, each
-    atomically, then print the result."""
+    """Write the report JSON (with report.md, its charts and errors.html) and the errors JSON
+    Lines, each atomically, then print the result."""
     from nerft.io import write_json_atomic, write_jsonl_atomic
+    from nerft.reporting.errors_page import ErrorViews, errors_page_path
 
-    data = result.to_dict()
+    views = ErrorViews.of(getattr(result, "report", result))  # a ModelEvaluation holds its EvalReport
+    data = {**result.to_dict(), "confusion": views.confusion.to_dict()}
     if report is not None:
         write_json_atomic(report, data)
         write_readable_report(data, report)
+        views.write_page(errors_page_path(report))
     if errors is not None:
         write_jsonl_atomic(errors, data["errors"])
     if json_output:
