@@ -54,8 +54,8 @@ def command(
 
 
 def finish(result, *, report: Path | None, errors: Path | None, json_output: bool) -> None:
-    """Write the report JSON (with report.md, its charts and errors.html) and the errors JSON
-    Lines, each atomically, then print the result."""
+    """Write the report JSON (with report.md and its chart) and the errors JSON Lines, each
+    atomically, then print the result."""
     from nerft.io import write_json_atomic, write_jsonl_atomic
     from nerft.reporting.errors_page import ErrorViews, errors_page_path
 
