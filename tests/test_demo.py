@@ -1,8 +1,6 @@
 """`nerft demo`: the page, served by the real command on 127.0.0.1, driven in headless Chromium."""
 
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,8 +11,7 @@ from browser import chrome  # noqa: F401 (fixture)
 from conftest import ROOT
 
 from nerft.serving.demo import highlighted
-
-pytestmark = pytest.mark.slow
+from nerft.serving.server import free_port
 
 
 def test_highlighted_shifts_each_line_and_keeps_the_outer_entity_of_a_nest():
@@ -36,12 +33,6 @@ def rgb(style: str) -> tuple[int, ...]:
     import re
 
     return tuple(int(n) for n in re.findall(r"\d+", style.split("(", 1)[1])[:3])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +74,7 @@ def demo_url(learned_run, tmp_path_factory):
             server.kill()
 
 
+@pytest.mark.slow
 def test_the_page_highlights_what_predict_finds_in_a_training_sentence(demo_url, sentence_and_entities, chrome):  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -9,7 +9,6 @@ from browser import chrome  # noqa: F401 (fixture)
 from typer.testing import CliRunner
 
 from nerft.cli.main import app
-from nerft.data.records import CluenerRecord, Entity
 from nerft.reporting.errors_page import highlight, label_colours
 
 GOLD = [

@@ -4,7 +4,6 @@ annotations come out of its JSON export, and `nerft prepare` reads that export."
 
 import json
 import os
-import socket
 import subprocess
 import time
 
@@ -17,17 +16,12 @@ from nerft.data.load import load_records
 from nerft.inference.engines import Generation
 from nerft.inference.predictions import prediction_row
 from nerft.prompts import get_format
+from nerft.serving.server import free_port
 
 LABEL_STUDIO = ROOT / ".venv-labelstudio" / "bin" / "label-studio"
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

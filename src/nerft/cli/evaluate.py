@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nerft.cli.common import print_json
+from nerft.cli.common import log, print_json
 from nerft.cli.options import Endpoint, Engine, JsonOutput, OptionalRunDir
 from nerft.errors import ConfigError
 
@@ -64,7 +64,7 @@ def finish(result, *, report: Path | None, errors: Path | None, json_output: boo
     if report is not None:
         write_json_atomic(report, data)
         write_readable_report(data, report)
-        views.write_page(errors_page_path(report))
+        log(f"wrote {views.write_page(errors_page_path(report))} (every sentence with a mistake, highlighted)")
     if errors is not None:
         write_jsonl_atomic(errors, data["errors"])
     if json_output:

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nerft.data.records import CluenerRecord
-from nerft.metrics.parse import Mention
 from nerft.errors import DataError
 from nerft.inference.engines import Generation
 from nerft.io import write_json_atomic
+from nerft.metrics.parse import Mention
 
 
 def prediction_row(record: CluenerRecord, generation: Generation, *, keep_unsupported: bool = False) -> dict:
