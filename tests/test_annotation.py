@@ -146,7 +146,7 @@ def test_predictions_become_label_studio_pre_annotations_and_doccano_labels(tmp_
         {"id": "x", "text": "今天", "predict": "无", "entities": [], "dropped": [], "unparseable": False, "finish_reason": "stop"},
     ]
     predictions = write_jsonl(tmp_path / "pred.jsonl", rows)
-    result = run("convert", predictions, "--to", "label-studio", "--out", tmp_path / "tasks.json")
+    result = run("convert", predictions, "--to", "label-studio", "--out", tmp_path / "tasks.json", "--labels", "address,name")
     assert result.exit_code == 0, result.output
     assert result.stdout == f"wrote 2 pre-annotated tasks (1 entities) to {tmp_path / 'tasks.json'}\n"
     tasks = json.loads((tmp_path / "tasks.json").read_text(encoding="utf-8"))
@@ -155,7 +155,7 @@ def test_predictions_become_label_studio_pre_annotations_and_doccano_labels(tmp_
         [],
     ]
     assert tasks[1]["data"] == {"text": "今天", "id": "x"}
-    assert '<Label value="name"/>' in (tmp_path / "tasks.label_config.xml").read_text(encoding="utf-8")
+    assert (tmp_path / "tasks.label_config.xml").read_text(encoding="utf-8") == label_studio_config(["address", "name"])
     assert run("convert", predictions, "--to", "doccano", "--out", tmp_path / "d.jsonl").exit_code == 0
     assert (tmp_path / "d.jsonl").read_text(encoding="utf-8").splitlines() == [
         '{"text": "张三和张三", "label": [[0, 2, "name"]]}', '{"id": "x", "text": "今天", "label": []}',

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -18,12 +18,14 @@ def command(
     to: Annotated[str, typer.Option("--to", help="label-studio (JSON tasks + OUT.label_config.xml), doccano (JSONL) or clue (CLUE NER JSONL).")],
     out: Annotated[Path, typer.Option("--out", help="The file to write.")],
     model_version: Annotated[str, typer.Option("--model-version", help="Label Studio: the model_version of the pre-annotations.")] = "nerft",
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Label Studio: comma-separated labels the labelling config offers besides those in the file (e.g. the run's).")] = None,
     json_output: JsonOutput = False,
 ) -> None:
     """Convert records or predictions for Label Studio / doccano (predictions become pre-annotations to correct) or back to CLUE."""
     from nerft.data.annotation import convert_file
 
-    written = convert_file(source, to=to, out=out, model_version=model_version)
+    label_list = [label.strip() for label in labels.split(",") if label.strip()] if labels else None
+    written = convert_file(source, to=to, out=out, model_version=model_version, labels=label_list)
     if json_output:
         print_json(written)
         return

@@ -227,10 +227,11 @@ def read_prediction_records(path) -> list[CluenerRecord]:
     return records
 
 
-def convert_file(source, *, to: str, out, model_version: str = "nerft") -> dict:
+def convert_file(source, *, to: str, out, model_version: str = "nerft", labels: Iterable[str] | None = None) -> dict:
     """Write the records of `source` (any file `nerft prepare` reads, or a `nerft predict` file) in
-    the format `to`; for Label Studio also the labelling config beside it (`OUT.label_config.xml`).
-    Predictions become Label Studio `predictions` (pre-annotations) or doccano labels."""
+    the format `to`; for Label Studio also the labelling config beside it (`OUT.label_config.xml`),
+    with `labels` and every label the records have (a person correcting them may need a label the
+    model never predicted). Predictions become Label Studio `predictions` (pre-annotations) or doccano labels."""
     from pathlib import Path
 
     from nerft.data.load import load_records
@@ -251,6 +252,6 @@ def convert_file(source, *, to: str, out, model_version: str = "nerft") -> dict:
     else:
         write_json_atomic(out, [to_label_studio(r, as_prediction=predictions, model_version=model_version) for r in records])
         config = out.with_name(out.stem + ".label_config.xml")
-        write_text_atomic(config, label_studio_config(e.label for r in records for e in r.entities))
+        write_text_atomic(config, label_studio_config([*(labels or ()), *(e.label for r in records for e in r.entities)]))
         written["label_config"] = str(config)
     return written
