@@ -95,3 +95,13 @@ def test_the_page_highlights_what_predict_finds_in_a_training_sentence(demo_url,
     shot = Path(os.environ.get("NERFT_SCREENSHOTS", ROOT / "runs")) / "demo.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     assert chrome.save_screenshot(str(shot))
+
+
+def test_demo_of_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from nerft.cli.main import app
+
+    result = CliRunner().invoke(app, ["demo", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("nerft: error: ") and len(result.stderr.strip().splitlines()) <= 2
