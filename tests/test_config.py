@@ -49,7 +49,7 @@ def problems(path, overrides=()) -> list[str]:
 def test_every_preset_loads_by_name(name):
     loaded = load_config(name)
     assert loaded.path == ROOT / "conf" / f"{name}.yaml"
-    assert loaded.config.dataset.template == "qwen"
+    assert loaded.config.dataset.template == ("qwen3_nothink" if name == "qwen3-8b" else "qwen")
     assert loaded.config.method.finetuning_type == "lora"
 
 
@@ -206,7 +206,7 @@ def test_cli_names_presets_for_a_missing_config():
     result = CliRunner().invoke(app, ["train", "no-such-preset", "--dry-run"])
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        "nerft: error: no-such-preset: no such config file (give a YAML file, or a preset: qwen7b, qwen7b-qlora, tiny-cpu)"
+        "nerft: error: no-such-preset: no such config file (give a YAML file, or a preset: qwen2.5-1.5b, qwen3-8b, qwen7b, qwen7b-qlora, tiny-cpu)"
     )
 
 

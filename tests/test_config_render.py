@@ -180,6 +180,21 @@ def test_qlora_dry_run_yaml_is_accepted_by_llamafactory_parser(tmp_path_factory)
     assert model_args.upcast_layernorm and finetuning_args.finetuning_type == "lora" and training_args.bf16
 
 
+@pytest.mark.parametrize(("preset", "model", "template", "lr"), [
+    ("qwen3-8b", "Qwen/Qwen3-8B", "qwen3_nothink", 1e-4),
+    ("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B", "qwen", 2e-4),
+])
+def test_the_smaller_and_qwen3_presets_dry_run_yaml_is_accepted_by_llamafactory_parser(tmp_path_factory, preset, model, template, lr):
+    result, run_dir = dry_run(tmp_path_factory, preset)
+    assert result.exit_code == 0, result.output
+    assert not run_dir.exists()
+    model_args, data_args, training_args, finetuning_args, _ = parse_with_llamafactory(yaml.safe_load(result.stdout))
+    assert (model_args.model_name_or_path, data_args.template) == (model, template)
+    assert finetuning_args.finetuning_type == "lora" and finetuning_args.lora_target == ["all"] and finetuning_args.lora_rank == 8
+    assert data_args.neat_packing and training_args.bf16 and training_args.learning_rate == lr
+    assert training_args.gradient_accumulation_steps == 8 and model_args.disable_gradient_checkpointing is True
+
+
 def test_an_argument_llamafactory_rejects_is_reported_before_launch(tmp_path):
     result = CliRunner().invoke(app, ["train", "tiny-cpu", "--dry-run", "-o", str(tmp_path / "run"), "--set", "train.lr_scheduler_type=bogus"])
     assert result.exit_code == 1
@@ -207,7 +222,7 @@ def test_qwen7b_dry_run_without_the_data_in_place_still_renders_the_yaml(tmp_pat
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("preset", ["qwen7b", "qwen7b-qlora"])
+@pytest.mark.parametrize("preset", ["qwen7b", "qwen7b-qlora", "qwen3-8b", "qwen2.5-1.5b"])
 def test_doctor_sizes_sequences_as_train_renders_them(preset, tmp_path, monkeypatch):
     from nerft.doctor.preset import read_training_plan
 

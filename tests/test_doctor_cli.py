@@ -99,7 +99,7 @@ def test_doctor_missing_config_is_a_one_line_error(tmp_path):
     result = runner.invoke(app, ["doctor", "--config", str(tmp_path / "absent.yaml")])
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        f"nerft: error: {tmp_path / 'absent.yaml'}: no such config file (give a YAML file, or a preset: qwen7b, qwen7b-qlora, tiny-cpu)"
+        f"nerft: error: {tmp_path / 'absent.yaml'}: no such config file (give a YAML file, or a preset: qwen2.5-1.5b, qwen3-8b, qwen7b, qwen7b-qlora, tiny-cpu)"
     )
     assert result.stdout == ""
 

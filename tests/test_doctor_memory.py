@@ -37,6 +37,25 @@ def test_parameter_counts_match_the_published_ones(name, published):
     assert KNOWN_MODELS[name].params() == published
 
 
+def test_qwen3_8b_parameters_and_lora_by_hand():
+    shape = resolve_model_shape("Qwen/Qwen3-8B")
+    assert shape is KNOWN_MODELS["qwen3-8b"] and resolve_model_shape("qwen/qwen3-8b") is shape
+    # the model card's 8,190,735,360 less Qwen3's per-head q/k RMSNorms (36 layers x 2 x 128 = 9,216),
+    # which the estimate leaves out
+    assert shape.params() == 8_190_735_360 - 9_216
+    # head_dim 128: q 4096 -> 32 x 128, k/v 4096 -> 8 x 128; r * (in + out) per linear layer:
+    # q 8192, k 5120, v 5120, o 8192, gate/up 16384 twice, down 16384 = 75776; * 8 * 36 layers
+    assert trainable_params(TrainingPlan(model="m"), shape) == 8 * 75776 * 36 == 21_823_488
+
+
+def test_the_presets_are_estimated():
+    for preset, model, gib in (("qwen3-8b", "Qwen/Qwen3-8B", 19.9), ("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B", 5.4)):
+        plan = read_training_plan(preset)
+        shape = resolve_model_shape(plan.model)
+        assert (plan.model, shape is not None) == (model, True)
+        assert round(estimate_training_memory(plan, shape, device="gpu").total / 2**30, 1) == gib
+
+
 def test_lora_trainable_parameters_match_what_llamafactory_prints():
     # r * sum(in + out) per layer: q 3584+3584, k 3584+512, v 3584+512, o 3584+3584,
     # gate/up 3584+18944 twice, down 18944+3584 = 90112; * 8 * 28 layers

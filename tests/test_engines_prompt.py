@@ -20,14 +20,14 @@ pytestmark = pytest.mark.slow  # imports llamafactory (10 to 20 s)
 class TrainingEncoder:
     """LLaMA-Factory's data pipeline for the examples `nerft prepare` writes."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, template="qwen"):
         from llamafactory.data.converter import AlpacaDatasetConverter
         from llamafactory.data.parser import DatasetAttr
         from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
         from llamafactory.data.template import get_template_and_fix_tokenizer
         from llamafactory.hparams import DataArguments
 
-        data_args = DataArguments(template="qwen", cutoff_len=4096)
+        data_args = DataArguments(template=template, cutoff_len=4096)
         attr = DatasetAttr("file", "cluener_train")
         for key, column in ALPACA_COLUMNS.items():
             setattr(attr, key, column)
@@ -61,28 +61,45 @@ def tokenizers(tiny_model, request):
     return {str(folder): AutoTokenizer.from_pretrained(folder) for folder in folders}
 
 
+# qwen: the Qwen2.5 presets (qwen7b, qwen2.5-1.5b); qwen3_nothink: conf/qwen3-8b.yaml
+@pytest.mark.parametrize("template", ["qwen", "qwen3_nothink"])
 @pytest.mark.parametrize("prompt", ["compact", "seed"])
-def test_engine_prompt_equals_llamafactory_training_prompt(prompt, tokenizers, sample_dir):
+def test_engine_prompt_equals_llamafactory_training_prompt(prompt, template, tokenizers, sample_dir):
     fmt = get_format(prompt)
     records = load_records(sample_dir / "train.jsonl")[:5]
     for folder, tokenizer in tokenizers.items():
-        ours, theirs = ChatTemplate.load("qwen", tokenizer), TrainingEncoder(tokenizer)
+        ours, theirs = ChatTemplate.load(template, tokenizer), TrainingEncoder(tokenizer, template)
+        assert ours._llamafactory_template is None  # written out by nerft, not taken from LLaMA-Factory
         for record in records:
             expected = theirs.prompt_ids(fmt.example(record))
             chat = ChatRequest.for_text(fmt, record.text)
             assert ours.encode(chat.system, chat.user) == expected, (folder, record.text)
-            assert tokenizer.decode(expected) == render_qwen(fmt.system, fmt.user_message(record.text))
+            assert tokenizer.decode(expected) == render_qwen(fmt.system, fmt.user_message(record.text), template)
 
 
-def test_stop_tokens_equal_llamafactory_s(tiny_model):
+@pytest.mark.parametrize(("template", "system"), [
+    ("qwen", "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"),
+    ("qwen3_nothink", ""),
+])
+def test_an_empty_system_prompt_takes_the_template_default_as_in_llamafactory(template, system, tokenizers, sample_dir):
+    record = load_records(sample_dir / "train.jsonl")[0]
+    example = {**get_format("compact").example(record), "system": ""}
+    for tokenizer in tokenizers.values():
+        expected = TrainingEncoder(tokenizer, template).prompt_ids(example)
+        assert ChatTemplate.load(template, tokenizer).encode("", record.text) == expected
+        assert tokenizer.decode(expected) == f"{system}<|im_start|>user\n{record.text}<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("template", ["qwen", "qwen3_nothink"])
+def test_stop_tokens_equal_llamafactory_s(tiny_model, template):
     from llamafactory.data.template import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments
     from transformers import AutoTokenizer
 
-    theirs = get_template_and_fix_tokenizer(AutoTokenizer.from_pretrained(tiny_model), DataArguments(template="qwen"))
+    theirs = get_template_and_fix_tokenizer(AutoTokenizer.from_pretrained(tiny_model), DataArguments(template=template))
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    assert sorted(ChatTemplate.load("qwen", tokenizer).stop_token_ids) == sorted(theirs.get_stop_token_ids(tokenizer))
-    assert ChatTemplate.load("qwen", tokenizer).stop_words == tuple(theirs.stop_words)
+    assert sorted(ChatTemplate.load(template, tokenizer).stop_token_ids) == sorted(theirs.get_stop_token_ids(tokenizer))
+    assert ChatTemplate.load(template, tokenizer).stop_words == tuple(theirs.stop_words)
 
 
 def test_other_templates_are_encoded_by_llamafactory(tiny_model):

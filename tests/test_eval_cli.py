@@ -76,8 +76,17 @@ def test_report_and_errors_files(files, tmp_path):
         },
     ]
     assert data["errors"] == rows
-    # no temporary files; report.md and its chart are nerft.reporting's readable copy
-    assert sorted(p.name for p in report.parent.iterdir()) == ["errors.jsonl", "f1_by_label.png", "report.json", "report.md"]
+    # organization:曼联 predicted as company: one wrong label; the rest is right
+    assert data["confusion"] == {
+        "matrix": {"name": {"name": 2}, "organization": {"company": 1, "organization": 1}},
+        "boundary": {}, "missed": {}, "spurious": {},
+    }
+    # no temporary files; report.md, its charts and errors.html are nerft.reporting's readable copy
+    assert sorted(p.name for p in report.parent.iterdir()) == [
+        "confusion.png", "errors.html", "errors.jsonl", "f1_by_label.png", "report.json", "report.md",
+    ]
+    markdown = (report.parent / "report.md").read_text(encoding="utf-8")
+    assert "| organization | 1 | 0 | 1 | 0 | 0 |" in markdown and "![Label confusion heatmap](confusion.png)" in markdown
     assert "| name | 1.0000 | 1.0000 | 1.0000 | 2 | 2 | 0 | 0 |" in (report.parent / "report.md").read_text(encoding="utf-8")
 
 

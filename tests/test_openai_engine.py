@@ -227,9 +227,9 @@ def test_predict_cli_over_an_endpoint_writes_the_file_and_a_summary(tmp_path):
         result = CliRunner().invoke(app, ["predict", "--endpoint", server.url, "--data", str(data), "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [row["entities"] for row in rows] == [
-        [{"label": "name", "text": "孙丽"}, {"label": "address", "text": "南京"}],
-        [{"label": "company", "text": "京东"}],
+    assert [[(e["label"], e["text"], e["start"], e["end"]) for e in row["entities"]] for row in rows] == [
+        [("name", "孙丽", 0, 2), ("address", "南京", 3, 5)],
+        [("company", "京东", 0, 2)],
         [],
     ]
     assert rows[1]["dropped"] == [{"label": "company", "text": "阿里"}]

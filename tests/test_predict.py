@@ -59,7 +59,10 @@ def test_row_keeps_substrings_drops_the_rest_and_counts_each_pair_once():
         "id": 7,
         "text": "孙丽在南京开了书店。",
         "predict": "name:孙丽\naddress:南京\naddress:北京\nname:孙丽",
-        "entities": [{"label": "name", "text": "孙丽"}, {"label": "address", "text": "南京"}],
+        "entities": [
+            {"label": "name", "text": "孙丽", "start": 0, "end": 2, "ambiguous": False},
+            {"label": "address", "text": "南京", "start": 3, "end": 5, "ambiguous": False},
+        ],
         "dropped": [{"label": "address", "text": "北京"}],
         "unparseable": False,
         "finish_reason": "stop",
@@ -69,8 +72,35 @@ def test_row_keeps_substrings_drops_the_rest_and_counts_each_pair_once():
 def test_keep_unsupported_keeps_entities_not_in_the_sentence():
     record = CluenerRecord(text="孙丽在南京开了书店。", labelled=False)
     row = prediction_row(record, Generation('[{"label": "address", "text": "北京"}]', "stop"), keep_unsupported=True)
-    assert row["entities"] == [{"label": "address", "text": "北京"}] and row["dropped"] == []
+    assert row["entities"] == [{"label": "address", "text": "北京", "start": None, "end": None, "ambiguous": False}]
+    assert row["dropped"] == []
     assert "id" not in row
+
+
+def offsets(text, answer):
+    row = prediction_row(CluenerRecord(text=text, labelled=False), Generation(answer, "stop"))
+    return [(e["text"], e["start"], e["end"], e["ambiguous"]) for e in row["entities"]]
+
+
+def test_offsets_are_end_exclusive_and_the_longer_entity_claims_its_characters_first():
+    # answer order kept; 北京大学 (longer) is placed before 北京, which then takes its free occurrence
+    assert offsets("北京大学在北京。", "address:北京\norganization:北京大学") == [("北京", 5, 7, True), ("北京大学", 0, 4, False)]
+
+
+def test_a_repeated_string_is_flagged_ambiguous_and_takes_its_first_free_occurrence():
+    # 张三 twice: the first occurrence, flagged; 李四 once: not flagged
+    assert offsets("张三和李四，张三。", "name:李四\nname:张三") == [("李四", 3, 5, False), ("张三", 0, 2, True)]
+
+
+def test_one_string_under_two_labels_is_placed_at_the_next_free_occurrence_then_nested():
+    # the second label of 苹果 takes the second occurrence; a third label nests in the first
+    assert offsets("苹果和苹果", "company:苹果\nproduct:苹果\nbrand:苹果") == [
+        ("苹果", 0, 2, True), ("苹果", 3, 5, True), ("苹果", 0, 2, True),
+    ]
+
+
+def test_a_nested_entity_with_no_free_occurrence_overlaps_the_longer_one():
+    assert offsets("北京大学", "organization:北京大学\naddress:北京") == [("北京大学", 0, 4, False), ("北京", 0, 2, False)]
 
 
 def test_an_unreadable_answer_is_flagged_with_no_entity():
@@ -106,7 +136,7 @@ def test_rows_are_written_in_input_order_and_counted(tmp_path):
     counts = predict_records(records(), ScriptedEngine(ANSWERS), COMPACT, out=out)
     rows = read_rows(out)
     assert [row["text"] for row in rows] == TEXTS
-    assert rows[1]["entities"] == [{"label": "company", "text": "京东"}, {"label": "company", "text": "沃尔玛"}]
+    assert [(e["label"], e["text"]) for e in rows[1]["entities"]] == [("company", "京东"), ("company", "沃尔玛")]
     assert (counts.records, counts.predicted, counts.resumed, counts.entities, counts.dropped) == (5, 5, 0, 4, 1)
     assert not (tmp_path / "pred.jsonl.partial").exists() and not (tmp_path / "pred.jsonl.partial.json").exists()
 

@@ -292,3 +292,23 @@ def test_an_eval_report_that_is_not_one_is_a_one_line_error(tmp_path):
     (tmp_path / "broken.json").write_text('{"labels":\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"broken\.json:2: broken JSON"):
         load_eval_report(tmp_path / "broken.json")
+
+
+def test_a_run_page_has_the_confusion_table_its_heatmap_and_a_link_to_errors_html(tmp_path):
+    run = make_run(tmp_path, "a", f1s=None)
+    report = eval_report({"name": 0.5, "company": 1.0}, micro_f1=0.7)
+    report["confusion"] = {"matrix": {"company": {"company": 3}, "name": {"name": 2, "company": 1}},
+                           "boundary": {"name": {"name": 1}}, "missed": {"name": 4}, "spurious": {"company": 2}}
+    (run / "eval" / "dev").mkdir(parents=True)
+    (run / "eval" / "dev" / "report.json").write_text(json.dumps(report))
+    (run / "eval" / "dev" / "errors.html").write_text("<html></html>")
+    written = write_run_reports([run])
+    out = run / "report"
+    page = (out / "report.md").read_text(encoding="utf-8")
+    assert "| gold ↓ predicted → | company | name | wrong boundary | missed |" in page
+    # name: 2 right, 1 as company, 1 boundary, 4 missed = its 8 gold entities
+    assert "| name | 1 | 2 | 1 | 4 |" in page and "| company | 3 | 0 | 0 | 0 |" in page and "| spurious | 2 | 0 |  |  |" in page
+    assert "![Label confusion heatmap](confusion_dev.png)" in page
+    assert "[Every sentence with a mistake, highlighted: errors.html](../eval/dev/errors.html)" in page
+    assert '<a href="../eval/dev/errors.html">' in (out / "report.html").read_text(encoding="utf-8")
+    assert out / "confusion_dev.png" in written.charts and png_size(out / "confusion_dev.png")[0] > 400

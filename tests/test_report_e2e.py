@@ -49,7 +49,7 @@ def test_eval_and_report_on_a_real_tiny_run(trained_run, tmp_path):
     result = CliRunner().invoke(app, ["report", str(trained_run)])
     assert result.exit_code == 0, result.output
     out = trained_run / "report"
-    assert result.stdout.split() == [str(out / name) for name in ("report.md", "report.html", "loss.png", "f1_by_label.png")]
+    assert result.stdout.split() == [str(out / name) for name in ("report.md", "report.html", "loss.png", "f1_by_label.png", "confusion.png")]
     page = (out / "report.md").read_text(encoding="utf-8")
     log = [json.loads(line) for line in (trained_run / "trainer_log.jsonl").read_text().splitlines()]
     losses = [row for row in log if "loss" in row]
@@ -58,4 +58,5 @@ def test_eval_and_report_on_a_real_tiny_run(trained_run, tmp_path):
     assert "| model_name_or_path |" in page and "| max_steps | 4 |" in page
     assert "| name | 1.0000 | 1.0000 | 1.0000 |" in page  # gold answers score 1 on every label
     assert png_size(out / "loss.png") == (900, 504) and has_colour(out / "loss.png", BAR_BLUE, at_least=100)
-    assert (out / "report.html").read_text(encoding="utf-8").count("data:image/png;base64,") == 2
+    assert (out / "report.html").read_text(encoding="utf-8").count("data:image/png;base64,") == 3
+    assert "[Every sentence with a mistake, highlighted: errors.html](../eval/errors.html)" in page

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nerft.cli.common import print_json
+from nerft.cli.common import log, print_json
 from nerft.cli.options import Endpoint, Engine, JsonOutput, OptionalRunDir
 from nerft.errors import ConfigError
 
@@ -57,11 +57,14 @@ def finish(result, *, report: Path | None, errors: Path | None, json_output: boo
     """Write the report JSON (with report.md and its chart) and the errors JSON Lines, each
     atomically, then print the result."""
     from nerft.io import write_json_atomic, write_jsonl_atomic
+    from nerft.reporting.errors_page import ErrorViews, errors_page_path
 
-    data = result.to_dict()
+    views = ErrorViews.of(getattr(result, "report", result))  # a ModelEvaluation holds its EvalReport
+    data = {**result.to_dict(), "confusion": views.confusion.to_dict()}
     if report is not None:
         write_json_atomic(report, data)
         write_readable_report(data, report)
+        log(f"wrote {views.write_page(errors_page_path(report))} (every sentence with a mistake, highlighted)")
     if errors is not None:
         write_jsonl_atomic(errors, data["errors"])
     if json_output:

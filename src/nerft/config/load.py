@@ -28,7 +28,7 @@ from nerft.config.schema import (
 from nerft.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parents[3] / "conf"
-PRESETS = ("qwen7b", "qwen7b-qlora", "tiny-cpu")
+PRESETS = ("qwen2.5-1.5b", "qwen3-8b", "qwen7b", "qwen7b-qlora", "tiny-cpu")
 YAML11_WORDS = {"yes", "no", "on", "off", "y", "n"}
 
 
@@ -45,7 +45,8 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
     if path.is_file():
         return path
     preset = PRESETS_DIR / f"{path.name}.yaml"
-    if path.suffix == "" and len(path.parts) == 1 and preset.is_file():
+    # a bare name: "qwen2.5-1.5b" has no .yaml, though pathlib reads ".5-1" as its suffix
+    if path.suffix.lower() not in (".yaml", ".yml") and len(path.parts) == 1 and preset.is_file():
         return preset
     raise ConfigError(f"{path}: no such config file", hint=f"give a YAML file, or a preset: {', '.join(PRESETS)}")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 
+from nerft.data.annotation import check_any_record
 from nerft.data.readers import detect_format, iter_json_objects, iter_tagged_sentences
 from nerft.data.records import CluenerRecord, Finding
-from nerft.data.validate import CheckedRecord, check_json_record, check_tagged_record
+from nerft.data.validate import CheckedRecord, check_tagged_record
 from nerft.errors import DataError
 
 
@@ -16,7 +17,7 @@ def iter_checked(path: str | os.PathLike, labels: Iterable[str] | None = None) -
     source = str(path)
     labels = list(labels) if labels else None
     if detect_format(path) == "json":
-        items, check = iter_json_objects(path), check_json_record
+        items, check = iter_json_objects(path), check_any_record  # CLUE, doccano or Label Studio
     else:
         items, check = iter_tagged_sentences(path), check_tagged_record
     # A record without 'label' in a file that has labels elsewhere is worth a warning; the lines of

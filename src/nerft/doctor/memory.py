@@ -98,7 +98,8 @@ def _qwen25(name, layers, hidden, intermediate, heads, kv_heads, vocab, tied):
     return ModelShape(name, layers, hidden, intermediate, heads, kv_heads, vocab, tied)
 
 
-# From each model's config.json on the Hugging Face Hub / ModelScope (Qwen/Qwen2.5-*-Instruct).
+# From each model's config.json on the Hugging Face Hub / ModelScope (Qwen/Qwen2.5-*-Instruct, the
+# base models have the same shapes; Qwen/Qwen3-8B: head_dim 128, no attention biases, untied).
 KNOWN_MODELS: dict[str, ModelShape] = {
     shape.name.lower(): shape
     for shape in (
@@ -107,6 +108,7 @@ KNOWN_MODELS: dict[str, ModelShape] = {
         _qwen25("Qwen2.5-3B-Instruct", 36, 2048, 11008, 16, 2, 151936, True),
         _qwen25("Qwen2.5-7B-Instruct", 28, 3584, 18944, 28, 4, 152064, False),
         _qwen25("Qwen2.5-14B-Instruct", 48, 5120, 13824, 40, 8, 152064, False),
+        ModelShape("Qwen3-8B", 36, 4096, 12288, 32, 8, 151936, False, head_dim=128, attention_bias=False),
     )
 }
 

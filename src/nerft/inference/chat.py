@@ -6,8 +6,11 @@ and user message come from the run's prompt format (`ChatRequest.for_text`), and
 themselves (hf, vllm) encode them with `ChatTemplate`, which reproduces LLaMA-Factory's encoding:
 every rendered slot encoded on its own, without special tokens added by the tokenizer.
 
-The `qwen` template is written out here, so predicting with Qwen needs no llamafactory import
-(about 15 s on a small machine); any other template is taken from LLaMA-Factory itself.
+The `qwen` template (Qwen2.5) and `qwen3_nothink` (Qwen3 without thinking: the same slots, no
+default system prompt) are written out here, so predicting with Qwen needs no llamafactory import
+(about 15 s on a small machine); any other template is taken from LLaMA-Factory itself. (`qwen3`,
+with thinking, is a ReasoningTemplate that appends an empty think block to the prompt: it comes
+from LLaMA-Factory too.)
 """
 
 from __future__ import annotations
@@ -19,12 +22,17 @@ from typing import Any
 QWEN_SYSTEM = "<|im_start|>system\n{content}<|im_end|>\n"
 QWEN_USER = "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
 QWEN_STOP_WORDS = ("<|im_end|>",)
-NATIVE_TEMPLATES = ("qwen",)
+# The templates written out here, and each one's default_system (used when the system prompt is empty).
+NATIVE_TEMPLATES = {
+    "qwen": "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+    "qwen3_nothink": "",  # register_template(name="qwen3_nothink", ...): the qwen slots, no default system
+}
 
 
-def render_qwen(system: str, user: str) -> str:
-    """The prompt text of LLaMA-Factory's `qwen` template, up to where the answer starts."""
-    return QWEN_SYSTEM.format(content=system) + QWEN_USER.format(content=user)
+def render_qwen(system: str, user: str, template: str = "qwen") -> str:
+    """The prompt text of LLaMA-Factory's `qwen` (or `qwen3_nothink`) template, up to where the answer starts."""
+    system = system or NATIVE_TEMPLATES[template]
+    return (QWEN_SYSTEM.format(content=system) if system else "") + QWEN_USER.format(content=user)
 
 
 @dataclass
@@ -38,7 +46,7 @@ class ChatTemplate:
 
     @classmethod
     def load(cls, name: str, tokenizer: Any) -> "ChatTemplate":
-        if name == "qwen":
+        if name in NATIVE_TEMPLATES:
             return cls(name, tokenizer, QWEN_STOP_WORDS)
         from llamafactory.data.template import TEMPLATES, get_template_and_fix_tokenizer
         from llamafactory.hparams import DataArguments
@@ -54,10 +62,11 @@ class ChatTemplate:
         if self._llamafactory_template is None:
             # LLaMA-Factory encodes the system slot and the user slot separately; encoding them one
             # by one keeps a BPE merge from ever crossing the boundary between them.
+            # LLaMA-Factory writes no system slot when both the system prompt and the default are empty.
             encode = self.tokenizer.encode
-            return encode(QWEN_SYSTEM.format(content=system), add_special_tokens=False) + encode(
-                QWEN_USER.format(content=user), add_special_tokens=False
-            )
+            system = system or NATIVE_TEMPLATES[self.name]
+            system_ids = encode(QWEN_SYSTEM.format(content=system), add_special_tokens=False) if system else []
+            return system_ids + encode(QWEN_USER.format(content=user), add_special_tokens=False)
         messages = [{"role": "user", "content": user}, {"role": "assistant", "content": ""}]
         prompt_ids, _ = self._llamafactory_template.encode_oneturn(self.tokenizer, messages, system)
         return prompt_ids

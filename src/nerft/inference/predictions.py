@@ -5,6 +5,16 @@ reads: `predict` holds the model's raw answer, and `entities` what it names, par
 that is not a substring of its sentence cannot be a CLUE entity (a model that "corrects" a name,
 or invents one): by default it is moved to `dropped`, so it is counted but not scored.
 
+Each entity carries its character offsets `start` and `end`, with `end` EXCLUSIVE
+(`text[start:end] == entity`, as in doccano, Label Studio and spaCy; CLUENER's own spans are
+inclusive). The model names strings, not places, so the offsets follow one rule (`ground_entities`):
+the distinct entities are placed longest first (ties in answer order), each at its first occurrence
+that overlaps no entity placed before it ("北京大学" claims its characters before "北京" is looked
+for); when every occurrence overlaps, at its first occurrence (a nest, as CLUENER has). An entity
+whose string occurs more than once in the sentence is marked `"ambiguous": true`: its place is the
+rule's choice, not the model's. An entity kept with `--keep-unsupported` that is not in the
+sentence has `start` and `end` null.
+
 While predicting, rows are appended to `<out>.partial` as they come, flushed one by one, so a run
 cut short (a server that went away, Ctrl-C) keeps them; the next run with the same output checks
 that the kept rows are the first sentences of its input and predicts only the rest. The finished
@@ -22,6 +32,7 @@ from nerft.data.records import CluenerRecord
 from nerft.errors import DataError
 from nerft.inference.engines import Generation
 from nerft.io import write_json_atomic
+from nerft.metrics.parse import Mention
 
 
 def prediction_row(record: CluenerRecord, generation: Generation, *, keep_unsupported: bool = False) -> dict:
@@ -37,12 +48,33 @@ def prediction_row(record: CluenerRecord, generation: Generation, *, keep_unsupp
     row: dict = {} if record.id is None else {"id": record.id}
     row.update(
         text=record.text, predict=generation.text,
-        entities=[{"label": label, "text": text} for label, text in kept],
+        entities=ground_entities(record.text, kept),
         dropped=[{"label": label, "text": text} for label, text in dropped],
     )
     row["unparseable"] = mentions is None
     row["finish_reason"] = generation.finish_reason
     return row
+
+
+def ground_entities(text: str, mentions: list[Mention]) -> list[dict]:
+    """`{"label", "text", "start", "end", "ambiguous"}` per distinct mention, in answer order, placed
+    by the rule of the module docstring (`end` exclusive)."""
+    from nerft.metrics.spans import occurrences
+
+    distinct = list(dict.fromkeys(mentions))
+    taken = [False] * len(text)
+    placed: dict[Mention, dict] = {}
+    for label, entity in sorted(distinct, key=lambda mention: -len(mention[1])):
+        starts = occurrences(text, entity)
+        start = next((s for s in starts if not any(taken[s : s + len(entity)])), starts[0] if starts else None)
+        if start is not None:
+            taken[start : start + len(entity)] = [True] * len(entity)
+        placed[(label, entity)] = {
+            "label": label, "text": entity,
+            "start": start, "end": None if start is None else start + len(entity),
+            "ambiguous": len(starts) > 1,
+        }
+    return [placed[mention] for mention in distinct]
 
 
 @dataclass

@@ -101,11 +101,11 @@ def ground_mentions(record: CluenerRecord, mentions: Sequence[Mention]) -> Groun
             if not placed:
                 result.overlapping.append((label, entity))
             continue
-        occurrences = _occurrences(text, entity)
-        if not occurrences:
+        starts = occurrences(text, entity)
+        if not starts:
             result.not_in_text.append((label, entity))
             continue
-        start = next((s for s in occurrences if free(s, s + len(entity) - 1)), None)
+        start = next((s for s in starts if free(s, s + len(entity) - 1)), None)
         if start is None:
             result.overlapping.append((label, entity))
         else:
@@ -114,7 +114,7 @@ def ground_mentions(record: CluenerRecord, mentions: Sequence[Mention]) -> Groun
     return result
 
 
-def _occurrences(text: str, entity: str) -> list[int]:
+def occurrences(text: str, entity: str) -> list[int]:
     starts = []
     index = text.find(entity) if entity else -1
     while index >= 0:

@@ -92,6 +92,34 @@ def _loss_lines(plt, curves, eval_curves, path, *, title: str) -> Path:
     return _save(figure, path, plt)
 
 
+def confusion_heatmap(rows: Sequence[str], columns: Sequence[str], counts: Sequence[Sequence[int | None]],
+                      path: str | os.PathLike, *, title: str) -> Path:
+    """A grid of counts (rows: gold, columns: predicted), darker for more, each count printed;
+    a None cell is left blank."""
+    plt = _pyplot()
+    with plt.rc_context(_fonts_for([*rows, *columns])):
+        return _heatmap(plt, rows, columns, counts, path, title=title)
+
+
+def _heatmap(plt, rows, columns, counts, path, *, title: str) -> Path:
+    import numpy as np
+
+    values = np.array([[float("nan") if value is None else value for value in row] for row in counts], dtype=float)
+    figure, axes = plt.subplots(figsize=(max(5.0, 0.7 * len(columns) + 2.4), max(3.0, 0.45 * len(rows) + 1.8)))
+    peak = max(1.0, float(np.nanmax(values)) if values.size and not np.isnan(values).all() else 1.0)
+    axes.imshow(np.ma.masked_invalid(values), cmap="Blues", vmin=0, vmax=peak, aspect="auto")
+    for (row, column), value in np.ndenumerate(values):
+        if not np.isnan(value) and value:
+            axes.text(column, row, f"{int(value)}", ha="center", va="center", fontsize=8,
+                      color="white" if value > peak * 0.6 else "#222")
+    axes.set_xticks(range(len(columns)), columns, rotation=40, ha="right")
+    axes.set_yticks(range(len(rows)), rows)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("gold")
+    axes.set_title(title)
+    return _save(figure, path, plt)
+
+
 def _pyplot():
     import matplotlib
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from nerft.errors import DataError
-from nerft.reporting.charts import f1_bar_chart
+from nerft.reporting.charts import confusion_heatmap, f1_bar_chart
 from nerft.reporting.page import (
     Block,
     Heading,
@@ -92,6 +92,8 @@ def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Bl
                 for name in ("micro", "macro") if seqeval.get(name)]
         blocks.append(Heading("Spans (seqeval: the entity found at its place in the sentence)", heading_level))
         blocks.append(Table(["Average", "Precision", "Recall", "F1"], rows))
+    if report.get("confusion"):
+        blocks += confusion_blocks(report["confusion"], confusion_chart_path(chart), heading_level)
     errors = report.get("errors") or []
     if errors:
         blocks.append(Heading(f"First errors ({min(len(errors), ERRORS_SHOWN)} of {len(errors)})", heading_level))
@@ -103,6 +105,28 @@ def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Bl
             numeric=[True, False, False, False],
         ))
     return blocks
+
+
+def confusion_chart_path(chart: Path) -> Path:
+    """The heatmap beside the F1 chart: f1_by_label.png -> confusion.png, f1_by_label_dev.png -> confusion_dev.png."""
+    return chart.with_name(chart.name.replace(CHART_NAME[:-4], "confusion", 1))
+
+
+def confusion_blocks(data: dict, chart: Path, heading_level: int) -> list[Block]:
+    """The confusion table of report.json's "confusion" (`nerft.metrics.confusion`) and its heatmap."""
+    from nerft.metrics.confusion import Confusion
+
+    table = Confusion(**data)
+    rows, columns, counts = table.table()
+    confusion_heatmap(rows, columns, counts, chart, title="Gold label x predicted label (CLUE pairs)")
+    return [
+        Heading("Label confusion (gold rows, predicted columns)", heading_level),
+        Paragraph("Same text, other label: off the diagonal. Overlapping text: wrong boundary (by gold label). "
+                  "Each gold entity is counted once in its row, so a row adds up to the label's support."),
+        Table(["gold ↓ predicted →", *columns],
+              [[row, *("" if value is None else str(value) for value in values)] for row, values in zip(rows, counts)]),
+        Image(chart, "Label confusion heatmap"),
+    ]
 
 
 def summary_line(report: dict) -> str:

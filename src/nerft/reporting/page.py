@@ -42,7 +42,13 @@ class Image:
     alt: str
 
 
-Block = Union[Heading, Paragraph, Table, Image]
+@dataclass
+class Link:
+    path: Path  # a file beside the page (errors.html), linked by its relative path
+    text: str
+
+
+Block = Union[Heading, Paragraph, Table, Image, Link]
 
 
 @dataclass
@@ -71,13 +77,16 @@ def render_markdown(page: Page, *, base_dir: str | os.PathLike) -> str:
                 out.append("| " + " | ".join(_md_cell(cell) for cell in row) + " |")
             out.append("")
         elif isinstance(block, Image):
-            relative = os.path.relpath(block.path, base_dir).replace(os.sep, "/")
+            relative = _relative(block.path, base_dir)
             out += [f"![{_md_cell(block.alt)}]({relative})", ""]
+        elif isinstance(block, Link):
+            out += [f"[{_md_cell(block.text)}]({_relative(block.path, base_dir)})", ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def render_html(page: Page) -> str:
-    """One HTML file: escaped text, tables, and the PNGs embedded as data URIs."""
+def render_html(page: Page, *, base_dir: str | os.PathLike | None = None) -> str:
+    """One HTML file: escaped text, tables, and the PNGs embedded as data URIs; links relative to
+    `base_dir` (the folder the .html file goes to), absolute without it."""
     body = [f"<h1>{html.escape(page.title)}</h1>"]
     for block in page.blocks:
         if isinstance(block, Heading):
@@ -96,6 +105,9 @@ def render_html(page: Page) -> str:
         elif isinstance(block, Image):
             data = base64.b64encode(Path(block.path).read_bytes()).decode("ascii")
             body.append(f'<p><img alt="{html.escape(block.alt, quote=True)}" src="data:image/png;base64,{data}"></p>')
+        elif isinstance(block, Link):
+            target = _relative(block.path, base_dir) if base_dir is not None else Path(block.path).resolve().as_uri()
+            body.append(f'<p><a href="{html.escape(target, quote=True)}">{html.escape(block.text)}</a></p>')
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(page.title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
@@ -110,6 +122,10 @@ STYLE = (
     "th{background:#f3f3f3}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}"
     "img{max-width:100%}pre{background:#f6f6f6;padding:.8rem;overflow-x:auto}"
 )
+
+
+def _relative(path: str | os.PathLike, base_dir: str | os.PathLike) -> str:
+    return os.path.relpath(path, base_dir).replace(os.sep, "/")
 
 
 def _align(right: bool) -> str:

@@ -16,11 +16,13 @@ from typing import Any
 
 from nerft.errors import DataError, ModelError
 from nerft.reporting.charts import grouped_bar_chart, loss_chart
+from nerft.reporting.errors_page import ERRORS_PAGE
 from nerft.reporting.eval_report import eval_blocks, load_eval_report, summary_line
 from nerft.reporting.page import (
     Block,
     Heading,
     Image,
+    Link,
     Page,
     Paragraph,
     Table,
@@ -144,6 +146,9 @@ def run_page(record: RunRecord, out_dir: Path) -> Page:
     for name, report in record.evaluations.items():
         page.add(Heading(_eval_title(name)))
         page.add(*eval_blocks(report, out_dir / _chart_name("f1_by_label", name), heading_level=3))
+        errors_page = record.run_dir / EVAL_DIR / name / ERRORS_PAGE
+        if errors_page.is_file():
+            page.add(Link(errors_page, f"Every sentence with a mistake, highlighted: {ERRORS_PAGE}"))
     if not record.evaluations:
         page.add(Heading("Evaluation"))
         page.add(Paragraph(
@@ -272,7 +277,7 @@ def _write_page(page: Page, out_dir: Path, stem: str, written: WrittenReport) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown, html = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
     write_text_atomic(markdown, render_markdown(page, base_dir=out_dir))
-    write_text_atomic(html, render_html(page))
+    write_text_atomic(html, render_html(page, base_dir=out_dir))
     written.pages += [markdown, html]
     written.charts += [block.path for block in page.blocks if isinstance(block, Image)]
 

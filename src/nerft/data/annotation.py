@@ -1,0 +1,257 @@
+"""The annotation tools' formats, both ways: doccano JSONL and Label Studio JSON tasks.
+
+Read (by `nerft prepare`, `eval --gold`, `predict --data`: every reader of records), validated
+like CLUE records, with the same `file:line: reason` errors:
+
+- doccano sequence labelling, one object a line: `{"text": ..., "label": [[start, end, "TYPE"], ...]}`,
+  `end` EXCLUSIVE (`text[start:end]`); `id` kept when present.
+- Label Studio's JSON export: a list of tasks `{"id", "data": {"text": ...}, "annotations":
+  [{"result": [{"type": "labels", "value": {"start", "end", "text", "labels": ["TYPE"]}}, ...]}]}`,
+  `end` exclusive. The task's LAST annotation that was not cancelled is its gold (Label Studio
+  lists them oldest first); a task without one is unlabelled, like a CLUE record without `label`.
+  `predictions` (pre-annotations nobody accepted) are not gold and are not read. The sentence is
+  `data.text`, or `data`'s only string value when the labelling config names it otherwise; the
+  record's id is `data.id` (where `nerft convert` keeps it), else the task's id. Result
+  items of another type than `labels` (relations, choices) are skipped with a warning.
+
+A record is told apart by its shape (a `data` object: Label Studio; a `label` list: doccano;
+otherwise CLUE), so one file may even mix them.
+
+Written (by `nerft convert`): the same shapes, from records (as annotations) or from the rows of
+`nerft predict` (as Label Studio `predictions`, the pre-annotations a person corrects, and as
+doccano labels), with `label_studio_config(labels)`, the labelling config to paste into the
+project.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from html import escape
+
+from nerft.data.records import CluenerRecord, Entity, Finding
+from nerft.data.validate import CheckedRecord, check_entities, check_json_record
+
+FROM_NAME, TO_NAME = "label", "text"  # the names of the Labels and Text tags of label_studio_config
+
+
+def check_any_record(value: dict, source: str, line: int, labels: Iterable[str] | None = None) -> CheckedRecord:
+    """Validate one decoded JSON object of any of the shapes: Label Studio, doccano, or CLUE."""
+    if isinstance(value.get("data"), dict) and "text" not in value:
+        return check_label_studio_task(value, source, line, labels)
+    if isinstance(value.get("label"), list):
+        return check_doccano_record(value, source, line, labels)
+    return check_json_record(value, source, line, labels)
+
+
+def check_doccano_record(value: dict, source: str, line: int, labels: Iterable[str] | None = None) -> CheckedRecord:
+    """Validate one doccano line `{"text", "label": [[start, end_exclusive, "TYPE"], ...]}`."""
+    findings: list[Finding] = []
+    text = _text(value.get("text"), "'text'", source, line, findings)
+    if text is None:
+        return CheckedRecord(None, findings)
+    entities = []
+    for item in value["label"]:
+        if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int and type(item[1]) is int and isinstance(item[2], str)):
+            findings.append(Finding("error", source, line, f"label entry {item!r} is not [start, end, \"TYPE\"]"))
+            continue
+        entity = _entity(text, item[0], item[1], item[2], None, source, line, findings)
+        if entity is not None:
+            entities.append(entity)
+    return _checked(text, entities, value.get("id"), True, source, line, labels, findings)
+
+
+def check_label_studio_task(value: dict, source: str, line: int, labels: Iterable[str] | None = None) -> CheckedRecord:
+    """Validate one Label Studio task; its gold is its last annotation that was not cancelled."""
+    findings: list[Finding] = []
+    data = value["data"]
+    strings = [v for v in data.values() if isinstance(v, str)]
+    raw = data["text"] if "text" in data else (strings[0] if len(strings) == 1 else None)
+    text = _text(raw, "'data.text'", source, line, findings)
+    if text is None:
+        return CheckedRecord(None, findings)
+    record_id = data.get("id", value.get("id"))  # the record's own id, kept in data by to_label_studio
+    annotations = value.get("annotations") or []
+    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+        findings.append(Finding("error", source, line, "'annotations' must be a list of objects"))
+        return CheckedRecord(None, findings)
+    kept = [a for a in annotations if not a.get("was_cancelled")]
+    if not kept:
+        return _checked(text, [], record_id, False, source, line, labels, findings)
+    result = kept[-1].get("result")
+    if not isinstance(result, list):
+        findings.append(Finding("error", source, line, "an annotation's 'result' must be a list"))
+        return CheckedRecord(None, findings)
+    entities = []
+    for item in result:
+        regions = _regions(item, source, line, findings)
+        for start, end, label, written in regions:
+            entity = _entity(text, start, end, label, written, source, line, findings)
+            if entity is not None:
+                entities.append(entity)
+    return _checked(text, entities, record_id, True, source, line, labels, findings)
+
+
+def _regions(item, source: str, line: int, findings: list[Finding]) -> list[tuple]:
+    """(start, end, label, text or None) per label of one result item."""
+    if not isinstance(item, dict):
+        findings.append(Finding("error", source, line, f"result item {item!r} is not an object"))
+        return []
+    if item.get("type", "labels") != "labels":
+        findings.append(Finding("warning", source, line, f"result item of type {item.get('type')!r} skipped (only 'labels' are entities)"))
+        return []
+    region = item.get("value")
+    if not isinstance(region, dict):
+        findings.append(Finding("error", source, line, "a result item has no 'value' object"))
+        return []
+    start, end, names = region.get("start"), region.get("end"), region.get("labels")
+    if type(start) is not int or type(end) is not int:
+        findings.append(Finding("error", source, line, f"value start/end must be integers, found {start!r}, {end!r}"))
+        return []
+    if not (isinstance(names, list) and names and all(isinstance(name, str) for name in names)):
+        findings.append(Finding("error", source, line, f"value 'labels' must be a non-empty list of label names, found {names!r}"))
+        return []
+    return [(start, end, name, region.get("text")) for name in names]
+
+
+def _text(raw, name: str, source: str, line: int, findings: list[Finding]) -> str | None:
+    if raw is None:
+        findings.append(Finding("error", source, line, f"no {name} field"))
+    elif not isinstance(raw, str):
+        findings.append(Finding("error", source, line, f"{name} must be a string, found {type(raw).__name__}"))
+    elif not raw.strip():
+        findings.append(Finding("error", source, line, "empty text"))
+    else:
+        return raw
+    return None
+
+
+def _entity(text: str, start: int, end: int, label: str, written: str | None, source: str, line: int,
+            findings: list[Finding]) -> Entity | None:
+    """The entity of an end-exclusive span, or None with an error when the span is not in the text."""
+    where = f"{label} [{start}, {end})"
+    if start >= end:
+        findings.append(Finding("error", source, line, f"{where}: empty or reversed span (end is exclusive)"))
+    elif start < 0 or end > len(text):
+        findings.append(Finding("error", source, line, f"{where}: span outside the text (length {len(text)})"))
+    elif written is not None and text[start:end] != written:
+        findings.append(Finding("error", source, line, f"{where}: span covers {text[start:end]!r}, not {written!r}"))
+    else:
+        return Entity(start, end - 1, label, text[start:end])
+    return None
+
+
+def _checked(text, entities, record_id, labelled, source, line, labels, findings) -> CheckedRecord:
+    if any(f.severity == "error" for f in findings):
+        return CheckedRecord(None, findings)
+    record = CluenerRecord(text=text, entities=sorted(set(entities)), id=record_id, labelled=labelled, source=source, line=line)
+    findings.extend(check_entities(record, labels))
+    return CheckedRecord(record, findings)
+
+
+# ---- writing ----------------------------------------------------------------------------------
+
+
+def to_doccano(record: CluenerRecord) -> dict:
+    """doccano's JSONL shape; `end` exclusive."""
+    row: dict = {} if record.id is None else {"id": record.id}
+    row["text"] = record.text
+    row["label"] = [[entity.start, entity.end + 1, entity.label] for entity in record.entities]
+    return row
+
+
+def to_label_studio(record: CluenerRecord, *, as_prediction: bool = False, model_version: str = "nerft") -> dict:
+    """A Label Studio task: the entities as an annotation, or as a prediction (pre-annotations a
+    person corrects) with `as_prediction`."""
+    result = [
+        {"id": f"e{index}", "from_name": FROM_NAME, "to_name": TO_NAME, "type": "labels",
+         "value": {"start": entity.start, "end": entity.end + 1, "text": entity.text, "labels": [entity.label]}}
+        for index, entity in enumerate(record.entities)
+    ]
+    task: dict = {"data": {"text": record.text}}
+    if record.id is not None:
+        task["data"]["id"] = record.id
+    if as_prediction:
+        task["predictions"] = [{"model_version": model_version, "result": result}]
+    elif record.labelled:
+        task["annotations"] = [{"result": result}]
+    return task
+
+
+def record_of_prediction(row: dict) -> CluenerRecord:
+    """The entities of one `nerft predict` row that have a place in the sentence (`start`/`end`,
+    end exclusive), as a record."""
+    text = row["text"]
+    entities = {Entity(e["start"], e["end"] - 1, e["label"], e["text"]) for e in row.get("entities", []) if e.get("start") is not None}
+    return CluenerRecord(text=text, entities=sorted(entities), id=row.get("id"))
+
+
+def label_studio_config(labels: Iterable[str]) -> str:
+    """The labelling config of an NER project whose names match what `to_label_studio` writes."""
+    tags = "\n".join(f'    <Label value="{escape(label, quote=True)}"/>' for label in sorted(dict.fromkeys(labels)))
+    return (f'<View>\n  <Labels name="{FROM_NAME}" toName="{TO_NAME}">\n{tags}\n  </Labels>\n'
+            f'  <Text name="{TO_NAME}" value="$text"/>\n</View>\n')
+
+
+# ---- nerft convert ----------------------------------------------------------------------------
+
+FORMATS = ("label-studio", "doccano", "clue")
+
+
+def is_predictions_file(path) -> bool:
+    """Whether the file's first object is a `nerft predict` row (raw answer and placed entities)."""
+    from nerft.data.readers import detect_format, iter_json_objects
+
+    if detect_format(path) != "json":
+        return False
+    for _, value in iter_json_objects(path):
+        return isinstance(value, dict) and "predict" in value and isinstance(value.get("entities"), list)
+    return False
+
+
+def read_prediction_records(path) -> list[CluenerRecord]:
+    """The rows of a `nerft predict` file as records of their placed entities."""
+    from nerft.data.readers import iter_json_objects
+    from nerft.errors import DataError
+
+    records = []
+    for line, value in iter_json_objects(path):
+        if isinstance(value, Finding):
+            raise DataError(str(value))
+        entities = value.get("entities")
+        if not isinstance(value.get("text"), str) or not isinstance(entities, list) or not all(
+            isinstance(e, dict) and {"label", "text", "start", "end"} <= set(e) for e in entities
+        ):
+            raise DataError(f'{path}:{line}: expected a `nerft predict` row with "text" and "entities" '
+                            '[{"label", "text", "start", "end"}] (predict them again with this nerft)')
+        records.append(record_of_prediction(value))
+    return records
+
+
+def convert_file(source, *, to: str, out, model_version: str = "nerft", labels: Iterable[str] | None = None) -> dict:
+    """Write the records of `source` (any file `nerft prepare` reads, or a `nerft predict` file) in
+    the format `to`; for Label Studio also the labelling config beside it (`OUT.label_config.xml`),
+    with `labels` and every label the records have (a person correcting them may need a label the
+    model never predicted). Predictions become Label Studio `predictions` (pre-annotations) or doccano labels."""
+    from pathlib import Path
+
+    from nerft.data.load import load_records
+    from nerft.errors import ConfigError
+    from nerft.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+
+    if to not in FORMATS:
+        raise ConfigError(f"--to {to!r}: expected one of {', '.join(FORMATS)}")
+    predictions = is_predictions_file(source)
+    records = read_prediction_records(source) if predictions else load_records(source)
+    out = Path(out)
+    written = {"records": len(records), "entities": sum(len(r.entities) for r in records),
+               "from": "predictions" if predictions else "records", "to": to, "out": str(out)}
+    if to == "doccano":
+        write_jsonl_atomic(out, [to_doccano(record) for record in records])
+    elif to == "clue":
+        write_jsonl_atomic(out, [record.to_clue() for record in records])
+    else:
+        write_json_atomic(out, [to_label_studio(r, as_prediction=predictions, model_version=model_version) for r in records])
+        config = out.with_name(out.stem + ".label_config.xml")
+        write_text_atomic(config, label_studio_config([*(labels or ()), *(e.label for r in records for e in r.entities)]))
+        written["label_config"] = str(config)
+    return written

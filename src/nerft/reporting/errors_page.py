@@ -1,0 +1,171 @@
+"""`errors.html`: every sentence with a mistake, gold and predicted entities highlighted inline.
+
+One self-contained page (inline CSS and JavaScript, no network): per sentence the gold line and
+the predicted line, each entity in its label's colour, wrong ones outlined in red, and the list of
+mistakes, each marked missed / spurious / wrong label / wrong boundary
+(`nerft.metrics.confusion`). Two menus filter the sentences by label and by kind of mistake.
+
+Predicted strings are placed in the sentence as span scoring places them
+(`nerft.metrics.spans.ground_mentions`); a string that is not in the sentence shows only in the
+list of mistakes.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from nerft.data.records import CluenerRecord
+from nerft.metrics.confusion import KINDS, Confusion, SentenceMistakes, confusion
+from nerft.metrics.parse import Mention
+from nerft.metrics.spans import Span, gold_spans, ground_mentions
+
+ERRORS_PAGE = "errors.html"
+# Light backgrounds that dark text reads on, one per label in sorted order (CLUENER has 10).
+PALETTE = (
+    "#ffd8a8", "#b2f2bb", "#a5d8ff", "#ffc9c9", "#d0bfff", "#fff3bf", "#99e9f2", "#fcc2d7",
+    "#c0eb75", "#e9ecef", "#ffe066", "#bac8ff",
+)
+
+
+def label_colours(labels: Sequence[str]) -> dict[str, str]:
+    """A colour per label, stable for the same label set (sorted order)."""
+    ordered = sorted(dict.fromkeys(labels))
+    return {label: PALETTE[index] if index < len(PALETTE) else f"hsl({index * 47 % 360}, 80%, 82%)" for index, label in enumerate(ordered)}
+
+
+@dataclass
+class ErrorViews:
+    """The classified mistakes of an evaluation: the confusion counts and the errors page."""
+
+    gold: Sequence[CluenerRecord]
+    answers: Sequence[str]
+    parsed: Sequence[list[Mention] | None]
+    confusion: Confusion
+    sentences: list[SentenceMistakes]
+
+    @classmethod
+    def of(cls, evaluation) -> ErrorViews:
+        """From a `nerft.metrics.evaluate.EvalReport` (gold records, raw answers, parsed answers)."""
+        predicted = [mentions or [] for mentions in evaluation.parsed]
+        table, sentences = confusion(evaluation.gold, predicted)
+        return cls(evaluation.gold, evaluation.predictions, evaluation.parsed, table, sentences)
+
+    def write_page(self, path: str | os.PathLike, *, title: str = "Errors") -> Path:
+        from nerft.io import write_text_atomic
+
+        path = Path(path)
+        write_text_atomic(path, self.render(title=title))
+        return path
+
+    def render(self, *, title: str = "Errors") -> str:
+        labels = sorted({*(e.label for r in self.gold for e in r.entities),
+                         *(label for mentions in self.parsed for label, _ in (mentions or []))})
+        colours = label_colours(labels)
+        cards = [self._card(index, colours) for index in range(len(self.gold))
+                 if self.sentences[index].mistakes or self.parsed[index] is None]
+        kinds = Counter(m.kind for s in self.sentences for m in s.mistakes)
+        summary = (f"{len(cards)} of {len(self.gold)} sentences have a mistake: "
+                   + ", ".join(f"{kinds.get(kind, 0)} {kind}" for kind in KINDS)
+                   + f"; {sum(1 for p in self.parsed if p is None)} unparseable answers.")
+        legend = "".join(f'<span class="ent" style="background:{colour}">{html.escape(label)}</span> ' for label, colour in colours.items())
+        options = "".join(f'<option value="{html.escape(label, quote=True)}">{html.escape(label)}</option>' for label in labels)
+        kind_options = "".join(f'<option value="{kind}">{kind}</option>' for kind in KINDS)
+        return (
+            "<!DOCTYPE html>\n<html lang=\"zh\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+            f"<h1>{html.escape(title)}</h1>\n<p id=\"summary\">{html.escape(summary)}</p>\n"
+            f"<p class=\"legend\">{legend}</p>\n"
+            "<p class=\"filters\">label <select id=\"label\"><option value=\"\">all</option>"
+            f"{options}</select> kind <select id=\"kind\"><option value=\"\">all</option>{kind_options}</select> "
+            "<span id=\"shown\"></span></p>\n"
+            "<p class=\"key\"><span class=\"ent wrong\">red outline</span> a mistake; "
+            "<span class=\"ent\">no outline</span> right</p>\n"
+            + "\n".join(cards)
+            + f"\n<script>{SCRIPT}</script>\n</body>\n</html>\n"
+        )
+
+    def _card(self, index: int, colours: dict[str, str]) -> str:
+        record, sentence, mentions = self.gold[index], self.sentences[index], self.parsed[index]
+        correct = set(sentence.correct)
+        gold_line = highlight(record.text, gold_spans(record)[0], colours, wrong=lambda pair: pair not in correct)
+        placed = ground_mentions(record, mentions or [])
+        predicted_line = highlight(record.text, placed.spans, colours, wrong=lambda pair: pair not in correct)
+        items = []
+        for mistake in sentence.mistakes:
+            labels = " ".join(mistake.labels())
+            items.append(f'<li class="mistake" data-kind="{mistake.kind}" data-labels="{html.escape(labels, quote=True)}">'
+                         f'<span class="kind">{mistake.kind}</span> {html.escape(mistake.describe())}</li>')
+        if mentions is None:
+            items.append('<li class="note">the answer could not be read: it predicts nothing</li>')
+        where = f"line {record.line}" if record.line else f"sentence {index + 1}"
+        return (
+            f'<section class="sentence" data-index="{index}">'
+            f'<h2>{html.escape(where)}</h2>'
+            f'<div class="row"><span class="side">gold</span><span class="text gold">{gold_line}</span></div>'
+            f'<div class="row"><span class="side">predicted</span><span class="text predicted">{predicted_line}</span></div>'
+            f'<ul>{"".join(items)}</ul>'
+            f'<details><summary>model answer</summary><pre>{html.escape(self.answers[index])}</pre></details>'
+            "</section>"
+        )
+
+
+def highlight(text: str, spans: Sequence[Span], colours: dict[str, str], *, wrong=lambda pair: False) -> str:
+    """`text` as HTML with each (start, inclusive end, label) span in a coloured `<mark>`; spans
+    must not overlap. `wrong((label, entity))` outlines the span in red."""
+    out, position = [], 0
+    for start, end, label in sorted(spans):
+        entity = text[start : end + 1]
+        out.append(html.escape(text[position:start]))
+        classes = "ent wrong" if wrong((label, entity)) else "ent"
+        out.append(f'<mark class="{classes}" data-label="{html.escape(label, quote=True)}" '
+                   f'style="background:{colours.get(label, "#eee")}" title="{html.escape(label, quote=True)}">'
+                   f'{html.escape(entity)}<sub>{html.escape(label)}</sub></mark>')
+        position = end + 1
+    out.append(html.escape(text[position:]))
+    return "".join(out)
+
+
+STYLE = (
+    "body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC',sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
+    ".sentence{border:1px solid #ddd;border-radius:6px;padding:.4rem .9rem;margin:.8rem 0}"
+    ".sentence h2{font-size:.85rem;color:#666;margin:.2rem 0}"
+    ".row{display:flex;gap:.8rem;margin:.35rem 0;line-height:2.1}.side{width:5.5rem;color:#666;font-size:.85rem;flex:none}"
+    ".text{font-size:1.1rem}.ent{border-radius:4px;padding:.1rem .25rem;margin:0 .1rem;color:#222}"
+    ".ent sub{font-size:.65rem;color:#555;margin-left:.15rem}.ent.wrong{outline:2px solid #d6336c}"
+    "ul{margin:.3rem 0;padding-left:1.2rem}.kind{display:inline-block;min-width:7.5rem;font-size:.8rem;font-weight:600;color:#a61e4d}"
+    "li.dim{opacity:.35}.legend .ent{display:inline-block;margin:.15rem}.filters select{margin-right:1rem}"
+    "details{font-size:.85rem;color:#555}pre{background:#f6f6f6;padding:.5rem;white-space:pre-wrap}"
+)
+
+# Show a sentence when one of its mistakes has the chosen label and kind; dim its other mistakes.
+SCRIPT = """
+(function(){
+  var label=document.getElementById('label'), kind=document.getElementById('kind');
+  function apply(){
+    var shown=0, cards=document.querySelectorAll('section.sentence');
+    cards.forEach(function(card){
+      var any=false;
+      card.querySelectorAll('li.mistake').forEach(function(li){
+        var ok=(!label.value||li.dataset.labels.split(' ').indexOf(label.value)>=0)&&(!kind.value||li.dataset.kind===kind.value);
+        li.classList.toggle('dim',!ok); any=any||ok;
+      });
+      if(!label.value&&!kind.value) any=true;
+      card.style.display=any?'':'none'; if(any) shown++;
+    });
+    document.getElementById('shown').textContent=shown+' of '+cards.length+' sentences shown';
+  }
+  label.addEventListener('change',apply); kind.addEventListener('change',apply); apply();
+})();
+"""
+
+
+def errors_page_path(report: str | os.PathLike) -> Path:
+    """`X/report.json` -> `X/errors.html`; another report name NAME.json -> `X/NAME_errors.html`."""
+    report = Path(report)
+    return report.parent / (ERRORS_PAGE if report.stem == "report" else f"{report.stem}_{ERRORS_PAGE}")
+
