@@ -15,7 +15,7 @@ PYTHON="${PYTHON:-python3}"
 if [ -z "${NERFT_SKIP_LABEL_STUDIO:-}" ]; then
   [ -x .venv-labelstudio/bin/python ] || "$PYTHON" -m venv .venv-labelstudio
   .venv-labelstudio/bin/python -m pip install --quiet --upgrade pip
-  .venv-labelstudio/bin/python -m pip install --quiet "label-studio>=1.13,<2"
+  .venv-labelstudio/bin/python -m pip install --quiet "label-studio==1.23.2"
 fi
 # Headless Chromium (and a font with Chinese glyphs) for the browser tests of errors.html and
 # `nerft demo` (Debian/Ubuntu, as root).
