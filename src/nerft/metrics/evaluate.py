@@ -89,8 +89,11 @@ class EvalReport:
         ])
 
 
-def evaluate(gold: Sequence[CluenerRecord], predictions: Sequence[str]) -> EvalReport:
-    """Parse every answer and score it against its gold record."""
+def evaluate(gold: Sequence[CluenerRecord], predictions: Sequence[str], labels: Sequence[str] | None = None) -> EvalReport:
+    """Parse every answer and score it against its gold record.
+
+    `labels` are the dataset's labels (the run's, `nerft eval --labels`; default: those gold
+    annotates): the per-label table and macro cover them, other predicted labels are counted apart."""
     if len(gold) != len(predictions):
         raise DataError(f"{len(predictions)} predictions for {len(gold)} gold records")
     parsed = [parse_output(raw) for raw in predictions]
@@ -99,9 +102,9 @@ def evaluate(gold: Sequence[CluenerRecord], predictions: Sequence[str]) -> EvalR
     splits = [split_in_text(mentions, record.text) for record, mentions in zip(gold, predicted)]
     in_text = [kept for kept, _ in splits]
     not_in_text = sum(len(dropped) for _, dropped in splits)
-    clue = score_clue(gold_mentions, predicted)
-    spans = score_spans(gold, predicted)
-    return EvalReport(gold, predictions, parsed, clue, spans, score_clue(gold_mentions, in_text), not_in_text)
+    clue = score_clue(gold_mentions, predicted, labels)
+    spans = score_spans(gold, predicted, labels)
+    return EvalReport(gold, predictions, parsed, clue, spans, score_clue(gold_mentions, in_text, labels), not_in_text)
 
 
 def read_predictions(path: str | os.PathLike, expected_count: int | None = None) -> list[str]:
@@ -134,10 +137,12 @@ def read_predictions(path: str | os.PathLike, expected_count: int | None = None)
     return predictions
 
 
-def score_prediction_files(*, gold: str | os.PathLike, predictions: str | os.PathLike) -> EvalReport:
+def score_prediction_files(
+    *, gold: str | os.PathLike, predictions: str | os.PathLike, labels: Sequence[str] | None = None
+) -> EvalReport:
     """Load gold records (any shape `nerft prepare` reads) and a predictions file, and score them."""
     records = load_gold(gold)
-    return evaluate(records, read_predictions(predictions, expected_count=len(records)))
+    return evaluate(records, read_predictions(predictions, expected_count=len(records)), labels)
 
 
 def load_gold(path: str | os.PathLike) -> list[CluenerRecord]:
