@@ -2,7 +2,7 @@
 
 It renders the JSON that `nerft eval --report` writes (`nerft.metrics.evaluate.EvalReport.to_dict`):
 `{"records", "unparseable", "labels": {label: {precision, recall, f1, support, tp, fp, fn}},
-"micro": {...}, "macro": {...}, "seqeval": {"micro": {...}, "macro": {...}, ...}, "errors": [...]}`.
+"other_labels": {label: false positives}, "micro": {...}, "macro": {...}, "seqeval": {"micro": {...}, "macro": {...}, ...}, "errors": [...]}`.
 """
 
 from __future__ import annotations
@@ -79,6 +79,10 @@ def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Bl
     blocks: list[Block] = [Paragraph(summary_line(report))]
     blocks.append(Heading("Per label (CLUE: label and entity text must both match)", heading_level))
     blocks.append(label_table(report))
+    if report.get("other_labels"):
+        from nerft.metrics.clue import format_other_labels
+
+        blocks.append(Paragraph(format_other_labels(report["other_labels"]) + "."))
     blocks.append(Image(chart, "F1 by label"))
     in_text = report.get("in_text") or {}
     if in_text.get("micro"):
