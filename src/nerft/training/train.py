@@ -268,7 +268,7 @@ def _prepare_data(cfg: NerftConfig, dataset_dir: Path, *, log: Callable[[str], N
             train=cfg.data.train,
             dev=cfg.data.dev,
             out_dir=dataset_dir,
-            name=cfg.data.name,
+            name=_dataset_name(cfg),
             val_size=cfg.data.val_size,
             seed=cfg.data.seed,
             labels=cfg.data.labels,
@@ -294,7 +294,17 @@ def _planned_data(cfg: NerftConfig, dataset_dir: Path) -> PreparedData:
 
     has_dev = cfg.data.dev is not None or cfg.data.val_size > 0
     fmt = get_format(cfg.data.prompt, cfg.data.labels)
-    return PreparedData(dataset_dir, f"{cfg.data.name}_train", f"{cfg.data.name}_dev" if has_dev else None, fmt.name, fmt.labels)
+    name = _dataset_name(cfg)
+    return PreparedData(dataset_dir, f"{name}_train", f"{name}_dev" if has_dev else None, fmt.name, fmt.labels)
+
+
+def _dataset_name(cfg: NerftConfig) -> str:
+    """data.name; in a data.dataset_dir that other trainings may share, a name of this data's own."""
+    if cfg.data.dataset_dir is None:
+        return cfg.data.name
+    from nerft.data.prepare import shared_folder_name
+
+    return shared_folder_name(cfg.data)
 
 
 def _registered_data(cfg: NerftConfig) -> PreparedData:
