@@ -201,6 +201,21 @@ def shared_folder_name(data) -> str:
     return f"{data.name}-{digest.hexdigest()[:10]}"
 
 
+def read_prepare_meta(path: str | os.PathLike) -> dict:
+    """A `<name>_meta.json` that `prepare` wrote: its "datasets", "prompt" and "labels" checked, or
+    one `DataError` naming the file."""
+    meta = read_json(path, what="nerft prepare's notes on a dataset")
+    checks = {
+        "datasets": lambda v: isinstance(v, dict) and all(isinstance(name, str) for name in v.values()),
+        "prompt": lambda v: isinstance(v, str),
+        "labels": lambda v: isinstance(v, list) and all(isinstance(label, str) for label in v),
+    }
+    wrong = [key for key, check in checks.items() if key in meta and not check(meta[key])]
+    if wrong:
+        raise DataError(f"{path}: {', '.join(wrong)}: not as `nerft prepare` writes it", hint="prepare the data again, or remove the file")
+    return meta
+
+
 def gold_file(name: str, split: str) -> str:
     """File name of a split's records in CLUE's JSON Lines shape (labels and spans kept)."""
     return f"{name}_{split}.gold.jsonl"

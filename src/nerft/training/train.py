@@ -13,7 +13,6 @@ after a successful run, `run.json` (`nerft.runfolder.RunInfo`).
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import tempfile
@@ -315,7 +314,7 @@ def _registered_data(cfg: NerftConfig) -> PreparedData:
     info_path = dataset_dir / "dataset_info.json"
     if not info_path.is_file():
         raise DataError(f"dataset.dataset_dir: {info_path} does not exist", hint="prepare data with `nerft prepare --out DIR`")
-    from nerft.data.prepare import read_dataset_info
+    from nerft.data.prepare import read_dataset_info, read_prepare_meta
 
     info = read_dataset_info(dataset_dir)
     names = PreparedData(dataset_dir, cfg.dataset.dataset, cfg.dataset.eval_dataset, "", ()).all_names
@@ -327,7 +326,7 @@ def _registered_data(cfg: NerftConfig) -> PreparedData:
     prompt, labels = cfg.data.prompt, cfg.data.labels
     # `nerft prepare` leaves <name>_meta.json beside the data: the prompt format the data was written in.
     for meta_path in sorted(dataset_dir.glob("*_meta.json")):
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = read_prepare_meta(meta_path)
         if names[0] in meta.get("datasets", {}).values():
             prompt, labels = meta.get("prompt", prompt), meta.get("labels", labels)
             break
