@@ -93,6 +93,17 @@ def read_json(
     error = error or DataError
     path = Path(path)
     label = f" ({what})" if what else ""
+    text = read_text(path, error=error, what=what, hint=hint)
+    return json_line(text, f"{path}", None, expect=expect, error=error, what=what, hint=hint)
+
+
+def read_text(path: str | os.PathLike, *, error: type | None = None, what: str = "", hint: str | None = None) -> str:
+    """A UTF-8 text file (a byte-order mark allowed), or one `FILE[:LINE]: reason` error."""
+    from nerft.errors import DataError
+
+    error = error or DataError
+    path = Path(path)
+    label = f" ({what})" if what else ""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -100,11 +111,10 @@ def read_json(
     except OSError as exc:
         raise error(f"{path}: cannot read{label} ({exc.strerror})", hint=hint) from None
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise error(f"{path}:{line}: not UTF-8 text{label} (byte {exc.start})", hint=hint) from None
-    return json_line(text, f"{path}", None, expect=expect, error=error, what=what, hint=hint)
 
 
 def json_line(

@@ -7,7 +7,6 @@ It renders the JSON that `nerft eval --report` writes (`nerft.metrics.evaluate.E
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -29,15 +28,12 @@ ERRORS_SHOWN = 10
 
 def load_eval_report(path: str | os.PathLike) -> dict:
     """Read a report.json; a `DataError` naming the file when it is not one."""
+    from nerft.io import read_json
+
     path = Path(path)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such eval report", hint="write one with `nerft eval ... --report PATH`") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+    if not path.is_file():
+        raise DataError(f"{path}: no such eval report", hint="write one with `nerft eval ... --report PATH`")
+    report = read_json(path, expect=object, what="an eval report")
     check_eval_report(report, source=str(path))
     return report
 
