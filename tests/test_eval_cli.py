@@ -113,7 +113,7 @@ def test_non_json_line_names_file_and_line(files, tmp_path):
     predictions.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = run("--gold", gold, "--predictions", predictions)
     assert result.exit_code == 1
-    assert f"nerft: error: {predictions}:2: not a JSON line" in result.stderr
+    assert f"nerft: error: {predictions}:2: broken JSON (" in result.stderr
     assert "Traceback" not in result.output
 
 

@@ -12,7 +12,6 @@ both from file paths and is what `nerft eval` runs.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from nerft.data.load import load_records
 from nerft.data.readers import open_text
 from nerft.data.records import CluenerRecord
 from nerft.errors import DataError
+from nerft.io import json_line
 from nerft.metrics.clue import ClueScores, format_table, score_clue, split_in_text
 from nerft.metrics.parse import parse_output
 from nerft.metrics.spans import SpanScores, score_spans
@@ -118,10 +118,7 @@ def read_predictions(path: str | os.PathLike, expected_count: int | None = None)
             for lineno, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line.strip())
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{lineno}: not a JSON line ({exc.msg}, column {exc.colno})") from None
+                row = json_line(line, str(path), lineno, expect=object)
                 if not isinstance(row, dict) or "predict" not in row:
                     raise DataError(f'{path}:{lineno}: expected an object with the model\'s answer in "predict"')
                 if not isinstance(row["predict"], str):
