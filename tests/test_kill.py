@@ -60,10 +60,10 @@ def check_prepared_folder(out, expected_other):
 
 @pytest.fixture(scope="module")
 def big_train(tmp_path_factory, sample_dir):
-    """The sample's records repeated to 12,000 lines: a few seconds of `nerft prepare` to kill."""
+    """The sample's records repeated to 20,000 lines: a few seconds of `nerft prepare` to kill."""
     lines = (sample_dir / "train.jsonl").read_text(encoding="utf-8").splitlines()
     path = tmp_path_factory.mktemp("kill-data") / "train.jsonl"
-    path.write_text("".join(lines[i % len(lines)] + "\n" for i in range(12000)), encoding="utf-8")
+    path.write_text("".join(lines[i % len(lines)] + "\n" for i in range(20000)), encoding="utf-8")
     return path
 
 
@@ -76,20 +76,25 @@ def test_prepare_killed_at_random_points_never_half_writes(big_train, tmp_path):
     duration = time.perf_counter() - started
     rng = random.Random(11)
     killed = 0
+    phases = []  # per kill: True once registered, else how many visible files it left
     for trial in range(KILLS):
         out = tmp_path / f"out{trial}"
         out.mkdir()
         (out / "dataset_info.json").write_text(json.dumps({"other_train": other}), encoding="utf-8")
         process = start_nerft("prepare", "--train", big_train, "--out", out, "--name", "big", cwd=tmp_path)
-        # Spread over the whole run: start-up, validation, writing, the renames at the end.
-        killed += kill_after(process, rng.uniform(0.3, duration * 1.05))
+        # Spread over the whole run (start-up, validation, writing), and every other kill in its
+        # last stretch, where the files are renamed into place and registered.
+        late = trial % 2 == 1
+        killed += kill_after(process, rng.uniform(duration * 0.85, duration * 1.02) if late else rng.uniform(0.3, duration))
         check_prepared_folder(out, other)
+        phases.append(len(json.loads((out / "dataset_info.json").read_text(encoding="utf-8"))) > 1 or len(visible(out)))
         again = start_nerft("prepare", "--train", big_train, "--out", out, "--name", "big", cwd=tmp_path)
         assert again.wait(timeout=300) == 0, again.stderr.read().decode()
         check_prepared_folder(out, other)
         info = json.loads((out / "dataset_info.json").read_text(encoding="utf-8"))
         assert set(info) == {"other_train", "big_train", "big_dev"}
-        assert len(json.loads((out / "big_train.json").read_text(encoding="utf-8"))) == 10800
+        assert len(json.loads((out / "big_train.json").read_text(encoding="utf-8"))) == 18000
+    print(f"prepare: {duration:.2f} s a run; {killed} of {KILLS} killed; left behind: {phases}")
     assert killed >= KILLS // 2  # most runs were really killed, not finished
 
 
@@ -103,14 +108,14 @@ def test_predict_killed_at_random_points_resumes_without_loss(tmp_path):
     data = tmp_path / "sentences.jsonl"
     data.write_text("".join(json.dumps({"text": text}, ensure_ascii=False) + "\n" for text in texts), encoding="utf-8")
     rng = random.Random(5)
-    with FakeServer(delay=lambda text: 0.01) as server:
-        args = ["predict", "--endpoint", server.url, "--data", data, "--concurrency", "2", "--retries", "0"]
+    with FakeServer(delay=lambda text: 0.03) as server:  # about 5 s of answers to kill
+        args = ["predict", "--endpoint", server.url, "--data", data, "--concurrency", "1", "--retries", "0"]
         for trial in range(KILLS // 2):
             out = tmp_path / f"predictions{trial}.jsonl"
             kept = []
             for _ in range(2):  # killed twice, then left to finish
                 process = start_nerft(*args, "--out", out, cwd=tmp_path)
-                kill_after(process, rng.uniform(0.5, 3.0))
+                kill_after(process, rng.uniform(0.3, 3.0))
                 partial = out.with_name(out.name + ".partial")
                 if out.exists():  # finished before the kill: complete
                     break
@@ -129,3 +134,4 @@ def test_predict_killed_at_random_points_resumes_without_loss(tmp_path):
             assert not out.with_name(out.name + ".partial").exists()
             if kept and kept[-1] > 0:
                 assert counts["resumed"] >= kept[-1]  # what was kept is not predicted again
+            print(f"predict trial {trial}: rows kept after each kill {kept}, resumed {counts['resumed']}")
