@@ -83,6 +83,19 @@ def write_run(info: RunInfo) -> Path:
     return path
 
 
+def update_run(run_dir: str | os.PathLike, **changes) -> RunInfo:
+    """Read run.json, change some of its values and write it back, under its lock (two exports of
+    one run each keep their change)."""
+    from dataclasses import replace
+
+    from nerft.io import locked
+
+    with locked(Path(run_dir) / RUN_MANIFEST):
+        info = replace(load_run(run_dir), **changes)
+        write_run(info)
+    return info
+
+
 def load_run(run_dir: str | os.PathLike) -> RunInfo:
     """Read and validate a run folder's manifest, or fail with a message that says what is wrong."""
     from nerft.io import read_json

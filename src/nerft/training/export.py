@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from nerft import __version__
 from nerft.errors import ModelError
 from nerft.io import replace_dir, staging_dir, write_text_atomic
-from nerft.runfolder import RunInfo, load_run, write_run
+from nerft.runfolder import RunInfo, load_run, update_run
 
 LLAMAFACTORY_EXPORT = "llamafactory_export.yaml"
 EXPORT_SHARD_GB = 5
@@ -91,7 +90,7 @@ def export_run(
     if missing:
         raise ModelError(f"llamafactory-cli export left no {', '.join(missing)} in {staging}")
     replace_dir(staging, out)
-    write_run(replace(info, merged_model=out, adapter_dir=_as_stored(info.adapter_dir, Path(info.run_dir))))
+    update_run(info.run_dir, merged_model=out, adapter_dir=_as_stored(info.adapter_dir, Path(info.run_dir)))
     log(f"merged model {out} (run.json merged_model updated)")
     return 0, out
 
