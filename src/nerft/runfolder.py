@@ -22,7 +22,8 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_vali
 from pydantic.dataclasses import dataclass
 
 from nerft.errors import ModelError
-from nerft.prompts import CLUENER_LABELS, PROMPT_FORMATS, PromptFormat, get_format
+from nerft.config.schema import known_prompt
+from nerft.prompts import CLUENER_LABELS, PromptFormat, get_format
 
 RUN_MANIFEST = "run.json"
 RUN_CONFIG = "nerft.yaml"
@@ -53,9 +54,7 @@ class RunInfo:
     @field_validator("prompt")
     @classmethod
     def check_prompt(cls, value: str) -> str:
-        if value not in PROMPT_FORMATS:
-            raise ValueError(f"unknown prompt format {value!r} (choose from: {', '.join(PROMPT_FORMATS)})")
-        return value
+        return known_prompt(value)
 
     @field_validator("labels", mode="before")
     @classmethod
