@@ -70,6 +70,10 @@ from nerft.prompts import CLUENER_LABELS, get_format
         ('<think>x</think><think>y</think>[{"label": "name", "text": "张三"}]', [("name", "张三")]),
         ("<think>\n还在想，token 用完了", None),
         ("name:<think>", [("name", "<think>")]),  # only a leading block is thinking
+        # brackets nested deeper than Python's stack (a looping model) are unparseable, not a RecursionError
+        ("[" * 100000, None),
+        ("[" * 100000 + "]" * 100000, None),
+        ("结果：" + "[" * 5000 + "]" * 5000, None),
         # a base model's Chinese label names parse (and score as wrong labels)
         ("这个句子包含以下实体：\n\n公司名：浙商银行", [("公司名", "浙商银行")]),
     ],

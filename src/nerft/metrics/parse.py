@@ -5,7 +5,8 @@ decides what counts), or None when the answer says nothing readable. The rules, 
 
 1. Everything from the first end-of-turn token (`<|im_end|>`, `<|endoftext|>`, `</s>`, ...) on is
    dropped; so are the think blocks it opens with (`<think>...</think>`, Qwen3's empty
-   `<think>\n\n</think>` too) and the outer whitespace. An answer cut off inside its think block said nothing: unparseable.
+   `<think>\n\n</think>` too) and the outer whitespace. An answer cut off inside its think
+   block said nothing: unparseable.
 2. When a line opens a ``` fence, only what is inside the first fence is read (to the closing
    fence, or to the end when the answer was cut off); prose around it is ignored.
 3. Empty, or a "none" word (`无`, `none`, `null`, ...): no entity.
@@ -87,6 +88,8 @@ def _is_json(entity: str) -> bool:
         return False
     try:
         return isinstance(json.loads(entity), (list, dict))
+    except RecursionError:
+        return True
     except json.JSONDecodeError:
         return False
 
@@ -135,6 +138,8 @@ def _json_mentions(text: str) -> list[Mention] | None:
             continue
         try:
             value, _ = _DECODER.raw_decode(text, start)
+        except RecursionError:
+            return None  # nested deeper than Python's stack: no answer of a known shape
         except json.JSONDecodeError:
             # A list that does not decode may be cut off; its objects must not be read one by one
             # as answers of their own, so the list is tried as a whole first.
@@ -202,7 +207,7 @@ def _truncated_list_mentions(text: str, start: int) -> list[Mention]:
             return mentions
         try:
             item, position = _DECODER.raw_decode(text, position)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return mentions
         mention = _mention_object(item)
         if mention is not None:
