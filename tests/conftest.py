@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("NERFT_SHARED") or ROOT.parent / "shared")  # NERFT_SHARED: a checkout elsewhere
 SAMPLE = ROOT / "data" / "sample"
 
 

@@ -263,15 +263,42 @@ def test_duplicates_count_once_and_labels_are_separate():
         predicted=[[("name", "张三"), ("name", "张三"), ("name", "张三"), ("address", "北京"), ("scene", "北京")]],
     )
     assert (scores.labels["name"].tp, scores.labels["name"].fp, scores.labels["name"].fn) == (1, 0, 0)
-    assert (scores.labels["scene"].tp, scores.labels["scene"].fp) == (0, 1)
+    assert (scores.other_labels["scene"].tp, scores.other_labels["scene"].fp) == (0, 1)  # not gold's label
     assert scores.micro.precision == pytest.approx(2 / 3)
 
 
-def test_invented_label_lowers_macro_f1():
+def test_invented_label_is_a_false_positive_but_stays_out_of_table_and_macro():
+    # micro: TP 1, FP 1 (公司名), FN 0 -> P 1/2, R 1, F1 2/3; macro over the dataset's one label: 1.0
     scores = score_clue(gold=[[("company", "浙商银行")]], predicted=[[("company", "浙商银行"), ("公司名", "浙商银行")]])
-    assert list(scores.labels) == ["company", "公司名"]
+    assert list(scores.labels) == ["company"]
+    assert (scores.micro.precision, scores.micro.recall, scores.micro.f1) == pytest.approx((1 / 2, 1.0, 2 / 3))
+    assert scores.macro_f1 == pytest.approx(1.0)
+    assert scores.to_dict()["other_labels"] == {"公司名": 1}
+    lines = format_table(scores).splitlines()
+    assert [line.split()[0] for line in lines[1:2]] == ["company"]
+    assert lines[-1] == "Other labels (not the dataset's; 1 false positives in micro, not in macro): 公司名 (1)"
+
+
+def test_dataset_labels_come_from_the_caller():
+    # schema name, address, movie; gold only has name. movie: nobody mentions it (in the table, not
+    # averaged); address: predicted once wrongly (F1 0, averaged); name: F1 1. macro = (1 + 0) / 2
+    scores = score_clue(
+        gold=[[("name", "张三")]], predicted=[[("name", "张三"), ("address", "北京"), ("公司名", "x")]],
+        labels=["name", "address", "movie"],
+    )
+    assert list(scores.labels) == ["address", "movie", "name"]
     assert scores.macro_f1 == pytest.approx(0.5)
-    assert "公司名" in format_table(scores)
+    assert list(scores.other_labels) == ["公司名"]
+    assert scores.micro.fp == 2
+
+
+def test_prose_before_empty_json_adds_no_label():
+    gold = [record("张三在北京", {"name": {"张三": [[0, 1]]}}), record("今天天气很好")]
+    report = evaluate(gold, ["name:张三", "实体如下：[]"])
+    data = report.to_dict()
+    assert list(data["labels"]) == ["name"]
+    assert data["other_labels"] == {}
+    assert data["macro"]["f1"] == 1.0 and data["micro"]["f1"] == 1.0
 
 
 def test_no_entities_anywhere_scores_zero_without_failing():

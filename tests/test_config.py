@@ -148,10 +148,10 @@ def test_set_mistakes_are_reported():
     lines = problems("tiny-cpu", ["trainn.max_steps=3", "max_steps=3", "train.max_steps=-1"])
     assert lines[0].startswith("--set trainn.max_steps=3: unknown section 'trainn'")
     assert lines[1].startswith("--set max_steps=3: expected section.key=value")
-    assert lines[2] == f"{ROOT / 'conf' / 'tiny-cpu.yaml'} (--set): train.max_steps: Input should be greater than or equal to 1 (got -1)"
+    assert lines[2] == f"{ROOT / 'conf' / 'tiny-cpu.yaml'} (--set): train.max_steps: Input should be greater than or equal to 1 (got '-1')"
     # spaces around the dots: still the --set, not the file's line
     spaced = problems("tiny-cpu", ["train. max_steps=-1"])[:1]
-    assert spaced == [f"{ROOT / 'conf' / 'tiny-cpu.yaml'} (--set): train.max_steps: Input should be greater than or equal to 1 (got -1)"]
+    assert spaced == [f"{ROOT / 'conf' / 'tiny-cpu.yaml'} (--set): train.max_steps: Input should be greater than or equal to 1 (got '-1')"]
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,7 @@ def test_eval_strategy_no_is_the_word_in_yaml_and_in_set(tmp_path):
 def test_set_dotted_creates_missing_sections():
     data: dict = {}
     set_dotted(data, "launch.nnodes=2")
-    assert data == {"launch": {"nnodes": 2}}
+    assert data == {"launch": {"nnodes": "2"}}  # a string: the config model coerces it by the field's type
 
 
 def test_paths_are_resolved_against_the_current_folder(tmp_path):

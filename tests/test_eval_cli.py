@@ -40,12 +40,14 @@ def test_prints_the_table_unparseable_count_and_span_f1(files):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["Label", "Precision", "Recall", "F1", "Support"]
-    # name: 2 TP. organization: 北京大学 TP, 曼联 FN. company: 曼联 FP.
-    assert lines[1].split() == ["company", "0.0000", "0.0000", "0.0000", "0"]
-    assert lines[2].split() == ["name", "1.0000", "1.0000", "1.0000", "2"]
-    assert lines[3].split() == ["organization", "1.0000", "0.5000", "0.6667", "2"]
-    # micro: TP 3, FP 1, FN 1
-    assert lines[4].split() == ["Micro", "Avg.", "0.7500", "0.7500", "0.7500", "4"]
+    # name: 2 TP. organization: 北京大学 TP, 曼联 FN. company (no gold label, no --labels): 曼联 FP,
+    # listed apart below the table, counted in micro, not in macro.
+    assert lines[1].split() == ["name", "1.0000", "1.0000", "1.0000", "2"]
+    assert lines[2].split() == ["organization", "1.0000", "0.5000", "0.6667", "2"]
+    # micro: TP 3, FP 1, FN 1; macro: (1 + 2/3) / 2
+    assert lines[3].split() == ["Micro", "Avg.", "0.7500", "0.7500", "0.7500", "4"]
+    assert lines[4].split() == ["Macro", "Avg.", "1.0000", "0.7500", "0.8333", "4"]
+    assert lines[5] == "Other labels (not the dataset's; 1 false positives in micro, not in macro): company (1)"
     assert "records: 3, unparseable: 1" in result.stdout
     assert "span F1 (seqeval, micro): 0.7500" in result.stdout
     assert lines[-1] == "predicted strings left out of span scoring: 0 not in their sentence, 0 overlapping a longer one"
@@ -61,9 +63,11 @@ def test_report_and_errors_files(files, tmp_path):
     assert data["records"] == 3 and data["unparseable"] == 1
     assert set(data["labels"]["name"]) >= {"precision", "recall", "f1", "support"}
     assert data["micro"]["f1"] == pytest.approx(0.75)
-    assert data["macro"]["f1"] == pytest.approx((0 + 1 + 2 / 3) / 3)
+    assert data["macro"]["f1"] == pytest.approx((1 + 2 / 3) / 2)
+    assert data["other_labels"] == {"company": 1}
     assert data["seqeval"]["micro"]["f1"] == pytest.approx(0.75)
-    assert set(data["seqeval"]["labels"]) == {"company", "name", "organization"}
+    assert set(data["seqeval"]["labels"]) == {"name", "organization"}
+    assert data["seqeval"]["other_labels"] == {"company": 1}
     rows = [json.loads(line) for line in errors.read_text(encoding="utf-8").splitlines()]
     assert rows == [
         {
@@ -118,7 +122,7 @@ def test_non_json_line_names_file_and_line(files, tmp_path):
     predictions.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = run("--gold", gold, "--predictions", predictions)
     assert result.exit_code == 1
-    assert f"nerft: error: {predictions}:2: not a JSON line" in result.stderr
+    assert f"nerft: error: {predictions}:2: broken JSON (" in result.stderr
     assert "Traceback" not in result.output
 
 

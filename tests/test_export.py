@@ -37,7 +37,7 @@ class FakeExport:
         assert argv[:2] == ["llamafactory-cli", "export"]
         self.args = yaml.safe_load(Path(argv[2]).read_text())
         out = Path(self.args["export_dir"])
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)  # nerft makes the unique staging folder; save_pretrained accepts it
         (out / "config.json").write_text("{}")
         if self.code == 0:
             (out / "tokenizer_config.json").write_text("{}")
@@ -60,12 +60,14 @@ def test_export_merges_the_runs_adapter_into_its_base_model(run_dir, tmp_path, m
         "template": "qwen",
         "finetuning_type": "lora",
         "trust_remote_code": True,
-        "export_dir": str(tmp_path / ".merged.partial"),
+        "export_dir": fake.args["export_dir"],
         "export_size": 5,
         "export_device": "cpu",
         "export_legacy_format": False,
     }
-    assert (tmp_path / "merged" / "tokenizer_config.json").is_file() and not (tmp_path / ".merged.partial").exists()
+    staging = Path(fake.args["export_dir"])  # a unique folder beside --out: two exports never share one
+    assert staging.parent == tmp_path and staging.name.startswith(".merged.") and staging.name.endswith(".partial")
+    assert (tmp_path / "merged" / "tokenizer_config.json").is_file() and not staging.exists()
     assert load_run(run_dir).merged_model == tmp_path / "merged"
     assert json.loads((run_dir / "run.json").read_text())["adapter_dir"] == "."  # still relative: the run folder can move
 
@@ -103,7 +105,7 @@ def test_a_failed_export_passes_its_code_and_leaves_nothing(run_dir, tmp_path, m
     result = export(run_dir, "--out", tmp_path / "merged")
     assert result.exit_code == 2
     assert "llamafactory-cli export exited with code 2" in result.stderr
-    assert not (tmp_path / "merged").exists() and not (tmp_path / ".merged.partial").exists()
+    assert not (tmp_path / "merged").exists() and not list(tmp_path.glob(".merged.*"))
     assert load_run(run_dir).merged_model is None
 
 

@@ -56,9 +56,24 @@ from nerft.prompts import CLUENER_LABELS, get_format
         # a list cut off by the token limit: the complete objects before the cut
         ('[{"label": "name", "text": "张三"}, {"label": "company", "text": "浙商', [("name", "张三")]),
         ('```json\n[\n  {"label": "name", "text": "张三"},\n  {"label": "book", "text": "三体"},\n  {"lab', [("name", "张三"), ("book", "三体")]),
-        # compact entities that only look like JSON stay entities
-        ("name:[]", [("name", "[]")]),
+        # a compact entity that looks like JSON but is not stays an entity
         ("book:{三体}", [("book", "{三体}")]),
+        # prose around a JSON answer never becomes a label (it was read as a mention "实体如下: []")
+        ("实体如下：[]", []),
+        ("name:[]", []),
+        ('实体如下：[{"label": "name", "text": "张三"}]', [("name", "张三")]),
+        ("结果：[1, 2]", None),
+        ("name:张三\n备注：[]", [("name", "张三")]),
+        # think blocks are skipped before parsing (Qwen3's empty one was unparseable)
+        ("<think>\n\n</think>\n\n无", []),
+        ("<think>\n句子里有一个人名。\n</think>\n\nname:张三", [("name", "张三")]),
+        ('<think>x</think><think>y</think>[{"label": "name", "text": "张三"}]', [("name", "张三")]),
+        ("<think>\n还在想，token 用完了", None),
+        ("name:<think>", [("name", "<think>")]),  # only a leading block is thinking
+        # brackets nested deeper than Python's stack (a looping model) are unparseable, not a RecursionError
+        ("[" * 100000, None),
+        ("[" * 100000 + "]" * 100000, None),
+        ("结果：" + "[" * 5000 + "]" * 5000, None),
         # a base model's Chinese label names parse (and score as wrong labels)
         ("这个句子包含以下实体：\n\n公司名：浙商银行", [("公司名", "浙商银行")]),
     ],
@@ -84,13 +99,22 @@ def test_unparseable_answers_are_none(raw):
 
 
 # Labels are single words (validate.py refuses others); entities are any text that is not empty,
-# has no line break or outer whitespace, and holds no end-of-turn token.
+# has no line break or outer whitespace, holds no end-of-turn token, does not open with a think
+# block and is not a JSON list or object (after a label, that is the answer's JSON, not a name).
 labels = st.one_of(st.sampled_from(CLUENER_LABELS), st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,11}", fullmatch=True))
 entities = (
     st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), min_size=1, max_size=20)
     .filter(lambda text: text == text.strip() and text != "")
     .filter(lambda text: not any(token in text for token in END_TOKENS))
+    .filter(lambda text: not text.startswith("<think>") and not _is_json_container(text))
 )
+
+
+def _is_json_container(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), (list, dict))
+    except ValueError:
+        return False
 mention_lists = st.lists(st.tuples(labels, entities), max_size=8)
 
 

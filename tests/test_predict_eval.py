@@ -65,7 +65,7 @@ def test_eval_endpoint_without_run_needs_an_out_dir(gold_file):
 def test_eval_refuses_a_predictions_file_and_a_model_together(gold_file, tmp_path):
     result = CliRunner().invoke(app, ["eval", "--gold", str(gold_file), "--predictions", str(gold_file), "--endpoint", "http://127.0.0.1:9"])
     assert result.exit_code == 1
-    assert "--predictions scores a file; --run, --endpoint and --engine predict: give one or the other" in result.output
+    assert "--predictions scores a file; --run, --endpoint, --engine and --prompt predict: give one or the other" in result.output
 
 
 def test_eval_with_nothing_to_score_says_what_to_give(gold_file):

@@ -46,7 +46,7 @@ def test_numbered_records_are_valid():
 def test_outputs_of_a_train_dev_test_run(tmp_path, sample_dir):
     out = tmp_path / "dataset"
     result = prepare_dataset(train=sample_dir / "train.jsonl", dev=sample_dir / "dev.jsonl", test=sample_dir / "test.jsonl", out_dir=out)
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "cluener_dev.gold.jsonl", "cluener_dev.json", "cluener_meta.json", "cluener_test.gold.jsonl", "cluener_test.json",
         "cluener_train.gold.jsonl", "cluener_train.json", "dataset_info.json",
     ]
@@ -128,7 +128,7 @@ def test_dev_file_disables_the_split(tmp_path):
 def test_val_size_zero_writes_no_dev(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", numbered(5))
     prepare_dataset(train=train, out_dir=tmp_path / "out", val_size=0)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
         "cluener_meta.json", "cluener_train.gold.jsonl", "cluener_train.json", "dataset_info.json",
     ]
 

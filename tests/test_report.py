@@ -287,7 +287,7 @@ def test_an_eval_report_that_is_not_one_is_a_one_line_error(tmp_path):
     with pytest.raises(DataError, match="absent.json: no such eval report"):
         load_eval_report(tmp_path / "absent.json")
     (tmp_path / "latin1.json").write_bytes(b'{"labels": "caf\xe9"}')
-    with pytest.raises(DataError, match=r"latin1\.json: not UTF-8 text$"):
+    with pytest.raises(DataError, match=r"latin1\.json:1: not UTF-8 text \(an eval report\) \(byte 15\)$"):
         load_eval_report(tmp_path / "latin1.json")
     (tmp_path / "broken.json").write_text('{"labels":\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"broken\.json:2: broken JSON"):

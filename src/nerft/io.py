@@ -1,4 +1,15 @@
-"""File writing that never leaves a half-written file behind."""
+"""File writing that never leaves a half-written file behind, and locks for shared files.
+
+- `atomic_writer` and `write_*_atomic`: a temporary file beside the target, renamed over it only
+  when complete (a reader sees the old file or the new one, never a part).
+- `locked(path)`: an inter-process lock (`filelock`) on `.<name>.lock` beside a shared file, held
+  around every read-merge-write of it (`update_json`), so concurrent nerft processes never lose
+  each other's entries.
+- `staging_dir(target)`: a fresh, unique temporary folder beside `target` for a build;
+  `replace_dir(staging, target)` swaps it in so that `target` is never missing.
+- `read_json(path)` and `json_line(...)`: the one JSON reader of every file nerft reads; whatever
+  is wrong with the file ends in one `FILE[:LINE]: reason` error of the caller's type.
+"""
 
 from __future__ import annotations
 
@@ -64,13 +75,184 @@ def write_jsonl_atomic(path: str | os.PathLike, rows) -> int:
     return count
 
 
+_TYPE_NAMES = {dict: "a JSON object", list: "a JSON list", str: "a string"}
+
+
+def read_json(
+    path: str | os.PathLike,
+    *,
+    expect: type | tuple[type, ...] = dict,
+    error: type | None = None,
+    what: str = "",
+    hint: str | None = None,
+) -> Any:
+    """The JSON value in `path`, which must be of type `expect`, or an `error` (default `DataError`)
+    naming the file, the line and the reason. `what` names the file in the message ("run manifest")."""
+    from nerft.errors import DataError
+
+    error = error or DataError
+    path = Path(path)
+    label = f" ({what})" if what else ""
+    text = read_text(path, error=error, what=what, hint=hint)
+    return json_line(text, f"{path}", None, expect=expect, error=error, what=what, hint=hint)
+
+
+def read_text(path: str | os.PathLike, *, error: type | None = None, what: str = "", hint: str | None = None) -> str:
+    """A UTF-8 text file (a byte-order mark allowed), or one `FILE[:LINE]: reason` error."""
+    from nerft.errors import DataError
+
+    error = error or DataError
+    path = Path(path)
+    label = f" ({what})" if what else ""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such file{label}", hint=hint) from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read{label} ({exc.strerror})", hint=hint) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise error(f"{path}:{line}: not UTF-8 text{label} (byte {exc.start})", hint=hint) from None
+
+
+def json_line(
+    text: str,
+    source: str,
+    lineno: int | None,
+    *,
+    expect: type | tuple[type, ...] = dict,
+    error: type | None = None,
+    what: str = "",
+    hint: str | None = None,
+) -> Any:
+    """Decode one JSON document (a whole file, or line `lineno` of a JSON Lines file) the way
+    `read_json` does: a value of type `expect`, else one `source:line: reason` error."""
+    from nerft.errors import DataError
+
+    error = error or DataError
+    label = f" ({what})" if what else ""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        line = lineno if lineno is not None else exc.lineno
+        raise error(f"{source}:{line}: broken JSON{label} ({exc.msg}, column {exc.colno})", hint=hint) from None
+    except RecursionError:
+        raise error(f"{source}:{lineno or 1}: JSON nested too deeply{label}", hint=hint) from None
+    expected = expect if isinstance(expect, tuple) else (expect,)
+    if not isinstance(value, expected) or (bool not in expected and isinstance(value, bool) and int in expected):
+        wanted = " or ".join(_TYPE_NAMES.get(kind, kind.__name__) for kind in expected)
+        where = f"{source}:{lineno}" if lineno is not None else source
+        raise error(f"{where}: expected {wanted}{label}, found {_json_type(value)}", hint=hint)
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+LOCK_TIMEOUT = 600.0  # seconds to wait for another nerft process to release a shared file
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike, *, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the inter-process lock of the shared file `path` (`.<name>.lock` beside it).
+
+    The lock file is never deleted (deleting it would let a waiting process lock a file another
+    one is about to create); the kernel releases the lock when its holder dies, even by SIGKILL.
+    """
+    from filelock import FileLock, Timeout
+
+    from nerft.errors import NerftError
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.with_name(f".{path.name}.lock")), timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise NerftError(f"{path}: still locked by another nerft process after {timeout:.0f} s", hint=f"if none is running, delete {lock.lock_file}") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def update_json(path: str | os.PathLike, change, *, read) -> Any:
+    """Read-merge-write a shared JSON file under its lock: `change(read(path))` is written back
+    atomically (unless it returns the value unchanged and the file exists); returns it."""
+    path = Path(path)
+    with locked(path):
+        current = read(path)
+        updated = change(current)
+        if updated != current or not path.exists():
+            write_json_atomic(path, updated)
+        return updated
+
+
+def staging_dir(target: str | os.PathLike) -> Path:
+    """A new, empty folder beside `target` that no other process uses (`.<name>.XXXX.partial`)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+
+
 def replace_dir(staging: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Put the complete folder `staging` at `target`, removing what was there (folder or file)."""
+    """Put the complete folder `staging` at `target`, removing what was there (folder or file).
+
+    `target` is never missing: on Linux the two are exchanged in one atomic `renameat2` call, then
+    the old one (now at `staging`) is deleted; so a reader sees the old folder or the new one.
+    Where the exchange is not available, the old one is renamed aside first and a reader may find
+    nothing at `target` between two renames (never a part of either).
+    """
     import shutil
 
-    target = Path(target)
-    if target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)
-    elif target.exists() or target.is_symlink():
-        target.unlink()
-    os.replace(staging, target)
+    staging, target = Path(staging), Path(target)
+    if not (target.exists() or target.is_symlink()):
+        try:
+            os.rename(staging, target)
+            return
+        except OSError:  # another process put one there first: exchange with it below
+            if not (target.exists() or target.is_symlink()):
+                raise
+    if _exchange(staging, target):
+        _remove(staging)  # the old one, swapped out
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.rename(target, aside / target.name)
+    os.rename(staging, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`); False where unsupported."""
+    import ctypes
+    import ctypes.util
+    import errno
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False  # a filesystem or kernel without the exchange
+    raise OSError(code, os.strerror(code), str(second))

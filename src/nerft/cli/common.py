@@ -49,3 +49,10 @@ def log(message: str) -> None:
 
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def split_labels(text: str | None) -> list[str] | None:
+    """A comma-separated `--labels` value as a list (None when not given)."""
+    if not text:
+        return None
+    return [label.strip() for label in text.split(",") if label.strip()] or None

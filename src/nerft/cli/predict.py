@@ -10,7 +10,23 @@ from typing import Annotated, Optional
 import typer
 
 from nerft.cli.common import log, print_json
-from nerft.cli.options import Endpoint, Engine, JsonOutput, OptionalRunDir
+from nerft.cli.options import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    ApiKey,
+    BatchSize,
+    Concurrency,
+    Endpoint,
+    Engine,
+    JsonOutput,
+    Model,
+    OptionalRunDir,
+    Prompt,
+    Retries,
+    Structured,
+    Timeout,
+    choice,
+)
 
 NAME = "predict"
 
@@ -21,18 +37,16 @@ def command(
     text: Annotated[Optional[str], typer.Option("--text", help="One sentence; its entities are printed.")] = None,
     engine: Engine = None,
     endpoint: Endpoint = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Model name on the endpoint (default: the one it serves).")] = None,
-    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="NERFT_API_KEY", help="Bearer token for the endpoint.")] = None,
+    model: Model = None,
+    api_key: ApiKey = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Predictions JSON Lines; resumable (default: stdout).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Sentences per batch (hf: 8, vllm: 1024).")] = None,
-    concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight (openai: 8).")] = None,
-    structured: Annotated[
-        Optional[bool], typer.Option("--structured/--no-structured", help="Constrain decoding to the output format (vllm: on; openai: sends vLLM's structured_outputs).")
-    ] = None,
+    batch_size: BatchSize = None,
+    concurrency: Concurrency = None,
+    structured: Structured = None,
     keep_unsupported: Annotated[bool, typer.Option("--keep-unsupported", help="Keep entities that are not substrings of their sentence.")] = False,
-    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt format for an endpoint without --run: compact or seed.")] = None,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="openai: retries of a failed request, with exponential backoff.")] = 4,
-    timeout: Annotated[float, typer.Option("--timeout", help="openai: seconds to wait for one answer.")] = 120.0,
+    prompt: Prompt = None,
+    retries: Retries = DEFAULT_RETRIES,
+    timeout: Timeout = DEFAULT_TIMEOUT,
     json_output: JsonOutput = False,
 ) -> None:
     """Predict entities: --data FILE, --text "...", or sentences on stdin (one a line, or JSON records)."""
@@ -61,7 +75,7 @@ def command(
     rows: list[dict] = []
     write_row = rows.append if text is not None else (None if out is not None else _print_row)
     counts = predict(
-        records, run=run, engine=engine, endpoint=endpoint, prompt=prompt, out=out, sink=write_row,
+        records, run=run, engine=choice(engine), endpoint=endpoint, prompt=choice(prompt), out=out, sink=write_row,
         keep_unsupported=keep_unsupported, model=model, api_key=api_key, batch_size=batch_size,
         concurrency=concurrency, structured=structured, retries=retries, timeout=timeout,
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nerft.cli.common import log, print_json
+from nerft.cli.common import log, print_json, split_labels
 from nerft.cli.options import JsonOutput
 
 NAME = "prepare"
@@ -29,7 +29,7 @@ def command(
     """Convert CLUE NER records to alpaca JSON, validate them and register them in dataset_info.json."""
     from nerft.data.prepare import prepare_dataset
 
-    label_list = [label.strip() for label in labels.split(",") if label.strip()] if labels else None
+    label_list = split_labels(labels)
     result = prepare_dataset(
         train=train, dev=dev, test=test, out_dir=out, name=name, val_size=val_size, seed=seed,
         labels=label_list, prompt=prompt, skip_invalid=skip_invalid,

@@ -27,6 +27,7 @@ def command(
     deepspeed: Annotated[str | None, typer.Option("--deepspeed", help="zero2, zero3 (conf/ds_z*_config.json) or a DeepSpeed JSON file.")] = None,
 ) -> None:
     """Fine-tune a model with LLaMA-Factory from a nerft config (checks everything before launching)."""
+    from nerft.config.load import Override
     from nerft.training.train import train
 
     overrides = list(set_ or [])
@@ -39,7 +40,7 @@ def command(
         ("method.deepspeed", deepspeed),
     ):
         if value is not None:
-            overrides.append(f"{key}={value}")
+            overrides.append(Override(key, value))  # typed already: set as it is, not parsed again
     result = train(config, output_dir=output_dir, overrides=overrides, dry_run=dry_run, resume=resume, force=force, log=log)
     if dry_run:
         typer.echo(result.rendered_yaml, nl=False)

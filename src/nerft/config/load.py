@@ -2,6 +2,9 @@
 
     config = load_config("conf/tiny-cpu.yaml", overrides=["train.max_steps=5"])
 
+`--set` values are strings that the config model coerces by each field's type (`override_value`);
+typed CLI options arrive as `Override`s that carry their value as it is.
+
 Every problem is reported at once, as `FILE:LINE: section.key: message`, and ends in a
 `ConfigError`; nothing is launched. A key that is neither nerft's nor an argument of the installed
 LLaMA-Factory is one of those problems (with the closest known name as a suggestion).
@@ -11,9 +14,11 @@ from __future__ import annotations
 
 import difflib
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import ValidationError
@@ -186,6 +191,65 @@ def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
     return data, lines
 
 
+class Override(str):
+    """A `section.key=value` override whose value is already typed (a typed CLI option such as
+    `--nproc-per-node 2`): it is set as it is, never parsed again. As text it reads as the
+    `--set` it stands for, so it can be logged and recorded like one."""
+
+    key: str
+    value: Any
+
+    def __new__(cls, key: str, value: Any) -> "Override":
+        override = super().__new__(cls, f"{key}={value}")
+        override.key, override.value = key, value
+        return override
+
+
+NULL_WORDS = {"null", "none", "~", ""}
+
+
+def override_value(keys: tuple[str, ...], text: str) -> Any:
+    """The value of `--set section.key=TEXT`, for the config model to coerce by the field's type.
+
+    A key nerft declares gets the string itself (pydantic reads "2024" as a string for `data.name`,
+    as an int for `train.max_steps`, "no" as false for a bool), except: a null word for a field that
+    may be unset is None; a list or mapping field reads TEXT as YAML (`[name, address]`); a literal
+    number (`model.quantization_bit=4`) is that number. A LLaMA-Factory argument nerft does not
+    declare has no type here: its TEXT is read as YAML would (`parse_value`).
+    """
+    annotation = _declared_annotation(keys)
+    if annotation is None:
+        return parse_value(text)
+    kinds = _flatten(annotation)
+    if text.strip().lower() in NULL_WORDS and type(None) in kinds:
+        return None
+    for kind in kinds:
+        for choice in typing.get_args(kind) if typing.get_origin(kind) is Literal else ():
+            if not isinstance(choice, str) and str(choice) == text.strip():
+                return choice
+    if any(typing.get_origin(kind) in (list, dict, tuple, set) or kind in (list, dict) for kind in kinds):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+    return text
+
+
+def _declared_annotation(keys: tuple[str, ...]) -> Any:
+    if len(keys) != 2:
+        return None
+    section = NerftConfig.model_fields.get(keys[0])
+    fields = getattr(section.annotation, "model_fields", {}) if section is not None else {}
+    return fields[keys[1]].annotation if keys[1] in fields else None
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    """The members of a union (`int | Literal["auto"] | None`), or the annotation itself."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [kind for member in typing.get_args(annotation) for kind in _flatten(member)]
+    return [annotation]
+
+
 def parse_value(text: str) -> Any:
     """A `--set` value as YAML would read it, but with numbers like `2e-4` (which YAML 1.1 keeps as
     text) as floats, and YAML 1.1's yes/no/on/off as the words they are (only true/false are booleans)."""
@@ -205,9 +269,12 @@ def parse_value(text: str) -> Any:
 
 def set_dotted(data: dict, assignment: str) -> tuple[str, ...]:
     """Apply `section.key=value` to the raw config mapping; return the key path it set."""
-    if "=" not in assignment:
+    if isinstance(assignment, Override):
+        dotted, text = assignment.key, None
+    elif "=" not in assignment:
         raise ConfigError("expected section.key=value")
-    dotted, text = assignment.split("=", 1)
+    else:
+        dotted, text = assignment.split("=", 1)
     keys = [part.strip() for part in dotted.strip().split(".")]
     if len(keys) < 2 or not all(keys):
         raise ConfigError(f"expected section.key=value (sections: {', '.join(SECTIONS)})")
@@ -221,7 +288,7 @@ def set_dotted(data: dict, assignment: str) -> tuple[str, ...]:
         if not isinstance(child, dict):
             raise ConfigError(f"{key} is not a section")
         target = child
-    target[keys[-1]] = parse_value(text)
+    target[keys[-1]] = assignment.value if isinstance(assignment, Override) else override_value(tuple(keys), text)
     return tuple(keys)
 
 

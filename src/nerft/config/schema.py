@@ -39,6 +39,13 @@ MANAGED_KEYS = {
 DEEPSPEED_PRESETS = ("zero2", "zero3")
 
 
+def known_prompt(value: str) -> str:
+    """A prompt format name, validated (data.prompt here, run.json's prompt too)."""
+    if value not in PROMPT_FORMATS:
+        raise ValueError(f"unknown prompt format {value!r} (choose from: {', '.join(PROMPT_FORMATS)})")
+    return value
+
+
 class NerftSection(BaseModel):
     """A section of nerft's own: unknown keys are errors."""
 
@@ -70,9 +77,7 @@ class DataSection(NerftSection):
     @field_validator("prompt")
     @classmethod
     def check_prompt(cls, value: str) -> str:
-        if value not in PROMPT_FORMATS:
-            raise ValueError(f"unknown prompt format {value!r} (choose from: {', '.join(PROMPT_FORMATS)})")
-        return value
+        return known_prompt(value)
 
 
 class ModelSection(LlamaFactorySection):

@@ -9,6 +9,7 @@ to a temporary file and renamed into place only once all of them are complete.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -20,7 +21,7 @@ from pathlib import Path
 from nerft.data.load import format_errors, iter_checked
 from nerft.data.records import CluenerRecord, Finding
 from nerft.errors import DataError
-from nerft.io import atomic_writer, write_json_atomic
+from nerft.io import atomic_writer, read_json, update_json, write_json_atomic
 from nerft.progress import progress
 from nerft.prompts import get_format
 
@@ -181,6 +182,40 @@ def prepare_dataset(
     return PrepareResult(out_dir, names, summaries, findings, invalid, fmt.name)  # invalid > 0 only with skip_invalid (else refused above)
 
 
+def shared_folder_name(data) -> str:
+    """The dataset name prefix of a training whose `data.dataset_dir` other trainings may share:
+    `data.name-<digest>`, the digest of the input files' bytes and of every setting that changes
+    the prepared files. Two trainings with different data never overwrite each other's files
+    there; two with the same data write the same files (atomically) and share them."""
+    digest = hashlib.sha256()
+    for path in (data.train, data.dev):
+        digest.update(b"\0input\0")
+        if path is not None and Path(path).is_file():
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        else:
+            digest.update(str(path).encode())  # a dry run before the data exists
+    settings = [data.name, data.prompt, data.labels, data.val_size, data.seed, data.skip_invalid]
+    digest.update(json.dumps(settings, ensure_ascii=False).encode())
+    return f"{data.name}-{digest.hexdigest()[:10]}"
+
+
+def read_prepare_meta(path: str | os.PathLike) -> dict:
+    """A `<name>_meta.json` that `prepare` wrote: its "datasets", "prompt" and "labels" checked, or
+    one `DataError` naming the file."""
+    meta = read_json(path, what="nerft prepare's notes on a dataset")
+    checks = {
+        "datasets": lambda v: isinstance(v, dict) and all(isinstance(name, str) for name in v.values()),
+        "prompt": lambda v: isinstance(v, str),
+        "labels": lambda v: isinstance(v, list) and all(isinstance(label, str) for label in v),
+    }
+    wrong = [key for key, check in checks.items() if key in meta and not check(meta[key])]
+    if wrong:
+        raise DataError(f"{path}: {', '.join(wrong)}: not as `nerft prepare` writes it", hint="prepare the data again, or remove the file")
+    return meta
+
+
 def gold_file(name: str, split: str) -> str:
     """File name of a split's records in CLUE's JSON Lines shape (labels and spans kept)."""
     return f"{name}_{split}.gold.jsonl"
@@ -221,23 +256,18 @@ def read_dataset_info(out_dir: Path) -> dict:
     info_path = Path(out_dir) / DATASET_INFO
     if not info_path.exists():
         return {}
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{info_path}:{exc.lineno}: broken JSON ({exc.msg}); fix or remove it, nerft will not overwrite it") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{info_path}: not UTF-8 text ({exc.reason}); fix or remove it, nerft will not overwrite it") from None
-    if not isinstance(info, dict):
-        raise DataError(f"{info_path}: expected a JSON object of dataset entries")
-    return info
+    return read_json(info_path, what="LLaMA-Factory's dataset registry", hint="fix or remove it, nerft will not overwrite it")
 
 
 def register_datasets(out_dir: Path, entries: dict[str, str]) -> None:
-    """Merge alpaca entries into `out_dir/dataset_info.json`, keeping every other entry as it was."""
-    info_path = out_dir / DATASET_INFO
-    info = read_dataset_info(out_dir)
-    updated = dict(info)
-    for dataset, file_name in entries.items():
-        updated[dataset] = {"file_name": file_name, "formatting": "alpaca", "columns": dict(ALPACA_COLUMNS)}
-    if updated != info or not info_path.exists():
-        write_json_atomic(info_path, updated)
+    """Merge alpaca entries into `out_dir/dataset_info.json`, keeping every other entry as it was.
+
+    Under the file's lock: concurrent `nerft prepare` runs into one folder each add their entries."""
+
+    def merge(info: dict) -> dict:
+        updated = dict(info)
+        for dataset, file_name in entries.items():
+            updated[dataset] = {"file_name": file_name, "formatting": "alpaca", "columns": dict(ALPACA_COLUMNS)}
+        return updated
+
+    update_json(Path(out_dir) / DATASET_INFO, merge, read=lambda path: read_dataset_info(path.parent))

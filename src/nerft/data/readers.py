@@ -96,20 +96,16 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict | Fin
             buffer = buffer[end:]
 
     with open_text(path) as handle:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(handle, start=1):
-                if buffer and _opens_object_within(line, buffer_column):
-                    yield from drain(force=True)
-                    if buffer:
-                        yield buffer_line, _broken(source, buffer_line, last_error)
-                        buffer = ""
-                if not buffer:
-                    buffer_line, buffer_column = lineno, 0
-                buffer += line
-                yield from drain(force=False)
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{source}:{lineno + 1}: not UTF-8 text ({exc.reason})") from None
+        for lineno, line in _decoded_lines(handle, source):
+            if buffer and _opens_object_within(line, buffer_column):
+                yield from drain(force=True)
+                if buffer:
+                    yield buffer_line, _broken(source, buffer_line, last_error)
+                    buffer = ""
+            if not buffer:
+                buffer_line, buffer_column = lineno, 0
+            buffer += line
+            yield from drain(force=False)
     yield from drain(force=True)
     if buffer.strip(_SEPARATORS):
         yield buffer_line, _broken(source, buffer_line, last_error or "unexpected end of file")
@@ -165,7 +161,7 @@ def iter_tagged_sentences(path: str | os.PathLike) -> Iterator[tuple[int, dict |
         return start_line, {"text": "".join(chars), "entities": _spans_from_tags(chars, tags)}
 
     with open_text(path) as handle:
-        for lineno, raw in enumerate(handle, start=1):
+        for lineno, raw in _decoded_lines(handle, source):
             line = raw.rstrip("\r\n")
             if not line.strip():
                 if chars or problem:
@@ -185,6 +181,17 @@ def iter_tagged_sentences(path: str | os.PathLike) -> Iterator[tuple[int, dict |
             tags.append(tag)
     if chars or problem:
         yield flush()
+
+
+def _decoded_lines(handle, source: str) -> Iterator[tuple[int, str]]:
+    """`(line number, line)` of an open text file; bytes that are not UTF-8 end in one `DataError`
+    naming the line (a file cut inside a character, one in another encoding)."""
+    lineno = 0
+    try:
+        for lineno, line in enumerate(handle, start=1):
+            yield lineno, line
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{source}:{lineno + 1}: not UTF-8 text ({exc.reason})") from None
 
 
 def _parse_tagged_line(line: str) -> tuple[str, str] | str:

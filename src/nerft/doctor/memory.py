@@ -35,7 +35,6 @@ padded to their longest example only.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,7 +121,11 @@ def resolve_model_shape(model: str) -> ModelShape | None:
         return shape_from_config({**TINY_CONFIG, "vocab_size": 1024, "model_type": "qwen2"}, name=model)
     folder = local_model_dir(model)
     if folder is not None:
-        return shape_from_config(json.loads((folder / "config.json").read_text(encoding="utf-8")), name=model)
+        from nerft.errors import ModelError
+        from nerft.io import read_json
+
+        config_path = folder / "config.json"
+        return shape_from_config(read_json(config_path, error=ModelError, what="the model's config"), name=model, source=str(config_path))
     name = model.rstrip("/").rsplit("/", 1)[-1].lower()
     return KNOWN_MODELS.get(name) or KNOWN_MODELS.get(f"{name}-instruct")
 
@@ -135,8 +138,25 @@ def local_model_dir(model: str) -> Path | None:
     return next((folder for folder in candidates if (folder / "config.json").is_file()), None)
 
 
-def shape_from_config(config: dict, *, name: str) -> ModelShape:
+REQUIRED_CONFIG_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
+
+
+def shape_from_config(config: dict, *, name: str, source: str = "config.json") -> ModelShape:
+    """The shape in a model's config.json; a `ModelError` naming `source` and each missing or
+    non-numeric key when it is not a decoder's config."""
+    from nerft.errors import ModelError
+
     text = config.get("text_config") or config  # multimodal configs nest the language model
+    if not isinstance(text, dict):
+        raise ModelError(f"{source}: text_config: expected a JSON object, found {type(text).__name__}")
+    optional = {key: text.get(key) for key in ("num_key_value_heads", "head_dim") if text.get(key) is not None}
+    problems = [
+        f"{key}: {'missing' if key not in text else f'expected a positive whole number, found {text[key]!r}'}"
+        for key, value in {**{key: text.get(key) for key in REQUIRED_CONFIG_KEYS}, **optional}.items()
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+    ]
+    if problems:
+        raise ModelError(f"{source}: not a decoder model's config ({'; '.join(problems)})")
     heads = text["num_attention_heads"]
     return ModelShape(
         name=name,

@@ -31,7 +31,7 @@ from pathlib import Path
 from nerft.data.records import CluenerRecord
 from nerft.errors import DataError
 from nerft.inference.engines import Generation
-from nerft.io import write_json_atomic
+from nerft.io import json_line, read_json, write_json_atomic
 from nerft.metrics.parse import Mention
 
 
@@ -142,7 +142,7 @@ class ResumablePredictions:
         if not self.partial.is_file():
             return []
         if self.meta.is_file():
-            started = json.loads(self.meta.read_text(encoding="utf-8"))
+            started = read_json(self.meta, expect=object, hint=f"delete {self.partial} to start over")
             if started != self.source:
                 raise DataError(
                     f"{self.partial} was started with {_describe(started)}, not {_describe(self.source)}",
@@ -154,10 +154,7 @@ class ResumablePredictions:
             for lineno, line in enumerate(handle, start=1):
                 if not line.endswith(b"\n"):
                     break  # the run stopped mid-line: that row is predicted again
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    raise DataError(f"{self.partial}:{lineno}: not a JSON line", hint=f"delete {self.partial} to start over") from None
+                row = json_line(line.decode("utf-8", "replace"), str(self.partial), lineno, hint=f"delete {self.partial} to start over")
                 if lineno > len(records) or row.get("text") != records[lineno - 1].text:
                     raise DataError(
                         f"{self.partial}:{lineno}: predicts another sentence than record {lineno} of the input",

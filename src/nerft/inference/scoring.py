@@ -51,10 +51,14 @@ def predict_and_score(
     engine: str | None = None,
     endpoint: str | None = None,
     prompt: str | None = None,
+    labels: list[str] | None = None,
     out_dir: str | os.PathLike | None = None,
     **engine_options,
 ) -> ModelEvaluation:
     """Predict every gold sentence (resumably, into `out_dir/predictions.jsonl`) and score the answers.
+
+    The prompt format is the run's (`prompt` names one for an endpoint without a run), and so are
+    the dataset's labels unless `labels` names them.
 
     `nerft eval` writes the report and errors beside the predictions (`REPORT`, `ERRORS`)."""
     from nerft.inference.predict import predict
@@ -68,5 +72,5 @@ def predict_and_score(
     records = load_gold(gold)
     rows: list[dict] = []
     counts = predict(records, run=run, engine=engine, endpoint=endpoint, prompt=prompt, out=out_dir / PREDICTIONS, sink=rows.append, **engine_options)
-    report = evaluate(records, [row["predict"] for row in rows])
+    report = evaluate(records, [row["predict"] for row in rows], labels or (run.labels if run is not None else None))
     return ModelEvaluation(report, counts, out_dir)

@@ -7,9 +7,13 @@ TP = |gold ∩ predicted|, FP = |predicted - gold|, FN = |gold - predicted|.
 - precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = 2PR / (P + R); each is 0.0 when its
   denominator is 0 (a label never predicted has precision 0, a label never in gold recall 0);
 - support = TP + FN, the number of distinct gold entity strings of the label;
-- micro: the same formulas over TP, FP and FN summed over all labels;
-- macro: the mean of the per-label values over every label in gold ∪ predicted, so a label the
-  model invents (e.g. "公司名") counts with F1 0 and lowers macro F1.
+- micro: the same formulas over TP, FP and FN summed over EVERY predicted pair, so a pair under a
+  label outside the dataset's labels (a model inventing "公司名") is a false positive;
+- the per-label table and macro cover the dataset's labels (`labels=`: `nerft eval --labels`, the
+  run's, else the labels the gold file annotates). Macro is the mean over those of them that occur
+  in gold or in the predictions (a label nobody mentions has no score to average);
+- predictions under any other label are counted apart (`other_labels`: label -> false positives),
+  listed below the table and in report.json, and never enter the macro average.
 """
 
 from __future__ import annotations
@@ -71,42 +75,55 @@ class SentenceDiff:
 
 @dataclass
 class ClueScores:
-    labels: dict[str, LabelCounts]
+    labels: dict[str, LabelCounts]  # the dataset's labels, in the table and the macro average
     sentences: list[SentenceDiff]
+    other_labels: dict[str, LabelCounts] = field(default_factory=dict)  # predicted under any other label
 
     @property
     def micro(self) -> LabelCounts:
         total = LabelCounts()
-        for counts in self.labels.values():
+        for counts in (*self.labels.values(), *self.other_labels.values()):
             total.tp, total.fp, total.fn = total.tp + counts.tp, total.fp + counts.fp, total.fn + counts.fn
         return total
 
     @property
+    def _averaged(self) -> list[LabelCounts]:
+        return [counts for counts in self.labels.values() if counts.tp or counts.fp or counts.fn]
+
+    @property
     def macro_precision(self) -> float:
-        return _mean(c.precision for c in self.labels.values())
+        return _mean(c.precision for c in self._averaged)
 
     @property
     def macro_recall(self) -> float:
-        return _mean(c.recall for c in self.labels.values())
+        return _mean(c.recall for c in self._averaged)
 
     @property
     def macro_f1(self) -> float:
-        return _mean(c.f1 for c in self.labels.values())
+        return _mean(c.f1 for c in self._averaged)
 
     def to_dict(self) -> dict:
         micro = self.micro
         return {
             "labels": {label: counts.to_dict() for label, counts in self.labels.items()},
+            "other_labels": {label: counts.fp for label, counts in self.other_labels.items()},
             "micro": {"precision": micro.precision, "recall": micro.recall, "f1": micro.f1, "support": micro.support},
             "macro": {"precision": self.macro_precision, "recall": self.macro_recall, "f1": self.macro_f1},
         }
 
 
-def score_clue(gold: Sequence[Iterable[Mention]], predicted: Sequence[Iterable[Mention]]) -> ClueScores:
-    """Score predicted against gold mentions, sentence by sentence (both lists in the same order)."""
+def score_clue(
+    gold: Sequence[Iterable[Mention]], predicted: Sequence[Iterable[Mention]], labels: Iterable[str] | None = None
+) -> ClueScores:
+    """Score predicted against gold mentions, sentence by sentence (both lists in the same order).
+
+    `labels` are the dataset's labels (default: those gold annotates); see the module docstring."""
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
-    labels: dict[str, LabelCounts] = {}
+    gold = [list(mentions) for mentions in gold]
+    schema = set(labels) if labels is not None else {label for mentions in gold for label, _ in mentions}
+    schema |= {label for mentions in gold for label, _ in mentions}  # a gold label is a dataset label
+    counted: dict[str, LabelCounts] = {label: LabelCounts() for label in schema}
     sentences = []
     for gold_mentions, predicted_mentions in zip(gold, predicted):
         gold_set = dict.fromkeys(gold_mentions)  # ordered sets
@@ -115,18 +132,23 @@ def score_clue(gold: Sequence[Iterable[Mention]], predicted: Sequence[Iterable[M
             false_positives=[m for m in predicted_set if m not in gold_set],
             false_negatives=[m for m in gold_set if m not in predicted_set],
         )
-        for label, _ in gold_set.keys() | predicted_set.keys():
-            labels.setdefault(label, LabelCounts())
+        for label, _ in predicted_set:
+            counted.setdefault(label, LabelCounts())
         for mention in predicted_set:
-            counts = labels[mention[0]]
+            counts = counted[mention[0]]
             if mention in gold_set:
                 counts.tp += 1
             else:
                 counts.fp += 1
         for label, _ in diff.false_negatives:
-            labels[label].fn += 1
+            counted[label].fn += 1
         sentences.append(diff)
-    return ClueScores(dict(sorted(labels.items())), sentences)
+    ordered = sorted(counted.items())
+    return ClueScores(
+        {label: counts for label, counts in ordered if label in schema},
+        sentences,
+        {label: counts for label, counts in ordered if label not in schema},
+    )
 
 
 def format_table(scores: ClueScores) -> str:
@@ -138,7 +160,17 @@ def format_table(scores: ClueScores) -> str:
     rows.append(["Micro Avg.", f"{micro.precision:.4f}", f"{micro.recall:.4f}", f"{micro.f1:.4f}", str(micro.support)])
     rows.append(["Macro Avg.", f"{scores.macro_precision:.4f}", f"{scores.macro_recall:.4f}", f"{scores.macro_f1:.4f}", str(micro.support)])
     widths = [max(_width(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(_pad(cell, width) for cell, width in zip(row, widths)) for row in rows)
+    lines = ["  ".join(_pad(cell, width) for cell, width in zip(row, widths)) for row in rows]
+    if scores.other_labels:
+        lines.append(format_other_labels({label: counts.fp for label, counts in scores.other_labels.items()}))
+    return "\n".join(lines)
+
+
+def format_other_labels(other_labels: dict[str, int]) -> str:
+    """The line under the table naming the predicted labels outside the dataset's (counted in micro)."""
+    listed = ", ".join(f"{label} ({count})" for label, count in other_labels.items())
+    total = sum(other_labels.values())
+    return f"Other labels (not the dataset's; {total} false positives in micro, not in macro): {listed}"
 
 
 def _ratio(numerator: int, denominator: int) -> float:

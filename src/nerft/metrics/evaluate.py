@@ -12,7 +12,6 @@ both from file paths and is what `nerft eval` runs.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from nerft.data.load import load_records
 from nerft.data.readers import open_text
 from nerft.data.records import CluenerRecord
 from nerft.errors import DataError
+from nerft.io import json_line
 from nerft.metrics.clue import ClueScores, format_table, score_clue, split_in_text
 from nerft.metrics.parse import parse_output
 from nerft.metrics.spans import SpanScores, score_spans
@@ -89,8 +89,11 @@ class EvalReport:
         ])
 
 
-def evaluate(gold: Sequence[CluenerRecord], predictions: Sequence[str]) -> EvalReport:
-    """Parse every answer and score it against its gold record."""
+def evaluate(gold: Sequence[CluenerRecord], predictions: Sequence[str], labels: Sequence[str] | None = None) -> EvalReport:
+    """Parse every answer and score it against its gold record.
+
+    `labels` are the dataset's labels (the run's, `nerft eval --labels`; default: those gold
+    annotates): the per-label table and macro cover them, other predicted labels are counted apart."""
     if len(gold) != len(predictions):
         raise DataError(f"{len(predictions)} predictions for {len(gold)} gold records")
     parsed = [parse_output(raw) for raw in predictions]
@@ -99,9 +102,9 @@ def evaluate(gold: Sequence[CluenerRecord], predictions: Sequence[str]) -> EvalR
     splits = [split_in_text(mentions, record.text) for record, mentions in zip(gold, predicted)]
     in_text = [kept for kept, _ in splits]
     not_in_text = sum(len(dropped) for _, dropped in splits)
-    clue = score_clue(gold_mentions, predicted)
-    spans = score_spans(gold, predicted)
-    return EvalReport(gold, predictions, parsed, clue, spans, score_clue(gold_mentions, in_text), not_in_text)
+    clue = score_clue(gold_mentions, predicted, labels)
+    spans = score_spans(gold, predicted, labels)
+    return EvalReport(gold, predictions, parsed, clue, spans, score_clue(gold_mentions, in_text, labels), not_in_text)
 
 
 def read_predictions(path: str | os.PathLike, expected_count: int | None = None) -> list[str]:
@@ -115,10 +118,7 @@ def read_predictions(path: str | os.PathLike, expected_count: int | None = None)
             for lineno, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line.strip())
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{lineno}: not a JSON line ({exc.msg}, column {exc.colno})") from None
+                row = json_line(line, str(path), lineno, expect=object)
                 if not isinstance(row, dict) or "predict" not in row:
                     raise DataError(f'{path}:{lineno}: expected an object with the model\'s answer in "predict"')
                 if not isinstance(row["predict"], str):
@@ -134,10 +134,12 @@ def read_predictions(path: str | os.PathLike, expected_count: int | None = None)
     return predictions
 
 
-def score_prediction_files(*, gold: str | os.PathLike, predictions: str | os.PathLike) -> EvalReport:
+def score_prediction_files(
+    *, gold: str | os.PathLike, predictions: str | os.PathLike, labels: Sequence[str] | None = None
+) -> EvalReport:
     """Load gold records (any shape `nerft prepare` reads) and a predictions file, and score them."""
     records = load_gold(gold)
-    return evaluate(records, read_predictions(predictions, expected_count=len(records)))
+    return evaluate(records, read_predictions(predictions, expected_count=len(records)), labels)
 
 
 def load_gold(path: str | os.PathLike) -> list[CluenerRecord]:

@@ -4,14 +4,18 @@
 decides what counts), or None when the answer says nothing readable. The rules, in order:
 
 1. Everything from the first end-of-turn token (`<|im_end|>`, `<|endoftext|>`, `</s>`, ...) on is
-   dropped; so is the outer whitespace.
+   dropped; so are the think blocks it opens with (`<think>...</think>`, Qwen3's empty
+   `<think>\n\n</think>` too) and the outer whitespace. An answer cut off inside its think
+   block said nothing: unparseable.
 2. When a line opens a ``` fence, only what is inside the first fence is read (to the closing
    fence, or to the end when the answer was cut off); prose around it is ignored.
 3. Empty, or a "none" word (`无`, `none`, `null`, ...): no entity.
 4. nerft's compact format: every non-blank line is `label:entity` (ASCII or full-width colon,
    whitespace around either part ignored, an optional `-`/`*`/`1.` bullet) or a "none" word.
-   When an entity starts with `[` or `{` and the answer holds JSON that names entities (rules 5
-   and 6), as in "结果：[{...}]", the JSON is read instead.
+   A line whose "entity" is a JSON list or object is prose introducing the answer, never a
+   mention: "结果：[{...}]" reads the JSON (rules 5 and 6), "实体如下：[]" names no entity, and
+   JSON of no known shape there leaves the answer unparseable. A bracketed entity
+   that is not JSON ("book:{三体}") stays an entity.
 5. JSON, at the first `[` or `{` that decodes to a known shape: a list of `{"label", "text"}`
    objects (`type`/`entity` accepted as the keys too), a dict `{label: [texts]}` or
    `{label: text}`, CLUE's `{label: {text: spans}}`, a whole CLUE record `{"text", "label"}`.
@@ -37,28 +41,57 @@ _TEXT_KEYS = ("text", "entity")
 
 _MENTION_LINE = re.compile(r"^(?:[-*•]\s+|\d{1,3}[.)、]\s*)?([\w-]+)\s*[:：]\s*(.*?)\s*$")
 _DECODER = json.JSONDecoder()
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 Mention = tuple[str, str]  # (label, entity text)
 
 
 def parse_output(raw: str) -> list[Mention] | None:
     """The `(label, entity)` pairs a model's answer names, or None when it cannot be read."""
-    text = _cut_at_end_token(raw).strip()
-    text = _inside_first_fence(text).strip()
+    text = _without_thinking(_cut_at_end_token(raw))
+    if text is None:
+        return None
+    text = _inside_first_fence(text.strip()).strip()
     if _is_none_word(text):
         return []
     lines = [line.strip() for line in text.split("\n") if line.strip()]
     mentions = [_mention_line(line) for line in lines]
-    named = [m for m in mentions if m is not None]
+    named = [m for m in mentions if m is not None and not _is_json(m[1])]
     if all(m is not None or _is_none_word(line) for m, line in zip(mentions, lines)):
-        # "结果：[{...}]" reads as a compact line too; JSON that names entities wins.
-        if any(entity[:1] in ("[", "{") for _, entity in named):
-            return _json_mentions(text) or named
+        if any(entity[:1] in ("[", "{") for _, entity in filter(None, mentions)):
+            found = _json_mentions(text)
+            if found or (found is not None and not named):  # "备注：[]" beside named lines adds nothing
+                return found
+        if not named and any(_is_json(m[1]) for m in mentions if m is not None):
+            return None  # "结果：[1, 2]": JSON, but of no shape that names entities
         return named
     found = _json_mentions(text)
     if found is not None:
         return found
     return named or None
+
+
+def _without_thinking(text: str) -> str | None:
+    """The answer after the think blocks it opens with; None when it ends inside one (the answer
+    never came). Only leading blocks are thinking: "<think>" inside an answer is text."""
+    while text.lstrip().startswith(THINK_OPEN):
+        close = text.find(THINK_CLOSE)
+        if close < 0:
+            return None
+        text = text[close + len(THINK_CLOSE):]
+    return text
+
+
+def _is_json(entity: str) -> bool:
+    """A compact line's "entity" that is a JSON list or object: prose introducing JSON, not a name."""
+    if entity[:1] not in ("[", "{"):
+        return False
+    try:
+        return isinstance(json.loads(entity), (list, dict))
+    except RecursionError:
+        return True
+    except json.JSONDecodeError:
+        return False
 
 
 def _cut_at_end_token(text: str) -> str:
@@ -105,6 +138,8 @@ def _json_mentions(text: str) -> list[Mention] | None:
             continue
         try:
             value, _ = _DECODER.raw_decode(text, start)
+        except RecursionError:
+            return None  # nested deeper than Python's stack: no answer of a known shape
         except json.JSONDecodeError:
             # A list that does not decode may be cut off; its objects must not be read one by one
             # as answers of their own, so the list is tried as a whole first.
@@ -172,7 +207,7 @@ def _truncated_list_mentions(text: str, start: int) -> list[Mention]:
             return mentions
         try:
             item, position = _DECODER.raw_decode(text, position)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return mentions
         mention = _mention_object(item)
         if mention is not None:

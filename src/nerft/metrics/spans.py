@@ -17,7 +17,9 @@ character offsets in its sentence:
 Gold tags come from the annotated spans. BIO cannot hold a nest, so of nested gold spans only the
 outer one is kept (counted as `gold_nested_dropped`). The tags are scored by
 `seqeval.metrics.classification_report` in its default mode (conlleval's) with IOB2 tags:
-per label, micro and macro (over the labels in gold ∪ predicted).
+per label and micro over every predicted span; as in CLUE's scoring (`nerft.metrics.clue`), the
+per-label rows and macro cover the dataset's labels (`labels=`, default: gold's), and spans under
+other labels are counted apart (`other_labels`: label -> false positives).
 
 Compared with CLUE's scoring, an entity counts once per annotated occurrence, and a prediction at
 the wrong place of a repeated string or across another entity is wrong.
@@ -25,7 +27,8 @@ the wrong place of a repeated string or across another entity is wrong.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from nerft.data.records import CluenerRecord
@@ -51,10 +54,12 @@ class SpanScores:
     not_in_text: int
     overlapping: int
     gold_nested_dropped: int
+    other_labels: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
             "labels": self.labels,
+            "other_labels": self.other_labels,
             "micro": self.micro,
             "macro": self.macro,
             "dropped": {"not_in_text": self.not_in_text, "overlapping": self.overlapping},
@@ -132,7 +137,9 @@ def bio_tags(length: int, spans: Sequence[Span]) -> list[str]:
     return tags
 
 
-def score_spans(gold: Sequence[CluenerRecord], predicted: Sequence[Sequence[Mention]]) -> SpanScores:
+def score_spans(
+    gold: Sequence[CluenerRecord], predicted: Sequence[Sequence[Mention]], labels: Iterable[str] | None = None
+) -> SpanScores:
     """seqeval's span scores of predicted mentions grounded in each gold sentence."""
     from seqeval.metrics import classification_report
 
@@ -140,21 +147,28 @@ def score_spans(gold: Sequence[CluenerRecord], predicted: Sequence[Sequence[Ment
         raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
     y_true, y_pred = [], []
     not_in_text = overlapping = nested = 0
+    span_labels: Counter = Counter()  # predicted spans per label
     for record, mentions in zip(gold, predicted):
         spans, dropped = gold_spans(record)
         nested += dropped
         grounding = ground_mentions(record, mentions)
         not_in_text += len(grounding.not_in_text)
         overlapping += len(grounding.overlapping)
+        span_labels.update(label for _, _, label in grounding.spans)
         y_true.append(bio_tags(len(record.text), spans))
         y_pred.append(bio_tags(len(record.text), grounding.spans))
     counts = dict(not_in_text=not_in_text, overlapping=overlapping, gold_nested_dropped=nested)
+    schema = set(labels or ()) | {entity.label for record in gold for entity in record.entities}
     if not any(tag != "O" for tags in (*y_true, *y_pred) for tag in tags):
         empty = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
         return SpanScores({}, dict(empty), dict(empty), **counts)
     report = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
-    labels = {name: _plain(row) for name, row in sorted(report.items()) if not name.endswith(" avg")}
-    return SpanScores(labels, _plain(report["micro avg"]), _plain(report["macro avg"]), **counts)
+    rows = {name: _plain(row) for name, row in sorted(report.items()) if not name.endswith(" avg")}
+    ours = {name: row for name, row in rows.items() if name in schema}
+    others = {label: count for label, count in sorted(span_labels.items()) if label not in schema}
+    macro = {key: sum(row[key] for row in ours.values()) / len(ours) if ours else 0.0 for key in ("precision", "recall", "f1")}
+    macro["support"] = sum(row["support"] for row in ours.values())
+    return SpanScores(ours, _plain(report["micro avg"]), macro, **counts, other_labels=others)
 
 
 def _plain(row: dict) -> dict:

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from nerft.errors import ModelError
-from nerft.io import replace_dir
+from nerft.io import locked, replace_dir
 
 CACHE_VARIABLE = "NERFT_CACHE"
 TINY_MODEL = "nerft:tiny-qwen2"
@@ -119,13 +119,17 @@ def download_model(model_id: str, *, revision: str = "master", timeout: float = 
         raise EnvironmentProblem("modelscope is not installed", hint="pip install modelscope") from None
     # Download into a sibling `.partial` folder (modelscope resumes there after an interruption)
     # and rename it into place at the end: a folder at `target` is always a complete model.
+    # Two downloads of one model share that folder, so one waits for the other (then finds it done).
     staging = target.with_name(target.name + ".partial")
     staging.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        snapshot_download(model_id, revision=revision, local_dir=str(staging))
-    except Exception as exc:
-        raise ModelError(f"download of {model_id} failed: {exc}", hint=manual_fetch_hint(model_id, target)) from exc
-    if not (staging / "config.json").is_file():
-        raise ModelError(f"{model_id}: downloaded, but it has no config.json (not a transformers model?)")
-    replace_dir(staging, target)
+    with locked(staging):
+        if (target / "config.json").is_file():
+            return target.resolve()
+        try:
+            snapshot_download(model_id, revision=revision, local_dir=str(staging))
+        except Exception as exc:
+            raise ModelError(f"download of {model_id} failed: {exc}", hint=manual_fetch_hint(model_id, target)) from exc
+        if not (staging / "config.json").is_file():
+            raise ModelError(f"{model_id}: downloaded, but it has no config.json (not a transformers model?)")
+        replace_dir(staging, target)
     return target.resolve()

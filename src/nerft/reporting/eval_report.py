@@ -2,12 +2,11 @@
 
 It renders the JSON that `nerft eval --report` writes (`nerft.metrics.evaluate.EvalReport.to_dict`):
 `{"records", "unparseable", "labels": {label: {precision, recall, f1, support, tp, fp, fn}},
-"micro": {...}, "macro": {...}, "seqeval": {"micro": {...}, "macro": {...}, ...}, "errors": [...]}`.
+"other_labels": {label: false positives}, "micro": {...}, "macro": {...}, "seqeval": {"micro": {...}, "macro": {...}, ...}, "errors": [...]}`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -29,15 +28,12 @@ ERRORS_SHOWN = 10
 
 def load_eval_report(path: str | os.PathLike) -> dict:
     """Read a report.json; a `DataError` naming the file when it is not one."""
+    from nerft.io import read_json
+
     path = Path(path)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such eval report", hint="write one with `nerft eval ... --report PATH`") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+    if not path.is_file():
+        raise DataError(f"{path}: no such eval report", hint="write one with `nerft eval ... --report PATH`")
+    report = read_json(path, expect=object, what="an eval report")
     check_eval_report(report, source=str(path))
     return report
 
@@ -79,6 +75,10 @@ def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Bl
     blocks: list[Block] = [Paragraph(summary_line(report))]
     blocks.append(Heading("Per label (CLUE: label and entity text must both match)", heading_level))
     blocks.append(label_table(report))
+    if report.get("other_labels"):
+        from nerft.metrics.clue import format_other_labels
+
+        blocks.append(Paragraph(format_other_labels(report["other_labels"]) + "."))
     blocks.append(Image(chart, "F1 by label"))
     in_text = report.get("in_text") or {}
     if in_text.get("micro"):

@@ -94,18 +94,21 @@ def read_trainer_log(path: Path) -> list[dict[str, Any]]:
     """LLaMA-Factory's per-step log; a half-written last line (training still running) is skipped."""
     if not path.is_file():
         return []
-    text = path.read_text(encoding="utf-8")
+    from nerft.io import json_line, read_text
+
+    text = read_text(path)
     lines = text.splitlines()
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == len(lines) and not text.endswith("\n"):
-                break
-            raise DataError(f"{path}:{number}: broken JSON ({exc.msg})") from None
+        if number == len(lines) and not text.endswith("\n"):
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                break  # the line being written
+        else:
+            row = json_line(line, str(path), number, expect=object)
         if isinstance(row, dict):
             rows.append(row)
     return rows
@@ -296,10 +299,9 @@ def _unique_names(records: list[RunRecord]) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+    from nerft.io import read_json
+
+    data = read_json(path, expect=object)
     return data if isinstance(data, dict) else {}
 
 

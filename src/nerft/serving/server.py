@@ -85,7 +85,10 @@ def wait_until_ready(
                 pass
             else:
                 if response.status_code == 200:
-                    served = [entry.get("id") for entry in response.json().get("data", []) if isinstance(entry, dict)]
+                    from nerft.inference.engines.openai import answer_json, listed_models
+
+                    url = server.url + "/models"
+                    served = [entry["id"] for entry in listed_models(answer_json(response, url), url)]
                     if server.model in served:
                         return
                     raise ServerError(f"{server.url}/models lists {served}, not {server.model!r}")

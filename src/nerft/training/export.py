@@ -1,7 +1,7 @@
 """`nerft export`: merge a run's LoRA adapter into its base model with `llamafactory-cli export`.
 
 The base model, template and adapter come from the run folder's `run.json`, so the merged model is
-the one that was trained. LLaMA-Factory writes into a `.partial` folder beside `--out`, renamed
+the one that was trained. LLaMA-Factory writes into a unique `.partial` folder beside `--out`, swapped
 into place only after it succeeded: `--out` is never left half-written. The merged folder holds
 the weights, the tokenizer and its chat template, and loads with transformers alone.
 
@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from nerft import __version__
 from nerft.errors import ModelError
-from nerft.io import replace_dir, write_text_atomic
-from nerft.runfolder import RunInfo, load_run, write_run
+from nerft.io import replace_dir, staging_dir, write_text_atomic
+from nerft.runfolder import RunInfo, load_run, update_run
 
 LLAMAFACTORY_EXPORT = "llamafactory_export.yaml"
 EXPORT_SHARD_GB = 5
@@ -76,8 +75,7 @@ def export_run(
         if not (out / "config.json").is_file():
             raise ModelError(f"{out} is not a model folder (no config.json): nerft will not replace it; remove it yourself")
 
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_dir(out)  # unique: two exports to one --out must not share it
     args = export_args(info, staging, device=device)
     export_yaml = Path(info.run_dir) / LLAMAFACTORY_EXPORT
     header = f"Rendered by nerft {__version__}: export_dir is renamed to {out} once the export succeeded."
@@ -92,7 +90,7 @@ def export_run(
     if missing:
         raise ModelError(f"llamafactory-cli export left no {', '.join(missing)} in {staging}")
     replace_dir(staging, out)
-    write_run(replace(info, merged_model=out, adapter_dir=_as_stored(info.adapter_dir, Path(info.run_dir))))
+    update_run(info.run_dir, merged_model=out, adapter_dir=_as_stored(info.adapter_dir, Path(info.run_dir)))
     log(f"merged model {out} (run.json merged_model updated)")
     return 0, out
 

@@ -13,7 +13,6 @@ after a successful run, `run.json` (`nerft.runfolder.RunInfo`).
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import tempfile
@@ -268,7 +267,7 @@ def _prepare_data(cfg: NerftConfig, dataset_dir: Path, *, log: Callable[[str], N
             train=cfg.data.train,
             dev=cfg.data.dev,
             out_dir=dataset_dir,
-            name=cfg.data.name,
+            name=_dataset_name(cfg),
             val_size=cfg.data.val_size,
             seed=cfg.data.seed,
             labels=cfg.data.labels,
@@ -294,7 +293,17 @@ def _planned_data(cfg: NerftConfig, dataset_dir: Path) -> PreparedData:
 
     has_dev = cfg.data.dev is not None or cfg.data.val_size > 0
     fmt = get_format(cfg.data.prompt, cfg.data.labels)
-    return PreparedData(dataset_dir, f"{cfg.data.name}_train", f"{cfg.data.name}_dev" if has_dev else None, fmt.name, fmt.labels)
+    name = _dataset_name(cfg)
+    return PreparedData(dataset_dir, f"{name}_train", f"{name}_dev" if has_dev else None, fmt.name, fmt.labels)
+
+
+def _dataset_name(cfg: NerftConfig) -> str:
+    """data.name; in a data.dataset_dir that other trainings may share, a name of this data's own."""
+    if cfg.data.dataset_dir is None:
+        return cfg.data.name
+    from nerft.data.prepare import shared_folder_name
+
+    return shared_folder_name(cfg.data)
 
 
 def _registered_data(cfg: NerftConfig) -> PreparedData:
@@ -305,7 +314,7 @@ def _registered_data(cfg: NerftConfig) -> PreparedData:
     info_path = dataset_dir / "dataset_info.json"
     if not info_path.is_file():
         raise DataError(f"dataset.dataset_dir: {info_path} does not exist", hint="prepare data with `nerft prepare --out DIR`")
-    from nerft.data.prepare import read_dataset_info
+    from nerft.data.prepare import read_dataset_info, read_prepare_meta
 
     info = read_dataset_info(dataset_dir)
     names = PreparedData(dataset_dir, cfg.dataset.dataset, cfg.dataset.eval_dataset, "", ()).all_names
@@ -317,7 +326,7 @@ def _registered_data(cfg: NerftConfig) -> PreparedData:
     prompt, labels = cfg.data.prompt, cfg.data.labels
     # `nerft prepare` leaves <name>_meta.json beside the data: the prompt format the data was written in.
     for meta_path in sorted(dataset_dir.glob("*_meta.json")):
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = read_prepare_meta(meta_path)
         if names[0] in meta.get("datasets", {}).values():
             prompt, labels = meta.get("prompt", prompt), meta.get("labels", labels)
             break

@@ -71,8 +71,7 @@ class OpenAIEngine:
 
     def served_model(self) -> str:
         """The model to ask for: the only one served, or the only LoRA adapter among them."""
-        data = self._call("GET", "/models")
-        models = [entry for entry in data.get("data") or [] if isinstance(entry, dict) and entry.get("id")]
+        models = listed_models(self._call("GET", "/models"), f"{self.base_url}/models")
         if len(models) == 1:
             return models[0]["id"]
         adapters = [entry for entry in models if entry.get("parent")]  # vLLM lists LoRA modules with their base as parent
@@ -129,10 +128,7 @@ class OpenAIEngine:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
                 if response.status_code < 400:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        raise ServerError(f"{url}: answered {response.status_code} with something that is not JSON") from None
+                    return answer_json(response, url)
                 problem = f"HTTP {response.status_code}: {_error_detail(response)}"
                 if response.status_code not in RETRY_STATUSES:
                     hint = "check --api-key" if response.status_code in (401, 403) else None
@@ -143,6 +139,25 @@ class OpenAIEngine:
 
     def close(self) -> None:
         self.client.close()
+
+
+def answer_json(response, url: str) -> dict:
+    """A server's JSON object answer, or a `ServerError` naming the URL and what came instead."""
+    from nerft.io import json_line
+
+    if not response.text.strip():
+        raise ServerError(f"{url}: answered {response.status_code} with an empty body, not JSON")
+    if response.text.lstrip()[:1] not in ("{", "["):
+        raise ServerError(f"{url}: answered {response.status_code} with something that is not JSON: {response.text.strip()[:80]!r}")
+    return json_line(response.text, url, None, expect=dict, error=ServerError, what=f"HTTP {response.status_code} answer")
+
+
+def listed_models(data: dict, url: str) -> list[dict]:
+    """The model entries of a `GET /v1/models` answer (`{"data": [{"id": ...}, ...]}`)."""
+    entries = data.get("data")
+    if not isinstance(entries, list):
+        raise ServerError(f'{url}: the answer has no list of models under "data" (is it an OpenAI-compatible server?)')
+    return [entry for entry in entries if isinstance(entry, dict) and isinstance(entry.get("id"), str) and entry["id"]]
 
 
 def _error_detail(response) -> str:
