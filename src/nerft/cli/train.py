@@ -46,4 +46,4 @@ def command(
         return
     if result.exit_code != 0:
         fail(f"llamafactory-cli train exited with code {result.exit_code} (its log is above); run folder: {result.run_dir}", result.exit_code)
-    typer.echo(result.summary.format(extra_lines=result.report))
+    typer.echo(result.worker_note if result.summary is None else result.summary.format(extra_lines=result.report))
