@@ -68,11 +68,18 @@ def test_nodes_without_a_process_count_get_one_per_visible_gpu_else_one_cpu_proc
     assert launch_environment(LaunchSection(force_torchrun=True))["NPROC_PER_NODE"] == "1"
 
 
+def test_cpu_processes_get_the_plain_cpu_device():
+    # accelerate's `cpu:0` made a resumed multi-process CPU run fail to load its optimizer state
+    env = launch_environment(LaunchSection(nproc_per_node=2), cpu=True)
+    assert env == {"FORCE_TORCHRUN": "1", "NNODES": "1", "NODE_RANK": "0", "NPROC_PER_NODE": "2", "ACCELERATE_TORCH_DEVICE": "cpu"}
+    assert launch_environment(LaunchSection(), cpu=True) == {}  # one plain process: no torchrun, nothing to fix
+
+
 def test_the_launch_is_described_with_its_world_size_and_backend():
-    env = launch_environment(LaunchSection(nnodes=2, node_rank=1, master_addr="127.0.0.1", master_port=29500))
-    assert describe_launch(env, cuda=False) == "torchrun, 1 process per node x 2 nodes (world size 2; CPU processes, gloo), this is node 1"
-    env = launch_environment(LaunchSection(nproc_per_node=8))
-    assert describe_launch(env, cuda=True) == "torchrun, 8 processes per node x 1 node (world size 8; GPU processes), this is node 0"
+    env = launch_environment(LaunchSection(nnodes=2, node_rank=1, master_addr="127.0.0.1", master_port=29500), cpu=True)
+    assert describe_launch(env) == "torchrun, 1 process per node x 2 nodes (world size 2; CPU processes, gloo), this is node 1"
+    env = launch_environment(LaunchSection(nproc_per_node=8), gpu_count=8)
+    assert describe_launch(env) == "torchrun, 8 processes per node x 1 node (world size 8; GPU processes), this is node 0"
 
 
 def test_distributed_launch_refuses_a_path_with_spaces():

@@ -280,7 +280,10 @@ def test_a_worker_node_says_its_results_are_on_node_0(launcher, tmp_path):
     run = tmp_path / "run"
     result = invoke("tiny-cpu", "-o", run, "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "--master-port", "29500")
     assert result.exit_code == 0, result.output
-    assert launcher.calls[0][1]["NODE_RANK"] == "1"
+    assert launcher.calls[0][1] == {
+        "FORCE_TORCHRUN": "1", "NNODES": "2", "NODE_RANK": "1", "NPROC_PER_NODE": "1",  # one CPU process per node
+        "ACCELERATE_TORCH_DEVICE": "cpu", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500",
+    }
     assert result.stdout.splitlines()[0] == (
         "node 1 of 2 finished; the results (weights, checkpoints, logs, run.json) are on node 0 (10.0.0.1), in its run folder"
     )

@@ -187,9 +187,11 @@ def train(
     from nerft.config.llamafactory_args import check_train_args
 
     check_train_args(flatten(sections), source=f"{run_dir / LLAMAFACTORY_TRAIN}")
-    argv, env = train_command(run_dir / LLAMAFACTORY_TRAIN, cfg.launch, deepspeed=bool(deepspeed), gpu_count=machine.gpu_count)
+    # A dry run on a machine that cannot train the config shows the launch of the GPU it is written for.
+    on_cpu = not machine.cuda and machine_problem is None
+    argv, env = train_command(run_dir / LLAMAFACTORY_TRAIN, cfg.launch, deepspeed=bool(deepspeed), gpu_count=machine.gpu_count, cpu=on_cpu)
     if env:
-        report.append(f"launch       {describe_launch(env, cuda=machine.cuda)}")
+        report.append(f"launch       {describe_launch(env)}")
     overrides_text = f" with {' '.join('--set ' + item for item in overrides)}" if overrides else ""
     header = (
         f"Rendered by nerft {__version__} from {loaded.path}{overrides_text}.\n"
