@@ -91,7 +91,8 @@ def tiny_run(tmp_path_factory, tiny_model) -> Path:
 def learned_run(tmp_path_factory) -> Path:
     """The quick start's run, trained once per test session: the real `nerft train tiny-cpu` (real
     `llamafactory-cli train`) on the bundled sample. Engines, servers and pages that need a model
-    that answers sensibly use it; nothing may write into it (copy it first)."""
+    that answers sensibly use it; nothing may write into it (copy it first). What the command
+    printed is kept beside it, in train.stdout and train.stderr."""
     from typer.testing import CliRunner
 
     from nerft.cli.main import app
@@ -102,6 +103,8 @@ def learned_run(tmp_path_factory) -> Path:
         patch.chdir(ROOT)
         result = CliRunner().invoke(app, ["train", "tiny-cpu", "--output-dir", str(run_dir)])
     assert result.exit_code == 0, result.stderr[-3000:]
+    (run_dir.parent / "train.stdout").write_text(result.stdout, encoding="utf-8")
+    (run_dir.parent / "train.stderr").write_text(result.stderr, encoding="utf-8")
     return run_dir
 
 

@@ -46,7 +46,7 @@ def test_tiny_preset_renders_to_these_arguments(tmp_path):
     sections = render_llamafactory_args(config, resolved(tmp_path))
     assert sections == {
         "model": {"model_name_or_path": "/models/m", "trust_remote_code": True, "flash_attn": "sdpa", "enable_liger_kernel": False},
-        "method": {"stage": "sft", "do_train": True, "finetuning_type": "lora", "lora_rank": 8, "lora_target": "all"},
+        "method": {"stage": "sft", "do_train": True, "finetuning_type": "full"},  # no lora_* keys for a full fine-tune
         "dataset": {
             "dataset_dir": str(tmp_path / "data"),
             "dataset": "cluener_train",
@@ -60,8 +60,8 @@ def test_tiny_preset_renders_to_these_arguments(tmp_path):
         },
         "output": {
             "output_dir": str(tmp_path),
-            "logging_steps": 2,
-            "save_steps": 5,
+            "logging_steps": 25,
+            "save_steps": 250,
             "plot_loss": True,
             "save_only_model": False,
             "report_to": "none",
@@ -69,15 +69,15 @@ def test_tiny_preset_renders_to_these_arguments(tmp_path):
         "train": {
             "per_device_train_batch_size": 1,
             "gradient_accumulation_steps": 1,
-            "learning_rate": 5.0e-3,
+            "learning_rate": 3.0e-3,
             "num_train_epochs": 3.0,
-            "max_steps": 10,
+            "max_steps": 500,
             "lr_scheduler_type": "cosine",
             "warmup_steps": 0.0,  # transformers 5: warmup_ratio's replacement takes a ratio below 1
             "bf16": False,
             "fp16": False,
         },
-        "eval": {"per_device_eval_batch_size": 1, "eval_strategy": "steps", "eval_steps": 10},
+        "eval": {"per_device_eval_batch_size": 1, "eval_strategy": "steps", "eval_steps": 250},
     }
 
 
@@ -206,7 +206,7 @@ def test_an_argument_llamafactory_rejects_is_reported_before_launch(tmp_path):
 def test_flatten_joins_sections(tmp_path):
     config = load_config("tiny-cpu").config
     flat = flatten(render_llamafactory_args(config, resolved(tmp_path)))
-    assert flat["template"] == "qwen" and flat["output_dir"] == str(tmp_path) and len(flat) == 36
+    assert flat["template"] == "qwen" and flat["output_dir"] == str(tmp_path) and len(flat) == 34
 
 
 def test_qwen7b_dry_run_without_the_data_in_place_still_renders_the_yaml(tmp_path, monkeypatch):

@@ -109,11 +109,27 @@ def test_a_failed_export_passes_its_code_and_leaves_nothing(run_dir, tmp_path, m
     assert load_run(run_dir).merged_model is None
 
 
+def test_a_full_fine_tune_is_exported_from_the_run_folder_without_an_adapter(tmp_path, monkeypatch):
+    fake = FakeExport()
+    monkeypatch.setattr("nerft.process.run_program", fake)
+    run = tmp_path / "run"
+    run.mkdir()
+    write_run(RunInfo(run_dir=run, base_model="/nowhere", template="qwen", finetuning_type="full"))
+    result = export(run, "--out", tmp_path / "m")
+    assert result.stderr.strip().endswith("nerft: error: " + f"{run}: a full fine-tune, but no config.json in the run folder (did the training finish?)")
+    assert fake.args is None
+    (run / "config.json").write_text("{}")
+    result = export(run, "--out", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+    assert fake.args["model_name_or_path"] == str(run) and fake.args["finetuning_type"] == "full"
+    assert "adapter_name_or_path" not in fake.args  # the base model (/nowhere) is not read at all
+    info = load_run(run)
+    assert (info.merged_model, info.adapter_dir) == (tmp_path / "m", None)
+
+
 def test_export_needs_a_lora_run_with_its_base_model(tmp_path):
     result = export(tmp_path, "--out", tmp_path / "m")
     assert result.exit_code == 1 and "not a nerft run folder (no run.json)" in result.stderr
-    write_run(RunInfo(run_dir=tmp_path, base_model="/nowhere", template="qwen", finetuning_type="full"))
-    assert "a full fine-tune is already a whole model" in export(tmp_path, "--out", tmp_path / "m").stderr
     (tmp_path / "adapter_config.json").write_text("{}")
     write_run(RunInfo(run_dir=tmp_path, base_model="/nowhere", template="qwen", adapter_dir=Path(".")))
     assert "base model /nowhere is not on disk" in export(tmp_path, "--out", tmp_path / "m").stderr

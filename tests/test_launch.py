@@ -16,6 +16,7 @@ from nerft.errors import ConfigError
 from nerft.training import kernels
 from nerft.training.launch import (
     deepspeed_config_path,
+    describe_launch,
     launch_environment,
     train_command,
 )
@@ -53,7 +54,32 @@ def test_multi_node_sets_every_torchrun_variable():
 
 
 def test_deepspeed_forces_torchrun_even_on_one_gpu():
-    assert launch_environment(LaunchSection(), deepspeed=True) == {"FORCE_TORCHRUN": "1", "NNODES": "1", "NODE_RANK": "0"}
+    assert launch_environment(LaunchSection(), deepspeed=True, gpu_count=1) == {
+        "FORCE_TORCHRUN": "1", "NNODES": "1", "NODE_RANK": "0", "NPROC_PER_NODE": "1",
+    }
+
+
+def test_nodes_without_a_process_count_get_one_per_visible_gpu_else_one_cpu_process():
+    # LLaMA-Factory's own default is its device count: 0 without GPUs, which torchrun refuses.
+    nodes = LaunchSection(nnodes=2, node_rank=1, master_addr="127.0.0.1", master_port=29500)
+    assert launch_environment(nodes)["NPROC_PER_NODE"] == "1"
+    assert launch_environment(nodes, gpu_count=8)["NPROC_PER_NODE"] == "8"
+    assert launch_environment(LaunchSection(nproc_per_node=2), gpu_count=8)["NPROC_PER_NODE"] == "2"
+    assert launch_environment(LaunchSection(force_torchrun=True))["NPROC_PER_NODE"] == "1"
+
+
+def test_cpu_processes_get_the_plain_cpu_device():
+    # accelerate's `cpu:0` made a resumed multi-process CPU run fail to load its optimizer state
+    env = launch_environment(LaunchSection(nproc_per_node=2), cpu=True)
+    assert env == {"FORCE_TORCHRUN": "1", "NNODES": "1", "NODE_RANK": "0", "NPROC_PER_NODE": "2", "ACCELERATE_TORCH_DEVICE": "cpu"}
+    assert launch_environment(LaunchSection(), cpu=True) == {}  # one plain process: no torchrun, nothing to fix
+
+
+def test_the_launch_is_described_with_its_world_size_and_backend():
+    env = launch_environment(LaunchSection(nnodes=2, node_rank=1, master_addr="127.0.0.1", master_port=29500), cpu=True)
+    assert describe_launch(env) == "torchrun, 1 process per node x 2 nodes (world size 2; CPU processes, gloo), this is node 1"
+    env = launch_environment(LaunchSection(nproc_per_node=8), gpu_count=8)
+    assert describe_launch(env) == "torchrun, 8 processes per node x 1 node (world size 8; GPU processes), this is node 0"
 
 
 def test_distributed_launch_refuses_a_path_with_spaces():
@@ -123,6 +149,34 @@ def test_cli_multi_node_launch_on_eight_gpus_with_zero3(gpu_machine, tmp_path):
     assert "attention    fa2 (FlashAttention-2 is installed)" in result.stdout
     saved = yaml.safe_load((run_dir / "nerft.yaml").read_text())
     assert saved["launch"] == {"nnodes": 2, "node_rank": 0, "nproc_per_node": 8, "master_addr": "10.0.0.1", "master_port": 29500, "force_torchrun": False}
+
+
+def test_cli_nodes_without_nproc_per_node_use_every_visible_gpu(gpu_machine, tmp_path):
+    result = CliRunner().invoke(
+        app,
+        ["train", "tiny-cpu", "-o", str(tmp_path / "run"), "--set", "train.bf16=true",
+         "--nnodes", "2", "--node-rank", "0", "--master-addr", "10.0.0.1", "--master-port", "29500"],
+    )
+    assert result.exit_code == 0, result.output
+    assert gpu_machine.calls[0][1]["NPROC_PER_NODE"] == "8"
+    assert "launch       torchrun, 8 processes per node x 2 nodes (world size 16; GPU processes), this is node 0" in result.stdout
+
+
+def test_an_explicit_ddp_backend_passes_the_pre_check_of_a_multi_process_launch(gpu_machine, tmp_path):
+    # Parsed outside torchrun, ddp_backend made accelerate look for a process group: "Default
+    # process group has not been initialized", although LLaMA-Factory runs it under torchrun.
+    result = CliRunner().invoke(
+        app, ["train", "tiny-cpu", "-o", str(tmp_path / "run"), "--set", "train.ddp_backend=gloo", "--nproc-per-node", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "run" / "llamafactory_train.yaml").read_text())["ddp_backend"] == "gloo"
+    result = CliRunner().invoke(
+        app, ["train", "tiny-cpu", "-o", str(tmp_path / "run2"), "--set", "train.ddp_backend=glo", "--nproc-per-node", "2"]
+    )
+    assert result.exit_code == 1 and len(gpu_machine.calls) == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"nerft: error: {tmp_path / 'run2' / 'llamafactory_train.yaml'}: ddp_backend: 'glo' is not one of nccl, gloo, mpi, xccl, hccl, cncl, mccl"
+    )
 
 
 def test_cli_single_gpu_launch_adds_no_variables(gpu_machine, tmp_path):

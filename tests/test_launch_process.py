@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from nerft.errors import EnvironmentProblem
-from nerft.process import format_command, run_program
+from nerft.process import child_path, format_command, run_program
 
 
 def test_exit_code_is_passed_through_and_output_streamed(capsys):
@@ -35,6 +35,24 @@ def test_command_and_added_environment_are_logged_first(capsys):
     first, second = captured.err.splitlines()[:2]
     assert first.startswith("$ NERFT_PROBE='a b' ") and first.endswith("'import os; print(os.environ['\"'\"'NERFT_PROBE'\"'\"'])'")
     assert second == "a b"
+
+
+def test_the_child_finds_programs_of_its_own_folder_first(tmp_path, capsys, monkeypatch):
+    # `.venv/bin/nerft` run with the venv not on PATH: llamafactory-cli starts `torchrun` by name.
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "torchrun").write_text("#!/bin/sh\necho venv torchrun\n")
+    (venv_bin / "torchrun").chmod(0o755)
+    (venv_bin / "launcher").write_text("#!/bin/sh\nexec torchrun\n")
+    (venv_bin / "launcher").chmod(0o755)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert run_program([str(venv_bin / "launcher")]) == 0
+    assert capsys.readouterr().out == "venv torchrun\n"
+
+
+def test_child_path_puts_the_programs_folder_first_once():
+    assert child_path("/venv/bin/llamafactory-cli", "/usr/bin:/venv/bin:/bin") == "/venv/bin:/usr/bin:/bin"
+    assert child_path("/venv/bin/llamafactory-cli", None).startswith("/venv/bin:")
 
 
 def test_missing_program_says_what_to_install():

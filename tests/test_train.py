@@ -127,12 +127,21 @@ def test_run_json_is_the_contract_for_inference(launcher, tmp_path):
     from nerft.runfolder import load_run
 
     run_dir = tmp_path / "run"
-    assert invoke("tiny-cpu", "-o", run_dir).exit_code == 0
+    assert invoke("tiny-cpu", "-o", run_dir, "--set", "method.finetuning_type=lora").exit_code == 0
     info = load_run(run_dir)
     assert info.base_model == str(Path(__import__("os").environ["NERFT_CACHE"]) / "models" / "nerft" / "tiny-qwen2")
     assert (info.template, info.finetuning_type, info.prompt, info.quantization_bit) == ("qwen", "lora", "compact", None)
     assert info.adapter_dir == run_dir and info.cutoff_len == yaml.safe_load((run_dir / "llamafactory_train.yaml").read_text())["cutoff_len"]
     assert json.loads((run_dir / "run.json").read_text())["adapter_dir"] == "."  # the run folder can move
+
+
+def test_run_json_of_a_full_fine_tune_names_no_adapter(launcher, tmp_path):
+    from nerft.runfolder import load_run
+
+    run_dir = tmp_path / "run"
+    assert invoke("tiny-cpu", "-o", run_dir).exit_code == 0  # the preset fine-tunes the whole tiny model
+    info = load_run(run_dir)
+    assert (info.finetuning_type, info.adapter_dir, info.merged_model) == ("full", None, None)
 
 
 @pytest.mark.parametrize(("flag", "fix"), [("bf16", "train.bf16=false"), ("fp16", "train.fp16=false")])
@@ -260,6 +269,35 @@ def test_summary_is_read_from_llamafactory_files(tmp_path):
     ]
     # resumed: the trainer's 6.6 covers only the resumed steps; the logged losses give (6.9 + 6.25) / 2
     assert read_summary(tmp_path, packed=True, resumed=True).train_loss == pytest.approx(6.575)
+
+
+def test_summary_of_a_full_fine_tune_names_the_model_not_an_adapter(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert f"model        {tmp_path / 'model.safetensors'}" in read_summary(tmp_path).format().splitlines()
+
+
+def test_a_worker_node_says_its_results_are_on_node_0(launcher, tmp_path):
+    run = tmp_path / "run"
+    result = invoke("tiny-cpu", "-o", run, "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "--master-port", "29500")
+    assert result.exit_code == 0, result.output
+    assert launcher.calls[0][1] == {
+        "FORCE_TORCHRUN": "1", "NNODES": "2", "NODE_RANK": "1", "NPROC_PER_NODE": "1",  # one CPU process per node
+        "ACCELERATE_TORCH_DEVICE": "cpu", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500",
+    }
+    assert result.stdout.splitlines()[0] == (
+        "node 1 of 2 finished; the results (weights, checkpoints, logs, run.json) are on node 0 (10.0.0.1), in its run folder"
+    )
+    assert "run          " not in result.stdout and "-" * 3 not in result.stdout
+    assert (run / "nerft.yaml").is_file() and not (run / "run.json").exists()  # no manifest promising weights it lacks
+
+
+def test_a_worker_node_cannot_resume_without_node_0s_checkpoint(launcher, tmp_path):
+    (tmp_path / "run").mkdir()
+    result = invoke(
+        "tiny-cpu", "-o", tmp_path / "run", "--resume", "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "--master-port", "29500"
+    )
+    assert result.exit_code == 1 and launcher.calls == []
+    assert "share the run folder, or copy node 0's checkpoint-N here" in result.stderr
 
 
 def test_summary_of_an_empty_folder_says_what_is_missing(tmp_path):

@@ -1,11 +1,15 @@
-"""End to end on this CPU, no network: `nerft train tiny-cpu` runs the real `llamafactory-cli
-train` on the bundled sample, then `nerft export` merges the adapter with the real
-`llamafactory-cli export`, and transformers loads and generates with the result."""
+"""End to end on this CPU, no network: the quick start's run (`nerft train tiny-cpu`, the real
+`llamafactory-cli train` fully fine-tuning the tiny model on the bundled sample: the session's
+`learned_run`) has learned its training sentences, `nerft export` writes it out with the real
+`llamafactory-cli export`, transformers loads and generates with the result, and `--resume`
+continues it from its last checkpoint."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,59 +18,69 @@ from typer.testing import CliRunner
 from nerft.cli.main import app
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
+SAMPLE = ROOT / "data" / "sample"
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("session_cache")]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One real training run (10 steps, ~1 min on 2 cores) and its export, shared by the module."""
+def exported(learned_run, tmp_path_factory):
+    """A copy of the learned run (export writes into its run folder) and its real export."""
     work = tmp_path_factory.mktemp("e2e")
+    shutil.copytree(learned_run, work / "run")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NERFT_CACHE", str(tmp_path_factory.getbasetemp() / "nerft-cache"))
-        patch.chdir(ROOT)
-        train = CliRunner().invoke(app, ["train", "tiny-cpu", "--output-dir", str(work / "run")])
         export = CliRunner().invoke(app, ["export", str(work / "run"), "--out", str(work / "merged")])
-    return work, train, export
+    return work, export
 
 
-def test_training_finishes_with_adapter_logs_and_a_finite_loss(trained):
-    work, train, _ = trained
-    assert train.exit_code == 0, train.stderr[-3000:]
-    run = work / "run"
-    for name in ("adapter_model.safetensors", "adapter_config.json", "trainer_log.jsonl", "training_loss.png",
-                 "run.json", "nerft.yaml", "llamafactory_train.yaml", "checkpoint-10"):
+def test_training_finishes_with_the_model_logs_and_a_falling_loss(learned_run):
+    run = learned_run
+    for name in ("model.safetensors", "config.json", "tokenizer_config.json", "trainer_log.jsonl", "training_loss.png",
+                 "run.json", "nerft.yaml", "llamafactory_train.yaml", "checkpoint-250", "checkpoint-500"):
         assert (run / name).exists(), name
+    assert not (run / "adapter_config.json").exists()  # a full fine-tune: the whole model, no adapter
     losses = [row["loss"] for row in map(json.loads, (run / "trainer_log.jsonl").read_text().splitlines()) if "loss" in row]
-    assert len(losses) == 5 and all(math.isfinite(loss) for loss in losses)
-    assert losses[-1] < losses[0]
-    lines = train.stdout.splitlines()
+    assert len(losses) == 500 // 25 and all(math.isfinite(loss) for loss in losses)
+    assert losses[0] > 4 and losses[-1] < 0.5  # from a random model's ~ln(vocab) to a memorised sample
+    lines = (run.parent / "train.stdout").read_text().splitlines()
     assert lines[0] == f"run          {run}"
-    assert lines[1].startswith("steps        10/10 ")
-    assert f"adapter      {run / 'adapter_model.safetensors'}" in lines
+    assert lines[1].startswith("steps        500/500 ")
+    assert f"model        {run / 'model.safetensors'}" in lines
     assert f"loss plot    {run / 'training_loss.png'}" in lines
     assert "attention    sdpa (no CUDA)" in lines
-    assert f"$ {Path(__import__('sys').executable).parent / 'llamafactory-cli'} train {run / 'llamafactory_train.yaml'}" in train.stderr
+    assert f"$ {Path(sys.executable).parent / 'llamafactory-cli'} train {run / 'llamafactory_train.yaml'}" in (run.parent / "train.stderr").read_text()
 
 
-def test_run_json_describes_the_run(trained):
+def test_the_learned_run_answers_its_training_sentences(learned_run, tmp_path):
+    # The quick start's promise: a model that learned, so that a drifted prompt or a misread
+    # answer shows up as a low score. 32 sentences memorised by a ~150k-parameter model.
+    result = CliRunner().invoke(app, [
+        "eval", "--run", str(learned_run), "--gold", str(SAMPLE / "train.jsonl"), "--engine", "hf", "--out-dir", str(tmp_path), "--json",
+    ])
+    assert result.exit_code == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert (report["records"], report["unparseable"], report["micro"]["support"]) == (32, 0, 69)
+    assert report["micro"]["f1"] >= 0.9, report["micro"]
+
+
+def test_run_json_describes_a_full_fine_tune(learned_run, exported):
     from nerft.runfolder import load_run
 
-    work, _, export = trained
-    info = load_run(work / "run")
-    assert (info.template, info.finetuning_type, info.prompt, info.adapter_dir) == ("qwen", "lora", "compact", work / "run")
+    info = load_run(learned_run)
+    assert (info.template, info.finetuning_type, info.prompt, info.adapter_dir, info.merged_model) == ("qwen", "full", "compact", None, None)
     assert Path(info.base_model).name == "tiny-qwen2" and info.cutoff_len == 256
+    work, export = exported
     assert export.exit_code == 0, export.stderr[-3000:]
-    assert info.merged_model == work / "merged"
+    assert load_run(work / "run").merged_model == work / "merged"
 
 
-def test_the_merged_model_loads_and_generates_with_transformers(trained):
+def test_the_exported_model_loads_and_generates_with_transformers(learned_run, exported):
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from nerft.runfolder import load_run
 
-    work, _, export = trained
+    work, export = exported
     assert export.exit_code == 0, export.stderr[-3000:]
     assert export.stdout.strip() == str(work / "merged")
     tokenizer = AutoTokenizer.from_pretrained(work / "merged")
@@ -77,47 +91,38 @@ def test_the_merged_model_loads_and_generates_with_transformers(trained):
     output = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     assert output.shape[1] > inputs["input_ids"].shape[1]
 
-    info = load_run(work / "run")
-    base = AutoModelForCausalLM.from_pretrained(info.base_model).eval()
+    trained = AutoModelForCausalLM.from_pretrained(learned_run).eval()
+    base = AutoModelForCausalLM.from_pretrained(load_run(learned_run).base_model).eval()
     with torch.no_grad():
-        merged_logits = model(**inputs).logits
+        exported_logits = model(**inputs).logits
+        trained_logits = trained(**inputs).logits
         base_logits = base(**inputs).logits
-        adapted = PeftModel.from_pretrained(base, info.adapter_dir).eval()
-        adapted_logits = adapted(**inputs).logits
-    assert torch.allclose(merged_logits, adapted_logits, atol=1e-4)  # the merge is base + adapter
-    assert not torch.allclose(merged_logits, base_logits, atol=1e-4)  # and the training changed something
+    assert torch.allclose(exported_logits, trained_logits, atol=1e-4)  # the export is the trained model
+    assert not torch.allclose(exported_logits, base_logits, atol=1e-2)  # and the training changed it
 
 
-def test_export_again_is_refused_without_force(trained):
-    work, _, _ = trained
+def test_export_again_is_refused_without_force(exported):
+    work, _ = exported
     result = CliRunner().invoke(app, ["export", str(work / "run"), "--out", str(work / "merged")])
     assert result.exit_code == 1
     assert "already exists (--force replaces it" in result.stderr
 
 
-def test_training_into_the_finished_run_is_refused(trained):
-    work, _, _ = trained
-    result = CliRunner().invoke(app, ["train", "tiny-cpu", "--output-dir", str(work / "run")])
+def test_training_into_the_finished_run_is_refused(learned_run):
+    result = CliRunner().invoke(app, ["train", "tiny-cpu", "--output-dir", str(learned_run)])
     assert result.exit_code == 1
-    assert f"{work / 'run'} is not empty" in result.stderr
+    assert f"{learned_run} is not empty" in result.stderr
 
 
-def test_resume_continues_a_copy_of_the_run_from_its_last_checkpoint(trained, tmp_path):
-    import shutil
-
-    work, train, _ = trained
-    assert train.exit_code == 0
+def test_resume_continues_a_copy_of_the_run_from_its_last_checkpoint(learned_run, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(work / "run", run)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(ROOT)
-        patch.setenv("NERFT_CACHE", str(Path(json.loads((run / "run.json").read_text())["base_model"]).parents[2]))
-        result = CliRunner().invoke(app, ["train", "tiny-cpu", "--output-dir", str(run), "--resume", "--set", "train.max_steps=12"])
+    shutil.copytree(learned_run, run)
+    result = CliRunner().invoke(app, ["train", "tiny-cpu", "--output-dir", str(run), "--resume", "--set", "train.max_steps=510"])
     assert result.exit_code == 0, result.stderr[-3000:]
-    assert f"Loading model from {run / 'checkpoint-10'}." in result.stderr
-    assert "Resuming training from checkpoint with epoch 1 and global step 10" in result.stderr
-    assert result.stdout.splitlines()[1].startswith("steps        12/12 ")
-    assert (run / "checkpoint-12").is_dir()
+    assert f"Loading model from {run / 'checkpoint-500'}." in result.stderr
+    assert "Resuming training from checkpoint with epoch" in result.stderr and "global step 500" in result.stderr
+    assert result.stdout.splitlines()[1].startswith("steps        510/510 ")
+    assert (run / "checkpoint-510").is_dir()
     # the mean is over every logged loss, before and after the resume (not the trainer's resumed-only figure)
     rows = [json.loads(line) for line in (run / "trainer_log.jsonl").read_text().splitlines() if line.strip()]
     losses = [row["loss"] for row in rows if "loss" in row]

@@ -11,7 +11,9 @@ Rules it enforces for every caller:
   `stdout_to_stderr=True`, which commands use when their own stdout is reserved for results);
   `on_line` sees every line too, e.g. to keep the last lines of a log;
 - the child's exit code is returned, not interpreted: the command passes it through;
-- a program that is not installed raises `EnvironmentProblem` saying what to install.
+- a program that is not installed raises `EnvironmentProblem` saying what to install;
+- the child's PATH starts with the folder the program was found in (`child_path`), so what it
+  starts by name comes from the same environment.
 """
 
 from __future__ import annotations
@@ -50,6 +52,18 @@ def find_program(program: str, *, install_hint: str | None = None) -> str:
             return found
     hint = install_hint or f"install {program} and make sure it is on PATH"
     raise EnvironmentProblem(f"program not found: {program}", hint=hint)
+
+
+def child_path(program: str, path: str | None) -> str:
+    """PATH for a child: the folder `program` was found in first, then `path`.
+
+    A program finds its own environment's tools: `llamafactory-cli train` starts `torchrun` by
+    name, and found beside nerft's Python (a venv run as `.venv/bin/nerft`, not activated) it
+    must start that venv's torchrun, not fail or pick another environment's.
+    """
+    folder = str(Path(program).parent)
+    entries = [entry for entry in (path or os.defpath).split(os.pathsep) if entry and entry != folder]
+    return os.pathsep.join([folder, *entries])
 
 
 _SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
@@ -148,6 +162,8 @@ def start_program(
         raise ValueError("run_program needs a program to run")
     args[0] = find_program(args[0], install_hint=install_hint)
     extra_env = {key: str(value) for key, value in (env or {}).items()}
+    child_env = {**os.environ, **extra_env}
+    child_env["PATH"] = child_path(args[0], child_env.get("PATH"))
     write_log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     write_log(f"$ {format_command(args, extra_env)}")
 
@@ -155,7 +171,7 @@ def start_program(
     try:
         child = subprocess.Popen(
             args,
-            env={**os.environ, **extra_env},
+            env=child_env,
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -19,7 +19,7 @@ def command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the rendered LLaMA-Factory YAML and run nothing.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output-dir from its latest checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Delete the run in --output-dir and start over.")] = False,
-    nproc_per_node: Annotated[int | None, typer.Option("--nproc-per-node", help="GPUs to use on this machine (torchrun).")] = None,
+    nproc_per_node: Annotated[int | None, typer.Option("--nproc-per-node", help="Training processes on this machine (torchrun); default: one per visible GPU, one without GPUs.")] = None,
     nnodes: Annotated[int | None, typer.Option("--nnodes", help="Machines taking part (torchrun).")] = None,
     node_rank: Annotated[int | None, typer.Option("--node-rank", help="This machine's rank, 0 on the master (torchrun).")] = None,
     master_addr: Annotated[str | None, typer.Option("--master-addr", help="Address of the rank-0 machine (torchrun).")] = None,
@@ -47,4 +47,4 @@ def command(
         return
     if result.exit_code != 0:
         fail(f"llamafactory-cli train exited with code {result.exit_code} (its log is above); run folder: {result.run_dir}", result.exit_code)
-    typer.echo(result.summary.format(extra_lines=result.report))
+    typer.echo(result.worker_note if result.summary is None else result.summary.format(extra_lines=result.report))

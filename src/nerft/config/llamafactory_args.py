@@ -9,7 +9,8 @@ Two checks, both against the LLaMA-Factory that `llamafactory-cli` will run:
 - `check_train_args(args)`: LLaMA-Factory's parser on the rendered dict, without loading a model:
   `HfArgumentParser(_TRAIN_ARGS).parse_dict` (unknown keys, choices and every dataclass
   `__post_init__`, i.e. transformers' TrainingArguments checks) and `_verify_model_args`
-  (quantization/method combinations). Where DeepSpeed is not installed, nerft reads its JSON file
+  (quantization/method combinations). `ddp_backend` is checked against its choices only: it
+  needs the process group a torchrun launch creates. Where DeepSpeed is not installed, nerft reads its JSON file
   itself (TrainingArguments would import DeepSpeed to read it). `get_train_args`' remaining checks
   are about the machine (distributed launch, installed packages, devices) and are left to the
   launch itself. parse_dict does not check plain types (an int field given a string passes), so
@@ -90,6 +91,13 @@ def check_train_args(args: dict[str, Any], *, source: str = "llamafactory_train.
     from llamafactory.hparams.parser import _parse_train_args, _verify_model_args
 
     args = dict(args)
+    backend = args.pop("ddp_backend", None)
+    if backend is not None:
+        # Under torchrun the process group exists before TrainingArguments is built; parsed here,
+        # in one plain process, an explicit backend makes accelerate ask for a group that does not
+        # exist ("Default process group has not been initialized"). So nerft checks the value
+        # against transformers' own choices and parses the rest without it.
+        _check_ddp_backend(backend, source)
     if args.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:
         # TrainingArguments loads DeepSpeed to read its config; where it is not installed (a CPU
         # machine preparing a GPU run) nerft reads the file itself and leaves the rest to the launch.
@@ -103,6 +111,16 @@ def check_train_args(args: dict[str, Any], *, source: str = "llamafactory_train.
         raise ConfigError(
             f"{source}: LLaMA-Factory {installed_versions()['llamafactory']} rejects the rendered arguments: {message}"
         ) from None
+
+
+def _check_ddp_backend(backend: Any, source: str) -> None:
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    choices = next(field.metadata.get("choices") for field in dataclasses.fields(TrainingArguments) if field.name == "ddp_backend")
+    if choices and backend not in choices:
+        raise ConfigError(f"{source}: ddp_backend: {backend!r} is not one of {', '.join(choices)}")
 
 
 def _check_deepspeed_file(path: str, source: str) -> None:

@@ -1,5 +1,9 @@
 """`nerft export`: merge a run's LoRA adapter into its base model with `llamafactory-cli export`.
 
+A full (or freeze) fine-tune has no adapter: the run folder already holds the whole model, and
+export writes it out the same way (sharded safetensors, the tokenizer and chat template, the
+dtype LLaMA-Factory chooses for inference), so every run exports to a standalone model folder.
+
 The base model, template and adapter come from the run folder's `run.json`, so the merged model is
 the one that was trained. LLaMA-Factory writes into a unique `.partial` folder beside `--out`, swapped
 into place only after it succeeded: `--out` is never left half-written. The merged folder holds
@@ -25,10 +29,11 @@ EXPORT_SHARD_GB = 5
 
 
 def export_args(info: RunInfo, export_dir: Path, *, device: str = "cpu") -> dict:
-    """The arguments of `llamafactory-cli export` for a LoRA run."""
+    """The arguments of `llamafactory-cli export`: base + adapter for LoRA, else the run's own model."""
+    lora = info.finetuning_type == "lora"
     return {
-        "model_name_or_path": str(info.base_model),
-        "adapter_name_or_path": str(info.adapter_dir),
+        "model_name_or_path": str(info.base_model if lora else info.run_dir),
+        **({"adapter_name_or_path": str(info.adapter_dir)} if lora else {}),
         "template": info.template,
         "finetuning_type": info.finetuning_type,
         "trust_remote_code": True,
@@ -41,7 +46,9 @@ def export_args(info: RunInfo, export_dir: Path, *, device: str = "cpu") -> dict
 
 def check_exportable(info: RunInfo) -> None:
     if info.finetuning_type != "lora":
-        raise ModelError(f"{info.run_dir}: a {info.finetuning_type} fine-tune is already a whole model; there is no adapter to merge")
+        if not (Path(info.run_dir) / "config.json").is_file():
+            raise ModelError(f"{info.run_dir}: a {info.finetuning_type} fine-tune, but no config.json in the run folder (did the training finish?)")
+        return
     if info.adapter_dir is None or not (Path(info.adapter_dir) / "adapter_config.json").is_file():
         raise ModelError(f"{info.run_dir}: no adapter_config.json in {info.adapter_dir} (did the training finish?)")
     if not (Path(info.base_model) / "config.json").is_file():
@@ -90,8 +97,9 @@ def export_run(
     if missing:
         raise ModelError(f"llamafactory-cli export left no {', '.join(missing)} in {staging}")
     replace_dir(staging, out)
-    update_run(info.run_dir, merged_model=out, adapter_dir=_as_stored(info.adapter_dir, Path(info.run_dir)))
-    log(f"merged model {out} (run.json merged_model updated)")
+    adapter_dir = _as_stored(info.adapter_dir, Path(info.run_dir)) if info.adapter_dir is not None else None
+    update_run(info.run_dir, merged_model=out, adapter_dir=adapter_dir)
+    log(f"{'merged model' if info.finetuning_type == 'lora' else 'model       '} {out} (run.json merged_model updated)")
     return 0, out
 
 

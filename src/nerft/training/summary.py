@@ -52,7 +52,8 @@ class TrainSummary:
         lines += [
             f"runtime      {_duration(self.runtime_s)}",
             f"samples/s    {number(self.samples_per_second, '.3f')}" + (" (packed sequences)" if self.packed else ""),
-            f"adapter      {self.adapter or '- (not found)'}",
+            # a LoRA run saves adapter_model.*, a full or freeze fine-tune the whole model.*
+            f"{'model  ' if self.adapter and not self.adapter.name.startswith('adapter') else 'adapter'}      {self.adapter or '- (not found)'}",
             f"loss plot    {self.loss_plot or '- (not found)'}",
             *extra_lines,
         ]

@@ -50,7 +50,8 @@ class TrainResult:
     run_dir: Path
     rendered_yaml: str
     report: list[str] = field(default_factory=list)  # choices nerft made, for the summary
-    summary: object | None = None  # TrainSummary after a successful run
+    summary: object | None = None  # TrainSummary after a successful run on node 0
+    worker_note: str | None = None  # instead of a summary on a worker node (rank != 0)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -65,7 +66,7 @@ def is_run_folder(path: Path) -> bool:
     return (path / RUN_CONFIG).is_file() or (path / RUN_MANIFEST).is_file()
 
 
-def check_run_folder(run_dir: Path, *, resume: bool, force: bool) -> Path | None:
+def check_run_folder(run_dir: Path, *, resume: bool, force: bool, node_rank: int = 0) -> Path | None:
     """Refuse to train over an existing run unless asked; return the checkpoint to resume from."""
     if resume and force:
         raise ConfigError("--resume and --force contradict each other: continue the run, or start it over")
@@ -73,7 +74,11 @@ def check_run_folder(run_dir: Path, *, resume: bool, force: bool) -> Path | None
     if resume:
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
-            raise ConfigError(f"{run_dir}: no checkpoint-* folder to resume from", hint="train without --resume")
+            hint = "train without --resume"
+            if node_rank > 0:
+                # Every process loads the checkpoint, but only node 0 saves one.
+                hint = "a worker node resumes from node 0's checkpoint: share the run folder, or copy node 0's checkpoint-N here"
+            raise ConfigError(f"{run_dir}: no checkpoint-* folder to resume from", hint=hint)
         return checkpoint
     if not occupied:
         return None
@@ -105,12 +110,12 @@ def train(
     """Train (or with `dry_run`, only render) a run; `TrainResult.exit_code` is `llamafactory-cli`'s."""
     from nerft.config.llamafactory_args import INSTALL_HINT
     from nerft.training import kernels, lengths
-    from nerft.training.launch import deepspeed_config_path, train_command
+    from nerft.training.launch import deepspeed_config_path, describe_launch, train_command
 
     loaded = load_config(config, overrides=list(overrides))
     cfg = resolve_paths(loaded.config)
     run_dir = Path(output_dir or default_run_dir(loaded)).expanduser().resolve()
-    checkpoint = None if dry_run else check_run_folder(run_dir, resume=resume, force=force)
+    checkpoint = None if dry_run else check_run_folder(run_dir, resume=resume, force=force, node_rank=cfg.launch.node_rank)
 
     machine = kernels.detect_machine()
     flash_attn, attention_reason = kernels.choose_attention(cfg.model.flash_attn, machine)
@@ -181,7 +186,11 @@ def train(
     from nerft.config.llamafactory_args import check_train_args
 
     check_train_args(flatten(sections), source=f"{run_dir / LLAMAFACTORY_TRAIN}")
-    argv, env = train_command(run_dir / LLAMAFACTORY_TRAIN, cfg.launch, deepspeed=bool(deepspeed), gpu_count=machine.gpu_count)
+    # A dry run on a machine that cannot train the config shows the launch of the GPU it is written for.
+    on_cpu = not machine.cuda and machine_problem is None
+    argv, env = train_command(run_dir / LLAMAFACTORY_TRAIN, cfg.launch, deepspeed=bool(deepspeed), gpu_count=machine.gpu_count, cpu=on_cpu)
+    if env:
+        report.append(f"launch       {describe_launch(env)}")
     overrides_text = f" with {' '.join('--set ' + item for item in overrides)}" if overrides else ""
     header = (
         f"Rendered by nerft {__version__} from {loaded.path}{overrides_text}.\n"
@@ -210,6 +219,14 @@ def train(
     code = process.run_program(argv, env=env, install_hint=INSTALL_HINT, stdout_to_stderr=True)
     result = TrainResult(code, run_dir, rendered, report)
     if code != 0:
+        return result
+    if cfg.launch.node_rank != 0:
+        # Only global rank 0 (on node 0) saves the model, checkpoints and logs: this folder holds
+        # the config and data, and no run.json that would promise weights it does not have.
+        result.worker_note = (
+            f"node {cfg.launch.node_rank} of {cfg.launch.nnodes} finished; the results (weights, checkpoints, logs, run.json) "
+            f"are on node 0 ({cfg.launch.master_addr}), in its run folder"
+        )
         return result
 
     write_run(
