@@ -42,6 +42,8 @@ class Recorded:
 @pytest.fixture
 def fake_vllm(monkeypatch, tiny_model):
     """Install a fake vllm; `calls` collects LLM(...) kwargs and generate(...) arguments."""
+    from transformers import AutoTokenizer
+
     calls = {"llm": [], "generate": []}
 
     class SamplingParams(Recorded):
@@ -53,6 +55,8 @@ def fake_vllm(monkeypatch, tiny_model):
     class LoRARequest(Recorded):
         pass
 
+    im_end = [AutoTokenizer.from_pretrained(tiny_model).convert_tokens_to_ids("<|im_end|>")]
+
     class LLM:
         def __init__(self, **kwargs):
             calls["llm"].append(kwargs)
@@ -60,8 +64,11 @@ def fake_vllm(monkeypatch, tiny_model):
         def generate(self, prompts, sampling_params, lora_request=None, use_tqdm=True):
             calls["generate"].append({"prompts": prompts, "params": sampling_params, "lora_request": lora_request, "use_tqdm": use_tqdm})
             reasons = ["stop", "length"]
+            # answers: the prompt's first ids, then <|im_end|> for an answer that stopped
             return [
-                types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"answer {len(p['prompt_token_ids'])}", finish_reason=reasons[i % 2])])
+                types.SimpleNamespace(outputs=[types.SimpleNamespace(
+                    text="vLLM's own text", token_ids=p["prompt_token_ids"][:3] + (im_end if i % 2 == 0 else []), finish_reason=reasons[i % 2],
+                )])
                 for i, p in enumerate(prompts)
             ]
 
@@ -139,9 +146,12 @@ def test_generate_sends_training_prompt_ids_greedy_bounded_with_lora_and_regex(f
     tokenizer = engine.template.tokenizer
     template = ChatTemplate.load("qwen", tokenizer)
     ids = [template.encode(r.system, r.user) for r in requests]
-    assert generations == [Generation(f"answer {len(ids[0])}", "stop"), Generation(f"answer {len(ids[1])}", "length"), Generation(f"answer {len(ids[2])}", "stop")]
-    classes = fake_vllm["classes"]
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    # Decoded by nerft from the token ids, the stop token dropped, as the hf engine decodes.
+    texts = [tokenizer.decode(prompt[:3], skip_special_tokens=True) for prompt in ids]
+    assert texts[0] and "<|im_start|>" not in texts[0]  # special tokens skipped
+    assert generations == [Generation(texts[0], "stop"), Generation(texts[1], "length"), Generation(texts[2], "stop")]
+    classes = fake_vllm["classes"]
     first, second = fake_vllm["generate"]
     assert first["prompts"] == [{"prompt_token_ids": ids[0]}, {"prompt_token_ids": ids[1]}]
     assert second["prompts"] == [{"prompt_token_ids": ids[2]}]

@@ -208,7 +208,15 @@ class VLLMEngine:
     def generate(self, requests: Iterable[ChatRequest]) -> Iterator[Generation]:
         for batch in batched(requests, self.batch_size):
             for answer in self.generator.generate([self.prompt(request) for request in batch]):
-                yield Generation(answer["text"], answer["finish_reason"])
+                yield Generation(self.decode(answer["token_ids"]), answer["finish_reason"])
+
+    def decode(self, token_ids: list[int]) -> str:
+        """The answer's text, decoded as the hf engine decodes it. vLLM's own text comes from an
+        incremental detokenizer that holds back the bytes of a character left unfinished at the
+        end (an answer cut at max_tokens), where a tokenizer's decode writes U+FFFD for them."""
+        stop = self.template.stop_token_ids
+        tokens = token_ids[:-1] if token_ids and token_ids[-1] in stop else token_ids
+        return self.template.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=True)
 
     def close(self) -> None:
         self.generator.close()

@@ -9,7 +9,7 @@ then runs this file by path with that venv's interpreter and talks to it in JSON
                "sampling": {...SamplingParams keywords but max_tokens}, "structured": {"regex": ...} | {"json": ...} | null}
     worker -> {"ready": true}
     nerft  -> {"prompts": [{"prompt_token_ids": [...], "max_tokens": N}, ...]}
-    worker -> {"outputs": [{"text": "...", "finish_reason": "stop" | "length"}, ...]}
+    worker -> {"outputs": [{"text": "...", "token_ids": [...], "finish_reason": "stop" | "length"}, ...]}
     ...       (end of input: the worker exits 0)
     worker -> {"error": "..."} on a failure, then exits 1
 
@@ -95,18 +95,28 @@ class Generator:
             lora = config["lora"]
             self.lora_request = LoRARequest(lora["name"], lora["id"], lora["path"])
 
-    def sampling_params(self, max_tokens: int):
-        return self._vllm.SamplingParams(max_tokens=max_tokens, **self.fixed)
+    def sampling_params(self, max_tokens: int, structured: dict | None = None):
+        """The shared parameters with this prompt's `max_tokens` (and its own constraint, if it has one)."""
+        fixed = self.fixed
+        if structured:
+            key, value = structured_params(structured)
+            fixed = {**{k: v for k, v in fixed.items() if k not in ("structured_outputs", "guided_decoding")}, key: value}
+        return self._vllm.SamplingParams(max_tokens=max_tokens, **fixed)
 
     def generate(self, prompts: list[dict]) -> list[dict]:
-        """`prompts`: `{"prompt_token_ids", "max_tokens"}` each; one `{"text", "finish_reason"}` each, in order."""
+        """`prompts`: `{"prompt_token_ids", "max_tokens"}` each, optionally `"structured"` (a constraint
+        of its own); one `{"text", "token_ids", "finish_reason"}` each, in order."""
         inputs = [{"prompt_token_ids": prompt["prompt_token_ids"]} for prompt in prompts]
-        params = [self.sampling_params(prompt["max_tokens"]) for prompt in prompts]
+        params = [self.sampling_params(prompt["max_tokens"], prompt.get("structured")) for prompt in prompts]
         outputs = self.llm.generate(inputs, params, lora_request=self.lora_request, use_tqdm=False)
         answers = []
         for output in outputs:
             completion = output.outputs[0]
-            answers.append({"text": completion.text, "finish_reason": "length" if completion.finish_reason == "length" else "stop"})
+            answers.append({
+                "text": completion.text,
+                "token_ids": list(completion.token_ids),
+                "finish_reason": "length" if completion.finish_reason == "length" else "stop",
+            })
         return answers
 
     def close(self) -> None:
