@@ -94,7 +94,8 @@ def json_prefix_pattern(fmt) -> str:
 
 class TestOfflineLoRA:
     @pytest.fixture(scope="class")
-    def lora_engine(self, tiny_run, vllm_environment):
+    @classmethod
+    def lora_engine(cls, tiny_run, vllm_environment):
         from nerft.inference.engines.vllm import VLLMEngine
 
         run = load_run(tiny_run)
@@ -133,14 +134,16 @@ class TestOfflineLoRA:
 
 class TestLearnedRun:
     @pytest.fixture(scope="class")
-    def learned_copy(self, learned_run, tmp_path_factory):
+    @classmethod
+    def learned_copy(cls, learned_run, tmp_path_factory):
         """A copy to write into (the LLaMA-Factory server writes its YAML into the run folder)."""
         copy = tmp_path_factory.mktemp("learned-copy") / "run"
         shutil.copytree(learned_run, copy, ignore=shutil.ignore_patterns("checkpoint-*", "eval"))
         return copy
 
     @pytest.fixture(scope="class")
-    def learned_engine(self, learned_copy, vllm_environment):
+    @classmethod
+    def learned_engine(cls, learned_copy, vllm_environment):
         from nerft.inference.engines.vllm import VLLMEngine
 
         run = load_run(learned_copy)
@@ -149,7 +152,8 @@ class TestLearnedRun:
         engine.close()
 
     @pytest.fixture(scope="class")
-    def by_vllm(self, learned_engine, learned_copy):
+    @classmethod
+    def by_vllm(cls, learned_engine, learned_copy):
         return rows_of(learned_engine, load_run(learned_copy).prompt_format(), BUNDLED)
 
     def test_max_model_len_comes_from_the_run_s_cutoff_len(self, learned_engine, learned_copy):
