@@ -369,7 +369,6 @@ def test_vllm_server_for_a_merged_model_serves_it_under_the_name(tiny_run, tmp_p
 
 def test_without_vllm_the_server_command_says_why_it_cannot_start(tiny_run, monkeypatch):
     from nerft.errors import EnvironmentProblem
-    from nerft.inference import vllm_env
     from nerft.serving import commands
     from nerft.serving.server import running_server
 

@@ -15,13 +15,8 @@ class only, so two never hold memory at once. Skipped only where no vLLM is foun
 from __future__ import annotations
 
 import json
-import os
-import select
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
@@ -37,7 +32,7 @@ from nerft.inference.structured import output_json_schema, output_regex
 from nerft.inference.vllm_env import find_vllm_environment
 from nerft.metrics.evaluate import evaluate
 from nerft.runfolder import load_run
-from conftest import SAMPLE
+from conftest import SAMPLE, start_nerft_serve
 
 pytestmark = pytest.mark.slow
 STARTUP_TIMEOUT = 300
@@ -212,21 +207,9 @@ class TestLearnedRun:
 def vllm_server(tiny_run, vllm_environment, tmp_path_factory):
     """`nerft serve RUN --engine vllm --api-key K` (the real command), until SIGTERM."""
     log = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nerft", "serve", str(tiny_run), "--engine", "vllm", "--port", "0", "--api-key", API_KEY, "--json"],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ},
-        )
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    line = ""
-    while not line and time.monotonic() < deadline and process.poll() is None:
-        ready, _, _ = select.select([process.stdout], [], [], 1.0)
-        if ready:
-            line = process.stdout.readline()
-    if not line:
-        process.kill()
-        pytest.fail(f"nerft serve --engine vllm did not become ready; its log ends with:\n{log.read_text()[-3000:]}")
-    info = {**json.loads(line), "process": process, "log": log}
+    args = [str(tiny_run), "--engine", "vllm", "--port", "0", "--api-key", API_KEY]
+    process, info = start_nerft_serve(args, log, timeout=STARTUP_TIMEOUT)
+    info = {**info, "process": process, "log": log}
     yield info
     if process.poll() is None:
         process.kill()
