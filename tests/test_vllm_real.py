@@ -180,8 +180,8 @@ class TestLearnedRun:
         for answers in (hf, server_answers, vllm_answers):
             assert micro_f1(TRAIN, answers[:train]) >= 0.9
 
-    def test_every_vllm_answer_ends_at_the_stop_token(self, by_vllm):
-        assert {row["finish_reason"] for row in by_vllm} == {"stop"}
+    def test_every_answer_to_a_training_sentence_ends_at_the_stop_token(self, by_vllm):
+        assert {row["finish_reason"] for row in by_vllm[: len(TRAIN)]} == {"stop"}
 
     def test_seed_json_schema_constrains_what_the_model_writes(self, learned_engine, learned_copy, by_vllm):
         # The learned run was taught compact answers (`name:王立明`); under the seed schema every

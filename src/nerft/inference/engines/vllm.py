@@ -120,7 +120,9 @@ def cpu_settings(config: dict, length: int, *, cpus: int | None = None) -> tuple
     if per_token is not None:
         llm["kv_cache_memory_bytes"] = per_token * length * CPU_KV_CACHE_SEQUENCES
     env: dict[str, str] = {}
-    if (cpus if cpus is not None else len(os.sched_getaffinity(0))) <= SMALL_MACHINE_CPUS:
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cpus <= SMALL_MACHINE_CPUS:
         env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
     return llm, env
 
