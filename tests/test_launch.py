@@ -22,7 +22,7 @@ from nerft.training.launch import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-A100S = kernels.Machine(cuda=True, gpu_count=8, bf16=True, gpu_name="NVIDIA A100-SXM4-40GB", packages=frozenset(kernels.OPTIONAL_PACKAGES))
+A100S = kernels.Machine(cuda=True, gpu_count=8, bf16=True, gpu_name="NVIDIA A100-SXM4-40GB", packages=frozenset(kernels.KERNEL_MODULES))
 
 
 pytestmark = pytest.mark.usefixtures("session_cache")

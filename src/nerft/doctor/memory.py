@@ -197,6 +197,17 @@ class TrainingPlan:
     deepspeed: str | None = None  # zero2, zero3 or a DeepSpeed JSON file
     nerft_config: bool = False  # a nerft config: `nerft train` runs it, and stops where LLaMA-Factory would only warn
     source: str = ""  # the config file it came from
+    run_plan: object | None = field(default=None, repr=False, compare=False)  # nerft.training.plan.RunPlan of a nerft config
+
+    @property
+    def requirements(self):
+        """What it needs of a machine, as `nerft.training.plan.can_run_here` reads it."""
+        from nerft.training.plan import Requirements
+
+        return Requirements(
+            bf16=self.bf16, fp16=self.fp16, pure_bf16=self.pure_bf16, flash_attn=self.flash_attn, liger=self.enable_liger_kernel,
+            deepspeed=bool(self.deepspeed), quantization_bit=self.quantization_bit, nerft_config=self.nerft_config, source=self.source,
+        )
 
     @property
     def mixed_precision(self) -> list[str]:

@@ -79,6 +79,18 @@ class EnvironmentSnapshot:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def machine(self) -> kernels.Machine:
+        """This snapshot as the `Machine` a training plan is judged against (`can_run_here`)."""
+        gpus = self.gpus if self.has_cuda_gpu else []
+        return kernels.Machine(
+            cuda=bool(gpus),
+            gpu_count=len(gpus),
+            bf16=kernels.supports_bf16([kernels.parse_capability(gpu.compute_capability) for gpu in gpus]),
+            gpu_name=gpus[0].name if gpus else None,
+            compute_capability=gpus[0].compute_capability if gpus else None,
+            packages=frozenset(module for module, present in self.modules.items() if present),
+        )
+
 
 def take_snapshot() -> EnvironmentSnapshot:
     snapshot = EnvironmentSnapshot(
@@ -121,7 +133,7 @@ def _probe_packages(snapshot: EnvironmentSnapshot) -> None:
             pin = _torch_requirement(name)
             if pin:
                 snapshot.torch_pins[name] = pin
-    for module in kernels.OPTIONAL_PACKAGES:  # the modules `nerft train` checks before a launch
+    for module in kernels.KERNEL_MODULES:  # the modules `nerft train` checks before a launch
         snapshot.modules[module] = importlib.util.find_spec(module) is not None
 
 
