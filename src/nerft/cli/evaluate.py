@@ -57,7 +57,8 @@ def command(
     if predictions is None:
         if run_dir is None and endpoint is None:
             raise ConfigError("give --predictions FILE, or --run RUN_DIR / --endpoint URL to predict the gold sentences first")
-        from nerft.inference.scoring import ERRORS, REPORT, predict_and_score
+        from nerft.inference.scoring import predict_and_score
+        from nerft.runfolder import ERRORS, EVAL_REPORT as REPORT
         from nerft.runfolder import load_run
 
         evaluation = predict_and_score(

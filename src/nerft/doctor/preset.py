@@ -68,7 +68,8 @@ def read_training_plan(path: str | os.PathLike, *, machine=None) -> TrainingPlan
 
     run_plan = plan_run(path, machine=machine)
     plan = plan_from_llamafactory_args(run_plan.args, source=str(path))
-    plan.model = run_plan.config.model.model_name_or_path  # as configured (the args name its folder when on disk)
+    # as configured: the arguments name the model's folder when it is on disk, and DeepSpeed's JSON file
+    plan.model, plan.deepspeed = run_plan.config.model.model_name_or_path, run_plan.config.method.deepspeed
     plan.nerft_config = True
     plan.cutoff_auto = run_plan.config.dataset.cutoff_len == "auto"
     plan.sequence_note = run_plan.sequences.note

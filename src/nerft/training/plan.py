@@ -22,7 +22,7 @@ from nerft.config.load import LoadedConfig, load_config, resolve_paths
 from nerft.config.render import Resolved, flatten, render_llamafactory_args, to_llamafactory_yaml
 from nerft.config.schema import NerftConfig
 from nerft.errors import ConfigError, DataError, EnvironmentProblem, NerftError
-from nerft.runfolder import LLAMAFACTORY_TRAIN
+from nerft.runfolder import LLAMAFACTORY_TRAIN, RunFolder
 from nerft.training import kernels
 
 
@@ -310,7 +310,7 @@ def _checked_data(cfg: NerftConfig, run_dir: Path, examples: list[dict] | None) 
 
 
 def _dataset_dir(cfg: NerftConfig, run_dir: Path) -> Path:
-    return Path(cfg.data.dataset_dir) if cfg.data.dataset_dir else run_dir / "data"
+    return Path(cfg.data.dataset_dir) if cfg.data.dataset_dir else RunFolder(run_dir).data_dir
 
 
 def dataset_name(cfg: NerftConfig) -> str:

@@ -28,7 +28,7 @@ from nerft.errors import ConfigError, DataError
 from nerft.io import write_text_atomic
 from nerft.runfolder import (
     RUN_CONFIG,
-    RUN_MANIFEST,
+    RunFolder,
     RunInfo,
     write_run,
 )
@@ -55,7 +55,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def is_run_folder(path: Path) -> bool:
-    return (path / RUN_CONFIG).is_file() or (path / RUN_MANIFEST).is_file()
+    return RunFolder(path).is_run()
 
 
 def check_run_folder(run_dir: Path, *, resume: bool, force: bool, node_rank: int = 0) -> Path | None:
