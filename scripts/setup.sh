@@ -22,4 +22,8 @@ fi
 if [ -z "${NERFT_SKIP_CHROMIUM:-}" ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-wqy-zenhei
 fi
+# The wheel's build backend (setuptools >= 77 reads the SPDX license), in its own venv so that
+# .venv's setuptools stays as LLaMA-Factory's stack has it: tests/test_wheel.py builds with it.
+[ -x .venv-build/bin/python ] || "$PYTHON" -m venv .venv-build
+.venv-build/bin/python -m pip install --quiet "setuptools>=77" wheel
 echo "nerft is installed in .venv: run .venv/bin/nerft --help"

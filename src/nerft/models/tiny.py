@@ -41,7 +41,9 @@ def default_corpus() -> list[str]:
     from nerft.prompts import CLUENER_LABELS, SEED_INSTRUCTION
 
     texts = [SEED_INSTRUCTION, " ".join(CLUENER_LABELS), "NER 无 You are a helpful assistant."]
-    sample = Path(__file__).resolve().parents[3] / "data" / "sample"
+    from nerft.resources import sample_dir
+
+    sample = sample_dir()
     for path in sorted(sample.glob("*.jsonl")) if sample.is_dir() else []:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
