@@ -88,6 +88,15 @@ class ModelShape:
         """Input embeddings plus lm_head when it is a separate matrix."""
         return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
 
+    def config_json(self) -> dict:
+        """The architecture keys of the model's config.json (what `shape_from_config` reads back)."""
+        config = {
+            "hidden_size": self.hidden, "intermediate_size": self.intermediate, "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads, "num_key_value_heads": self.kv_heads, "vocab_size": self.vocab,
+            "tie_word_embeddings": self.tied_embeddings,
+        }
+        return {**config, "head_dim": self.head_dim} if self.head_dim else config
+
     def params(self) -> int:
         norms = self.layers * 2 * self.hidden + self.hidden
         return self.layers * self.layer_linear_params() + self.embedding_params() + norms

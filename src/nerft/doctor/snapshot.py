@@ -201,8 +201,19 @@ def _probe_driver(snapshot: EnvironmentSnapshot) -> None:
         output = (header.stdout + header.stderr).strip()
         snapshot.driver_error = "nvidia-smi failed: " + (output.splitlines()[0] if output else f"exit code {header.returncode}")
         return
-    if snapshot.gpus:  # torch already listed them, with what training will see
-        return
+    if not snapshot.gpus:  # else torch already listed them, with what training will see
+        snapshot.gpus = query_gpus(program)
+
+
+GPU_QUERY = ("index", "name", "memory.total", "memory.free", "compute_cap")
+
+
+def query_gpus(program: str | None = None) -> list[GpuInfo]:
+    """The GPUs `nvidia-smi` lists (none when it is absent or fails): the one query of them that
+    the doctor and the benchmark reports share."""
+    program = program or shutil.which("nvidia-smi")
+    if program is None:
+        return []
     for fields in (GPU_QUERY, GPU_QUERY[:-1]):  # compute_cap is unknown to drivers before 510
         try:
             answer = subprocess.run(
@@ -210,13 +221,10 @@ def _probe_driver(snapshot: EnvironmentSnapshot) -> None:
                 capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT,
             )
         except (OSError, subprocess.TimeoutExpired):
-            return
+            return []
         if answer.returncode == 0:
-            snapshot.gpus = parse_gpu_query(answer.stdout)
-            return
-
-
-GPU_QUERY = ("index", "name", "memory.total", "memory.free", "compute_cap")
+            return parse_gpu_query(answer.stdout)
+    return []
 
 
 def _probe_nvml(snapshot: EnvironmentSnapshot) -> None:

@@ -102,10 +102,10 @@ def train(
     run_dir = Path(output_dir or default_run_dir(loaded)).expanduser().resolve()
     checkpoint = None
     if not dry_run:
-        from nerft.models.download import resolve_model
+        from nerft.models.download import require_model
 
         checkpoint = check_run_folder(run_dir, resume=resume, force=force, node_rank=loaded.config.launch.node_rank)
-        resolve_model(resolve_paths(loaded.config).model.model_name_or_path)  # on disk, or how to get it
+        require_model(resolve_paths(loaded.config).model.model_name_or_path)  # on disk, or how to get it
     plan = plan_run(loaded, overrides, output_dir=run_dir, checkpoint=checkpoint)
     blockers = can_run_here(plan, plan.machine)
     if not dry_run and plan.missing_data:
