@@ -34,15 +34,25 @@ def test_doctor_and_dry_run_agree_on_every_figure(preset, on_cpu):
     rendered = yaml.safe_load(result.stdout)
     plan = read_training_plan(preset, machine=CPU)
     doctor = {
-        "cutoff_len": plan.cutoff_len, "per_device_train_batch_size": plan.per_device_train_batch_size,
-        "finetuning_type": plan.finetuning_type, "quantization_bit": plan.quantization_bit, "flash_attn": plan.flash_attn,
-        "bf16": plan.bf16, "fp16": plan.fp16, "enable_liger_kernel": plan.enable_liger_kernel,
-        "packing": plan.packing, "gradient_checkpointing": plan.gradient_checkpointing,
+        "cutoff_len": plan.cutoff_len,
+        "per_device_train_batch_size": plan.per_device_train_batch_size,
+        "finetuning_type": plan.finetuning_type,
+        "quantization_bit": plan.quantization_bit,
+        "flash_attn": plan.flash_attn,
+        "bf16": plan.bf16,
+        "fp16": plan.fp16,
+        "enable_liger_kernel": plan.enable_liger_kernel,
+        "packing": plan.packing,
+        "gradient_checkpointing": plan.gradient_checkpointing,
     }
     train = {
-        "cutoff_len": rendered["cutoff_len"], "per_device_train_batch_size": rendered["per_device_train_batch_size"],
-        "finetuning_type": rendered["finetuning_type"], "quantization_bit": rendered.get("quantization_bit"),
-        "flash_attn": rendered["flash_attn"], "bf16": rendered.get("bf16", False), "fp16": rendered.get("fp16", False),
+        "cutoff_len": rendered["cutoff_len"],
+        "per_device_train_batch_size": rendered["per_device_train_batch_size"],
+        "finetuning_type": rendered["finetuning_type"],
+        "quantization_bit": rendered.get("quantization_bit"),
+        "flash_attn": rendered["flash_attn"],
+        "bf16": rendered.get("bf16", False),
+        "fp16": rendered.get("fp16", False),
         "enable_liger_kernel": rendered.get("enable_liger_kernel", False),
         "packing": bool(rendered.get("packing") or rendered.get("neat_packing")),
         "gradient_checkpointing": not rendered.get("disable_gradient_checkpointing", False),
@@ -114,5 +124,9 @@ def test_train_prepares_the_data_once(tmp_path, on_cpu, monkeypatch):
 
 def test_bf16_is_one_rule():
     # compute capability 8.0 and newer, as torch.cuda.is_bf16_supported and the doctor both said in other words
-    assert kernels.supports_bf16([(8, 0), (9, 0)]) and not kernels.supports_bf16([(8, 0), (7, 5)]) and not kernels.supports_bf16([])
+    assert (
+        kernels.supports_bf16([(8, 0), (9, 0)])
+        and not kernels.supports_bf16([(8, 0), (7, 5)])
+        and not kernels.supports_bf16([])
+    )
     assert kernels.parse_capability("8.6") == (8, 6) and kernels.parse_capability(None) is None

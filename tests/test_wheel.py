@@ -34,12 +34,26 @@ def installed(tmp_path_factory) -> Path:
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     wheels = work / "wheels"
     subprocess.run(
-        [str(BUILD_PYTHON), "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
-        check=True, cwd=work,
+        [
+            str(BUILD_PYTHON),
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        check=True,
+        cwd=work,
     )
     [wheel] = wheels.glob("nerft-*.whl")
     site = work / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)], check=True
+    )
     return site
 
 
@@ -54,12 +68,22 @@ def test_the_wheel_carries_its_files_and_hides_the_checkout(installed, tmp_path)
     where = nerft(installed, tmp_path, "--help")
     assert where.returncode == 0, where.stderr
     probe = subprocess.run(
-        [sys.executable, "-c", "import nerft, nerft.resources as r; print(nerft.__file__); print(r.presets_dir()); print(r.sample_dir())"],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(installed)}, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import nerft, nerft.resources as r; print(nerft.__file__); print(r.presets_dir()); print(r.sample_dir())",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     module, presets, sample = probe.stdout.split()
     assert Path(module).is_relative_to(installed) and Path(presets).is_relative_to(installed)
-    assert sorted(path.name for path in Path(presets).iterdir()) == sorted(path.name for path in (ROOT / "conf").iterdir())
+    assert sorted(path.name for path in Path(presets).iterdir()) == sorted(
+        path.name for path in (ROOT / "conf").iterdir()
+    )
     assert sorted(path.name for path in Path(sample).iterdir()) == ["dev.jsonl", "test.jsonl", "train.jsonl"]
 
 

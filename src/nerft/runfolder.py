@@ -26,8 +26,8 @@ from typing import Literal, Optional
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
-from nerft.errors import ModelError
 from nerft.config.schema import known_prompt
+from nerft.errors import ModelError
 from nerft.prompts import CLUENER_LABELS, PromptFormat, get_format
 
 RUN_MANIFEST = "run.json"

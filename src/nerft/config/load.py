@@ -200,7 +200,7 @@ class Override(str):
     key: str
     value: Any
 
-    def __new__(cls, key: str, value: Any) -> "Override":
+    def __new__(cls, key: str, value: Any) -> Override:
         override = super().__new__(cls, f"{key}={value}")
         override.key, override.value = key, value
         return override

@@ -10,7 +10,6 @@ plan speaks LLaMA-Factory's argument names.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from nerft.doctor.memory import TrainingPlan

@@ -111,8 +111,8 @@ def memory_bytes() -> tuple[int | None, int | None]:
     """Total and available RAM in bytes (None when unknown)."""
     try:
         fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
-        kib = lambda key: int(fields[key].split()[0]) * 1024
-        return kib("MemTotal"), kib("MemAvailable")
+        total, available = (int(fields[key].split()[0]) * 1024 for key in ("MemTotal", "MemAvailable"))
+        return total, available
     except (OSError, KeyError, ValueError):
         pass
     try:

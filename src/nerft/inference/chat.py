@@ -49,7 +49,7 @@ class ChatTemplate:
     _llamafactory_template: Any = field(default=None, repr=False)
 
     @classmethod
-    def load(cls, name: str, tokenizer: Any) -> "ChatTemplate":
+    def load(cls, name: str, tokenizer: Any) -> ChatTemplate:
         if name in NATIVE_TEMPLATES:
             return cls(name, tokenizer, QWEN_STOP_WORDS)
         from llamafactory.data.template import TEMPLATES, get_template_and_fix_tokenizer

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 
-
 KERNEL_MODULES = {
     "flash_attn": "flash-attn",
     "liger_kernel": "liger-kernel",

@@ -47,7 +47,11 @@ class Requirements:
         """How to change (section, key, value) settings: --set for a nerft config, an edit otherwise."""
         if self.nerft_config:
             return "add " + " ".join(f"--set {section}.{key}={value}" for section, key, value in settings)
-        return "set " + " and ".join(f"{key}: {value}" for _, key, value in settings) + f" in {self.source or 'the config'}"
+        return (
+            "set "
+            + " and ".join(f"{key}: {value}" for _, key, value in settings)
+            + f" in {self.source or 'the config'}"
+        )
 
 
 @dataclass(frozen=True)
@@ -74,36 +78,63 @@ def can_run_here(plan: RunPlan | Any, machine: kernels.Machine) -> list[Blocker]
     if mixed and not machine.cuda:
         flag = mixed[0]
         fix = needs.fix(*(("train", name, "false") for name in mixed))
-        blockers.append(Blocker(
-            "precision", f"{needs.key('train', flag)} is true but this machine has no CUDA GPU: LLaMA-Factory cannot train in {flag} on a CPU",
-            f"{fix} to train in float32 here", needs_gpu=True,
-        ))
+        blockers.append(
+            Blocker(
+                "precision",
+                f"{needs.key('train', flag)} is true but this machine has no CUDA GPU: LLaMA-Factory cannot train in {flag} on a CPU",
+                f"{fix} to train in float32 here",
+                needs_gpu=True,
+            )
+        )
     elif (needs.bf16 or needs.pure_bf16) and not machine.bf16:
         gpu = machine.gpu_name or "this GPU"
         capability = f" (compute capability {machine.compute_capability})" if machine.compute_capability else ""
-        blockers.append(Blocker(
-            "precision",
-            f"{needs.key('train', 'bf16')} is true but {gpu}{capability} has no bf16: it needs compute capability "
-            f"{'.'.join(map(str, kernels.MIN_BF16_CAPABILITY))} (Ampere) or newer",
-            needs.fix(("train", "bf16", "false"), ("train", "fp16", "true")),
-        ))
+        blockers.append(
+            Blocker(
+                "precision",
+                f"{needs.key('train', 'bf16')} is true but {gpu}{capability} has no bf16: it needs compute capability "
+                f"{'.'.join(map(str, kernels.MIN_BF16_CAPABILITY))} (Ampere) or newer",
+                needs.fix(("train", "bf16", "false"), ("train", "fp16", "true")),
+            )
+        )
     packages = (
-        ("flash-attn", "flash_attn", needs.flash_attn in ("fa2", "fa3"), f"{needs.key('model', 'flash_attn')}: {needs.flash_attn}"),
+        (
+            "flash-attn",
+            "flash_attn",
+            needs.flash_attn in ("fa2", "fa3"),
+            f"{needs.key('model', 'flash_attn')}: {needs.flash_attn}",
+        ),
         ("liger-kernel", "liger_kernel", needs.liger, f"{needs.key('model', 'enable_liger_kernel')}: true"),
         ("deepspeed", "deepspeed", needs.deepspeed, f"{needs.key('method', 'deepspeed')}"),
-        ("quantization", "bitsandbytes", needs.quantization_bit is not None, f"{needs.key('model', 'quantization_bit')}: {needs.quantization_bit}"),
+        (
+            "quantization",
+            "bitsandbytes",
+            needs.quantization_bit is not None,
+            f"{needs.key('model', 'quantization_bit')}: {needs.quantization_bit}",
+        ),
     )
-    for check, module, wanted, setting in packages:
+    for check, module, wanted, _ in packages:
         if wanted and not machine.has(module):
             name = kernels.KERNEL_MODULES[module]
-            blockers.append(Blocker(check, f"this run needs {name}, which is not installed", f"pip install {name}", missing_package=True))
+            blockers.append(
+                Blocker(
+                    check, f"this run needs {name}, which is not installed", f"pip install {name}", missing_package=True
+                )
+            )
     gpu_only = [setting for check, _, wanted, setting in packages if wanted and check != "deepspeed"]
     if gpu_only and not machine.cuda:
-        blockers.append(Blocker(
-            "quantization" if needs.quantization_bit is not None else "flash-attn" if needs.flash_attn in ("fa2", "fa3") else "liger-kernel",
-            f"{', '.join(gpu_only)}: FlashAttention, Liger kernels and 4/8-bit quantization need a CUDA GPU, and this machine has none",
-            None, needs_gpu=True,
-        ))
+        blockers.append(
+            Blocker(
+                "quantization"
+                if needs.quantization_bit is not None
+                else "flash-attn"
+                if needs.flash_attn in ("fa2", "fa3")
+                else "liger-kernel",
+                f"{', '.join(gpu_only)}: FlashAttention, Liger kernels and 4/8-bit quantization need a CUDA GPU, and this machine has none",
+                None,
+                needs_gpu=True,
+            )
+        )
     return blockers
 
 
@@ -123,7 +154,9 @@ class PlannedData:
     @property
     def all_names(self) -> list[str]:
         """The dataset names, split and stripped as LLaMA-Factory does with `dataset: a, b`."""
-        return [name.strip() for name in (*self.train_name.split(","), *(self.eval_name or "").split(",")) if name.strip()]
+        return [
+            name.strip() for name in (*self.train_name.split(","), *(self.eval_name or "").split(",")) if name.strip()
+        ]
 
 
 @dataclass
@@ -163,9 +196,14 @@ class RunPlan:
     def requirements(self) -> Requirements:
         args = self.args
         return Requirements(
-            bf16=bool(args.get("bf16")), fp16=bool(args.get("fp16")), pure_bf16=bool(args.get("pure_bf16")),
-            flash_attn=self.resolved.flash_attn, liger=self.resolved.enable_liger_kernel, deepspeed=bool(self.resolved.deepspeed),
-            quantization_bit=self.config.model.quantization_bit, source=str(self.loaded.path),
+            bf16=bool(args.get("bf16")),
+            fp16=bool(args.get("fp16")),
+            pure_bf16=bool(args.get("pure_bf16")),
+            flash_attn=self.resolved.flash_attn,
+            liger=self.resolved.enable_liger_kernel,
+            deepspeed=bool(self.resolved.deepspeed),
+            quantization_bit=self.config.model.quantization_bit,
+            source=str(self.loaded.path),
         )
 
     def rendered_yaml(self) -> str:
@@ -226,7 +264,9 @@ def plan_run(
     if missing:
         # The plan of a run whose data is not in place yet: the datasets prepare will register,
         # sequences sized by CLUENER's measured lengths.
-        notes.append(f"note         {', '.join(missing)} not found: sequences sized by CLUENER's lengths, not this data")
+        notes.append(
+            f"note         {', '.join(missing)} not found: sequences sized by CLUENER's lengths, not this data"
+        )
         data = _planned_data(cfg, run_dir)
         stats = lengths.CLUENER_QWEN2_LENGTHS.get(cfg.data.prompt, lengths.CLUENER_QWEN2_LENGTHS["seed"])
     elif cfg.data.train is not None:
@@ -271,12 +311,28 @@ def plan_run(
     sections = render_llamafactory_args(cfg, resolved)
     check_train_args(flatten(sections), source=str(run_dir / LLAMAFACTORY_TRAIN))
     plan = RunPlan(
-        loaded, cfg, [str(item) for item in overrides], run_dir, machine, model_path, data, sequences, resolved, sections,
-        argv=[], env={}, report=report, notes=notes, checkpoint=checkpoint, missing_data=missing,
+        loaded,
+        cfg,
+        [str(item) for item in overrides],
+        run_dir,
+        machine,
+        model_path,
+        data,
+        sequences,
+        resolved,
+        sections,
+        argv=[],
+        env={},
+        report=report,
+        notes=notes,
+        checkpoint=checkpoint,
+        missing_data=missing,
     )
     # A plan that cannot run here (a dry run of a GPU config on a laptop) shows the launch of the GPU it is written for.
     on_cpu = not machine.cuda and not can_run_here(plan, machine)
-    plan.argv, plan.env = train_command(plan.train_yaml, cfg.launch, deepspeed=bool(deepspeed), gpu_count=machine.gpu_count, cpu=on_cpu)
+    plan.argv, plan.env = train_command(
+        plan.train_yaml, cfg.launch, deepspeed=bool(deepspeed), gpu_count=machine.gpu_count, cpu=on_cpu
+    )
     if plan.env:
         report.append(f"launch       {describe_launch(plan.env)}")
     return plan
@@ -289,7 +345,9 @@ def _planned_data(cfg: NerftConfig, run_dir: Path) -> PlannedData:
     has_dev = cfg.data.dev is not None or cfg.data.val_size > 0
     fmt = get_format(cfg.data.prompt, cfg.data.labels)
     name = dataset_name(cfg)
-    return PlannedData(_dataset_dir(cfg, run_dir), f"{name}_train", f"{name}_dev" if has_dev else None, fmt.name, fmt.labels)
+    return PlannedData(
+        _dataset_dir(cfg, run_dir), f"{name}_train", f"{name}_dev" if has_dev else None, fmt.name, fmt.labels
+    )
 
 
 def _checked_data(cfg: NerftConfig, run_dir: Path, examples: list[dict] | None) -> PlannedData:
@@ -302,9 +360,13 @@ def _checked_data(cfg: NerftConfig, run_dir: Path, examples: list[dict] | None) 
     from nerft.prompts import get_format
 
     fmt = get_format(cfg.data.prompt, cfg.data.labels)
-    inputs = {split: Path(path) for split, path in (("train", cfg.data.train), ("dev", cfg.data.dev)) if path is not None}
+    inputs = {
+        split: Path(path) for split, path in (("train", cfg.data.train), ("dev", cfg.data.dev)) if path is not None
+    }
     collect = None if examples is None else (lambda record: examples.append(fmt.example(record)))
-    checked = check_inputs(inputs, labels=cfg.data.labels, skip_invalid=cfg.data.skip_invalid, val_size=cfg.data.val_size, on_valid=collect)
+    checked = check_inputs(
+        inputs, labels=cfg.data.labels, skip_invalid=cfg.data.skip_invalid, val_size=cfg.data.val_size, on_valid=collect
+    )
     data.checked, data.findings, data.records = checked, checked.findings, checked.split_records
     return data
 
@@ -329,16 +391,22 @@ def _registered_data(cfg: NerftConfig) -> PlannedData:
     dataset_dir = Path(cfg.dataset.dataset_dir)
     info_path = dataset_dir / "dataset_info.json"
     if not info_path.is_file():
-        raise DataError(f"dataset.dataset_dir: {info_path} does not exist", hint="prepare data with `nerft prepare --out DIR`")
+        raise DataError(
+            f"dataset.dataset_dir: {info_path} does not exist", hint="prepare data with `nerft prepare --out DIR`"
+        )
     from nerft.data.prepare import read_dataset_info, read_prepare_meta
 
     info = read_dataset_info(dataset_dir)
     names = PlannedData(dataset_dir, cfg.dataset.dataset, cfg.dataset.eval_dataset, "", ()).all_names
     for name in names:
         if name not in info:
-            raise DataError(f"dataset {name!r} is not registered in {info_path} (it has: {', '.join(sorted(info)) or 'nothing'})")
+            raise DataError(
+                f"dataset {name!r} is not registered in {info_path} (it has: {', '.join(sorted(info)) or 'nothing'})"
+            )
         if not (dataset_dir / info[name].get("file_name", "")).is_file():
-            raise DataError(f"{dataset_dir / info[name].get('file_name', '')}: no such file (dataset {name!r} in {info_path})")
+            raise DataError(
+                f"{dataset_dir / info[name].get('file_name', '')}: no such file (dataset {name!r} in {info_path})"
+            )
     prompt, labels = cfg.data.prompt, cfg.data.labels
     # `nerft prepare` leaves <name>_meta.json beside the data: the prompt format the data was written in.
     for meta_path in sorted(dataset_dir.glob("*_meta.json")):
