@@ -41,4 +41,8 @@ if [ -z "${NERFT_SKIP_VLLM:-}" ] && ! .venv/bin/python -c 'import torch, sys; sy
     echo "vLLM (CPU) is installed in .venv-vllm"
   fi
 fi
+# The wheel's build backend (setuptools >= 77 reads the SPDX license), in its own venv so that
+# .venv's setuptools stays as LLaMA-Factory's stack has it: tests/test_wheel.py builds with it.
+[ -x .venv-build/bin/python ] || "$PYTHON" -m venv .venv-build
+.venv-build/bin/python -m pip install --quiet "setuptools>=77" wheel
 echo "nerft is installed in .venv: run .venv/bin/nerft --help"

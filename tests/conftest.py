@@ -51,10 +51,17 @@ def sample_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    """A tiny random Qwen2 chat model with its own tokenizer (built once per test session)."""
+    """A tiny random Qwen2 chat model with its own tokenizer, built once per test session: the very
+    folder `nerft:tiny-qwen2` names in the session's NERFT_CACHE (`session_cache`, `learned_run`),
+    so the end-to-end tests and the engine tests share one build. Nothing may write into it."""
     from nerft.models.tiny import build_tiny_qwen2
 
-    return build_tiny_qwen2(tmp_path_factory.mktemp("models") / "tiny-qwen2")
+    return build_tiny_qwen2(session_cache_dir(tmp_path_factory) / "models" / "nerft" / "tiny-qwen2")
+
+
+def session_cache_dir(tmp_path_factory) -> Path:
+    """The NERFT_CACHE of the whole test session."""
+    return tmp_path_factory.getbasetemp() / "nerft-cache"
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +106,7 @@ def learned_run(tmp_path_factory) -> Path:
 
     run_dir = tmp_path_factory.mktemp("learned") / "run"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NERFT_CACHE", str(tmp_path_factory.getbasetemp() / "nerft-cache"))
+        patch.setenv("NERFT_CACHE", str(session_cache_dir(tmp_path_factory)))
         patch.chdir(ROOT)
         result = CliRunner().invoke(app, ["train", "tiny-cpu", "--output-dir", str(run_dir)])
     assert result.exit_code == 0, result.stderr[-3000:]
@@ -125,7 +132,7 @@ def session_cache(tmp_path_factory, monkeypatch):
     """One NERFT_CACHE for the whole test session (the tiny model and LLaMA-Factory's argument
     names are built once), and the repository root as the working folder (the presets' data paths
     are relative to it)."""
-    monkeypatch.setenv("NERFT_CACHE", str(tmp_path_factory.getbasetemp() / "nerft-cache"))
+    monkeypatch.setenv("NERFT_CACHE", str(session_cache_dir(tmp_path_factory)))
     monkeypatch.chdir(ROOT)
 
 

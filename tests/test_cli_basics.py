@@ -28,3 +28,29 @@ def test_help_is_fast_and_imports_no_heavy_library():
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "nerft", "--help"], capture_output=True, check=True)
     assert time.perf_counter() - start < 3
+
+
+def test_choices_are_listed_by_help_and_errors():
+    """--engine/--backend of serve and --engine/--prompt of predict, eval and demo are Enum choices."""
+    runner = CliRunner()
+    wrong = runner.invoke(app, ["serve", "some-run", "--backend", "onnx"])
+    assert wrong.exit_code == 2 and "'onnx' is not one of 'huggingface', 'vllm', 'sglang'" in wrong.output
+    for command in ("predict", "eval", "demo"):
+        wrong = runner.invoke(app, [command, *(["some-run"] if command == "demo" else []), "--engine", "tgi"])
+        assert wrong.exit_code == 2 and "'tgi' is not one of 'hf', 'vllm', 'openai'" in wrong.output, command
+    assert "--engine <llamafactory|vllm>" in runner.invoke(app, ["serve", "--help"]).output
+
+
+def test_demo_predict_and_eval_share_the_engine_options():
+    import inspect
+
+    from nerft.cli import demo, evaluate, predict
+
+    def annotations(module):
+        return {name: parameter.annotation for name, parameter in inspect.signature(module.command).parameters.items()}
+
+    shared = ("engine", "endpoint", "model", "api_key", "structured")
+    first = annotations(predict)
+    for module in (evaluate, demo):
+        theirs = annotations(module)
+        assert {name: theirs[name] for name in shared} == {name: first[name] for name in shared}, module.__name__

@@ -48,7 +48,7 @@ def problems(path, overrides=()) -> list[str]:
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_loads_by_name(name):
     loaded = load_config(name)
-    assert loaded.path == ROOT / "conf" / f"{name}.yaml"
+    assert loaded.path == (ROOT / "conf" / f"{name}.yaml").resolve()  # conf/ links to the package's presets
     assert loaded.config.dataset.template == ("qwen3_nothink" if name == "qwen3-8b" else "qwen")
     # the GPU presets adapt a pretrained model; the tiny random one is fine-tuned whole to learn anything
     assert loaded.config.method.finetuning_type == ("full" if name == "tiny-cpu" else "lora")
@@ -149,10 +149,10 @@ def test_set_mistakes_are_reported():
     lines = problems("tiny-cpu", ["trainn.max_steps=3", "max_steps=3", "train.max_steps=-1"])
     assert lines[0].startswith("--set trainn.max_steps=3: unknown section 'trainn'")
     assert lines[1].startswith("--set max_steps=3: expected section.key=value")
-    assert lines[2] == f"{ROOT / 'conf' / 'tiny-cpu.yaml'} (--set): train.max_steps: Input should be greater than or equal to 1 (got '-1')"
+    assert lines[2] == f"{(ROOT / 'conf' / 'tiny-cpu.yaml').resolve()} (--set): train.max_steps: Input should be greater than or equal to 1 (got '-1')"
     # spaces around the dots: still the --set, not the file's line
     spaced = problems("tiny-cpu", ["train. max_steps=-1"])[:1]
-    assert spaced == [f"{ROOT / 'conf' / 'tiny-cpu.yaml'} (--set): train.max_steps: Input should be greater than or equal to 1 (got '-1')"]
+    assert spaced == [f"{(ROOT / 'conf' / 'tiny-cpu.yaml').resolve()} (--set): train.max_steps: Input should be greater than or equal to 1 (got '-1')"]
 
 
 @pytest.mark.parametrize(
@@ -178,9 +178,11 @@ def test_set_dotted_creates_missing_sections():
 def test_paths_are_resolved_against_the_current_folder(tmp_path):
     config = load_config("tiny-cpu").config
     resolved = resolve_paths(config, tmp_path)
-    assert resolved.data.train == tmp_path / "data" / "sample" / "train.jsonl"
+    # nerft:sample/ is the bundled sample wherever the command runs; other relative paths are the folder's
+    assert resolved.data.train == (ROOT / "data" / "sample" / "train.jsonl").resolve()
+    assert resolve_paths(load_config("qwen7b").config, tmp_path).data.train == tmp_path / "data" / "cluener" / "train.json"
     assert resolved.model.model_name_or_path == "nerft:tiny-qwen2"
-    assert config.data.train == Path("data/sample/train.jsonl")  # the original is untouched
+    assert config.data.train == Path("nerft:sample/train.jsonl")  # the original is untouched
 
 
 def test_broken_yaml_names_file_and_line(tmp_path):

@@ -257,7 +257,7 @@ def test_bf16_without_cuda_fails_and_names_the_missing_gpu():
 
 def test_bf16_on_a_t4_fails_and_suggests_fp16():
     precision = by_name(plan_checks(TrainingPlan(**QWEN7B), machine(gpus=[T4]), None), "precision")
-    assert precision.status == FAIL and "Tesla T4 has 7.5" in precision.message
+    assert precision.status == FAIL and "Tesla T4 (compute capability 7.5) has no bf16" in precision.message
     assert precision.fix == "set bf16: false and fp16: true in conf/qwen7b.yaml"
 
 
@@ -265,7 +265,7 @@ def test_qlora_needs_bitsandbytes():
     plan = TrainingPlan(**{**QWEN7B, "quantization_bit": 4})
     quantization = [check for check in plan_checks(plan, machine(), None) if check.name == "quantization"]
     assert [check.status for check in quantization] == [FAIL]
-    assert quantization[0].fix == 'pip install "bitsandbytes>=0.39.0"'
+    assert quantization[0].fix == "pip install bitsandbytes"
     installed = machine(packages={**GOOD_PACKAGES, "bitsandbytes": "0.45.0"}, modules={"bitsandbytes": True})
     assert by_name(plan_checks(plan, installed, None), "quantization").status == OK
 
@@ -277,7 +277,7 @@ def test_liger_requested_but_missing_fails_and_fa2_missing_warns():
     assert by_name(checks, "flash-attn").status == WARN
     # from a nerft config, `nerft train` stops on a missing fa2 (kernels.check_packages): so does the doctor
     checks = plan_checks(replace(plan, nerft_config=True), machine(), None)
-    assert by_name(checks, "flash-attn").status == FAIL and "nerft train stops" in by_name(checks, "flash-attn").message
+    assert by_name(checks, "flash-attn").status == FAIL and "falls back" not in by_name(checks, "flash-attn").message
 
 
 def test_deepspeed_requested_but_missing_fails():

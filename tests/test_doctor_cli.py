@@ -91,7 +91,9 @@ def test_doctor_config_tiny_passes_on_the_cpu(tmp_path, monkeypatch):
     config = write(tmp_path / "tiny.yaml", "data:\n  train: data/sample/train.jsonl\nmodel:\n  model_name_or_path: nerft:tiny-qwen2\n")
     result = runner.invoke(app, ["doctor", "--config", str(config)])
     assert result.exit_code == 0, result.output
-    assert "batch           4 sequences of 144 tokens (cutoff_len: auto, estimated on CLUENER; nerft train measures this config's data)" in result.stdout
+    # the sample's 32 train sentences measured through the tiny model's tokenizer, as `nerft train`
+    # sizes them: the longest example is 80 tokens (a multiple of 8 already)
+    assert "batch           4 sequences of 80 tokens (cutoff_len: auto, sized as nerft train sizes it)" in result.stdout
     assert result.stdout.rstrip().endswith(f"{config}: can run on this machine")
 
 
@@ -117,7 +119,10 @@ def test_qwen7b_preset_fails_on_a_cpu_machine_naming_the_missing_gpu(monkeypatch
     monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: cpu_machine())
     result = runner.invoke(app, ["doctor", "--config", str(ROOT / "conf" / "qwen7b.yaml")])
     assert result.exit_code == 1
-    assert "✘ precision     bf16: true needs a CUDA GPU, and this machine has no NVIDIA GPU (nvidia-smi not found)" in result.stdout
+    assert (
+        "✘ precision     train.bf16 is true but this machine has no CUDA GPU: LLaMA-Factory cannot train in bf16 on a CPU; "
+        "this machine has no NVIDIA GPU (nvidia-smi not found)"
+    ) in result.stdout
     # one pack of 216 tokens (as `nerft train` renders it): activations and logits scale with the
     # tokens, 216 / 576 of the 2.95 + 1.14 GiB that 4 x 144 tokens needed: 18.7 GiB in all
     assert "✘ memory        needs an NVIDIA GPU with at least 18.7 GiB; this machine has no NVIDIA GPU (nvidia-smi not found)" in result.stdout

@@ -219,13 +219,13 @@ def test_a_sectioned_nerft_config_is_read(tmp_path):
     )
     plan = read_training_plan(path)
     assert (plan.model, plan.lora_rank, plan.per_device_train_batch_size, plan.bf16) == ("nerft:tiny-qwen2", 4, 4, False)
-    # no packing: the compact prompt's longest CLUENER example, 138 tokens, rounded up to 8; batch kept
-    assert (plan.cutoff_len, plan.per_device_train_batch_size, plan.cutoff_auto) == (144, 4, True)
+    # no packing: the sample's longest example through the tiny tokenizer, 80 tokens (a multiple of 8); batch kept
+    assert (plan.cutoff_len, plan.per_device_train_batch_size, plan.cutoff_auto) == (80, 4, True)
     packed = tmp_path / "packed.yaml"
     packed.write_text(path.read_text().replace("cutoff_len: auto\n", "cutoff_len: auto\n  neat_packing: true\n"))
     plan = read_training_plan(packed)
-    # packing: one pack of about 4 mean examples, round_up(4 * 53.2 = 212.8) = 216, one pack per device
-    assert (plan.cutoff_len, plan.per_device_train_batch_size, plan.packing) == (216, 1, True)
+    # packing: one pack of about 4 mean examples, round_up(4 * 64.5 = 258) = 264, one pack per device
+    assert (plan.cutoff_len, plan.per_device_train_batch_size, plan.packing) == (264, 1, True)
     assert "holds about 4.1 examples" in plan.sequence_note
     assert plan.nerft_config and plan.deepspeed is None
     zero2 = tmp_path / "zero2.yaml"

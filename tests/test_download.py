@@ -34,14 +34,14 @@ def test_a_downloaded_model_is_found_in_the_cache(tmp_path):
     folder.mkdir(parents=True)
     assert download.find_model("Qwen/Qwen2.5-0.5B-Instruct") is None  # no config.json: not a model yet
     (folder / "config.json").write_text("{}")
-    assert download.resolve_model("Qwen/Qwen2.5-0.5B-Instruct") == folder.resolve()
+    assert download.require_model("Qwen/Qwen2.5-0.5B-Instruct") == folder.resolve()
 
 
 def test_a_local_folder_must_be_a_model(tmp_path):
     with pytest.raises(ModelError, match="not a model folder"):
-        download.resolve_model(str(tmp_path))
+        download.require_model(str(tmp_path))
     with pytest.raises(ModelError, match="no such folder"):
-        download.resolve_model(str(tmp_path / "nothing-here"))
+        download.require_model(str(tmp_path / "nothing-here"))
 
 
 def test_no_network_fails_fast_saying_what_to_fetch_and_where(monkeypatch, tmp_path):

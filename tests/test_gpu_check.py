@@ -32,7 +32,7 @@ def test_fetch_downloads_the_versions_that_run_here_with_llamafactory():
 
 def test_probe_reports_what_this_environment_already_satisfies():
     found = gpu_check.probe_requirements(sys.executable)
-    assert found["python"] == "%d.%d" % sys.version_info[:2]
+    assert found["python"] == "{}.{}".format(*sys.version_info[:2])
     assert found["requirements"]["llamafactory==0.9.5"] == {"installed": "0.9.5", "satisfied": True}
     assert set(found["requirements"]) == set(gpu_check.REQUIREMENTS)
 

@@ -22,7 +22,7 @@ from nerft.training.launch import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-A100S = kernels.Machine(cuda=True, gpu_count=8, bf16=True, gpu_name="NVIDIA A100-SXM4-40GB", packages=frozenset(kernels.OPTIONAL_PACKAGES))
+A100S = kernels.Machine(cuda=True, gpu_count=8, bf16=True, gpu_name="NVIDIA A100-SXM4-40GB", packages=frozenset(kernels.KERNEL_MODULES))
 
 
 pytestmark = pytest.mark.usefixtures("session_cache")
@@ -93,8 +93,8 @@ def test_distributed_launch_refuses_a_path_with_spaces():
 
 
 def test_deepspeed_presets_are_files_in_conf():
-    assert deepspeed_config_path("zero2") == str(ROOT / "conf" / "ds_z2_config.json")
-    assert deepspeed_config_path("zero3") == str(ROOT / "conf" / "ds_z3_config.json")
+    assert deepspeed_config_path("zero2") == str((ROOT / "conf" / "ds_z2_config.json").resolve())
+    assert deepspeed_config_path("zero3") == str((ROOT / "conf" / "ds_z3_config.json").resolve())
     for stage, name in ((2, "ds_z2_config.json"), (3, "ds_z3_config.json")):
         assert yaml.safe_load((ROOT / "conf" / name).read_text())["zero_optimization"]["stage"] == stage
     with pytest.raises(ConfigError, match="no such DeepSpeed config file"):
@@ -144,7 +144,7 @@ def test_cli_multi_node_launch_on_eight_gpus_with_zero3(gpu_machine, tmp_path):
         )
     ]
     args = yaml.safe_load((run_dir / "llamafactory_train.yaml").read_text())
-    assert args["deepspeed"] == str(ROOT / "conf" / "ds_z3_config.json")
+    assert args["deepspeed"] == str((ROOT / "conf" / "ds_z3_config.json").resolve())
     assert (args["flash_attn"], args["enable_liger_kernel"], args["bf16"]) == ("fa2", True, True)
     assert "attention    fa2 (FlashAttention-2 is installed)" in result.stdout
     saved = yaml.safe_load((run_dir / "nerft.yaml").read_text())

@@ -22,8 +22,8 @@ from nerft.reporting.page import (
     render_html,
     render_markdown,
 )
-from nerft.reporting.run_report import read_run, read_trainer_log
-from nerft.runfolder import RunInfo, write_run
+from nerft.reporting.run_report import read_run
+from nerft.runfolder import RunInfo, read_trainer_log, write_run
 
 BAR_BLUE = (0x4C, 0x72, 0xB0)  # the first series colour in nerft.reporting.charts
 BAR_ORANGE = (0xDD, 0x84, 0x52)

@@ -1,9 +1,11 @@
-"""Reports on a real run: `nerft train tiny-cpu` (the real llamafactory-cli, 4 steps on the CPU),
-then the real `nerft eval --report` and `nerft report` on its folder."""
+"""Reports on a real run: the session's `nerft train tiny-cpu` (conftest's `learned_run`: the real
+llamafactory-cli, 500 steps on the CPU), then the real `nerft eval --report` and `nerft report` on
+a copy of its folder."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,18 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("report-e2e") / "tiny"
-    settings = [
-        f"data.train={SAMPLE / 'train.jsonl'}", f"data.dev={SAMPLE / 'dev.jsonl'}",
-        "train.max_steps=4", "output.logging_steps=1", "output.save_steps=4", "eval.eval_steps=2",
-    ]
-    args = ["train", "tiny-cpu", "--output-dir", str(run_dir)] + [part for setting in settings for part in ("--set", setting)]
-    # the same model cache as tests/test_train.py, so the tiny model is built once per session
-    result = CliRunner().invoke(app, args, env={"NERFT_CACHE": str(tmp_path_factory.getbasetemp() / "nerft-cache")})
-    assert result.exit_code == 0, result.output[-3000:]
-    return run_dir
+@pytest.fixture
+def trained_run(learned_run, tmp_path) -> Path:
+    """A copy of the session's trained run (the learned run itself is never written into)."""
+    return Path(shutil.copytree(learned_run, tmp_path / "tiny", ignore=shutil.ignore_patterns("checkpoint-*")))
 
 
 def test_eval_and_report_on_a_real_tiny_run(trained_run, tmp_path):
@@ -53,9 +47,9 @@ def test_eval_and_report_on_a_real_tiny_run(trained_run, tmp_path):
     page = (out / "report.md").read_text(encoding="utf-8")
     log = [json.loads(line) for line in (trained_run / "trainer_log.jsonl").read_text().splitlines()]
     losses = [row for row in log if "loss" in row]
-    assert len(losses) == 4  # logging_steps=1, max_steps=4
-    assert f"4 of 4 steps, loss {losses[0]['loss']:.4f} at step 1 to {losses[-1]['loss']:.4f} at step 4" in page
-    assert "| model_name_or_path |" in page and "| max_steps | 4 |" in page
+    assert len(losses) == 20  # tiny-cpu: logging_steps 25, max_steps 500
+    assert f"500 of 500 steps, loss {losses[0]['loss']:.4f} at step 25 to {losses[-1]['loss']:.4f} at step 500" in page
+    assert "| model_name_or_path |" in page and "| max_steps | 500 |" in page
     assert "| name | 1.0000 | 1.0000 | 1.0000 |" in page  # gold answers score 1 on every label
     assert png_size(out / "loss.png") == (900, 504) and has_colour(out / "loss.png", BAR_BLUE, at_least=100)
     assert (out / "report.html").read_text(encoding="utf-8").count("data:image/png;base64,") == 3

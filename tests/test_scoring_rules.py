@@ -28,17 +28,17 @@ def messy_answers(gold_rows: list[dict], seed: int = 0) -> list[str]:
             kept.append((rng.choice(INVENTED), text))
         if kept and rng.random() < 0.1:
             label, text = kept.pop()
-            kept.append((rng.choice([l for l in CLUENER_LABELS if l != label]), text))
+            kept.append((rng.choice([other for other in CLUENER_LABELS if other != label]), text))
         roll = rng.random()
         if not kept:
             answers.append(rng.choice(["实体如下：[]", "无", "<think>\n\n</think>\n\n无", "结果：[]"]))
         elif roll < 0.05:
             answers.append("抱歉，我无法回答。")
         elif roll < 0.35:
-            rendered = json.dumps([{"label": l, "text": t} for l, t in kept], ensure_ascii=False)
+            rendered = json.dumps([{"label": name, "text": t} for name, t in kept], ensure_ascii=False)
             answers.append(rng.choice([f"实体如下：{rendered}", f"```json\n{rendered}\n```", f"<think>\n\n</think>\n\n{rendered}"]))
         else:
-            answers.append("\n".join(f"{l}:{t}" for l, t in kept))
+            answers.append("\n".join(f"{name}:{t}" for name, t in kept))
     return answers
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -155,8 +156,14 @@ def test_mixed_precision_is_refused_without_cuda(launcher, tmp_path, flag, fix):
 
 
 def test_bf16_on_a_gpu_without_bf16_suggests_fp16():
-    with pytest.raises(Exception, match=r"has no bf16 .*--set train.bf16=false --set train.fp16=true"):
-        kernels.check_precision(bf16=True, fp16=False, machine=kernels.Machine(cuda=True, gpu_count=1, bf16=False, gpu_name="Tesla V100"))
+    from nerft.training.plan import Requirements, can_run_here
+
+    v100 = kernels.Machine(cuda=True, gpu_count=1, bf16=False, gpu_name="Tesla V100", compute_capability="7.0")
+    [blocker] = can_run_here(SimpleNamespace(requirements=Requirements(bf16=True)), v100)
+    assert str(blocker.error()) == (
+        "train.bf16 is true but Tesla V100 (compute capability 7.0) has no bf16: it needs compute capability 8.0 (Ampere) or newer"
+        " (add --set train.bf16=false --set train.fp16=true)"
+    )
 
 
 def test_a_model_that_is_not_downloaded_says_how_to_get_it(launcher, tmp_path):

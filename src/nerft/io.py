@@ -92,7 +92,6 @@ def read_json(
 
     error = error or DataError
     path = Path(path)
-    label = f" ({what})" if what else ""
     text = read_text(path, error=error, what=what, hint=hint)
     return json_line(text, f"{path}", None, expect=expect, error=error, what=what, hint=hint)
 

@@ -4,8 +4,13 @@ A run folder holds
 - `run.json`: the manifest below (machine-readable, written by `nerft train`);
 - `nerft.yaml`: nerft's resolved config, the one that ran;
 - `llamafactory_train.yaml`: the exact arguments given to `llamafactory-cli train`;
+- `data/`: the prepared datasets (unless `data.dataset_dir` puts them elsewhere);
 - LLaMA-Factory's own outputs: `adapter_config.json`, `adapter_model.safetensors`,
-  `trainer_log.jsonl`, `training_loss.png`, `checkpoint-*/`, ...
+  `trainer_log.jsonl`, `all_results.json`, `training_loss.png`, `checkpoint-*/`, ...
+- `eval/<gold name>/`: `nerft eval --run`'s `predictions.jsonl`, `report.json`, `errors.jsonl`.
+
+The file names live here only; `RunFolder` gives their paths and reads them (the trainer log with
+one rule, parsed once).
 
 Inference reads the prompt format, system prompt, template and base model from `run.json`, so the
 prompt at inference is the prompt at training.
@@ -21,15 +26,22 @@ from typing import Literal, Optional
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
-from nerft.errors import ModelError
 from nerft.config.schema import known_prompt
+from nerft.errors import ModelError
 from nerft.prompts import CLUENER_LABELS, PromptFormat, get_format
 
 RUN_MANIFEST = "run.json"
 RUN_CONFIG = "nerft.yaml"
 LLAMAFACTORY_TRAIN = "llamafactory_train.yaml"
+DATA_DIR = "data"
+TRAINER_LOG = "trainer_log.jsonl"  # LLaMA-Factory's LogCallback: one JSON object per logging step
+RESULT_FILES = ("all_results.json", "train_results.json")  # transformers' final metrics, the first found
+LOSS_PLOT = "training_loss.png"
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model.safetensors.index.json")
 EVAL_DIR = "eval"  # `nerft eval --run` writes RUN/eval/<gold name>/report.json; `nerft report` reads it
 EVAL_REPORT = "report.json"
+PREDICTIONS = "predictions.jsonl"
+ERRORS = "errors.jsonl"
 # run.json's format. Files written before it was versioned have no "schema_version" and are version 1.
 RUN_SCHEMA_VERSION = 1
 
@@ -133,3 +145,99 @@ def _reason(error: dict) -> str:
 
 
 _RUN_INFO = TypeAdapter(RunInfo)
+
+
+def read_trainer_log(path: Path) -> list[dict]:
+    """LLaMA-Factory's per-step log, the one rule every reader uses: a half-written last line
+    (training still running, or killed) is skipped; any other line that is not a JSON object is a
+    `DataError` naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    import json
+
+    from nerft.io import json_line, read_text
+
+    text = read_text(path)
+    lines = text.splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if number == len(lines) and not text.endswith("\n"):
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                break  # the line being written
+        else:
+            row = json_line(line, str(path), number, expect=object)
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def logged_values(rows: list[dict], key: str) -> list[tuple[float, float]]:
+    """(step, value) of each logged row with a finite number under `key` (loss, eval_loss)."""
+    import math
+
+    return [
+        (row["current_steps"], row[key])
+        for row in rows
+        if isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool) and math.isfinite(row[key]) and "current_steps" in row
+    ]
+
+
+class RunFolder:
+    """One run folder: the paths of its files and their readers (each file read at most once)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._trainer_log: list[dict] | None = None
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    manifest_path = property(lambda self: self.path / RUN_MANIFEST)
+    config_path = property(lambda self: self.path / RUN_CONFIG)
+    train_yaml = property(lambda self: self.path / LLAMAFACTORY_TRAIN)
+    data_dir = property(lambda self: self.path / DATA_DIR)
+    trainer_log_path = property(lambda self: self.path / TRAINER_LOG)
+    loss_plot = property(lambda self: self.path / LOSS_PLOT)
+    eval_root = property(lambda self: self.path / EVAL_DIR)
+
+    def is_run(self) -> bool:
+        """Made by `nerft train` (its config or manifest is there)."""
+        return self.config_path.is_file() or self.manifest_path.is_file()
+
+    def info(self) -> RunInfo:
+        """run.json, validated (`load_run`)."""
+        return load_run(self.path)
+
+    def trainer_log(self) -> list[dict]:
+        if self._trainer_log is None:
+            self._trainer_log = read_trainer_log(self.trainer_log_path)
+        return self._trainer_log
+
+    def results_path(self) -> Path | None:
+        return next((self.path / name for name in RESULT_FILES if (self.path / name).is_file()), None)
+
+    def results(self) -> dict:
+        """transformers' final metrics ({} when the run has none yet)."""
+        from nerft.io import read_json
+
+        path = self.results_path()
+        return {} if path is None else read_json(path, what="the trainer's final metrics")
+
+    def weights(self) -> Path | None:
+        """The adapter (LoRA) or model (full, freeze) weights file at the top of the run."""
+        return next((self.path / name for name in WEIGHT_FILES if (self.path / name).is_file()), None)
+
+    def eval_dir(self, gold: str | os.PathLike) -> Path:
+        """Where `nerft eval --run` puts the evaluation on the gold file `gold` (named by its stem)."""
+        return self.eval_root / Path(gold).stem
+
+    def eval_reports(self) -> list[tuple[str, Path]]:
+        """(name, path) of the run's eval reports: "" for eval/report.json, then eval/<gold name>/report.json."""
+        found = [("", self.eval_root / EVAL_REPORT)] if (self.eval_root / EVAL_REPORT).is_file() else []
+        found += [(path.parent.name, path) for path in sorted(self.eval_root.glob(f"*/{EVAL_REPORT}"))]
+        return found

@@ -27,19 +27,11 @@ def describe_machine() -> dict:
         if fields.get("Hypervisor vendor"):
             cpu += f" ({fields['Hypervisor vendor']} guest)"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    from nerft.doctor.snapshot import NVIDIA_SMI_TIMEOUT, memory_bytes
+    from nerft.doctor.snapshot import memory_bytes, query_gpus
 
     total, _ = memory_bytes()
     memory_gib = round(total / 2**30, 1) if total else None
-    gpus: list[str] = []
-    if shutil.which("nvidia-smi"):
-        query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"]
-        try:
-            result = subprocess.run(query, capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT)
-        except (OSError, subprocess.TimeoutExpired):
-            result = None
-        if result is not None and result.returncode == 0:
-            gpus = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    gpus = [f"{gpu.name}, {gpu.memory_total_mib} MiB" for gpu in query_gpus()]  # as nvidia-smi's csv wrote them
     # Other work on the machine slows a benchmark down: the load when it ran goes with its figures.
     load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     return {"cpu": cpu, "cores": cores, "memory_gib": memory_gib, "gpus": gpus, "load_average_1min": load}

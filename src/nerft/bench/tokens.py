@@ -14,19 +14,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
+from nerft.inference.chat import NATIVE_TEMPLATES, QWEN_ASSISTANT, QWEN_SYSTEM, QWEN_USER
 from nerft.prompts import alpaca_user_turn
 
-QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-QWEN_SYSTEM_SLOT = "<|im_start|>system\n{content}<|im_end|>\n"
-QWEN_USER_SLOT = "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
-QWEN_ASSISTANT_SLOT = "{content}<|im_end|>\n"
+QWEN_DEFAULT_SYSTEM = NATIVE_TEMPLATES["qwen"]
 
 
 def qwen_segments(example: dict) -> tuple[list[str], list[str]]:
     """The strings LLaMA-Factory tokenizes for one alpaca example: (prompt slots, response slots)."""
     system = example.get("system") or QWEN_DEFAULT_SYSTEM
-    prompt = [QWEN_SYSTEM_SLOT.format(content=system), QWEN_USER_SLOT.format(content=alpaca_user_turn(example))]
-    response = [QWEN_ASSISTANT_SLOT.format(content=example.get("output", ""))]
+    prompt = [QWEN_SYSTEM.format(content=system), QWEN_USER.format(content=alpaca_user_turn(example))]
+    response = [QWEN_ASSISTANT.format(content=example.get("output", ""))]
     return prompt, response
 
 

@@ -18,18 +18,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# Qwen/Qwen2.5-7B-Instruct's config.json (architecture only).
+from nerft.doctor.memory import KNOWN_MODELS
+
+# Qwen/Qwen2.5-7B-Instruct's config.json (architecture only): the doctor's shape, and the numbers
+# a shape does not hold.
 QWEN25_7B_SHAPE = dict(
-    hidden_size=3584,
-    intermediate_size=18944,
-    num_hidden_layers=28,
-    num_attention_heads=28,
-    num_key_value_heads=4,
-    vocab_size=152064,
+    **KNOWN_MODELS["qwen2.5-7b-instruct"].config_json(),
     max_position_embeddings=32768,
     rope_theta=1000000.0,
     rms_norm_eps=1e-6,
-    tie_word_embeddings=False,
 )
 
 # The tutorials' YAML (shared/seeds 000 and 001, identical there), minus paths and evaluation.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import typer
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from nerft.cli.common import log
-from nerft.cli.options import Endpoint, Engine
+from nerft.cli.options import ApiKey, Endpoint, Engine, Model, Structured, choice
 
 NAME = "demo"
 
@@ -18,11 +18,9 @@ def command(
     run_dir: Annotated[Path, typer.Argument(help="A training run folder (made by `nerft train`).")],
     engine: Engine = None,
     endpoint: Endpoint = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Model name on the endpoint (default: the one it serves).")] = None,
-    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="NERFT_API_KEY", help="Bearer token for the endpoint.")] = None,
-    structured: Annotated[
-        Optional[bool], typer.Option("--structured/--no-structured", help="Constrain decoding to the output format (vllm: on; openai: sends vLLM's structured_outputs).")
-    ] = None,
+    model: Model = None,
+    api_key: ApiKey = None,
+    structured: Structured = None,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port of the page.")] = 7860,
 ) -> None:
@@ -34,7 +32,7 @@ def command(
 
     run = load_run(run_dir)
     fmt = run.prompt_format()
-    name = getattr(engine, "value", engine) or default_engine(endpoint=endpoint)
+    name = choice(engine) or default_engine(endpoint=endpoint)
     opened = open_engine(name, run=run, fmt=fmt, endpoint=endpoint, model=model, api_key=api_key, structured=structured)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = build_demo(opened, fmt, title=f"nerft demo: {Path(run_dir).resolve().name}")

@@ -20,13 +20,14 @@ def command(
     json_output: JsonOutput = False,
 ) -> None:
     """Check Python, torch, the NVIDIA driver, GPUs and package versions; with --config, estimate the GPU memory it needs. Exits 1 when something fails."""
-    from nerft.doctor import diagnose, format_diagnosis, read_training_plan
+    from nerft.doctor import diagnose, diagnosis, format_diagnosis, read_training_plan
 
-    plan = read_training_plan(config) if config is not None else None
-    diagnosis = diagnose(plan=plan)
+    snapshot = diagnosis.take_snapshot()
+    plan = read_training_plan(config, machine=snapshot.machine()) if config is not None else None
+    result = diagnose(plan=plan, snapshot=snapshot)
     if json_output:
-        print_json(diagnosis.to_dict())
+        print_json(result.to_dict())
     else:
-        typer.echo(format_diagnosis(diagnosis))
-    if not diagnosis.ok:
+        typer.echo(format_diagnosis(result))
+    if not result.ok:
         raise typer.Exit(1)

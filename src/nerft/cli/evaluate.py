@@ -57,8 +57,9 @@ def command(
     if predictions is None:
         if run_dir is None and endpoint is None:
             raise ConfigError("give --predictions FILE, or --run RUN_DIR / --endpoint URL to predict the gold sentences first")
-        from nerft.inference.scoring import ERRORS, REPORT, predict_and_score
-        from nerft.runfolder import load_run
+        from nerft.inference.scoring import predict_and_score
+        from nerft.runfolder import ERRORS, load_run
+        from nerft.runfolder import EVAL_REPORT as REPORT
 
         evaluation = predict_and_score(
             gold=gold, run=load_run(run_dir) if run_dir is not None else None, engine=choice(engine), endpoint=endpoint,

@@ -24,6 +24,21 @@ class PromptName(str, Enum):
     seed = "seed"
 
 
+class ServerName(str, Enum):
+    """`nerft serve --engine`: the server program."""
+
+    llamafactory = "llamafactory"
+    vllm = "vllm"
+
+
+class ServerBackend(str, Enum):
+    """`nerft serve --backend`: LLaMA-Factory's inference backend."""
+
+    huggingface = "huggingface"
+    vllm = "vllm"
+    sglang = "sglang"
+
+
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OptionalRunDir = Annotated[Optional[Path], typer.Option("--run", help="A training run folder (made by `nerft train`).")]
 Engine = Annotated[

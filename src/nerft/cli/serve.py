@@ -9,19 +9,21 @@ from typing import Annotated, Optional
 import typer
 
 from nerft.cli.common import log
-from nerft.cli.options import JsonOutput
+from nerft.cli.options import JsonOutput, ServerBackend, ServerName, choice
 
 NAME = "serve"
 
 
 def command(
     run_dir: Annotated[Path, typer.Argument(help="A training run folder (made by `nerft train`).", show_default=False)],
-    engine: Annotated[str, typer.Option("--engine", help="llamafactory (`llamafactory-cli api`, runs on CPU) or vllm (vLLM's OpenAI server, GPU).")] = "llamafactory",
+    engine: Annotated[
+        ServerName, typer.Option("--engine", help="llamafactory (`llamafactory-cli api`, runs on CPU) or vllm (vLLM's OpenAI server, GPU).")
+    ] = ServerName.llamafactory,
     host: Annotated[str, typer.Option("--host", help="Address to listen on; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on; 0 picks a free one.")] = 8000,
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="NERFT_API_KEY", help="Require this bearer token from clients.")] = None,
     model_name: Annotated[Optional[str], typer.Option("--model-name", help="Model name clients ask for (default: the run folder's name).")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="LLaMA-Factory's inference backend: huggingface, vllm or sglang.")] = "huggingface",
+    backend: Annotated[ServerBackend, typer.Option("--backend", help="LLaMA-Factory's inference backend.")] = ServerBackend.huggingface,
     startup_timeout: Annotated[float, typer.Option("--startup-timeout", help="Seconds to wait for the server to answer.")] = 900.0,
     log_requests: Annotated[bool, typer.Option("--log-requests", help="Let LLaMA-Factory log every request.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the server's command line (and LLaMA-Factory's YAML) and start nothing.")] = False,
@@ -33,7 +35,7 @@ def command(
     if not dry_run:
         port = port or free_port(host)
     command = server_command(
-        run_dir, engine=engine, host=host, port=port, api_key=api_key, model_name=model_name, backend=backend, log_requests=log_requests
+        run_dir, engine=choice(engine), host=host, port=port, api_key=api_key, model_name=model_name, backend=choice(backend), log_requests=log_requests
     )
     if dry_run:
         _print_command(command)

@@ -31,8 +31,9 @@ from nerft.config.schema import (
     NerftConfig,
 )
 from nerft.errors import ConfigError
+from nerft.resources import bundled_path, presets_dir
 
-PRESETS_DIR = Path(__file__).resolve().parents[3] / "conf"
+PRESETS_DIR = presets_dir()  # conf/ in a checkout
 PRESETS = ("qwen2.5-1.5b", "qwen3-8b", "qwen7b", "qwen7b-qlora", "tiny-cpu")
 YAML11_WORDS = {"yes", "no", "on", "off", "y", "n"}
 
@@ -199,7 +200,7 @@ class Override(str):
     key: str
     value: Any
 
-    def __new__(cls, key: str, value: Any) -> "Override":
+    def __new__(cls, key: str, value: Any) -> Override:
         override = super().__new__(cls, f"{key}={value}")
         override.key, override.value = key, value
         return override
@@ -297,7 +298,9 @@ def resolve_paths(config: NerftConfig, base: Path | None = None) -> NerftConfig:
     base = Path(base or Path.cwd())
 
     def absolute(value):
-        return None if value is None else (base / Path(value).expanduser()).resolve()
+        if value is None:
+            return None
+        return bundled_path(value) or (base / Path(value).expanduser()).resolve()
 
     resolved = config.model_copy(deep=True)
     for key in ("train", "dev", "dataset_dir"):

@@ -14,7 +14,7 @@ import json
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,8 +101,11 @@ def prepare_dataset(
     labels: list[str] | None = None,
     prompt: str = "compact",
     skip_invalid: bool = False,
+    checked: CheckedInputs | None = None,
 ) -> PrepareResult:
-    """Convert and register CLUE NER data. Raises `DataError` (and writes nothing) on invalid input."""
+    """Convert and register CLUE NER data. Raises `DataError` (and writes nothing) on invalid input.
+
+    `checked`: these inputs' `check_inputs` already done (by `nerft train`'s plan), not done again."""
     if not 0 <= val_size < 1:
         raise DataError(f"--val-size must be in [0, 1), got {val_size}")
     if not name or not all(c.isalnum() or c in "-_" for c in name):
@@ -112,37 +115,9 @@ def prepare_dataset(
     read_dataset_info(out_dir)  # refuse a broken dataset_info.json before writing anything
     inputs = {"train": train, "dev": dev, "test": test}
     inputs = {split: Path(path) for split, path in inputs.items() if path is not None}
-
-    # Pass 1: validate everything and count records, before anything is written.
-    findings: list[Finding] = []
-    valid_counts: dict[str, int] = {}
-    invalid = 0
-    for split, path in inputs.items():
-        valid = 0
-        for checked in progress(iter_checked(path, labels), desc=f"checking {path.name}"):
-            findings.extend(checked.findings)
-            valid += checked.ok
-            invalid += not checked.ok
-        valid_counts[split] = valid
-    errors = [f for f in findings if f.severity == "error"]
-    if errors and not skip_invalid:
-        warnings = [f for f in findings if f.severity != "error"]  # every problem is reported, errors first
-        raise DataError(
-            format_errors(errors + warnings)
-            + f"\n{invalid} invalid record(s); nothing was written (--skip-invalid writes the valid ones)"
-        )
-    for split, count in valid_counts.items():
-        if count == 0:
-            raise DataError(f"{inputs[split]}: no valid records")
-
-    # Split train into train/dev by Knuth's selection sampling: exactly round(n * val_size)
-    # records, chosen uniformly by the seed, in O(1) memory.
-    split_dev = "dev" not in inputs and val_size > 0
-    dev_target = round(valid_counts["train"] * val_size) if split_dev else 0
-    if split_dev and dev_target == 0:
-        raise DataError(f"--val-size {val_size} of {valid_counts['train']} records selects no dev record")
-    if split_dev and dev_target == valid_counts["train"]:
-        raise DataError(f"--val-size {val_size} leaves no train records")
+    checked = checked or check_inputs(inputs, labels=labels, skip_invalid=skip_invalid, val_size=val_size)
+    valid_counts, invalid, findings = checked.valid_counts, checked.invalid, checked.findings
+    split_dev, dev_target = checked.split_dev, checked.dev_target
 
     names = {split: f"{name}_{split}" for split in ("train", "dev", "test") if split in inputs or (split == "dev" and split_dev)}
     summaries = {split: SplitSummary(split, f"{names[split]}.json") for split in names}
@@ -180,6 +155,70 @@ def prepare_dataset(
         },
     )
     return PrepareResult(out_dir, names, summaries, findings, invalid, fmt.name)  # invalid > 0 only with skip_invalid (else refused above)
+
+
+@dataclass
+class CheckedInputs:
+    """Pass 1 of `prepare`: every input validated and its valid records counted, nothing written."""
+
+    valid_counts: dict[str, int]
+    invalid: int
+    findings: list[Finding]
+    split_dev: bool  # a dev split is cut out of train (no dev file, val_size > 0)
+    dev_target: int  # records the cut moves to dev
+
+    @property
+    def split_records(self) -> dict[str, int]:
+        """Records per written split (train less the dev cut, dev, test)."""
+        counts = dict(self.valid_counts)
+        if self.split_dev:
+            counts["train"] -= self.dev_target
+            counts = {"train": counts["train"], "dev": self.dev_target, **{k: v for k, v in counts.items() if k != "train"}}
+        return counts
+
+
+def check_inputs(
+    inputs: dict[str, Path],
+    *,
+    labels: list[str] | None,
+    skip_invalid: bool,
+    val_size: float,
+    on_valid: Callable[[CluenerRecord], None] | None = None,
+) -> CheckedInputs:
+    """Validate every input file (`on_valid` sees each valid record); a `DataError` listing every
+    problem, errors first, when a record is invalid (without `skip_invalid`) or the split is empty."""
+    findings: list[Finding] = []
+    valid_counts: dict[str, int] = {}
+    invalid = 0
+    for split, path in inputs.items():
+        valid = 0
+        for checked in progress(iter_checked(path, labels), desc=f"checking {path.name}"):
+            findings.extend(checked.findings)
+            valid += checked.ok
+            invalid += not checked.ok
+            if checked.ok and on_valid is not None:
+                on_valid(checked.record)
+        valid_counts[split] = valid
+    errors = [f for f in findings if f.severity == "error"]
+    if errors and not skip_invalid:
+        warnings = [f for f in findings if f.severity != "error"]  # every problem is reported, errors first
+        raise DataError(
+            format_errors(errors + warnings)
+            + f"\n{invalid} invalid record(s); nothing was written (--skip-invalid writes the valid ones)"
+        )
+    for split, count in valid_counts.items():
+        if count == 0:
+            raise DataError(f"{inputs[split]}: no valid records")
+
+    # Split train into train/dev by Knuth's selection sampling: exactly round(n * val_size)
+    # records, chosen uniformly by the seed, in O(1) memory.
+    split_dev = "dev" not in inputs and val_size > 0
+    dev_target = round(valid_counts["train"] * val_size) if split_dev else 0
+    if split_dev and dev_target == 0:
+        raise DataError(f"--val-size {val_size} of {valid_counts['train']} records selects no dev record")
+    if split_dev and dev_target == valid_counts["train"]:
+        raise DataError(f"--val-size {val_size} leaves no train records")
+    return CheckedInputs(valid_counts, invalid, findings, split_dev, dev_target)
 
 
 def shared_folder_name(data) -> str:

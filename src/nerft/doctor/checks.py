@@ -29,7 +29,6 @@ from nerft.doctor.snapshot import EnvironmentSnapshot
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 MIN_FREE_DISK = 20 * GIB  # room for one 7B model in bf16 (15.2 GB) plus checkpoints
-MIN_BF16_CAPABILITY = (8, 0)  # bf16 arithmetic needs Ampere or newer
 TORCH_FIRST = "make torch see the GPU first: the fix of the cuda check above"
 
 
@@ -245,7 +244,7 @@ def gpu_summary(snapshot: EnvironmentSnapshot) -> Check:
 
 def plan_checks(plan: TrainingPlan, snapshot: EnvironmentSnapshot, estimate: MemoryEstimate | None, *, model_dir: str | None = None) -> list[Check]:
     checks = [check_model(plan, model_dir, estimate)]
-    checks += [*check_precision(plan, snapshot), *check_quantization(plan, snapshot), *check_plan_kernels(plan, snapshot)]
+    checks += check_machine_fit(plan, snapshot)
     checks.append(check_memory(plan, snapshot, estimate))
     return checks
 
@@ -260,67 +259,41 @@ def check_model(plan: TrainingPlan, model_dir: str | None, estimate: MemoryEstim
     return Check("model", WARN, f"{plan.model} is not downloaded yet{size}", fix=f"nerft download {plan.model}")
 
 
-def check_precision(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list[Check]:
-    wanted = plan.mixed_precision
-    if not wanted:
-        return []
-    setting = " and ".join(f"{name}: true" for name in wanted)
-    if not snapshot.has_cuda_gpu:
-        fix = (TORCH_FIRST if snapshot.gpus else
-               f"set {' and '.join(f'{name}: false' for name in wanted)} in {plan.source or 'the config'} (CPU trains in float32), or run on an NVIDIA GPU")
-        return [Check("precision", FAIL, f"{setting} needs a CUDA GPU, and {_why_no_gpu(snapshot)}: LLaMA-Factory fails on the CPU", fix=fix)]
-    if plan.bf16 or plan.pure_bf16:
-        old = [gpu for gpu in snapshot.gpus if gpu.compute_capability and cuda_tuple(gpu.compute_capability) < MIN_BF16_CAPABILITY]
-        if old:
-            return [Check(
-                "precision", FAIL, f"bf16 needs compute capability 8.0 (Ampere) or newer; {old[0].name} has {old[0].compute_capability}",
-                fix=f"set bf16: false and fp16: true in {plan.source or 'the config'}",
-            )]
-    return [Check("precision", OK, f"{setting} on {snapshot.gpus[0].name}")]
+def check_machine_fit(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list[Check]:
+    """Precision, kernels, DeepSpeed and quantization: failures are `can_run_here`'s verdict (the
+    rule `nerft train` stops by), with what the snapshot knows of why the GPU is missing."""
+    from nerft.training.plan import can_run_here
+
+    checks = []
+    for blocker in can_run_here(plan, snapshot.machine()):
+        message, fix = blocker.message, blocker.hint
+        if blocker.needs_gpu:
+            message += f"; {_why_no_gpu(snapshot)}"
+            fix = TORCH_FIRST if snapshot.gpus else (fix or f"run {plan.source or 'it'} on an NVIDIA GPU")
+        status = FAIL
+        if blocker.check == "flash-attn" and blocker.missing_package and not plan.nerft_config:
+            status, message = WARN, message + ": LLaMA-Factory falls back to the default attention"  # nerft train stops
+        checks.append(Check(blocker.check, status, message, fix=fix))
+    failed = {check.name for check in checks}
+    if plan.mixed_precision and "precision" not in failed:
+        setting = " and ".join(f"{name}: true" for name in plan.mixed_precision)
+        checks.append(Check("precision", OK, f"{setting} on {snapshot.gpus[0].name}"))
+    if plan.quantization_bit is not None and "quantization" not in failed:
+        checks += check_quantization(plan, snapshot)
+    return checks
 
 
 def check_quantization(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list[Check]:
+    """The bitsandbytes version and bit width LLaMA-Factory accepts (installed and on a GPU: `can_run_here` passed)."""
     bits = plan.quantization_bit
-    if bits is None:
-        return []
-    checks = []
-    if not snapshot.has_cuda_gpu:
-        checks.append(Check(
-            "quantization", FAIL, f"quantization_bit: {bits} (bitsandbytes) needs a CUDA GPU, and {_why_no_gpu(snapshot)}",
-            fix=TORCH_FIRST if snapshot.gpus else f"remove quantization_bit from {plan.source or 'the config'}, or run on an NVIDIA GPU",
-        ))
     minimum = BITSANDBYTES_MINIMUM.get(bits)
     version = snapshot.packages.get("bitsandbytes")
     if minimum is None:
-        checks.append(Check("quantization", FAIL, f"quantization_bit: {bits}: bitsandbytes quantizes to 4 or 8 bits only", fix="set quantization_bit: 4"))
-    elif version is None or not _satisfies(version, f">={minimum}"):
+        return [Check("quantization", FAIL, f"quantization_bit: {bits}: bitsandbytes quantizes to 4 or 8 bits only", fix="set quantization_bit: 4")]
+    if version is None or not _satisfies(version, f">={minimum}"):
         found = f"bitsandbytes {version} is too old" if version else "bitsandbytes is not installed"
-        checks.append(Check("quantization", FAIL, f"quantization_bit: {bits} needs bitsandbytes>={minimum}; {found}", fix=f'pip install "bitsandbytes>={minimum}"'))
-    if not checks:
-        checks.append(Check("quantization", OK, f"{bits}-bit quantization with bitsandbytes {version}"))
-    return checks
-
-
-def check_plan_kernels(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list[Check]:
-    checks = []
-    if plan.flash_attn in ("fa2", "fa3") and not snapshot.modules.get("flash_attn"):
-        # LLaMA-Factory falls back to the default attention; `nerft train` stops (kernels.check_packages).
-        status, outcome = (FAIL, "nerft train stops") if plan.nerft_config else (WARN, "LLaMA-Factory falls back to the default attention")
-        checks.append(Check(
-            "flash-attn", status, f"flash_attn: {plan.flash_attn} but flash-attn is not installed: {outcome}",
-            fix="pip install flash-attn --no-build-isolation  (or set flash_attn: auto)",
-        ))
-    if plan.deepspeed and not snapshot.modules.get("deepspeed"):
-        checks.append(Check(
-            "deepspeed", FAIL, f"deepspeed: {plan.deepspeed} but deepspeed is not installed: the launch stops",
-            fix="pip install deepspeed  (or remove deepspeed from the config)",
-        ))
-    if plan.enable_liger_kernel and not snapshot.modules.get("liger_kernel"):
-        checks.append(Check(
-            "liger-kernel", FAIL, "enable_liger_kernel: true but liger-kernel is not installed: LLaMA-Factory stops",
-            fix="pip install liger-kernel  (or set enable_liger_kernel: false)",
-        ))
-    return checks
+        return [Check("quantization", FAIL, f"quantization_bit: {bits} needs bitsandbytes>={minimum}; {found}", fix=f'pip install "bitsandbytes>={minimum}"')]
+    return [Check("quantization", OK, f"{bits}-bit quantization with bitsandbytes {version}")]
 
 
 def check_memory(plan: TrainingPlan, snapshot: EnvironmentSnapshot, estimate: MemoryEstimate | None) -> Check:

@@ -59,7 +59,7 @@ class Diagnosis:
         if self.plan is not None:
             data["config"] = {
                 "path": self.plan.source,
-                "plan": {key: value for key, value in vars(self.plan).items() if key != "source"},
+                "plan": {key: value for key, value in vars(self.plan).items() if key not in ("source", "run_plan")},
                 "estimate": None if self.estimate is None else {
                     "device": self.estimate.device,
                     "params": self.estimate.params,
@@ -110,7 +110,7 @@ def format_diagnosis(diagnosis: Diagnosis) -> str:
         lines.append(f"  method          {method}; {precision}")
         rows = "pack" if plan.packing else "sequence"
         batch = f"{plan.per_device_train_batch_size} {rows}{'s' if plan.per_device_train_batch_size > 1 else ''} of {plan.cutoff_len} tokens"
-        batch += " (cutoff_len: auto, estimated on CLUENER; nerft train measures this config's data)" if plan.cutoff_auto else " (cutoff_len)"
+        batch += " (cutoff_len: auto, sized as nerft train sizes it)" if plan.cutoff_auto else " (cutoff_len)"
         lines.append(f"  batch           {batch}; gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}")
         if plan.sequence_note:
             lines.append(f"  sequences       {plan.sequence_note}")

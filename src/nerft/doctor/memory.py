@@ -88,6 +88,15 @@ class ModelShape:
         """Input embeddings plus lm_head when it is a separate matrix."""
         return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
 
+    def config_json(self) -> dict:
+        """The architecture keys of the model's config.json (what `shape_from_config` reads back)."""
+        config = {
+            "hidden_size": self.hidden, "intermediate_size": self.intermediate, "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads, "num_key_value_heads": self.kv_heads, "vocab_size": self.vocab,
+            "tie_word_embeddings": self.tied_embeddings,
+        }
+        return {**config, "head_dim": self.head_dim} if self.head_dim else config
+
     def params(self) -> int:
         norms = self.layers * 2 * self.hidden + self.hidden
         return self.layers * self.layer_linear_params() + self.embedding_params() + norms
@@ -197,6 +206,17 @@ class TrainingPlan:
     deepspeed: str | None = None  # zero2, zero3 or a DeepSpeed JSON file
     nerft_config: bool = False  # a nerft config: `nerft train` runs it, and stops where LLaMA-Factory would only warn
     source: str = ""  # the config file it came from
+    run_plan: object | None = field(default=None, repr=False, compare=False)  # nerft.training.plan.RunPlan of a nerft config
+
+    @property
+    def requirements(self):
+        """What it needs of a machine, as `nerft.training.plan.can_run_here` reads it."""
+        from nerft.training.plan import Requirements
+
+        return Requirements(
+            bf16=self.bf16, fp16=self.fp16, pure_bf16=self.pure_bf16, flash_attn=self.flash_attn, liger=self.enable_liger_kernel,
+            deepspeed=bool(self.deepspeed), quantization_bit=self.quantization_bit, nerft_config=self.nerft_config, source=self.source,
+        )
 
     @property
     def mixed_precision(self) -> list[str]:

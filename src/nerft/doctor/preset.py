@@ -1,18 +1,17 @@
 """Read a training config into the `TrainingPlan` the doctor reasons about.
 
 A nerft config (sections `model:`, `train:`, ...; a preset name like `tiny-cpu` works too) is
-read and validated by `nerft.config.load_config`; a flat file of LLaMA-Factory arguments, such as
-a run folder's `llamafactory_train.yaml`, is read as it is. Either way the plan speaks
-LLaMA-Factory's argument names.
+planned by `nerft train`'s own `plan_run` (a misspelt section is refused as train refuses it,
+`cutoff_len: auto` measured on the data as train measures it); a flat file of LLaMA-Factory
+arguments, such as a run folder's `llamafactory_train.yaml`, is read as it is. Either way the
+plan speaks LLaMA-Factory's argument names.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from nerft.config.schema import SECTIONS
 from nerft.doctor.memory import TrainingPlan
 from nerft.errors import ConfigError
 
@@ -25,9 +24,6 @@ def plan_from_llamafactory_args(args: dict[str, Any], *, source: str = "") -> Tr
     if not model:
         raise ConfigError(f"{source}: no model_name_or_path: the doctor cannot tell which model this config trains")
     plan = TrainingPlan(model=str(model), source=source)
-    auto = args.get("cutoff_len") == "auto"
-    if auto:  # sized below, once batch size and packing are known
-        args = {key: value for key, value in args.items() if key != "cutoff_len"}
     if args.get("enable_liger_kernel") == "auto":  # on only when installed: never a failure
         args = {**args, "enable_liger_kernel": False}
 
@@ -48,50 +44,36 @@ def plan_from_llamafactory_args(args: dict[str, Any], *, source: str = "") -> Tr
     flags = {key: read(key, _bool) for key in ("packing", "neat_packing", "disable_gradient_checkpointing") if args.get(key) is not None}
     plan.packing = flags.get("packing", False) or flags.get("neat_packing", False)
     plan.gradient_checkpointing = not flags.get("disable_gradient_checkpointing", False)
-    if auto:
-        _size_auto_sequences(plan, str(args.get("prompt")))
     return plan
 
 
-def _size_auto_sequences(plan: TrainingPlan, prompt: str) -> None:
-    """Size `cutoff_len: auto` as `nerft train` does, on CLUENER's lengths (it measures the real
-    data at launch): the longest example in the config's prompt format through the Qwen2 tokenizer,
-    or with packing one pack of about per_device_train_batch_size mean examples."""
-    from nerft.training.lengths import CLUENER_QWEN2_LENGTHS, plan_sequences
+def read_training_plan(path: str | os.PathLike, *, machine=None) -> TrainingPlan:
+    """The plan of the config at `path` (or preset name); a `ConfigError` naming the file when it cannot be read.
 
-    stats = CLUENER_QWEN2_LENGTHS.get(prompt, CLUENER_QWEN2_LENGTHS["seed"])
-    sequences = plan_sequences(
-        stats, cutoff_len="auto", packing=plan.packing, per_device_train_batch_size=plan.per_device_train_batch_size, per_device_eval_batch_size=1
-    )
-    plan.cutoff_len = sequences.cutoff_len
-    plan.per_device_train_batch_size = sequences.per_device_train_batch_size
-    plan.cutoff_auto = True
-    plan.sequence_note = sequences.note
-
-
-def read_training_plan(path: str | os.PathLike) -> TrainingPlan:
-    """The plan of the config at `path` (or preset name); a `ConfigError` naming the file when it cannot be read."""
+    A nerft config is planned by `nerft.training.plan.plan_run`, exactly as `nerft train` plans it
+    (the data measured when it is in place, the choices made for `machine`); its rendered
+    LLaMA-Factory arguments are what the doctor reads. A flat file of LLaMA-Factory arguments
+    (every value a scalar, like a run's `llamafactory_train.yaml`) is read as it is."""
     from nerft.config import resolve_config_path
     from nerft.config.load import read_yaml
 
     path = resolve_config_path(path)
     data, _ = read_yaml(path)
-    nerft_config = set(data) <= set(SECTIONS)
-    args = _nerft_config_args(path) if nerft_config else flatten_config(data)
-    plan = plan_from_llamafactory_args(args, source=str(path))
-    plan.nerft_config = nerft_config
+    if not any(isinstance(value, dict) for value in data.values()):
+        plan = plan_from_llamafactory_args(flatten_config(data), source=str(path))
+        plan.nerft_config = False
+        return plan
+    from nerft.training.plan import plan_run
+
+    run_plan = plan_run(path, machine=machine)
+    plan = plan_from_llamafactory_args(run_plan.args, source=str(path))
+    # as configured: the arguments name the model's folder when it is on disk, and DeepSpeed's JSON file
+    plan.model, plan.deepspeed = run_plan.config.model.model_name_or_path, run_plan.config.method.deepspeed
+    plan.nerft_config = True
+    plan.cutoff_auto = run_plan.config.dataset.cutoff_len == "auto"
+    plan.sequence_note = run_plan.sequences.note
+    plan.run_plan = run_plan
     return plan
-
-
-def _nerft_config_args(path: Path) -> dict[str, Any]:
-    """A nerft config's LLaMA-Factory arguments, defaults included, after nerft's own validation."""
-    from nerft.config import load_config
-
-    config = load_config(path).config
-    args: dict[str, Any] = {"prompt": config.data.prompt}
-    for section in config.llamafactory_sections().values():
-        args.update(section.model_dump())
-    return args
 
 
 def flatten_config(data: dict[str, Any]) -> dict[str, Any]:

@@ -82,6 +82,18 @@ class EnvironmentSnapshot:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def machine(self) -> kernels.Machine:
+        """This snapshot as the `Machine` a training plan is judged against (`can_run_here`)."""
+        gpus = self.gpus if self.has_cuda_gpu else []
+        return kernels.Machine(
+            cuda=bool(gpus),
+            gpu_count=len(gpus),
+            bf16=kernels.supports_bf16([kernels.parse_capability(gpu.compute_capability) for gpu in gpus]),
+            gpu_name=gpus[0].name if gpus else None,
+            compute_capability=gpus[0].compute_capability if gpus else None,
+            packages=frozenset(module for module, present in self.modules.items() if present),
+        )
+
 
 def take_snapshot() -> EnvironmentSnapshot:
     snapshot = EnvironmentSnapshot(
@@ -116,8 +128,8 @@ def memory_bytes() -> tuple[int | None, int | None]:
     """Total and available RAM in bytes (None when unknown)."""
     try:
         fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
-        kib = lambda key: int(fields[key].split()[0]) * 1024
-        return kib("MemTotal"), kib("MemAvailable")
+        total, available = (int(fields[key].split()[0]) * 1024 for key in ("MemTotal", "MemAvailable"))
+        return total, available
     except (OSError, KeyError, ValueError):
         pass
     try:
@@ -138,7 +150,7 @@ def _probe_packages(snapshot: EnvironmentSnapshot) -> None:
             pin = _torch_requirement(name)
             if pin:
                 snapshot.torch_pins[name] = pin
-    for module in kernels.OPTIONAL_PACKAGES:  # the modules `nerft train` checks before a launch
+    for module in kernels.KERNEL_MODULES:  # the modules `nerft train` checks before a launch
         snapshot.modules[module] = importlib.util.find_spec(module) is not None
 
 
@@ -206,8 +218,19 @@ def _probe_driver(snapshot: EnvironmentSnapshot) -> None:
         output = (header.stdout + header.stderr).strip()
         snapshot.driver_error = "nvidia-smi failed: " + (output.splitlines()[0] if output else f"exit code {header.returncode}")
         return
-    if snapshot.gpus:  # torch already listed them, with what training will see
-        return
+    if not snapshot.gpus:  # else torch already listed them, with what training will see
+        snapshot.gpus = query_gpus(program)
+
+
+GPU_QUERY = ("index", "name", "memory.total", "memory.free", "compute_cap")
+
+
+def query_gpus(program: str | None = None) -> list[GpuInfo]:
+    """The GPUs `nvidia-smi` lists (none when it is absent or fails): the one query of them that
+    the doctor and the benchmark reports share."""
+    program = program or shutil.which("nvidia-smi")
+    if program is None:
+        return []
     for fields in (GPU_QUERY, GPU_QUERY[:-1]):  # compute_cap is unknown to drivers before 510
         try:
             answer = subprocess.run(
@@ -215,13 +238,10 @@ def _probe_driver(snapshot: EnvironmentSnapshot) -> None:
                 capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT,
             )
         except (OSError, subprocess.TimeoutExpired):
-            return
+            return []
         if answer.returncode == 0:
-            snapshot.gpus = parse_gpu_query(answer.stdout)
-            return
-
-
-GPU_QUERY = ("index", "name", "memory.total", "memory.free", "compute_cap")
+            return parse_gpu_query(answer.stdout)
+    return []
 
 
 def _probe_nvml(snapshot: EnvironmentSnapshot) -> None:

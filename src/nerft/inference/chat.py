@@ -18,10 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# LLaMA-Factory 0.9.5, data/template.py, register_template(name="qwen", ...).
-QWEN_SYSTEM = "<|im_start|>system\n{content}<|im_end|>\n"
-QWEN_USER = "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
-QWEN_STOP_WORDS = ("<|im_end|>",)
+# LLaMA-Factory 0.9.5, data/template.py, register_template(name="qwen", ...): the one home of the
+# Qwen chat format (bench/tokens.py counts training tokens with it, models/tiny.py writes the tiny
+# tokenizer's chat template from it).
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+QWEN_SYSTEM = IM_START + "system\n{content}" + IM_END + "\n"
+QWEN_USER = IM_START + "user\n{content}" + IM_END + "\n" + IM_START + "assistant\n"
+QWEN_ASSISTANT = "{content}" + IM_END + "\n"  # the answer and its end, what the loss is computed on
+QWEN_STOP_WORDS = (IM_END,)
 # The templates written out here, and each one's default_system (used when the system prompt is empty).
 NATIVE_TEMPLATES = {
     "qwen": "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
@@ -45,7 +49,7 @@ class ChatTemplate:
     _llamafactory_template: Any = field(default=None, repr=False)
 
     @classmethod
-    def load(cls, name: str, tokenizer: Any) -> "ChatTemplate":
+    def load(cls, name: str, tokenizer: Any) -> ChatTemplate:
         if name in NATIVE_TEMPLATES:
             return cls(name, tokenizer, QWEN_STOP_WORDS)
         from llamafactory.data.template import TEMPLATES, get_template_and_fix_tokenizer

@@ -19,11 +19,7 @@ from pathlib import Path
 
 from nerft.errors import ConfigError
 from nerft.inference.predictions import PredictionCounts
-from nerft.runfolder import EVAL_DIR, EVAL_REPORT, RunInfo
-
-PREDICTIONS = "predictions.jsonl"
-REPORT = EVAL_REPORT
-ERRORS = "errors.jsonl"
+from nerft.runfolder import PREDICTIONS, RunFolder, RunInfo
 
 
 @dataclass
@@ -60,14 +56,14 @@ def predict_and_score(
     The prompt format is the run's (`prompt` names one for an endpoint without a run), and so are
     the dataset's labels unless `labels` names them.
 
-    `nerft eval` writes the report and errors beside the predictions (`REPORT`, `ERRORS`)."""
+    `nerft eval` writes the report and errors beside the predictions (`nerft.runfolder.EVAL_REPORT`, `ERRORS`)."""
     from nerft.inference.predict import predict
     from nerft.metrics.evaluate import evaluate, load_gold
 
     if out_dir is None:
         if run is None:
             raise ConfigError("--endpoint without --run needs --out-dir (where predictions and the report go)")
-        out_dir = Path(run.run_dir) / EVAL_DIR / Path(gold).stem
+        out_dir = RunFolder(run.run_dir).eval_dir(gold)
     out_dir = Path(out_dir)
     records = load_gold(gold)
     rows: list[dict] = []

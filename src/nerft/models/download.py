@@ -57,7 +57,7 @@ def find_model(name: str) -> Path | None:
     return None
 
 
-def resolve_model(name: str) -> Path:
+def require_model(name: str) -> Path:
     """The local folder of a model, or a `ModelError` that says how to get it."""
     found = find_model(name)
     if found is not None:

@@ -12,16 +12,19 @@ import json
 import os
 from pathlib import Path
 
+from nerft.inference.chat import IM_END, IM_START
 from nerft.io import replace_dir, staging_dir
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+SPECIAL_TOKENS = ["<|endoftext|>", IM_START, IM_END]
+# Qwen2's own tokenizer template (its default system prompt differs from LLaMA-Factory's), written
+# with the chat format's tokens of nerft.inference.chat.
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    f"{{{{ '{IM_START}system\\nYou are a helpful assistant.{IM_END}\\n' }}}}{{% endif %}}"
+    f"{{{{ '{IM_START}' + message['role'] + '\\n' + message['content'] + '{IM_END}\\n' }}}}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    f"{{% if add_generation_prompt %}}{{{{ '{IM_START}assistant\\n' }}}}{{% endif %}}"
 )
 # Heads 32 wide: vLLM's CPU attention refuses head sizes under 32.
 TINY_CONFIG = dict(
@@ -41,7 +44,9 @@ def default_corpus() -> list[str]:
     from nerft.prompts import CLUENER_LABELS, SEED_INSTRUCTION
 
     texts = [SEED_INSTRUCTION, " ".join(CLUENER_LABELS), "NER 无 You are a helpful assistant."]
-    sample = Path(__file__).resolve().parents[3] / "data" / "sample"
+    from nerft.resources import sample_dir
+
+    sample = sample_dir()
     for path in sorted(sample.glob("*.jsonl")) if sample.is_dir() else []:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():

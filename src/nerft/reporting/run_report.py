@@ -8,7 +8,6 @@ eval report in the run: `<run>/eval/report.json`, and `<run>/eval/<gold name>/re
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,16 @@ from nerft.reporting.page import (
     render_html,
     render_markdown,
 )
-from nerft.runfolder import EVAL_DIR, EVAL_REPORT, LLAMAFACTORY_TRAIN, RUN_CONFIG, RUN_MANIFEST
-from nerft.training.summary import RESULT_FILES, TRAINER_LOG
+from nerft.runfolder import (
+    EVAL_DIR,
+    EVAL_REPORT,
+    LLAMAFACTORY_TRAIN,
+    RUN_CONFIG,
+    RUN_MANIFEST,
+    TRAINER_LOG,
+    RunFolder,
+    logged_values,
+)
 
 # The settings a reader compares first, in LLaMA-Factory's names.
 SUMMARY_KEYS = (
@@ -53,10 +60,10 @@ class RunRecord:
     evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)  # "" (eval/report.json) or gold name -> report
 
     def losses(self) -> list[tuple[float, float]]:
-        return [(row["current_steps"], row["loss"]) for row in self.log if row.get("loss") is not None and "current_steps" in row]
+        return logged_values(self.log, "loss")
 
     def eval_losses(self) -> list[tuple[float, float]]:
-        return [(row["current_steps"], row["eval_loss"]) for row in self.log if row.get("eval_loss") is not None and "current_steps" in row]
+        return logged_values(self.log, "eval_loss")
 
     def setting(self, key: str) -> Any:
         return self.settings.get(key)
@@ -70,48 +77,17 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord:
     names = (RUN_MANIFEST, LLAMAFACTORY_TRAIN, TRAINER_LOG)
     if not any((run_dir / name).is_file() for name in names):
         raise ModelError(f"{run_dir}: not a training run folder (none of {', '.join(names)})", hint="make one with `nerft train CONFIG`")
+    folder = RunFolder(run_dir)
     record = RunRecord(run_dir=run_dir, name=run_dir.resolve().name)
-    if (run_dir / RUN_MANIFEST).is_file():
-        record.manifest = _read_json(run_dir / RUN_MANIFEST)
+    if folder.manifest_path.is_file():
+        record.manifest = _read_json(folder.manifest_path)
     record.settings = _settings(run_dir)
-    record.log = read_trainer_log(run_dir / TRAINER_LOG)
-    for name in RESULT_FILES:
-        if (run_dir / name).is_file():
-            record.results = _read_json(run_dir / name)
-            break
-    record.evaluations = {name: load_eval_report(path) for name, path in eval_reports(run_dir)}
+    record.log = folder.trainer_log()
+    results = folder.results_path()
+    if results is not None:
+        record.results = _read_json(results)
+    record.evaluations = {name: load_eval_report(path) for name, path in folder.eval_reports()}
     return record
-
-
-def eval_reports(run_dir: Path) -> list[tuple[str, Path]]:
-    """(name, path) of the run's eval reports: "" for eval/report.json, then eval/<gold name>/report.json."""
-    found = [("", run_dir / EVAL_DIR / EVAL_REPORT)] if (run_dir / EVAL_DIR / EVAL_REPORT).is_file() else []
-    found += [(path.parent.name, path) for path in sorted((run_dir / EVAL_DIR).glob(f"*/{EVAL_REPORT}"))]
-    return found
-
-
-def read_trainer_log(path: Path) -> list[dict[str, Any]]:
-    """LLaMA-Factory's per-step log; a half-written last line (training still running) is skipped."""
-    if not path.is_file():
-        return []
-    from nerft.io import json_line, read_text
-
-    text = read_text(path)
-    lines = text.splitlines()
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if number == len(lines) and not text.endswith("\n"):
-            try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, RecursionError):
-                break  # the line being written
-        else:
-            row = json_line(line, str(path), number, expect=object)
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def _settings(run_dir: Path) -> dict[str, Any]:

@@ -15,14 +15,30 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 
-from nerft.errors import ConfigError, EnvironmentProblem
-
-OPTIONAL_PACKAGES = {
+KERNEL_MODULES = {
     "flash_attn": "flash-attn",
     "liger_kernel": "liger-kernel",
     "deepspeed": "deepspeed",
     "bitsandbytes": "bitsandbytes",
 }
+"""The optional modules a training may need, and the distribution that installs each."""
+
+MIN_BF16_CAPABILITY = (8, 0)  # bf16 arithmetic needs Ampere or newer
+
+
+def supports_bf16(capabilities: list[tuple[int, int] | None]) -> bool:
+    """The one rule for bf16: every GPU of compute capability 8.0 or newer (an unknown one is
+    given the benefit of the doubt: an old nvidia-smi does not report it)."""
+    return bool(capabilities) and all(capability is None or capability >= MIN_BF16_CAPABILITY for capability in capabilities)
+
+
+def parse_capability(text: str | None) -> tuple[int, int] | None:
+    """"8.6" -> (8, 6); None when unknown or unreadable."""
+    try:
+        major, minor = (text or "").split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,7 @@ class Machine:
     gpu_count: int = 0
     bf16: bool = False
     gpu_name: str | None = None
+    compute_capability: str | None = None  # of the first GPU: "7.5"
     packages: frozenset[str] = field(default_factory=frozenset)
 
     def has(self, module: str) -> bool:
@@ -45,14 +62,16 @@ class Machine:
 def detect_machine() -> Machine:
     import torch
 
-    packages = frozenset(module for module in OPTIONAL_PACKAGES if importlib.util.find_spec(module) is not None)
+    packages = frozenset(module for module in KERNEL_MODULES if importlib.util.find_spec(module) is not None)
     if not torch.cuda.is_available():
         return Machine(cuda=False, packages=packages)
+    capabilities = [torch.cuda.get_device_capability(index) for index in range(torch.cuda.device_count())]
     return Machine(
         cuda=True,
-        gpu_count=torch.cuda.device_count(),
-        bf16=torch.cuda.is_bf16_supported(),
+        gpu_count=len(capabilities),
+        bf16=supports_bf16(capabilities),
         gpu_name=torch.cuda.get_device_name(0),
+        compute_capability="{}.{}".format(*capabilities[0]),
         packages=packages,
     )
 
@@ -76,36 +95,3 @@ def choose_liger(requested: bool | str, machine: Machine) -> tuple[bool, str]:
     if not machine.has("liger_kernel"):
         return False, "liger-kernel is not installed (pip install liger-kernel)"
     return True, "liger-kernel is installed"
-
-
-def check_precision(*, bf16: bool, fp16: bool, machine: Machine) -> None:
-    """Refuse mixed precision this machine cannot run (LLaMA-Factory fails on CPU with it)."""
-    if not machine.cuda and (bf16 or fp16):
-        flag = "bf16" if bf16 else "fp16"
-        raise ConfigError(
-            f"train.{flag} is true but this machine has no CUDA GPU: LLaMA-Factory cannot train in {flag} on a CPU",
-            hint=f"add --set train.{flag}=false to train in float32 here",
-        )
-    if machine.cuda and bf16 and not machine.bf16:
-        raise ConfigError(
-            f"train.bf16 is true but {machine.gpu_name or 'this GPU'} has no bf16 (it needs an Ampere or newer GPU)",
-            hint="add --set train.bf16=false --set train.fp16=true",
-        )
-
-
-def check_packages(*, flash_attn: str, liger: bool, deepspeed: bool, quantization_bit: int | None, machine: Machine) -> None:
-    """A package the run needs but this machine lacks, reported before LLaMA-Factory loads a model."""
-    needed = []
-    if flash_attn == "fa2" and not machine.has("flash_attn"):
-        needed.append("flash_attn")
-    if liger and not machine.has("liger_kernel"):
-        needed.append("liger_kernel")
-    if deepspeed and not machine.has("deepspeed"):
-        needed.append("deepspeed")
-    if quantization_bit is not None and not machine.has("bitsandbytes"):
-        needed.append("bitsandbytes")
-    if needed:
-        names = " ".join(OPTIONAL_PACKAGES[module] for module in needed)
-        raise EnvironmentProblem(f"this run needs {names}, which is not installed", hint=f"pip install {names}")
-    if (flash_attn in ("fa2", "fa3") or liger or quantization_bit is not None) and not machine.cuda:
-        raise ConfigError("FlashAttention, Liger kernels and 4/8-bit quantization need a CUDA GPU, and this machine has none")

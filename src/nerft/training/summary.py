@@ -9,14 +9,10 @@
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-TRAINER_LOG = "trainer_log.jsonl"
-RESULT_FILES = ("all_results.json", "train_results.json")
-LOSS_PLOT = "training_loss.png"
+from nerft.runfolder import RunFolder, logged_values
 
 
 @dataclass
@@ -72,44 +68,25 @@ def read_summary(run_dir: str | Path, *, packed: bool = False, resumed: bool = F
     """The summary of a finished run. After a resume the trainer's `train_loss` is the loss of the
     resumed steps divided by all steps (transformers counts only what it ran), so the mean is then
     taken over the logged losses instead."""
-    run_dir = Path(run_dir)
-    summary = TrainSummary(run_dir=run_dir, packed=packed)
-    logged: list[float] = []
-    log = run_dir / TRAINER_LOG
-    if log.is_file():
-        for line in log.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interrupted run
-            summary.steps = entry.get("current_steps", summary.steps)
-            summary.total_steps = entry.get("total_steps", summary.total_steps)
-            summary.epoch = entry.get("epoch", summary.epoch)
-            if _finite(entry.get("loss")):
-                summary.final_loss = entry["loss"]
-                logged.append(entry["loss"])
-            if _finite(entry.get("eval_loss")):
-                summary.eval_loss = entry["eval_loss"]
-    for name in RESULT_FILES:
-        path = run_dir / name
-        if path.is_file():
-            results = json.loads(path.read_text(encoding="utf-8"))
-            summary.train_loss = results.get("train_loss", summary.train_loss)
-            summary.runtime_s = results.get("train_runtime", summary.runtime_s)
-            summary.samples_per_second = results.get("train_samples_per_second", summary.samples_per_second)
-            summary.eval_loss = results.get("eval_loss", summary.eval_loss)
-            summary.epoch = results.get("epoch", summary.epoch)
-            break
+    folder = RunFolder(run_dir)
+    summary = TrainSummary(run_dir=folder.path, packed=packed)
+    rows = folder.trainer_log()
+    for entry in rows:
+        summary.steps = entry.get("current_steps", summary.steps)
+        summary.total_steps = entry.get("total_steps", summary.total_steps)
+        summary.epoch = entry.get("epoch", summary.epoch)
+    logged = [loss for _, loss in logged_values(rows, "loss")]
+    summary.final_loss = logged[-1] if logged else None
+    eval_losses = logged_values(rows, "eval_loss")
+    summary.eval_loss = eval_losses[-1][1] if eval_losses else None
+    results = folder.results()
+    summary.train_loss = results.get("train_loss", summary.train_loss)
+    summary.runtime_s = results.get("train_runtime", summary.runtime_s)
+    summary.samples_per_second = results.get("train_samples_per_second", summary.samples_per_second)
+    summary.eval_loss = results.get("eval_loss", summary.eval_loss)
+    summary.epoch = results.get("epoch", summary.epoch)
     if resumed and logged:
         summary.train_loss = sum(logged) / len(logged)
-    for weights in ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model.safetensors.index.json"):
-        if (run_dir / weights).is_file():
-            summary.adapter = run_dir / weights
-            break
-    if (run_dir / LOSS_PLOT).is_file():
-        summary.loss_plot = run_dir / LOSS_PLOT
+    summary.adapter = folder.weights()
+    summary.loss_plot = folder.loss_plot if folder.loss_plot.is_file() else None
     return summary
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

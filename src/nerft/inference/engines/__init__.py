@@ -28,7 +28,7 @@ class ChatRequest:
     max_new_tokens: int
 
     @classmethod
-    def for_text(cls, fmt: PromptFormat, text: str) -> "ChatRequest":
+    def for_text(cls, fmt: PromptFormat, text: str) -> ChatRequest:
         """The run's system prompt and user turn for one sentence."""
         return cls(text=text, system=fmt.system, user=fmt.user_message(text), max_new_tokens=fmt.max_new_tokens(text))
 
