@@ -10,6 +10,14 @@ Qwen2 built on the spot (`nerft.models.tiny`; --tokenizer builds it with a real 
 
     .venv/bin/python scripts/bench_infer.py                                  # CPU, tiny model
     .venv/bin/python scripts/bench_infer.py --engine vllm --model /models/qwen2.5-7b-random --limit 1343
+
+`--engine both` compares engines instead of batch sizes: the hf engine (batched, --batch-size,
+default 64) and the vllm engine (every sentence in one `LLM.generate`) answer the same sentences
+with the same model, one loaded after the other, without the output-format constraint (so both
+generate the same tokens); printed: predictions/s of each, vllm / hf, and identical answers. On a
+machine without CUDA, vLLM is the CPU build in .venv-vllm (`nerft.inference.vllm_env`).
+
+    .venv/bin/python scripts/bench_infer.py --engine both
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-size", type=int, action="append", dest="batch_sizes", help="batch size of a batched pass (repeatable; default: 8 and 64)"
     )
-    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf")
+    parser.add_argument("--engine", choices=("hf", "vllm", "both"), default="hf", help="both: hf vs vllm on the same model")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--run", type=Path, help="a nerft run folder (its model, adapter and prompt format)")
     source.add_argument("--model", type=Path, help="a model folder (used without adapter)")
@@ -73,6 +81,72 @@ def open_bench_engine(name: str, source, fmt, *, structured: bool = True):
     from nerft.inference.engines.vllm import VLLMEngine
 
     return VLLMEngine(source, fmt, batch_size=1, structured=structured)
+
+
+def run_both(args) -> dict:
+    """hf (batched) against vllm on the same model and sentences, measured in this one run."""
+    from nerft.bench.inference import compare_engines
+    from nerft.bench.machine import describe_machine
+    from nerft.bench.report import log
+    from nerft.data.load import load_records
+    from nerft.inference.engines import ChatRequest
+    from nerft.inference.engines.hf import HFEngine
+    from nerft.inference.engines.vllm import VLLMEngine
+    from nerft.inference.vllm_env import require_vllm_environment
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    environment = require_vllm_environment()
+    records = load_records(args.dev)
+    records = records[: args.limit] if args.limit else records
+    hf_batch = (args.batch_sizes or [64])[0]
+    with tempfile.TemporaryDirectory(prefix="nerft-bench-infer-") as folder:
+        source, fmt, described = open_source(args, Path(folder))
+        requests = [ChatRequest.for_text(fmt, record.text) for record in records]
+        log(f"hf (batch size {hf_batch}) then vllm ({environment.distribution} {environment.vllm}, one batch): {len(requests)} sentences of {args.dev}")
+        result = compare_engines(
+            [
+                ("hf", hf_batch, lambda: HFEngine(source, batch_size=hf_batch)),
+                ("vllm", len(requests), lambda: VLLMEngine(source, fmt, structured=False, environment=environment)),
+            ],
+            requests,
+        )
+    return {
+        "machine": describe_machine(),
+        "engine": "both",
+        "threads": _torch_threads(),
+        "vllm": environment.to_dict(),
+        "model": described,
+        "prompt": fmt.name,
+        "dev": str(args.dev),
+        **result,
+    }
+
+
+def format_both(result: dict) -> str:
+    from nerft.bench.machine import machine_line
+    from nerft.bench.report import format_table
+
+    rows = [
+        [r["engine"], r["batch_size"], r["requests"], r["load_seconds"], r["seconds"], r["predictions_per_second"],
+         f"{r['ratio']:.2f}x", f"{r['identical']}/{r['requests']}", r["stopped"], r["hit_length_limit"]]
+        for r in result["engines"]
+    ]
+    hf, vllm = result["engines"]
+    environment = result["vllm"]
+    return "\n".join(
+        [
+            f"machine: {machine_line(result['machine'])}",
+            f"hf: torch {result['threads']} threads   vllm: {environment['distribution']} {environment['vllm']}, torch {environment['torch']} ({environment['device']})",
+            f"model: {result['model']}   prompt: {result['prompt']}   data: {result['dev']}",
+            "",
+            format_table(["engine", "batch", "requests", "load s", "seconds", "predictions/s", "vs hf", "identical", "stopped", "hit limit"], rows),
+            "",
+            f"vllm / hf predictions per second: {vllm['predictions_per_second'] / hf['predictions_per_second']:.2f}x",
+        ]
+    )
 
 
 def run(args) -> dict:
@@ -151,9 +225,13 @@ def main(argv=None) -> int:
     if not args.dev.is_file():
         print(f"bench_infer: error: {args.dev}: no such file (pass --dev)", file=sys.stderr)
         return 1
-    result = run(args)
     from nerft.bench.report import json_text
 
+    if args.engine == "both":
+        result = run_both(args)
+        print(json_text(result) if args.json else format_both(result))
+        return 0 if all(run["identical"] == run["requests"] for run in result["engines"]) else 1
+    result = run(args)
     print(json_text(result) if args.json else format_result(result))
     return 0 if all(run["identical"] == run["requests"] for run in result["batched"]) else 1
 

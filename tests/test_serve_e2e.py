@@ -4,14 +4,12 @@ answers exactly what the server answers, and Ctrl-C stops the server and its chi
 
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
-import sys
-import time
 
 import pytest
+from conftest import start_nerft_serve
 from typer.testing import CliRunner
 
 from nerft.cli.main import app
@@ -24,21 +22,7 @@ STARTUP_TIMEOUT = 300
 def served(tiny_run, tmp_path_factory, one_thread):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the server child too: equal thread counts, equal arithmetic
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nerft", "serve", str(tiny_run), "--port", "0", "--json"],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
-        )
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    line = ""
-    while not line and time.monotonic() < deadline and process.poll() is None:
-        ready, _, _ = select.select([process.stdout], [], [], 1.0)
-        if ready:
-            line = process.stdout.readline()
-    if not line:
-        process.kill()
-        pytest.fail(f"nerft serve did not become ready; its log ends with:\n{log.read_text()[-3000:]}")
-    info = json.loads(line)
+    process, info = start_nerft_serve([str(tiny_run), "--port", "0"], log, env=env, timeout=STARTUP_TIMEOUT)
     yield {**info, "process": process, "log": log}
     if process.poll() is None:
         process.send_signal(signal.SIGINT)

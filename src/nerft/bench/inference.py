@@ -74,3 +74,38 @@ def compare_batching(engine, requests: Sequence, *, batch_sizes: Sequence[int], 
             }
         )
     return {"requests": len(requests), "sequential": sequential.to_dict(), "batched": batched}
+
+
+def compare_engines(open_engines: Sequence[tuple[str, int, object]], requests: Sequence, *, warmup: int = 2) -> dict:
+    """Time the same requests through several engines on one model, one engine loaded at a time.
+
+    `open_engines`: (name, batch size, a function that loads the engine). Each engine is loaded,
+    warmed up on `warmup` requests, timed on all of them at its batch size, and closed before
+    the next loads (a vLLM engine and a transformers model would otherwise share the CPU's memory).
+    Loading is timed apart. The first engine is the reference: the others' ratio of predictions
+    per second to it, and how many of their answers are identical to its answers.
+    """
+    runs = []
+    for name, batch_size, open_engine in open_engines:
+        start = time.perf_counter()
+        engine = open_engine()
+        load_seconds = time.perf_counter() - start
+        try:
+            if warmup:
+                timed_generation(engine, requests[:warmup], batch_size)
+            runs.append((name, load_seconds, timed_generation(engine, requests, batch_size)))
+        finally:
+            engine.close()
+    _, _, reference = runs[0]
+    results = []
+    for name, load_seconds, run in runs:
+        differing = [{"index": i, "reference": a, "answer": b} for i, (a, b) in enumerate(zip(reference.texts, run.texts)) if a != b]
+        results.append({
+            "engine": name,
+            "load_seconds": round(load_seconds, 1),
+            **run.to_dict(),
+            "ratio": round(run.per_second / reference.per_second, 3) if reference.per_second else None,
+            "identical": len(requests) - len(differing),
+            "differing": differing[:3],
+        })
+    return {"requests": len(requests), "engines": results}

