@@ -41,10 +41,10 @@ Structured = Annotated[
     Optional[bool], typer.Option("--structured/--no-structured", help="Constrain decoding to the output format (vllm: on; openai: sends vLLM's structured_outputs).")
 ]
 Speculation = Annotated[
-    bool,
+    Optional[bool],
     typer.Option(
         "--speculation/--no-speculation",
-        help="Prompt-lookup (n-gram) speculative decoding, same greedy answers (hf: with --batch-size 1, the only size transformers runs it at; vllm: where its platform supports it).",
+        help="Prompt-lookup (n-gram) speculative decoding: the same greedy answers (default: on with --batch-size 1, where it is faster; vllm can run it in batches too, hf cannot).",
     ),
 ]
 Ray = Annotated[

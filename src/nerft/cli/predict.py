@@ -47,7 +47,7 @@ def command(
     batch_size: BatchSize = None,
     concurrency: Concurrency = None,
     structured: Structured = None,
-    speculation: Speculation = True,
+    speculation: Speculation = None,
     ray: Ray = None,
     ray_actors: RayActors = None,
     ray_cpus: RayCpus = None,

@@ -35,7 +35,7 @@ def open_engine(
     batch_size: int | None = None,
     concurrency: int | None = None,
     structured: bool | None = None,
-    speculation: bool = True,
+    speculation: bool | None = None,
     retries: int = 4,
     timeout: float = 120.0,
     backoff: float = 0.5,
@@ -47,7 +47,7 @@ def open_engine(
 
     `structured` defaults to on for vllm and off for openai (where it is vLLM's `structured_outputs`
     request field, which other servers ignore or refuse). `speculation` is prompt-lookup decoding
-    where the engine has it. `ray` (a cluster address, `auto` or `local`) runs the engine in Ray
+    (hf, vllm; None: on with batch size 1, where it is faster, see docs/PERFORMANCE.md). `ray` (a cluster address, `auto` or `local`) runs the engine in Ray
     actors (`nerft.inference.engines.ray_actors`).
     """
     if ray is not None:
@@ -92,10 +92,12 @@ def open_engine(
     if name == "hf":
         from nerft.inference.engines.hf import HFEngine
 
+        if speculation and (batch_size or 0) != 1:
+            raise ConfigError("--speculation with --engine hf needs --batch-size 1: transformers runs prompt lookup one sentence at a time")
         return HFEngine(source, batch_size=batch_size, speculation=speculation)
     from nerft.inference.engines.vllm import VLLMEngine
 
-    return VLLMEngine(source, fmt, batch_size=batch_size, structured=True if structured is None else structured, cutoff_len=run.cutoff_len)
+    return VLLMEngine(source, fmt, batch_size=batch_size, structured=True if structured is None else structured, cutoff_len=run.cutoff_len, speculation=speculation)
 
 
 def predict_records(

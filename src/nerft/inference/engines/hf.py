@@ -14,8 +14,8 @@ Prompt lookup (transformers' `prompt_lookup_num_tokens`, assisted decoding with 
 prompt as the draft): an NER answer mostly copies spans of its sentence, so the drafted tokens are
 often accepted, and greedy answers are identical to plain decoding. transformers runs it for one
 sequence at a time only ("assisted generate is only supported for batch_size = 1"), so it is on
-by default with batch size 1 and off in batches, where batching is faster
-(`scripts/bench_infer.py`, docs/PERFORMANCE.md); `speculation=False` turns it off.
+with batch size 1 (unless `speculation=False`) and never in batches; batching is the faster of
+the two (`scripts/bench_infer.py`, docs/PERFORMANCE.md), so the default stays batched.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ PROMPT_LOOKUP_TOKENS = 10  # drafted tokens per step (transformers' own example 
 class HFEngine:
     name = "hf"
 
-    def __init__(self, source: ModelSource, *, batch_size: int | None = None, speculation: bool = True):
+    def __init__(self, source: ModelSource, *, batch_size: int | None = None, speculation: bool | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -80,7 +80,7 @@ class HFEngine:
     @property
     def prompt_lookup(self) -> bool:
         """Whether answers are decoded with prompt lookup now (batch size 1 only, see above)."""
-        return self.speculation and self.batch_size == 1
+        return self.speculation is not False and self.batch_size == 1
 
     def generate(self, requests: Iterable[ChatRequest]) -> Iterator[Generation]:
         for window in batched(requests, self.batch_size * BUCKET_BATCHES):
