@@ -160,6 +160,11 @@ def offline_settings(settings: VllmSettings, *, cpu: bool) -> VllmSettings:
 NGRAM_SPECULATION = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
 
 
+def speculates(speculation: bool | None, batch_size: int) -> bool:
+    """Whether the engine decodes with n-gram speculation: as told, else at batch size 1 only."""
+    return speculation if speculation is not None else batch_size == 1
+
+
 class VLLMEngine:
     name = "vllm"
 
@@ -181,7 +186,7 @@ class VLLMEngine:
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         cpu = self.environment.cpu
         self.settings = offline_settings(vllm_settings(source, fmt, cutoff_len=cutoff_len, cpu=cpu), cpu=cpu)
-        if speculation or (speculation is None and self.batch_size == 1):
+        if speculates(speculation, self.batch_size):
             self.settings.llm["speculative_config"] = NGRAM_SPECULATION
         try:
             tokenizer = AutoTokenizer.from_pretrained(source.model)
