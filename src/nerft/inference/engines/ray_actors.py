@@ -4,7 +4,7 @@
 order and resumes through it unchanged. It starts `actors` actors on a Ray cluster (one per GPU
 of the cluster, or CPU actors of `cpus_per_actor` CPUs each), each loading the run's weights
 with `open_engine` (hf, or vllm where installed): the answers are the single-process engine's.
-Requests go out in shards of `shard_size`, at most two in flight per actor; finished shards are
+Requests go out in shards of `shard_size` (default: a vllm batch, four hf batches), at most two in flight per actor; finished shards are
 held until every shard before them is done, so rows come back in input order and what is held
 stays bounded. A shard whose actor died (a killed process, a lost node) goes to a fresh actor
 that replaces it, up to `attempts` times; an error the engine itself raised (a bad model) is not
@@ -26,7 +26,7 @@ from nerft.errors import ConfigError, ServerError
 from nerft.inference.engines import ChatRequest, Generation, batched
 
 DEFAULT_CPU_ACTORS = 2
-DEFAULT_SHARD_SIZE = 64
+HF_SHARD_BATCHES = 4
 IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: an actor never waits for the driver
 
 
@@ -70,7 +70,7 @@ class RayEngine:
         address: str,
         actors: int | None = None,
         cpus_per_actor: float | None = None,
-        shard_size: int = DEFAULT_SHARD_SIZE,
+        shard_size: int | None = None,
         attempts: int = 3,
         **options,
     ):
@@ -86,7 +86,7 @@ class RayEngine:
         except ConnectionError as exc:
             raise ServerError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}", hint="start it with `ray start --head`") from None
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        self.inner, self.shard_size, self.attempts = engine, shard_size, attempts
+        self.inner, self.shard_size, self.attempts = engine, shard_size or self._default_shard(engine, options), attempts
         if gpus:
             self.resources = {"num_gpus": 1, "num_cpus": cpus_per_actor or 1}
             count, threads = actors or gpus, None
@@ -99,6 +99,16 @@ class RayEngine:
         where = f"{gpus} GPUs" if gpus else f"{self.resources['num_cpus']:g} CPU each"
         log(f"ray: {count} {engine} actors on {address} ({where})")
         self._description = self._get(self.actors[0].describe.remote())
+
+    @staticmethod
+    def _default_shard(engine: str, options: dict) -> int:
+        """vllm: one of its batches (it schedules a whole batch at once); hf: `HF_SHARD_BATCHES` of
+        its batches, enough to sort by length, few enough that a small input still spreads."""
+        from nerft.inference.engines import hf, vllm
+
+        if engine == "vllm":
+            return options.get("batch_size") or vllm.DEFAULT_BATCH_SIZE
+        return (options.get("batch_size") or hf.DEFAULT_BATCH_SIZE) * HF_SHARD_BATCHES
 
     def _start_actor(self):
         remote = self.ray.remote(**self.resources)(EngineActor)
