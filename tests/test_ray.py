@@ -36,6 +36,12 @@ def _start(argv: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+# Ray 2.60 turns token authentication on for a cluster as soon as ~/.ray/auth_token exists (any
+# earlier local `ray.init()` writes one), and a node or driver that disagrees is refused. The
+# loopback cluster, its nodes and this test's driver all say the same: off (127.0.0.1 only).
+AUTH = {"RAY_AUTH_MODE": "disabled"}
+
+
 def _stop(process: subprocess.Popen) -> None:
     """The whole process group of one `ray start --block`: its GCS, raylet and workers."""
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
@@ -54,7 +60,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 def _alive_nodes(address: str) -> int:
     probe = "import ray; ray.init(address=%r, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))" % address
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env={**os.environ, **AUTH})
     return int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 and result.stdout.strip() else 0
 
 
@@ -68,6 +74,8 @@ def ray_cluster():
     address = f"127.0.0.1:{port}"
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats", "--block"]
     memory = ["--object-store-memory", str(100 * 2**20)]
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAY_AUTH_MODE", AUTH["RAY_AUTH_MODE"])  # the nodes inherit it, and the driver reads it
     head = _start([str(RAY), "start", "--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", str(temp), *memory, *common], temp / "head.log")
     processes = [head]
     try:
@@ -82,6 +90,7 @@ def ray_cluster():
             time.sleep(1)
         yield address
     finally:
+        patch.undo()
         for process in reversed(processes):
             _stop(process)
         shutil.rmtree(temp, ignore_errors=True)
