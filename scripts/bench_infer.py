@@ -18,6 +18,16 @@ generate the same tokens); printed: predictions/s of each, vllm / hf, and identi
 machine without CUDA, vLLM is the CPU build in .venv-vllm (`nerft.inference.vllm_env`).
 
     .venv/bin/python scripts/bench_infer.py --engine both
+
+`--engine scale` is the labelling-at-scale table (issue 14), every row on the same model and
+sentences in this one run, each against hf sequential without prompt lookup: hf sequential with
+and without prompt lookup, hf batched, vllm sequential and batched with and without n-gram
+speculation, and Ray with 2 CPU actors (a local cluster) running the hf engine batched and
+sequential with prompt lookup. It needs --run (the actors load a run folder); --cycle N makes N
+distinct sentences from the --dev records (`nerft.bench.synthetic`), e.g. from the sample the
+learned quick-start run was trained on:
+
+    .venv/bin/python scripts/bench_infer.py --engine scale --run runs/tiny --dev data/sample/train.jsonl --cycle 256 --threads 1
 """
 
 from __future__ import annotations
@@ -39,7 +49,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-size", type=int, action="append", dest="batch_sizes", help="batch size of a batched pass (repeatable; default: 8 and 64)"
     )
-    parser.add_argument("--engine", choices=("hf", "vllm", "both"), default="hf", help="both: hf vs vllm on the same model")
+    parser.add_argument(
+        "--engine", choices=("hf", "vllm", "both", "scale"), default="hf", help="both: hf vs vllm on the same model; scale: the issue 14 table"
+    )
+    parser.add_argument("--cycle", type=int, help="answer N distinct sentences made by cycling through the --dev records")
+    parser.add_argument("--no-vllm", action="store_true", help="scale: leave out the vllm rows")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--run", type=Path, help="a nerft run folder (its model, adapter and prompt format)")
     source.add_argument("--model", type=Path, help="a model folder (used without adapter)")
@@ -217,6 +231,88 @@ def format_result(result: dict) -> str:
     )
 
 
+def scale_engines(args, source, fmt, batch: int) -> list:
+    """The rows of the scale table: (label, batch size, a function that loads the engine)."""
+    from nerft.inference.engines.hf import HFEngine
+    from nerft.inference.engines.ray_actors import RayEngine
+    from nerft.runfolder import load_run
+
+    run = load_run(args.run)
+    rows = [
+        ("hf sequential", 1, lambda: HFEngine(source, batch_size=1, speculation=False)),
+        ("hf sequential + prompt lookup", 1, lambda: HFEngine(source, batch_size=1, speculation=True)),
+        (f"hf batched {batch}", batch, lambda: HFEngine(source, batch_size=batch)),
+    ]
+    if not args.no_vllm:
+        from nerft.inference.engines.vllm import VLLMEngine
+        from nerft.inference.vllm_env import require_vllm_environment
+
+        environment = require_vllm_environment()
+
+        def vllm(size: int, speculation: bool):
+            return lambda: VLLMEngine(
+                source, fmt, batch_size=size, structured=False, cutoff_len=run.cutoff_len, speculation=speculation, environment=environment
+            )
+
+        rows += [
+            ("vllm sequential", 1, vllm(1, False)),
+            ("vllm sequential + ngram", 1, vllm(1, True)),
+            (f"vllm batched {batch}", batch, vllm(batch, False)),
+            (f"vllm batched {batch} + ngram", batch, vllm(batch, True)),
+        ]
+
+    def ray(size: int):
+        return lambda: RayEngine("hf", str(args.run), address="local", actors=2, cpus_per_actor=1, shard_size=size, batch_size=size)
+
+    rows += [(f"ray 2 actors, hf batched {batch}", batch, ray(batch)), ("ray 2 actors, hf sequential + prompt lookup", 1, ray(1))]
+    return rows
+
+
+def run_scale(args) -> dict:
+    """The scale table: every engine and mode on the same model and sentences, in this one run."""
+    from nerft.bench.inference import compare_engines
+    from nerft.bench.machine import describe_machine
+    from nerft.bench.report import log
+    from nerft.bench.synthetic import synthetic_records
+    from nerft.data.load import load_records
+    from nerft.inference.engines import ChatRequest
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    texts = [record.text for record in load_records(args.dev)]
+    if args.cycle:
+        texts = [row["text"] for row in synthetic_records([{"text": text} for text in texts], args.cycle)]
+    texts = texts[: args.limit] if args.limit else texts
+    batch = (args.batch_sizes or [16])[0]
+    with tempfile.TemporaryDirectory(prefix="nerft-bench-infer-") as folder:
+        source, fmt, described = open_source(args, Path(folder))
+        requests = [ChatRequest.for_text(fmt, text) for text in texts]
+        engines = scale_engines(args, source, fmt, batch)
+        log(f"scale: {len(engines)} engines and modes, {len(requests)} sentences from {args.dev}, one after the other")
+        result = compare_engines(engines, requests)
+    return {"machine": describe_machine(), "engine": "scale", "threads": _torch_threads(), "model": described, "prompt": fmt.name,
+            "dev": str(args.dev), **result}
+
+
+def format_scale(result: dict) -> str:
+    from nerft.bench.machine import machine_line
+    from nerft.bench.report import format_table
+
+    rows = [
+        [r["engine"], r["batch_size"], r["requests"], r["load_seconds"], r["seconds"], r["predictions_per_second"],
+         f"{r['ratio']:.2f}x", f"{r['identical']}/{r['requests']}"]
+        for r in result["engines"]
+    ]
+    return "\n".join([
+        f"machine: {machine_line(result['machine'])}",
+        f"model: {result['model']}   prompt: {result['prompt']}   data: {result['dev']}   hf: torch {result['threads']} threads, ray actors 1 each",
+        "",
+        format_table(["engine and mode", "batch", "requests", "load s", "seconds", "predictions/s", "vs hf sequential", "identical"], rows),
+    ])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.attention and args.engine != "hf":
@@ -227,6 +323,13 @@ def main(argv=None) -> int:
         return 1
     from nerft.bench.report import json_text
 
+    if args.engine == "scale":
+        if not args.run:
+            print("bench_infer: error: --engine scale needs --run (the Ray actors load a run folder)", file=sys.stderr)
+            return 1
+        result = run_scale(args)
+        print(json_text(result) if args.json else format_scale(result))
+        return 0 if all(run["identical"] == run["requests"] for run in result["engines"]) else 1
     if args.engine == "both":
         result = run_both(args)
         print(json_text(result) if args.json else format_both(result))

@@ -7,7 +7,7 @@ PYTHON="${PYTHON:-python3}"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "nerft needs Python >= 3.10" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[dev,ray]"  # ray: `nerft predict --ray` and its loopback-cluster tests
 .venv/bin/python -c 'import torch, torchvision, torchaudio, llamafactory' \
   || { echo "torch / torchvision / torchaudio / llamafactory do not import together: see 'nerft doctor'" >&2; exit 1; }
 # Label Studio, for the annotation round-trip test (tests/test_label_studio.py), in its own venv:

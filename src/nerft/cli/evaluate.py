@@ -20,7 +20,11 @@ from nerft.cli.options import (
     Model,
     OptionalRunDir,
     Prompt,
+    Ray,
+    RayActors,
+    RayCpus,
     Retries,
+    Speculation,
     Structured,
     Timeout,
     choice,
@@ -48,6 +52,10 @@ def command(
     batch_size: BatchSize = None,
     concurrency: Concurrency = None,
     structured: Structured = None,
+    speculation: Speculation = None,
+    ray: Ray = None,
+    ray_actors: RayActors = None,
+    ray_cpus: RayCpus = None,
     retries: Retries = DEFAULT_RETRIES,
     timeout: Timeout = DEFAULT_TIMEOUT,
     json_output: JsonOutput = False,
@@ -65,6 +73,7 @@ def command(
             gold=gold, run=load_run(run_dir) if run_dir is not None else None, engine=choice(engine), endpoint=endpoint,
             prompt=choice(prompt), labels=label_list, out_dir=out_dir, model=model, api_key=api_key, batch_size=batch_size,
             concurrency=concurrency, structured=structured, retries=retries, timeout=timeout,
+            speculation=speculation, ray=ray, ray_actors=ray_actors, ray_cpus=ray_cpus,
         )
         finish(evaluation, report=report or evaluation.out_dir / REPORT, errors=errors or evaluation.out_dir / ERRORS, json_output=json_output)
         return

@@ -55,6 +55,25 @@ Concurrency = Annotated[Optional[int], typer.Option("--concurrency", min=1, help
 Structured = Annotated[
     Optional[bool], typer.Option("--structured/--no-structured", help="Constrain decoding to the output format (vllm: on; openai: sends vLLM's structured_outputs).")
 ]
+Speculation = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--speculation/--no-speculation",
+        help="Prompt-lookup (n-gram) speculative decoding: the same greedy answers (default: on with --batch-size 1, where it is faster; vllm can run it in batches too, hf cannot).",
+    ),
+]
+Ray = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Shard the sentences over Ray actors, each running the engine: a cluster's address (HOST:PORT), auto (the running cluster, $RAY_ADDRESS) or local (a cluster of this machine only). Needs the ray extra.",
+    ),
+]
+RayActors = Annotated[
+    Optional[int], typer.Option("--ray-actors", min=1, help="With --ray: engine actors (default: one per GPU of the cluster; without GPUs, 2 CPU actors).")
+]
+RayCpus = Annotated[Optional[float], typer.Option("--ray-cpus", min=0.001, help="With --ray: CPUs per CPU actor, its torch threads (default 1).")]
 Retries = Annotated[int, typer.Option("--retries", min=0, help="openai: retries of a failed request, with exponential backoff.")]
 Timeout = Annotated[float, typer.Option("--timeout", min=0.001, help="openai: seconds to wait for one answer.")]
 DEFAULT_RETRIES = 4

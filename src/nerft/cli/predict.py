@@ -22,7 +22,11 @@ from nerft.cli.options import (
     Model,
     OptionalRunDir,
     Prompt,
+    Ray,
+    RayActors,
+    RayCpus,
     Retries,
+    Speculation,
     Structured,
     Timeout,
     choice,
@@ -43,6 +47,10 @@ def command(
     batch_size: BatchSize = None,
     concurrency: Concurrency = None,
     structured: Structured = None,
+    speculation: Speculation = None,
+    ray: Ray = None,
+    ray_actors: RayActors = None,
+    ray_cpus: RayCpus = None,
     keep_unsupported: Annotated[bool, typer.Option("--keep-unsupported", help="Keep entities that are not substrings of their sentence.")] = False,
     prompt: Prompt = None,
     retries: Retries = DEFAULT_RETRIES,
@@ -64,9 +72,9 @@ def command(
     if text is not None:
         records = [CluenerRecord(text=text.strip(), labelled=False)]
     elif data is not None:
-        from nerft.data.load import load_records
+        from nerft.data.load import stream_records
 
-        records = load_records(data, labels)
+        records = stream_records(data, labels)  # checked first, then read as predicted: any size
     else:
         if sys.stdin.isatty():
             log("reading sentences from stdin, one a line; end with Ctrl-D")
@@ -78,6 +86,7 @@ def command(
         records, run=run, engine=choice(engine), endpoint=endpoint, prompt=choice(prompt), out=out, sink=write_row,
         keep_unsupported=keep_unsupported, model=model, api_key=api_key, batch_size=batch_size,
         concurrency=concurrency, structured=structured, retries=retries, timeout=timeout,
+            speculation=speculation, ray=ray, ray_actors=ray_actors, ray_cpus=ray_cpus,
     )
     if text is not None:
         _show_entities(rows[0], json_output)

@@ -51,6 +51,41 @@ def load_records(path: str | os.PathLike, labels: Iterable[str] | None = None) -
     return collect_records(iter_checked(path, labels), empty=f"{path}: no records")
 
 
+class RecordStream:
+    """The valid records of a file, read again on each iteration, never all held at once.
+
+    Built by `stream_records`, which has read the file once already to check every record: a bad
+    line is reported before anything is predicted, and `len()` is known for progress and counts.
+    """
+
+    def __init__(self, path: str | os.PathLike, labels: Iterable[str] | None, count: int):
+        self.path, self.labels, self.count = path, list(labels) if labels else None, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[CluenerRecord]:
+        for checked in iter_checked(self.path, self.labels):
+            if checked.ok:
+                yield checked.record
+
+
+def stream_records(path: str | os.PathLike, labels: Iterable[str] | None = None) -> RecordStream:
+    """`load_records` for a file of any size: one checking pass that keeps only the errors, then a
+    stream of the records (memory does not grow with the file)."""
+    labels = list(labels) if labels else None
+    errors: list[Finding] = []
+    count = 0
+    for checked in iter_checked(path, labels):
+        errors.extend(f for f in checked.findings if f.severity == "error")
+        count += checked.ok
+    if errors:
+        raise DataError(format_errors(errors))
+    if not count:
+        raise DataError(f"{path}: no records")
+    return RecordStream(path, labels, count)
+
+
 def collect_records(checked_records: Iterable[CheckedRecord], *, empty: str) -> list[CluenerRecord]:
     """The valid records, or a `DataError` listing the first errors (`empty` when there is none)."""
     records: list[CluenerRecord] = []

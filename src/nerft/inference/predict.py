@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 
 from nerft.data.records import CluenerRecord
 from nerft.errors import ConfigError, DataError, ServerError
@@ -34,15 +35,32 @@ def open_engine(
     batch_size: int | None = None,
     concurrency: int | None = None,
     structured: bool | None = None,
+    speculation: bool | None = None,
     retries: int = 4,
     timeout: float = 120.0,
     backoff: float = 0.5,
+    ray: str | None = None,
+    ray_actors: int | None = None,
+    ray_cpus: float | None = None,
 ) -> Engine:
     """An engine for a run folder (`hf`, `vllm`) or an OpenAI-compatible endpoint (`openai`).
 
     `structured` defaults to on for vllm and off for openai (where it is vLLM's `structured_outputs`
-    request field, which other servers ignore or refuse).
+    request field, which other servers ignore or refuse). `speculation` is prompt-lookup decoding
+    (hf, vllm; None: on with batch size 1, where it is faster, see docs/PERFORMANCE.md). `ray` (a cluster address, `auto` or `local`) runs the engine in Ray
+    actors (`nerft.inference.engines.ray_actors`).
     """
+    if ray is not None:
+        if name == "openai" or endpoint:
+            raise ConfigError("--ray runs the hf or vllm engine on a cluster; an endpoint has its own --concurrency")
+        if run is None:
+            raise ConfigError("--ray needs --run RUN_DIR (the model every actor loads)")
+        from nerft.inference.engines.ray_actors import RayEngine
+
+        options = {"batch_size": batch_size, "structured": structured, "speculation": speculation}
+        return RayEngine(name, str(run.run_dir), address=ray, actors=ray_actors, cpus_per_actor=ray_cpus, **options)
+    if ray_actors is not None or ray_cpus is not None:
+        raise ConfigError("--ray-actors and --ray-cpus are for --ray")
     if name not in ENGINES:
         raise ConfigError(f"unknown engine {name!r} (choose from: {', '.join(ENGINES)})")
     fmt = fmt or (run.prompt_format() if run else None)
@@ -74,14 +92,16 @@ def open_engine(
     if name == "hf":
         from nerft.inference.engines.hf import HFEngine
 
-        return HFEngine(source, batch_size=batch_size)
+        if speculation and (batch_size or 0) != 1:
+            raise ConfigError("--speculation with --engine hf needs --batch-size 1: transformers runs prompt lookup one sentence at a time")
+        return HFEngine(source, batch_size=batch_size, speculation=speculation)
     from nerft.inference.engines.vllm import VLLMEngine
 
-    return VLLMEngine(source, fmt, batch_size=batch_size, structured=True if structured is None else structured, cutoff_len=run.cutoff_len)
+    return VLLMEngine(source, fmt, batch_size=batch_size, structured=True if structured is None else structured, cutoff_len=run.cutoff_len, speculation=speculation)
 
 
 def predict_records(
-    records: Sequence[CluenerRecord],
+    records: Iterable[CluenerRecord],
     engine: Engine,
     fmt: PromptFormat,
     *,
@@ -89,49 +109,65 @@ def predict_records(
     sink: Callable[[dict], None] | None = None,
     keep_unsupported: bool = False,
 ) -> PredictionCounts:
-    """Answer every record, in order, into `out` (resumable) and/or `sink` (called per row)."""
-    counts = PredictionCounts(records=len(records), engine=engine.describe())
+    """Answer every record, in order, into `out` (resumable) and/or `sink` (called per row).
+
+    Records are read as the engine asks for them and each row is written as soon as it is known,
+    so `records` may be a stream of any length (`nerft.data.load.stream_records`)."""
+    total = len(records) if isinstance(records, Sized) else None
+    counts = PredictionCounts(engine=engine.describe())
     store = ResumablePredictions(out, engine.describe()) if out is not None else None
-    kept = store.resume(list(records)) if store else []
-    counts.resumed = len(kept)
-    for row in kept:
+    remaining = iter(records)
+    for row in store.resume(remaining) if store else ():
         counts.add(row)
+        counts.resumed += 1
         if sink:
             sink(row)
-    todo = records[len(kept):]
-    requests = (ChatRequest.for_text(fmt, record.text) for record in todo)
+    pending: deque[CluenerRecord] = deque()  # asked of the engine, not answered yet (its read-ahead)
+
+    def requests() -> Iterator[ChatRequest]:
+        for record in remaining:
+            pending.append(record)
+            yield ChatRequest.for_text(fmt, record.text)
+
     start = time.perf_counter()
     done = 0
     try:
-        for record, generation in zip(todo, progress(engine.generate(requests), total=len(todo), desc="predicting")):
-            row = prediction_row(record, generation, keep_unsupported=keep_unsupported)
+        todo = None if total is None else total - counts.resumed
+        for generation in progress(engine.generate(requests()), total=todo, desc="predicting"):
+            if not pending:  # an engine bug; never rename an incomplete file into place
+                raise RuntimeError(f"the {engine.name} engine answered more requests than it was given")
+            row = prediction_row(pending.popleft(), generation, keep_unsupported=keep_unsupported)
             if store:
                 store.append(row)
             if sink:
                 sink(row)
             counts.add(row)
             done += 1
-        if done != len(todo):  # an engine bug; never rename an incomplete file into place
-            raise RuntimeError(f"the {engine.name} engine answered {done} of {len(todo)} requests")
+        if pending:
+            raise RuntimeError(f"the {engine.name} engine answered {done} of {done + len(pending)} requests")
+        if next(remaining, None) is not None:
+            raise RuntimeError(f"the {engine.name} engine stopped asking for requests after {done}")
         if store:
             store.finish()
     except ServerError as exc:
         if store is None:
             raise
-        have = len(kept) + done
+        have = counts.resumed + done
+        of, others = (f" of {total}", f"the other {total - have}") if total is not None else ("", "the others")
         raise ServerError(
-            f"{exc.message}; {have} of {len(records)} predictions kept in {store.partial}",
-            hint="; ".join(filter(None, [exc.hint, f"run the same command again to predict the other {len(records) - have}"])),
+            f"{exc.message}; {have}{of} predictions kept in {store.partial}",
+            hint="; ".join(filter(None, [exc.hint, f"run the same command again to predict {others}"])),
         ) from None
     finally:
         if store:
             store.close()
+        counts.records = counts.resumed + done
         counts.seconds = time.perf_counter() - start
     return counts
 
 
 def predict(
-    records: Sequence[CluenerRecord],
+    records: Iterable[CluenerRecord],
     *,
     run: RunInfo | None = None,
     engine: str | None = None,

@@ -17,7 +17,8 @@ sentence has `start` and `end` null.
 
 While predicting, rows are appended to `<out>.partial` as they come, flushed one by one, so a run
 cut short (a server that went away, Ctrl-C) keeps them; the next run with the same output checks
-that the kept rows are the first sentences of its input and predicts only the rest. The finished
+that the kept rows are the first sentences of its input and predicts only the rest. Input, kept
+rows and new rows all stream: memory does not grow with the number of sentences. The finished
 file is renamed to `<out>` in one step, so `<out>` is never half-written.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,10 +139,11 @@ class ResumablePredictions:
         self.source = {key: value for key, value in source.items() if key != "endpoint"}
         self._handle = None
 
-    def resume(self, records: list[CluenerRecord]) -> list[dict]:
-        """The rows kept from an earlier run, checked against `records`; [] when there is none."""
+    def resume(self, records: Iterator[CluenerRecord]) -> Iterator[dict]:
+        """The rows kept from an earlier run, each checked against the next record of `records`
+        (which it consumes); nothing when there is none. Exhaust it before appending."""
         if not self.partial.is_file():
-            return []
+            return
         if self.meta.is_file():
             started = read_json(self.meta, expect=object, hint=f"delete {self.partial} to start over")
             if started != self.source:
@@ -148,23 +151,22 @@ class ResumablePredictions:
                     f"{self.partial} was started with {_describe(started)}, not {_describe(self.source)}",
                     hint=f"delete {self.partial} to start over",
                 )
-        rows: list[dict] = []
         complete_bytes = 0
         with open(self.partial, "rb") as handle:
             for lineno, line in enumerate(handle, start=1):
                 if not line.endswith(b"\n"):
                     break  # the run stopped mid-line: that row is predicted again
                 row = json_line(line.decode("utf-8", "replace"), str(self.partial), lineno, hint=f"delete {self.partial} to start over")
-                if lineno > len(records) or row.get("text") != records[lineno - 1].text:
+                record = next(records, None)
+                if record is None or row.get("text") != record.text:
                     raise DataError(
                         f"{self.partial}:{lineno}: predicts another sentence than record {lineno} of the input",
                         hint=f"delete {self.partial} to start over",
                     )
-                rows.append(row)
+                yield row
                 complete_bytes += len(line)
         if complete_bytes != self.partial.stat().st_size:
             os.truncate(self.partial, complete_bytes)
-        return rows
 
     def append(self, row: dict) -> None:
         if self._handle is None:

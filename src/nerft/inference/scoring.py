@@ -66,7 +66,8 @@ def predict_and_score(
         out_dir = RunFolder(run.run_dir).eval_dir(gold)
     out_dir = Path(out_dir)
     records = load_gold(gold)
-    rows: list[dict] = []
-    counts = predict(records, run=run, engine=engine, endpoint=endpoint, prompt=prompt, out=out_dir / PREDICTIONS, sink=rows.append, **engine_options)
-    report = evaluate(records, [row["predict"] for row in rows], labels or (run.labels if run is not None else None))
+    answers: list[str] = []  # scoring needs every answer; the rows themselves stream to the file
+    keep = lambda row: answers.append(row["predict"])  # noqa: E731
+    counts = predict(records, run=run, engine=engine, endpoint=endpoint, prompt=prompt, out=out_dir / PREDICTIONS, sink=keep, **engine_options)
+    report = evaluate(records, answers, labels or (run.labels if run is not None else None))
     return ModelEvaluation(report, counts, out_dir)

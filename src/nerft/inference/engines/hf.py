@@ -5,6 +5,17 @@ of the base model, the LoRA adapter merged into the base weights (`merge_and_unl
 on CPU and bfloat16 (or float16) on CUDA. Each answer is cut at its own request's
 `max_new_tokens` and at the first stop token, then decoded with special tokens skipped: in a
 batch, every row reads exactly as it would alone.
+
+Batches are made by length: the engine reads `BUCKET_BATCHES` batches' worth of requests ahead,
+sorts them by prompt length, so each batch pads its rows to nearly the same width, and yields the
+answers in request order again.
+
+Prompt lookup (transformers' `prompt_lookup_num_tokens`, assisted decoding with n-grams of the
+prompt as the draft): an NER answer mostly copies spans of its sentence, so the drafted tokens are
+often accepted, and greedy answers are identical to plain decoding. transformers runs it for one
+sequence at a time only ("assisted generate is only supported for batch_size = 1"), so it is on
+with batch size 1 (unless `speculation=False`) and never in batches; batching is the faster of
+the two (`scripts/bench_infer.py`, docs/PERFORMANCE.md), so the default stays batched.
 """
 
 from __future__ import annotations
@@ -17,17 +28,20 @@ from nerft.inference.engines import ChatRequest, Generation, batched
 from nerft.inference.source import ModelSource
 
 DEFAULT_BATCH_SIZE = 8
+BUCKET_BATCHES = 16  # batches read ahead and sorted by length: fewer pad tokens, a bounded read-ahead
+PROMPT_LOOKUP_TOKENS = 10  # drafted tokens per step (transformers' own example value)
 
 
 class HFEngine:
     name = "hf"
 
-    def __init__(self, source: ModelSource, *, batch_size: int | None = None):
+    def __init__(self, source: ModelSource, *, batch_size: int | None = None, speculation: bool | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.source = source
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
+        self.speculation = speculation
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source.model)
@@ -58,20 +72,30 @@ class HFEngine:
         return torch.float16
 
     def describe(self) -> dict:
-        return self.source.describe(self.name)
+        return self.source.describe(self.name)  # prompt lookup changes speed, not answers: not recorded
 
     def encode(self, request: ChatRequest) -> list[int]:
         return self.template.encode(request.system, request.user)
 
-    def generate(self, requests: Iterable[ChatRequest]) -> Iterator[Generation]:
-        for batch in batched(requests, self.batch_size):
-            yield from self._generate_batch(batch)
+    @property
+    def prompt_lookup(self) -> bool:
+        """Whether answers are decoded with prompt lookup now (batch size 1 only, see above)."""
+        return self.speculation is not False and self.batch_size == 1
 
-    def _generate_batch(self, batch: list[ChatRequest]) -> list[Generation]:
+    def generate(self, requests: Iterable[ChatRequest]) -> Iterator[Generation]:
+        for window in batched(requests, self.batch_size * BUCKET_BATCHES):
+            prompts = [self.encode(request) for request in window]
+            order = sorted(range(len(window)), key=lambda i: len(prompts[i]))
+            answers: dict[int, Generation] = {}
+            for indices in batched(order, self.batch_size):
+                generations = self._generate_batch([window[i] for i in indices], [prompts[i] for i in indices])
+                answers.update(zip(indices, generations))
+            yield from (answers[i] for i in range(len(window)))
+
+    def _generate_batch(self, batch: list[ChatRequest], prompts: list[list[int]]) -> list[Generation]:
         import torch
         from transformers import GenerationConfig
 
-        prompts = [self.encode(request) for request in batch]
         width = max(len(ids) for ids in prompts)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=self.device)
@@ -84,6 +108,7 @@ class HFEngine:
             max_new_tokens=max(request.max_new_tokens for request in batch),
             eos_token_id=self.stop_ids,
             pad_token_id=pad,
+            prompt_lookup_num_tokens=PROMPT_LOOKUP_TOKENS if self.prompt_lookup and len(batch) == 1 else None,
         )
         with torch.inference_mode():
             output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)

@@ -1,0 +1,156 @@
+"""`nerft predict --ray` / `nerft eval --ray` on a real Ray cluster of two nodes on loopback.
+
+The cluster is started with the real `ray start` (a head and a second worker node, each its own
+process group with one CPU, dashboard off, in a temporary folder of its own) and stopped after
+the module. Its answers must be byte for byte those of single-process predict on the learned
+quick-start run; an actor killed mid-run (SIGKILL to its process) gets its shards sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nerft.cli.main import app
+
+pytest.importorskip("ray", reason="ray is the `ray` extra (scripts/setup.sh installs it)")
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample" / "train.jsonl"
+RAY = Path(sys.executable).with_name("ray")
+
+
+def _start(argv: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "wb") as handle:
+        return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+# Ray 2.60 turns token authentication on for a cluster as soon as ~/.ray/auth_token exists (any
+# earlier local `ray.init()` writes one), and a node or driver that disagrees is refused. The
+# loopback cluster, its nodes and this test's driver all say the same: off (127.0.0.1 only).
+AUTH = {"RAY_AUTH_MODE": "disabled"}
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """The whole process group of one `ray start --block`: its GCS, raylet and workers."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+def _alive_nodes(address: str) -> int:
+    probe = "import ray; ray.init(address=%r, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))" % address
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env={**os.environ, **AUTH})
+    return int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 and result.stdout.strip() else 0
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """The address of a two-node Ray cluster on 127.0.0.1 (one CPU each)."""
+    from nerft.serving.server import free_port
+
+    temp = Path(tempfile.mkdtemp(prefix="nray", dir="/tmp"))  # Ray's socket paths must stay short
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats", "--block"]
+    memory = ["--object-store-memory", str(100 * 2**20)]
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAY_AUTH_MODE", AUTH["RAY_AUTH_MODE"])  # the nodes inherit it, and the driver reads it
+    head = _start([str(RAY), "start", "--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", str(temp), *memory, *common], temp / "head.log")
+    processes = [head]
+    try:
+        deadline = time.monotonic() + 180
+        while _alive_nodes(address) < 1:
+            assert head.poll() is None and time.monotonic() < deadline, (temp / "head.log").read_text()[-3000:]
+            time.sleep(1)
+        worker = _start([str(RAY), "start", "--address", address, *memory, *common], temp / "worker.log")
+        processes.append(worker)
+        while _alive_nodes(address) < 2:
+            assert worker.poll() is None and time.monotonic() < deadline, (temp / "worker.log").read_text()[-3000:]
+            time.sleep(1)
+        yield address
+    finally:
+        patch.undo()
+        for process in reversed(processes):
+            _stop(process)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def single_process(learned_run, tmp_path_factory) -> Path:
+    """Single-process `nerft predict` of the sample's training sentences (the reference)."""
+    out = tmp_path_factory.mktemp("single") / "pred.jsonl"
+    result = CliRunner().invoke(app, ["predict", "--run", str(learned_run), "--data", str(SAMPLE), "--engine", "hf", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_predict_on_two_ray_nodes_is_single_process_predict_and_resumes(ray_cluster, learned_run, single_process, tmp_path):
+    out = tmp_path / "pred.jsonl"
+    argv = ["predict", "--run", str(learned_run), "--data", str(SAMPLE), "--engine", "hf", "--batch-size", "4", "--out", str(out)]
+    ray = ["--ray", ray_cluster, "--ray-actors", "2"]
+    result = CliRunner().invoke(app, argv + ray)
+    assert result.exit_code == 0, result.output
+    assert out.read_text(encoding="utf-8") == single_process.read_text(encoding="utf-8")
+    assert "ray: 2 hf actors on" in result.stderr
+    assert json.loads(out.read_text(encoding="utf-8").splitlines()[0])["entities"]  # a model that answers
+
+    # Resumable: a run cut after 5 rows predicts only the other 27, on the cluster.
+    resumed = tmp_path / "resumed.jsonl"
+    Path(f"{resumed}.partial").write_text("".join(single_process.read_text(encoding="utf-8").splitlines(keepends=True)[:5]), encoding="utf-8")
+    result = CliRunner().invoke(app, [*argv[:-1], str(resumed), *ray])
+    assert result.exit_code == 0, result.output
+    assert "wrote 32 predictions" in result.stderr and "(5 kept from an earlier run)" in result.stderr
+    assert resumed.read_text(encoding="utf-8") == single_process.read_text(encoding="utf-8")
+
+
+def test_eval_on_ray_scores_like_single_process(ray_cluster, learned_run, single_process, tmp_path):
+    result = CliRunner().invoke(
+        app, ["eval", "--run", str(learned_run), "--gold", str(SAMPLE), "--engine", "hf", "--out-dir", str(tmp_path), "--json", "--ray", ray_cluster]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "predictions.jsonl").read_text(encoding="utf-8") == single_process.read_text(encoding="utf-8")
+    assert json.loads(result.stdout)["micro"]["f1"] >= 0.9
+
+
+def test_a_killed_actor_has_its_shard_retried(ray_cluster, learned_run, single_process):
+    from nerft.inference.engines import ChatRequest
+    from nerft.inference.engines.ray_actors import RayEngine
+    from nerft.runfolder import load_run
+
+    fmt = load_run(learned_run).prompt_format()
+    rows = [json.loads(line) for line in single_process.read_text(encoding="utf-8").splitlines()]
+    requests = [ChatRequest.for_text(fmt, row["text"]) for row in rows]
+    engine = RayEngine("hf", str(learned_run), address=ray_cluster, actors=2, shard_size=2, batch_size=2)
+    try:
+        victim = engine.ray.get(engine.actors[1].pid.remote())
+        answers = []
+        for generation in engine.generate(requests):
+            if not answers:  # shards of both actors are in flight: kill the second one's process
+                os.kill(victim, signal.SIGKILL)
+            answers.append(generation.text)
+        assert engine.retried >= 1
+        assert engine.ray.get(engine.actors[1].pid.remote()) != victim  # a fresh actor took its place
+    finally:
+        engine.close()
+    assert answers == [row["predict"] for row in rows]
