@@ -44,26 +44,45 @@ MIN_SPEEDUP = 5.0  # issue 5: on the 2-core CPU with the tiny model
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dev", type=Path, default=DEFAULT_DEV, help="sentences to answer (default: ../shared CLUENER dev)")
+    parser.add_argument(
+        "--dev", type=Path, default=DEFAULT_DEV, help="sentences to answer (default: ../shared CLUENER dev)"
+    )
     parser.add_argument("--limit", type=int, default=256, help="answer the first N sentences (0: all)")
     parser.add_argument(
-        "--batch-size", type=int, action="append", dest="batch_sizes", help="batch size of a batched pass (repeatable; default: 8 and 64)"
+        "--batch-size",
+        type=int,
+        action="append",
+        dest="batch_sizes",
+        help="batch size of a batched pass (repeatable; default: 8 and 64)",
     )
     parser.add_argument(
-        "--engine", choices=("hf", "vllm", "both", "scale"), default="hf", help="both: hf vs vllm on the same model; scale: the issue 14 table"
+        "--engine",
+        choices=("hf", "vllm", "both", "scale"),
+        default="hf",
+        help="both: hf vs vllm on the same model; scale: the issue 14 table",
     )
-    parser.add_argument("--cycle", type=int, help="answer N distinct sentences made by cycling through the --dev records")
+    parser.add_argument(
+        "--cycle", type=int, help="answer N distinct sentences made by cycling through the --dev records"
+    )
     parser.add_argument("--no-vllm", action="store_true", help="scale: leave out the vllm rows")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--run", type=Path, help="a nerft run folder (its model, adapter and prompt format)")
     source.add_argument("--model", type=Path, help="a model folder (used without adapter)")
     parser.add_argument("--template", default="qwen", help="chat template of --model")
     parser.add_argument("--prompt", default="compact", help="prompt format of --model or the tiny model")
-    parser.add_argument("--tokenizer", type=Path, help="build the tiny model with this tokenizer (e.g. ../shared Qwen2)")
-    parser.add_argument("--no-structured", action="store_true", help="vllm: decode without the output-format constraint")
-    parser.add_argument("--attention", choices=("sdpa", "eager"), help="hf: switch the loaded model's attention implementation")
     parser.add_argument(
-        "--threads", type=int, help="hf: torch CPU threads (default: torch's own); 1 resists other work on a small machine"
+        "--tokenizer", type=Path, help="build the tiny model with this tokenizer (e.g. ../shared Qwen2)"
+    )
+    parser.add_argument(
+        "--no-structured", action="store_true", help="vllm: decode without the output-format constraint"
+    )
+    parser.add_argument(
+        "--attention", choices=("sdpa", "eager"), help="hf: switch the loaded model's attention implementation"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="hf: torch CPU threads (default: torch's own); 1 resists other work on a small machine",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser.parse_args(argv)
@@ -119,7 +138,9 @@ def run_both(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="nerft-bench-infer-") as folder:
         source, fmt, described = open_source(args, Path(folder))
         requests = [ChatRequest.for_text(fmt, record.text) for record in records]
-        log(f"hf (batch size {hf_batch}) then vllm ({environment.distribution} {environment.vllm}, one batch): {len(requests)} sentences of {args.dev}")
+        log(
+            f"hf (batch size {hf_batch}) then vllm ({environment.distribution} {environment.vllm}, one batch): {len(requests)} sentences of {args.dev}"
+        )
         result = compare_engines(
             [
                 ("hf", hf_batch, lambda: HFEngine(source, batch_size=hf_batch)),
@@ -144,8 +165,18 @@ def format_both(result: dict) -> str:
     from nerft.bench.report import format_table
 
     rows = [
-        [r["engine"], r["batch_size"], r["requests"], r["load_seconds"], r["seconds"], r["predictions_per_second"],
-         f"{r['ratio']:.2f}x", f"{r['identical']}/{r['requests']}", r["stopped"], r["hit_length_limit"]]
+        [
+            r["engine"],
+            r["batch_size"],
+            r["requests"],
+            r["load_seconds"],
+            r["seconds"],
+            r["predictions_per_second"],
+            f"{r['ratio']:.2f}x",
+            f"{r['identical']}/{r['requests']}",
+            r["stopped"],
+            r["hit_length_limit"],
+        ]
         for r in result["engines"]
     ]
     hf, vllm = result["engines"]
@@ -156,7 +187,21 @@ def format_both(result: dict) -> str:
             f"hf: torch {result['threads']} threads   vllm: {environment['distribution']} {environment['vllm']}, torch {environment['torch']} ({environment['device']})",
             f"model: {result['model']}   prompt: {result['prompt']}   data: {result['dev']}",
             "",
-            format_table(["engine", "batch", "requests", "load s", "seconds", "predictions/s", "vs hf", "identical", "stopped", "hit limit"], rows),
+            format_table(
+                [
+                    "engine",
+                    "batch",
+                    "requests",
+                    "load s",
+                    "seconds",
+                    "predictions/s",
+                    "vs hf",
+                    "identical",
+                    "stopped",
+                    "hit limit",
+                ],
+                rows,
+            ),
             "",
             f"vllm / hf predictions per second: {vllm['predictions_per_second'] / hf['predictions_per_second']:.2f}x",
         ]
@@ -186,7 +231,9 @@ def run(args) -> dict:
                 model.set_attn_implementation(args.attention)
             attention = model.config._attn_implementation if model is not None else None
             sizes = args.batch_sizes or [8, 64]
-            log(f"{args.engine}: {len(requests)} sentences of {args.dev}, batch size 1 then {', '.join(map(str, sizes))}")
+            log(
+                f"{args.engine}: {len(requests)} sentences of {args.dev}, batch size 1 then {', '.join(map(str, sizes))}"
+            )
             result = compare_batching(engine, requests, batch_sizes=sizes)
         finally:
             engine.close()
@@ -213,10 +260,31 @@ def format_result(result: dict) -> str:
     from nerft.bench.report import format_table
 
     seq = result["sequential"]
-    rows = [["sequential", 1, seq["requests"], seq["seconds"], seq["predictions_per_second"], "1.00x", "", seq["stopped"], seq["hit_length_limit"]]]
+    rows = [
+        [
+            "sequential",
+            1,
+            seq["requests"],
+            seq["seconds"],
+            seq["predictions_per_second"],
+            "1.00x",
+            "",
+            seq["stopped"],
+            seq["hit_length_limit"],
+        ]
+    ]
     rows += [
-        ["batched", r["batch_size"], r["requests"], r["seconds"], r["predictions_per_second"], f"{r['speedup']:.2f}x",
-         f"{r['identical']}/{r['requests']}", r["stopped"], r["hit_length_limit"]]
+        [
+            "batched",
+            r["batch_size"],
+            r["requests"],
+            r["seconds"],
+            r["predictions_per_second"],
+            f"{r['speedup']:.2f}x",
+            f"{r['identical']}/{r['requests']}",
+            r["stopped"],
+            r["hit_length_limit"],
+        ]
         for r in result["batched"]
     ]
     attention = f" ({result['attention']} attention, {result['threads']} threads)" if result.get("attention") else ""
@@ -226,7 +294,20 @@ def format_result(result: dict) -> str:
             f"engine: {result['engine']}{attention}   model: {result['model']}   prompt: {result['prompt']}",
             f"data: {result['dev']}",
             "",
-            format_table(["mode", "batch", "requests", "seconds", "predictions/s", "vs sequential", "identical", "stopped", "hit limit"], rows),
+            format_table(
+                [
+                    "mode",
+                    "batch",
+                    "requests",
+                    "seconds",
+                    "predictions/s",
+                    "vs sequential",
+                    "identical",
+                    "stopped",
+                    "hit limit",
+                ],
+                rows,
+            ),
         ]
     )
 
@@ -251,7 +332,13 @@ def scale_engines(args, source, fmt, batch: int) -> list:
 
         def vllm(size: int, speculation: bool):
             return lambda: VLLMEngine(
-                source, fmt, batch_size=size, structured=False, cutoff_len=run.cutoff_len, speculation=speculation, environment=environment
+                source,
+                fmt,
+                batch_size=size,
+                structured=False,
+                cutoff_len=run.cutoff_len,
+                speculation=speculation,
+                environment=environment,
             )
 
         rows += [
@@ -262,9 +349,14 @@ def scale_engines(args, source, fmt, batch: int) -> list:
         ]
 
     def ray(size: int):
-        return lambda: RayEngine("hf", str(args.run), address="local", actors=2, cpus_per_actor=1, shard_size=size, batch_size=size)
+        return lambda: RayEngine(
+            "hf", str(args.run), address="local", actors=2, cpus_per_actor=1, shard_size=size, batch_size=size
+        )
 
-    rows += [(f"ray 2 actors, hf batched {batch}", batch, ray(batch)), ("ray 2 actors, hf sequential + prompt lookup", 1, ray(1))]
+    rows += [
+        (f"ray 2 actors, hf batched {batch}", batch, ray(batch)),
+        ("ray 2 actors, hf sequential + prompt lookup", 1, ray(1)),
+    ]
     return rows
 
 
@@ -292,8 +384,15 @@ def run_scale(args) -> dict:
         engines = scale_engines(args, source, fmt, batch)
         log(f"scale: {len(engines)} engines and modes, {len(requests)} sentences from {args.dev}, one after the other")
         result = compare_engines(engines, requests)
-    return {"machine": describe_machine(), "engine": "scale", "threads": _torch_threads(), "model": described, "prompt": fmt.name,
-            "dev": str(args.dev), **result}
+    return {
+        "machine": describe_machine(),
+        "engine": "scale",
+        "threads": _torch_threads(),
+        "model": described,
+        "prompt": fmt.name,
+        "dev": str(args.dev),
+        **result,
+    }
 
 
 def format_scale(result: dict) -> str:
@@ -301,16 +400,38 @@ def format_scale(result: dict) -> str:
     from nerft.bench.report import format_table
 
     rows = [
-        [r["engine"], r["batch_size"], r["requests"], r["load_seconds"], r["seconds"], r["predictions_per_second"],
-         f"{r['ratio']:.2f}x", f"{r['identical']}/{r['requests']}"]
+        [
+            r["engine"],
+            r["batch_size"],
+            r["requests"],
+            r["load_seconds"],
+            r["seconds"],
+            r["predictions_per_second"],
+            f"{r['ratio']:.2f}x",
+            f"{r['identical']}/{r['requests']}",
+        ]
         for r in result["engines"]
     ]
-    return "\n".join([
-        f"machine: {machine_line(result['machine'])}",
-        f"model: {result['model']}   prompt: {result['prompt']}   data: {result['dev']}   hf: torch {result['threads']} threads, ray actors 1 each",
-        "",
-        format_table(["engine and mode", "batch", "requests", "load s", "seconds", "predictions/s", "vs hf sequential", "identical"], rows),
-    ])
+    return "\n".join(
+        [
+            f"machine: {machine_line(result['machine'])}",
+            f"model: {result['model']}   prompt: {result['prompt']}   data: {result['dev']}   hf: torch {result['threads']} threads, ray actors 1 each",
+            "",
+            format_table(
+                [
+                    "engine and mode",
+                    "batch",
+                    "requests",
+                    "load s",
+                    "seconds",
+                    "predictions/s",
+                    "vs hf sequential",
+                    "identical",
+                ],
+                rows,
+            ),
+        ]
+    )
 
 
 def main(argv=None) -> int:

@@ -25,10 +25,14 @@ MAX_GROWTH = 1.5  # issue 5: peak(1M) within 1.5x of peak(100k)
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=Path, default=DEFAULT_TRAIN, help="CLUE NER train file (default: ../shared CLUENER train)")
+    parser.add_argument(
+        "--train", type=Path, default=DEFAULT_TRAIN, help="CLUE NER train file (default: ../shared CLUENER train)"
+    )
     parser.add_argument("--small", type=int, default=100_000, help="records in the smaller synthetic file")
     parser.add_argument("--large", type=int, default=1_000_000, help="records in the larger synthetic file")
-    parser.add_argument("--tmp", type=Path, default=None, help="where the synthetic files go (default: the system temp dir)")
+    parser.add_argument(
+        "--tmp", type=Path, default=None, help="where the synthetic files go (default: the system temp dir)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser.parse_args(argv)
 
@@ -70,7 +74,13 @@ def run(train: Path, small: int, large: int, tmp: Path | None = None) -> dict:
             }
             path.unlink()  # the larger file is ~150 MB: do not keep two of them around
     ratio = sizes[large]["peak_rss_mib"] / sizes[small]["peak_rss_mib"]
-    result["memory"] = {"small": small, "large": large, "runs": sizes, "peak_ratio": round(ratio, 3), "passes": ratio <= MAX_GROWTH}
+    result["memory"] = {
+        "small": small,
+        "large": large,
+        "runs": sizes,
+        "peak_ratio": round(ratio, 3),
+        "passes": ratio <= MAX_GROWTH,
+    }
     return result
 
 
@@ -87,7 +97,15 @@ def format_result(result: dict) -> str:
         format_table(
             ["records", "file MiB", "seconds", "records/s", "baseline RSS MiB", "peak RSS MiB", "growth MiB"],
             [
-                [int(count), run["file_mib"], run["seconds"], run["records_per_second"], run["baseline_rss_mib"], run["peak_rss_mib"], run["growth_mib"]]
+                [
+                    int(count),
+                    run["file_mib"],
+                    run["seconds"],
+                    run["records_per_second"],
+                    run["baseline_rss_mib"],
+                    run["peak_rss_mib"],
+                    run["growth_mib"],
+                ]
                 for count, run in mem["runs"].items()
             ],
         ),

@@ -26,18 +26,35 @@ MAX_RATIO = 0.35  # issue 5: compact costs at most 35% of seed's tokens per trai
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=Path, default=SHARED / "cluener" / "train.jsonl", help="CLUE NER records (default: ../shared CLUENER train)")
-    parser.add_argument("--tokenizer", type=Path, default=SHARED / "tokenizers" / "qwen2", help="tokenizer folder (default: ../shared Qwen2)")
+    parser.add_argument(
+        "--train",
+        type=Path,
+        default=SHARED / "cluener" / "train.jsonl",
+        help="CLUE NER records (default: ../shared CLUENER train)",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=SHARED / "tokenizers" / "qwen2",
+        help="tokenizer folder (default: ../shared Qwen2)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="use the first N records only")
     parser.add_argument(
-        "--batch-size", type=int, default=4, help="samples per batch for the padding figures (default 4: the tutorials' and nerft's qwen7b)"
+        "--batch-size",
+        type=int,
+        default=4,
+        help="samples per batch for the padding figures (default 4: the tutorials' and nerft's qwen7b)",
     )
-    parser.add_argument("--cutoff-len", type=int, help="row length for the packed figures (default: nerft's choice per format)")
+    parser.add_argument(
+        "--cutoff-len", type=int, help="row length for the packed figures (default: nerft's choice per format)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser.parse_args(argv)
 
 
-def run(train: Path, tokenizer_dir: Path, *, limit: int | None = None, batch_size: int = 4, cutoff_len: int | None = None) -> dict:
+def run(
+    train: Path, tokenizer_dir: Path, *, limit: int | None = None, batch_size: int = 4, cutoff_len: int | None = None
+) -> dict:
     from transformers import AutoTokenizer
 
     from nerft.bench.machine import describe_machine
@@ -86,11 +103,29 @@ def format_result(result: dict) -> str:
 
     formats, ratios = result["formats"], result["ratios"]
     token_rows = [
-        [name, t["samples"], t["mean_tokens"], t["mean_prompt"], t["mean_response"], t["response_share"], t["max_tokens"], t["total_tokens"]]
+        [
+            name,
+            t["samples"],
+            t["mean_tokens"],
+            t["mean_prompt"],
+            t["mean_response"],
+            t["response_share"],
+            t["max_tokens"],
+            t["total_tokens"],
+        ]
         for name, t in ((name, data["tokens"]) for name, data in formats.items())
     ]
     padding_rows = [
-        [name, strategy, p["rows"], p["real_tokens"], p["computed_tokens"], f"{100 * p['waste']:.1f}%", p["positions_per_sample"], p["dropped"]]
+        [
+            name,
+            strategy,
+            p["rows"],
+            p["real_tokens"],
+            p["computed_tokens"],
+            f"{100 * p['waste']:.1f}%",
+            p["positions_per_sample"],
+            p["dropped"],
+        ]
         for name, data in formats.items()
         for strategy, p in data["padding"].items()
     ]
@@ -101,14 +136,18 @@ def format_result(result: dict) -> str:
             f"machine: {machine_line(result['machine'])}",
             f"data: {result['train']}   tokenizer: {result['tokenizer']} (qwen chat template)",
             "",
-            format_table(["format", "samples", "tokens/sample", "prompt", "response", "loss share", "max", "total"], token_rows),
+            format_table(
+                ["format", "samples", "tokens/sample", "prompt", "response", "loss share", "max", "total"], token_rows
+            ),
             "",
             f"compact/seed tokens per sample: {ratio:.3f} (limit {MAX_RATIO}: {'PASS' if ratio <= MAX_RATIO else 'FAIL'})",
             f"compact/seed prompt tokens: {ratios['prompt_tokens']:.3f}   response tokens: {ratios['response_tokens']:.3f}",
             "",
             f"padding: batches of {result['batch_size']} padded to a multiple of 8; packed rows of "
             + ", ".join(f"{data['cutoff_len']} ({name})" for name, data in formats.items()),
-            format_table(["format", "strategy", "rows", "real", "computed", "waste", "positions/sample", "dropped"], padding_rows),
+            format_table(
+                ["format", "strategy", "rows", "real", "computed", "waste", "positions/sample", "dropped"], padding_rows
+            ),
             "",
             f"positions per sample, compact packed / seed random: {ratios['positions_per_sample_packed_vs_seed_random']:.3f}",
             f"round trip (compact answer -> nerft eval's parser): P {rt['precision']:.4f} R {rt['recall']:.4f} "

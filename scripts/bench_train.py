@@ -28,15 +28,30 @@ TARGET = 3.0  # issue 5: nerft trains at least 3x the tutorials' samples per sec
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, default=SHARED / "cluener" / "train.jsonl", help="CLUE NER train records")
-    parser.add_argument("--dev", type=Path, default=SHARED / "cluener" / "dev.jsonl", help="CLUE NER dev records (nerft's config wants them)")
-    parser.add_argument("--tokenizer", type=Path, default=SHARED / "tokenizers" / "qwen2", help="tokenizer of the random model")
+    parser.add_argument(
+        "--dev",
+        type=Path,
+        default=SHARED / "cluener" / "dev.jsonl",
+        help="CLUE NER dev records (nerft's config wants them)",
+    )
+    parser.add_argument(
+        "--tokenizer", type=Path, default=SHARED / "tokenizers" / "qwen2", help="tokenizer of the random model"
+    )
     parser.add_argument("--model", type=Path, help="train this model folder instead of building a random one")
-    parser.add_argument("--shape", choices=("qwen2.5-7b", "tiny"), default="qwen2.5-7b", help="shape of the random model")
-    parser.add_argument("--layers", type=int, help="override the random model's number of layers (changes absolute speed)")
+    parser.add_argument(
+        "--shape", choices=("qwen2.5-7b", "tiny"), default="qwen2.5-7b", help="shape of the random model"
+    )
+    parser.add_argument(
+        "--layers", type=int, help="override the random model's number of layers (changes absolute speed)"
+    )
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps of each run")
     parser.add_argument("--preset", default="qwen7b", help="nerft config (preset name or file) for nerft's run")
-    parser.add_argument("--workers", type=int, help="preprocessing / dataloader workers of both runs (default: each config's own)")
-    parser.add_argument("--work", type=Path, help="keep the model, data and run folders here (default: a temporary folder)")
+    parser.add_argument(
+        "--workers", type=int, help="preprocessing / dataloader workers of both runs (default: each config's own)"
+    )
+    parser.add_argument(
+        "--work", type=Path, help="keep the model, data and run folders here (default: a temporary folder)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser.parse_args(argv)
 
@@ -72,14 +87,21 @@ def run(args, work: Path) -> dict:
         if args.layers:
             shape["num_hidden_layers"] = args.layers
         log(f"building a random {args.shape} model ({shape['num_hidden_layers']} layers) in {work / 'model'}")
-        model = build_random_model(work / "model", tokenizer_dir=args.tokenizer, shape=shape, dtype="bfloat16" if bf16 else "float32")
+        model = build_random_model(
+            work / "model", tokenizer_dir=args.tokenizer, shape=shape, dtype="bfloat16" if bf16 else "float32"
+        )
 
     # The tutorials' run: seed-format data, their YAML, llamafactory-cli.
     data = prepare_dataset(train=args.train, out_dir=work / "tutorial-data", prompt="seed", val_size=0)
     tutorial_dir = work / "tutorial"
     tutorial_args = tutorial_train_args(
-        model=model, dataset_dir=data.out_dir, dataset=data.dataset_names["train"], output_dir=tutorial_dir,
-        max_steps=args.steps, bf16=bf16, workers=args.workers,
+        model=model,
+        dataset_dir=data.out_dir,
+        dataset=data.dataset_names["train"],
+        output_dir=tutorial_dir,
+        max_steps=args.steps,
+        bf16=bf16,
+        workers=args.workers,
     )
     tutorial_yaml = work / "tutorial_train.yaml"
     write_text_atomic(tutorial_yaml, yaml.safe_dump(tutorial_args, sort_keys=False, allow_unicode=True))
@@ -92,7 +114,9 @@ def run(args, work: Path) -> dict:
     # nerft's run: the preset, through nerft train.
     nerft_dir = work / "nerft"
     log(f"nerft run ({args.preset}): {args.steps} steps")
-    overrides = nerft_overrides(model=model, train=args.train, dev=args.dev, max_steps=args.steps, bf16=bf16, workers=args.workers)
+    overrides = nerft_overrides(
+        model=model, train=args.train, dev=args.dev, max_steps=args.steps, bf16=bf16, workers=args.workers
+    )
     result = train(args.preset, output_dir=nerft_dir, overrides=overrides, force=nerft_dir.exists(), log=log)
     if result.exit_code != 0:
         raise NerftError(f"the nerft run failed (llamafactory-cli exited with {result.exit_code}); its log is above")
@@ -107,8 +131,17 @@ def run(args, work: Path) -> dict:
         throughput("tutorial", tutorial_args, tutorial_seconds),
         throughput("nerft", nerft_args, read_summary(nerft_dir).runtime_s, samples_per_row(lengths, nerft_args)),
     ]
-    keys = ("cutoff_len", "packing", "neat_packing", "flash_attn", "enable_liger_kernel", "per_device_train_batch_size",
-            "gradient_accumulation_steps", "disable_gradient_checkpointing", "bf16")
+    keys = (
+        "cutoff_len",
+        "packing",
+        "neat_packing",
+        "flash_attn",
+        "enable_liger_kernel",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "disable_gradient_checkpointing",
+        "bf16",
+    )
     return {
         "machine": describe_machine(),
         "model": str(model),
@@ -125,7 +158,18 @@ def format_result(result: dict) -> str:
     from nerft.bench.machine import machine_line
     from nerft.bench.report import format_table
 
-    rows = [[r["name"], r["steps"], r["rows_per_step"], r["samples_per_row"], r["samples"], r["seconds"], r["samples_per_second"]] for r in result["runs"]]
+    rows = [
+        [
+            r["name"],
+            r["steps"],
+            r["rows_per_step"],
+            r["samples_per_row"],
+            r["samples"],
+            r["seconds"],
+            r["samples_per_second"],
+        ]
+        for r in result["runs"]
+    ]
     configs = result["configs"]
     config_rows = [[key, str(configs["tutorial"][key]), str(configs["nerft"][key])] for key in configs["tutorial"]]
     return "\n".join(

@@ -93,8 +93,14 @@ REQUIREMENTS = [
 ]
 # fetch: the version of each loose requirement as it runs here with llamafactory 0.9.5
 FETCH_PINS = {
-    "pyarrow": "26.0.1", "pandas": "2.3.3", "dill": "0.3.8", "multiprocess": "0.70.16", "fsspec": "2025.3.0",
-    "matplotlib": "3.11.2", "pydantic": "2.12.3", "pydantic-core": "2.41.4",
+    "pyarrow": "26.0.1",
+    "pandas": "2.3.3",
+    "dill": "0.3.8",
+    "multiprocess": "0.70.16",
+    "fsspec": "2025.3.0",
+    "matplotlib": "3.11.2",
+    "pydantic": "2.12.3",
+    "pydantic-core": "2.41.4",
 }
 
 
@@ -133,22 +139,44 @@ def fetch(args) -> int:
     specs = [fetch_spec(req) for req in selected(REQUIREMENTS, only=args.only, skip=args.skip)]
     for version in args.python:
         command = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(WHEELS), "--only-binary=:all:",
-            "--python-version", version, "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
-            "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", *specs,
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--dest",
+            str(WHEELS),
+            "--only-binary=:all:",
+            "--python-version",
+            version,
+            "--implementation",
+            "cp",
+            "--platform",
+            "manylinux_2_28_x86_64",
+            "--platform",
+            "manylinux_2_17_x86_64",
+            "--platform",
+            "manylinux2014_x86_64",
+            *specs,
         ]
         log(f"downloading {len(specs)} wheels for Python {version}")
         if subprocess.run(command).returncode != 0:
             return 1
     CARRIED_DATA.mkdir(exist_ok=True)
-    for source, target in ((args.shared / "cluener", CARRIED_DATA / "cluener"), (args.shared / "tokenizers" / "qwen2", CARRIED_DATA / "qwen2")):
+    for source, target in (
+        (args.shared / "cluener", CARRIED_DATA / "cluener"),
+        (args.shared / "tokenizers" / "qwen2", CARRIED_DATA / "qwen2"),
+    ):
         if not source.is_dir():
             log(f"error: {source}: not found (--shared names the folder with cluener/ and tokenizers/qwen2/)")
             return 1
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target, ignore=shutil.ignore_patterns("test.jsonl"))
     size = folder_mib(WHEELS)
-    log(f"{WHEELS}: {size:.1f} MiB" + (f" (over the {CARRY_LIMIT_MIB} MiB a call carries: see probe and --skip)" if size > CARRY_LIMIT_MIB else ""))
+    log(
+        f"{WHEELS}: {size:.1f} MiB"
+        + (f" (over the {CARRY_LIMIT_MIB} MiB a call carries: see probe and --skip)" if size > CARRY_LIMIT_MIB else "")
+    )
     return 0 if size <= CARRY_LIMIT_MIB else 2
 
 
@@ -176,8 +204,11 @@ def probe(args) -> int:
     missing = [req for req, state in found["requirements"].items() if not state["satisfied"]]
     satisfied = [requirement_name(req) for req, state in found["requirements"].items() if state["satisfied"]]
     print(json.dumps({**found, "missing": missing}, indent=2))
-    log(f"Python {found['python']}; {len(missing)} requirements to carry; fetch them with: "
-        f"scripts/gpu_check.py fetch --python {found['python']}" + (f" --skip {' '.join(satisfied)}" if satisfied else ""))
+    log(
+        f"Python {found['python']}; {len(missing)} requirements to carry; fetch them with: "
+        f"scripts/gpu_check.py fetch --python {found['python']}"
+        + (f" --skip {' '.join(satisfied)}" if satisfied else "")
+    )
     return 0
 
 
@@ -191,10 +222,23 @@ def make_venv(python: str) -> Path:
     missing = [req for req, state in found.items() if not state["satisfied"]]
     if missing:
         log(f"installing {len(missing)} packages from {WHEELS}: {', '.join(map(requirement_name, missing))}")
-        command = [str(venv_python), "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(WHEELS), "--no-deps", *missing]
+        command = [
+            str(venv_python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--find-links",
+            str(WHEELS),
+            "--no-deps",
+            *missing,
+        ]
         if subprocess.run(command).returncode != 0:
-            raise SystemExit(f"gpu_check: error: {WHEELS} lacks wheels for this machine (above); on a machine with PyPI run "
-                             f"`scripts/gpu_check.py fetch --python {probe_requirements(str(venv_python))['python']}` and carry .whl")
+            raise SystemExit(
+                f"gpu_check: error: {WHEELS} lacks wheels for this machine (above); on a machine with PyPI run "
+                f"`scripts/gpu_check.py fetch --python {probe_requirements(str(venv_python))['python']}` and carry .whl"
+            )
     check = "import llamafactory.train.tuner, datasets, trl, peft, torch; print(torch.__version__, torch.cuda.is_available())"
     result = subprocess.run([str(venv_python), "-c", check], capture_output=True, text=True)
     if result.returncode != 0:
@@ -206,7 +250,12 @@ def make_venv(python: str) -> Path:
 def bench(venv_python: Path, script: str, options: list[str], env: dict) -> tuple[dict | None, int, float]:
     """Run one of nerft's benchmark scripts with --json in the venv: (its result, exit code, seconds)."""
     start = time.monotonic()
-    result = subprocess.run([str(venv_python), str(ROOT / "scripts" / script), *options, "--json"], env=env, stdout=subprocess.PIPE, text=True)
+    result = subprocess.run(
+        [str(venv_python), str(ROOT / "scripts" / script), *options, "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     seconds = round(time.monotonic() - start, 1)
     try:
         return json.loads(result.stdout), result.returncode, seconds
@@ -230,21 +279,50 @@ def run(args) -> int:
     python_path = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": python_path, "NERFT_CACHE": str(work / "cache"), "HF_HUB_OFFLINE": "1"}
     shape = ["--shape", "tiny", "--workers", "0"] if args.tiny else []
-    figures: dict = {"check": {"tiny": args.tiny, "steps": args.steps, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+    figures: dict = {
+        "check": {"tiny": args.tiny, "steps": args.steps, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    }
     log(f"training: tutorial vs nerft, {args.steps} steps each ({'tiny' if args.tiny else 'Qwen2.5-7B'} shape)")
-    train_options = ["--work", str(work / "train"), "--steps", str(args.steps), "--tokenizer", str(data / "qwen2"),
-                     "--train", str(data / "cluener" / "train.jsonl"), "--dev", str(data / "cluener" / "dev.jsonl"), *shape]
-    figures["training"], code, figures["check"]["training_seconds"] = bench(venv_python, "bench_train.py", train_options, env)
+    train_options = [
+        "--work",
+        str(work / "train"),
+        "--steps",
+        str(args.steps),
+        "--tokenizer",
+        str(data / "qwen2"),
+        "--train",
+        str(data / "cluener" / "train.jsonl"),
+        "--dev",
+        str(data / "cluener" / "dev.jsonl"),
+        *shape,
+    ]
+    figures["training"], code, figures["check"]["training_seconds"] = bench(
+        venv_python, "bench_train.py", train_options, env
+    )
     if figures["training"] is None:
         log(f"error: scripts/bench_train.py failed (exit code {code}); its log is above")
         return 1
-    log(f"inference: hf, one sentence at a time vs batches of {', '.join(map(str, args.batch_size))}, {args.limit} dev sentences")
-    infer_options = ["--model", str(work / "train" / "model"), "--template", "qwen", "--prompt", "compact",
-                     "--dev", str(data / "cluener" / "dev.jsonl"), "--limit", str(args.limit)]
+    log(
+        f"inference: hf, one sentence at a time vs batches of {', '.join(map(str, args.batch_size))}, {args.limit} dev sentences"
+    )
+    infer_options = [
+        "--model",
+        str(work / "train" / "model"),
+        "--template",
+        "qwen",
+        "--prompt",
+        "compact",
+        "--dev",
+        str(data / "cluener" / "dev.jsonl"),
+        "--limit",
+        str(args.limit),
+    ]
     for size in args.batch_size:
         infer_options += ["--batch-size", str(size)]
     # exit code 1: some batched answers differ from the sequential ones (bf16 padding); recorded, not fatal
-    figures["inference"], code, figures["check"]["inference_seconds"] = bench(venv_python, "bench_infer.py", infer_options, env)
+    figures["inference"], code, figures["check"]["inference_seconds"] = bench(
+        venv_python, "bench_infer.py", infer_options, env
+    )
     if figures["inference"] is None:
         log(f"error: scripts/bench_infer.py failed (exit code {code}); its log is above")
         return 1
@@ -254,7 +332,9 @@ def run(args) -> int:
     train_result, infer_result = figures["training"], figures["inference"]
     best = max(infer_result["batched"], key=lambda run: run["speedup"] or 0)
     print(f"training samples/s, nerft / tutorial: {train_result['speedup']:.2f}x")
-    print(f"hf generation, batch {best['batch_size']} / sequential: {best['speedup']:.2f}x ({best['identical']}/{best['requests']} identical)")
+    print(
+        f"hf generation, batch {best['batch_size']} / sequential: {best['speedup']:.2f}x ({best['identical']}/{best['requests']} identical)"
+    )
     print(f"figures: {target}")
     return 0
 
@@ -273,11 +353,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     run_parser.add_argument("--steps", type=int, help="optimizer steps of each training run (default 16; --tiny: 2)")
     run_parser.add_argument("--limit", type=int, help="dev sentences to generate for (default 24; --tiny: 16)")
     run_parser.add_argument("--batch-size", type=int, action="append", help="batched pass(es) (default: 8 and 24)")
-    run_parser.add_argument("--data", type=Path, default=CARRIED_DATA, help="folder with cluener/ and qwen2/ (fetch fills .whl/data)")
+    run_parser.add_argument(
+        "--data", type=Path, default=CARRIED_DATA, help="folder with cluener/ and qwen2/ (fetch fills .whl/data)"
+    )
     run_parser.add_argument("--out", type=Path, help="where gpu_check.json goes (default: $OUT, else ./gpu-check-out)")
     run_parser.add_argument("--scratch", type=Path, help="folder for the random model and runs (default: the temp dir)")
-    run_parser.add_argument("--install-only", action="store_true", help="only make the venv (a first call when .whl is split)")
-    run_parser.add_argument("--python-for-venv", default=sys.executable, help="interpreter whose packages the venv sees")
+    run_parser.add_argument(
+        "--install-only", action="store_true", help="only make the venv (a first call when .whl is split)"
+    )
+    run_parser.add_argument(
+        "--python-for-venv", default=sys.executable, help="interpreter whose packages the venv sees"
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
         # sized so that the whole check fits in 10 minutes on one H200 (the random 7B model never

@@ -81,7 +81,10 @@ def tiny_run(tmp_path_factory, tiny_model) -> Path:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     lora = LoraConfig(
-        r=8, lora_alpha=16, task_type="CAUSAL_LM", init_lora_weights=False,
+        r=8,
+        lora_alpha=16,
+        task_type="CAUSAL_LM",
+        init_lora_weights=False,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     )
     model = get_peft_model(model, lora)
@@ -148,7 +151,11 @@ def start_nerft_serve(args: list[str], log: Path, *, env: dict | None = None, ti
 
     with open(log, "w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "nerft", "serve", *args, "--json"], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env or {**os.environ}
+            [sys.executable, "-m", "nerft", "serve", *args, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env or {**os.environ},
         )
     deadline = time.monotonic() + timeout
     line = ""

@@ -36,7 +36,12 @@ def test_timed_generation_sets_the_batch_size():
     engine = CountingEngine()
     run = timed_generation(engine, ["a", "b", "c", "d", "e"], 2)
     assert engine.batches == [2, 2, 1]
-    assert (run.batch_size, run.requests, run.texts, run.finish_reasons) == (2, 5, ["a", "b", "c", "d", "e"], ["stop"] * 5)
+    assert (run.batch_size, run.requests, run.texts, run.finish_reasons) == (
+        2,
+        5,
+        ["a", "b", "c", "d", "e"],
+        ["stop"] * 5,
+    )
 
 
 def test_compare_batching_runs_warmup_then_every_mode_on_the_same_requests():
@@ -68,14 +73,26 @@ def test_an_engine_that_loses_answers_is_an_error():
 @pytest.mark.slow
 def test_bench_infer_script_on_the_tiny_model(tiny_model, sample_dir, capsys):
     script = load_script("bench_infer")
-    argv = ["--dev", str(sample_dir / "dev.jsonl"), "--limit", "4", "--batch-size", "4", "--model", str(tiny_model), "--json"]
+    argv = [
+        "--dev",
+        str(sample_dir / "dev.jsonl"),
+        "--limit",
+        "4",
+        "--batch-size",
+        "4",
+        "--model",
+        str(tiny_model),
+        "--json",
+    ]
     code = script.main(argv)
     result = json.loads(capsys.readouterr().out)
     assert (result["engine"], result["prompt"], result["requests"]) == ("hf", "compact", 4)
     assert result["sequential"]["requests"] == 4
     (run,) = result["batched"]
     assert run["batch_size"] == 4 and run["identical"] == 4  # greedy answers do not depend on batching
-    assert run["speedup"] == pytest.approx(run["predictions_per_second"] / result["sequential"]["predictions_per_second"], rel=1e-2)
+    assert run["speedup"] == pytest.approx(
+        run["predictions_per_second"] / result["sequential"]["predictions_per_second"], rel=1e-2
+    )
     assert code == 0
 
 

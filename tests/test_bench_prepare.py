@@ -23,7 +23,13 @@ BASE = [
 
 def test_synthetic_records_cycle_through_the_base_with_unique_texts():
     rows = list(synthetic_records(BASE, 5))
-    assert [row["text"] for row in rows] == ["浙商银行企业（0）", "在北京（1）", "浙商银行企业（2）", "在北京（3）", "浙商银行企业（4）"]
+    assert [row["text"] for row in rows] == [
+        "浙商银行企业（0）",
+        "在北京（1）",
+        "浙商银行企业（2）",
+        "在北京（3）",
+        "浙商银行企业（4）",
+    ]
     assert [row["label"] for row in rows] == [BASE[0]["label"], BASE[1]["label"]] * 2 + [BASE[0]["label"]]
 
 
@@ -61,11 +67,25 @@ def test_lscpu_fields():
 
 def test_bench_prepare_script_on_sample_data(sample_dir, tmp_path, capsys):
     script = load_script("bench_prepare")
-    code = script.main(["--train", str(sample_dir / "train.jsonl"), "--small", "200", "--large", "2000", "--tmp", str(tmp_path), "--json"])
+    code = script.main(
+        [
+            "--train",
+            str(sample_dir / "train.jsonl"),
+            "--small",
+            "200",
+            "--large",
+            "2000",
+            "--tmp",
+            str(tmp_path),
+            "--json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["records"] == result["throughput"]["records"] == 32
     runs = result["memory"]["runs"]
     assert set(runs) == {"200", "2000"}
-    assert result["memory"]["peak_ratio"] == pytest.approx(runs["2000"]["peak_rss_mib"] / runs["200"]["peak_rss_mib"], abs=1e-3)
+    assert result["memory"]["peak_ratio"] == pytest.approx(
+        runs["2000"]["peak_rss_mib"] / runs["200"]["peak_rss_mib"], abs=1e-3
+    )
     assert result["memory"]["passes"] and code == 0
     assert list(tmp_path.iterdir()) == []  # the synthetic files and outputs are gone

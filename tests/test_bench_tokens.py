@@ -40,7 +40,10 @@ def test_segments_follow_llamafactory_qwen_template():
 
 def test_segments_join_instruction_and_input_and_default_the_system_prompt():
     prompt, _ = qwen_segments({"instruction": "抽取实体", "input": "浙商银行", "output": "[]", "system": ""})
-    assert prompt[0] == "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    assert (
+        prompt[0]
+        == "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    )
     assert prompt[1] == "<|im_start|>user\n抽取实体\n浙商银行<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -94,7 +97,9 @@ def test_counts_and_packing_match_llamafactory(qwen2_tokenizer_dir, sample_dir):
             )
             assert (count.prompt, count.response) == (len(prompt_ids), len(response_ids)), example
         lengths = [count.total for count in ours]
-        assert sorted(map(sorted, greedy_knapsack(lengths, 300))) == sorted(map(sorted, llamafactory_knapsack(list(lengths), 300)))
+        assert sorted(map(sorted, greedy_knapsack(lengths, 300))) == sorted(
+            map(sorted, llamafactory_knapsack(list(lengths), 300))
+        )
 
 
 def test_pack_length_is_nerft_trains_choice():
@@ -129,16 +134,30 @@ def test_round_trip_reports_what_a_lossy_parser_drops():
     assert (scores["gold"], scores["precision"], scores["recall"]) == (3, 1.0, 2 / 3)
     assert scores["f1"] == pytest.approx(0.8)
     assert scores["differing"] == 1
-    assert scores["examples"] == [{"answer": "company:浙商银行\naddress:北京", "missing": [("address", "北京")], "extra": []}]
+    assert scores["examples"] == [
+        {"answer": "company:浙商银行\naddress:北京", "missing": [("address", "北京")], "extra": []}
+    ]
 
 
 def test_bench_tokens_script_on_sample_data(qwen2_tokenizer_dir, sample_dir, capsys):
     script = load_script("bench_tokens")
-    code = script.main(["--train", str(sample_dir / "train.jsonl"), "--tokenizer", str(qwen2_tokenizer_dir), "--batch-size", "4", "--json"])
+    code = script.main(
+        [
+            "--train",
+            str(sample_dir / "train.jsonl"),
+            "--tokenizer",
+            str(qwen2_tokenizer_dir),
+            "--batch-size",
+            "4",
+            "--json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     seed, compact = result["formats"]["seed"], result["formats"]["compact"]
     assert seed["tokens"]["samples"] == compact["tokens"]["samples"] == 32
-    assert result["ratios"]["tokens_per_sample"] == round(compact["tokens"]["mean_tokens"] / seed["tokens"]["mean_tokens"], 4)
+    assert result["ratios"]["tokens_per_sample"] == round(
+        compact["tokens"]["mean_tokens"] / seed["tokens"]["mean_tokens"], 4
+    )
     assert result["ratios"]["tokens_per_sample"] <= 0.35
     assert result["round_trip"]["f1"] == 1.0
     assert code == 0

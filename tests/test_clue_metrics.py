@@ -19,45 +19,73 @@ def record(text, label=None, line=1):
 # 14 sentences, gold and the raw answer of a messy model. Character offsets are inclusive.
 MESSY = [
     # S1 compact, right, <|im_end|> after it
-    ("张三在北京大学读书。", {"name": {"张三": [[0, 1]]}, "organization": {"北京大学": [[3, 6]]}},
-     "name:张三\norganization:北京大学<|im_end|>"),
+    (
+        "张三在北京大学读书。",
+        {"name": {"张三": [[0, 1]]}, "organization": {"北京大学": [[3, 6]]}},
+        "name:张三\norganization:北京大学<|im_end|>",
+    ),
     # S2 fenced JSON with prose: 浙商银行 right, 博士 a wrong entity, 叶老桂 missed
-    ("浙商银行企业信贷部叶老桂博士", {"company": {"浙商银行": [[0, 3]]}, "name": {"叶老桂": [[9, 11]]}},
-     '这个句子包含以下实体：\n```json\n[{"label": "company", "text": "浙商银行"}, {"label": "position", "text": "博士"}]\n```\n'),
+    (
+        "浙商银行企业信贷部叶老桂博士",
+        {"company": {"浙商银行": [[0, 3]]}, "name": {"叶老桂": [[9, 11]]}},
+        '这个句子包含以下实体：\n```json\n[{"label": "company", "text": "浙商银行"}, {"label": "position", "text": "博士"}]\n```\n',
+    ),
     # S3 曼联 under the wrong label
-    ("温格的球队2比1战胜曼联", {"name": {"温格": [[0, 1]]}, "organization": {"曼联": [[10, 11]]}},
-     "name:温格\ncompany:曼联"),
+    (
+        "温格的球队2比1战胜曼联",
+        {"name": {"温格": [[0, 1]]}, "organization": {"曼联": [[10, 11]]}},
+        "name:温格\ncompany:曼联",
+    ),
     # S4 duplicates in the answer; 广州恒大 annotated twice
-    ("广州恒大主场击败上海申花，广州恒大排名第一", {"organization": {"广州恒大": [[0, 3], [13, 16]], "上海申花": [[8, 11]]}},
-     "organization:广州恒大\norganization:广州恒大\norganization:上海申花"),
+    (
+        "广州恒大主场击败上海申花，广州恒大排名第一",
+        {"organization": {"广州恒大": [[0, 3], [13, 16]], "上海申花": [[8, 11]]}},
+        "organization:广州恒大\norganization:广州恒大\norganization:上海申花",
+    ),
     # S5 an entity that is not in the sentence (大刘)
-    ("《三体》是刘慈欣的作品", {"book": {"《三体》": [[0, 3]]}, "name": {"刘慈欣": [[5, 7]]}},
-     "book:《三体》\nname:刘慈欣\nname:大刘"),
+    (
+        "《三体》是刘慈欣的作品",
+        {"book": {"《三体》": [[0, 3]]}, "name": {"刘慈欣": [[5, 7]]}},
+        "book:《三体》\nname:刘慈欣\nname:大刘",
+    ),
     # S6 unparseable
-    ("他在杭州西湖边散步", {"address": {"杭州": [[2, 3]]}, "scene": {"西湖": [[4, 5]]}},
-     "I'm sorry, I can't do that."),
+    ("他在杭州西湖边散步", {"address": {"杭州": [[2, 3]]}, "scene": {"西湖": [[4, 5]]}}, "I'm sorry, I can't do that."),
     # S7 dict form {label: [texts]}
-    ("国家统计局公布了数据", {"government": {"国家统计局": [[0, 4]]}},
-     '{"government": ["国家统计局"], "organization": []}'),
+    (
+        "国家统计局公布了数据",
+        {"government": {"国家统计局": [[0, 4]]}},
+        '{"government": ["国家统计局"], "organization": []}',
+    ),
     # S8 CLUE form {label: {text: spans}}; 腾讯公司 is not in the sentence, 腾讯 missed
-    ("王者荣耀是腾讯的游戏", {"game": {"王者荣耀": [[0, 3]]}, "company": {"腾讯": [[5, 6]]}},
-     '{"game": {"王者荣耀": [[0, 3]]}, "company": {"腾讯公司": [[5, 8]]}}'),
+    (
+        "王者荣耀是腾讯的游戏",
+        {"game": {"王者荣耀": [[0, 3]]}, "company": {"腾讯": [[5, 6]]}},
+        '{"game": {"王者荣耀": [[0, 3]]}, "company": {"腾讯公司": [[5, 8]]}}',
+    ),
     # S9 JSON cut off by the token limit: 《英雄》 never written
-    ("李四担任总经理，电影《英雄》上映", {"name": {"李四": [[0, 1]]}, "position": {"总经理": [[4, 6]]}, "movie": {"《英雄》": [[10, 13]]}},
-     '[{"label": "name", "text": "李四"}, {"label": "position", "text": "总经理"}, {"label": "movie", "te'),
+    (
+        "李四担任总经理，电影《英雄》上映",
+        {"name": {"李四": [[0, 1]]}, "position": {"总经理": [[4, 6]]}, "movie": {"《英雄》": [[10, 13]]}},
+        '[{"label": "name", "text": "李四"}, {"label": "position", "text": "总经理"}, {"label": "movie", "te',
+    ),
     # S10 no entity, none predicted
     ("今天天气很好", {}, "无<|im_end|>"),
     # S11 no entity, one predicted
     ("今天天气不错", {}, "scene:天气"),
     # S12 full-width colon, whitespace, </s>
-    ("马云创办了阿里巴巴", {"name": {"马云": [[0, 1]]}, "company": {"阿里巴巴": [[5, 8]]}},
-     " name ： 马云 \ncompany：阿里巴巴 </s>"),
+    (
+        "马云创办了阿里巴巴",
+        {"name": {"马云": [[0, 1]]}, "company": {"阿里巴巴": [[5, 8]]}},
+        " name ： 马云 \ncompany：阿里巴巴 </s>",
+    ),
     # S13 北京 inside 北京大学 and on its own
-    ("北京大学在北京", {"organization": {"北京大学": [[0, 3]]}, "address": {"北京": [[5, 6]]}},
-     "organization:北京大学\naddress:北京"),
+    (
+        "北京大学在北京",
+        {"organization": {"北京大学": [[0, 3]]}, "address": {"北京": [[5, 6]]}},
+        "organization:北京大学\naddress:北京",
+    ),
     # S14 上海 only inside 上海浦东新区
-    ("上海浦东新区很大", {"address": {"上海浦东新区": [[0, 5]]}},
-     "address:上海浦东新区\naddress:上海"),
+    ("上海浦东新区很大", {"address": {"上海浦东新区": [[0, 5]]}}, "address:上海浦东新区\naddress:上海"),
 ]
 
 # What parse_output must read from each answer (None: unparseable).
@@ -173,13 +201,18 @@ def test_messy_scores_without_entities_not_in_their_sentence(messy):
     in_text = report.to_dict()["in_text"]
     assert in_text["not_in_text"] == 2
     assert sorted(in_text["labels"]) == sorted(CLUE_EXPECTED)
-    assert (in_text["labels"]["name"]["precision"], in_text["labels"]["name"]["f1"]) == pytest.approx((1.0, 10 / 11), abs=1e-4)
+    assert (in_text["labels"]["name"]["precision"], in_text["labels"]["name"]["f1"]) == pytest.approx(
+        (1.0, 10 / 11), abs=1e-4
+    )
     assert in_text["labels"]["company"]["f1"] == pytest.approx(2 / 3, abs=1e-4)
     assert in_text["labels"]["address"] == report.to_dict()["labels"]["address"]  # untouched
     micro = in_text["micro"]
     assert (micro["precision"], micro["recall"], micro["f1"]) == pytest.approx((17 / 21, 17 / 23, 34 / 44), abs=1e-4)
     assert in_text["macro"]["f1"] == pytest.approx(673 / 990, abs=1e-4)
-    assert "entities not in their sentence: 2; without them: micro F1 0.7727 (precision 0.8095, recall 0.7391)" in report.format()
+    assert (
+        "entities not in their sentence: 2; without them: micro F1 0.7727 (precision 0.8095, recall 0.7391)"
+        in report.format()
+    )
 
 
 def test_messy_span_scores_match_hand_counts(messy):
@@ -204,8 +237,13 @@ def test_messy_errors_list_each_wrong_sentence(messy):
     assert errors[1]["false_positives"] == [["position", "博士"]]
     assert errors[1]["false_negatives"] == [["name", "叶老桂"]]
     assert errors[2] == {
-        "index": 2, "line": 3, "text": "温格的球队2比1战胜曼联", "predict": "name:温格\ncompany:曼联", "unparseable": False,
-        "false_positives": [["company", "曼联"]], "false_negatives": [["organization", "曼联"]],
+        "index": 2,
+        "line": 3,
+        "text": "温格的球队2比1战胜曼联",
+        "predict": "name:温格\ncompany:曼联",
+        "unparseable": False,
+        "false_positives": [["company", "曼联"]],
+        "false_negatives": [["organization", "曼联"]],
     }
     assert errors[5]["unparseable"] is True
     assert errors[5]["false_positives"] == []
@@ -237,10 +275,13 @@ def test_messy_scores_match_a_straightforward_recount(messy):
     scores = report.to_dict()
     for label in labels:
         assert prf(tp[label], fp[label], fn[label]) == pytest.approx(
-            (scores["labels"][label]["precision"], scores["labels"][label]["recall"], scores["labels"][label]["f1"]), abs=1e-9
+            (scores["labels"][label]["precision"], scores["labels"][label]["recall"], scores["labels"][label]["f1"]),
+            abs=1e-9,
         )
     micro = prf(sum(tp.values()), sum(fp.values()), sum(fn.values()))
-    assert micro == pytest.approx((scores["micro"]["precision"], scores["micro"]["recall"], scores["micro"]["f1"]), abs=1e-9)
+    assert micro == pytest.approx(
+        (scores["micro"]["precision"], scores["micro"]["recall"], scores["micro"]["f1"]), abs=1e-9
+    )
     macro = sum(prf(tp[label], fp[label], fn[label])[2] for label in labels) / len(labels)
     assert macro == pytest.approx(scores["macro"]["f1"], abs=1e-9)
 
@@ -283,7 +324,8 @@ def test_dataset_labels_come_from_the_caller():
     # schema name, address, movie; gold only has name. movie: nobody mentions it (in the table, not
     # averaged); address: predicted once wrongly (F1 0, averaged); name: F1 1. macro = (1 + 0) / 2
     scores = score_clue(
-        gold=[[("name", "张三")]], predicted=[[("name", "张三"), ("address", "北京"), ("公司名", "x")]],
+        gold=[[("name", "张三")]],
+        predicted=[[("name", "张三"), ("address", "北京"), ("公司名", "x")]],
         labels=["name", "address", "movie"],
     )
     assert list(scores.labels) == ["address", "movie", "name"]
@@ -336,7 +378,9 @@ def test_other_pairs_take_the_first_free_occurrence_longest_first():
 
 def test_strings_not_in_the_sentence_or_overlapping_are_dropped_and_counted():
     gold = record("上海浦东新区很大")
-    grounding = ground_mentions(gold, [("address", "上海"), ("address", "上海浦东新区"), ("address", "广州"), ("address", "上海")])
+    grounding = ground_mentions(
+        gold, [("address", "上海"), ("address", "上海浦东新区"), ("address", "广州"), ("address", "上海")]
+    )
     assert grounding.spans == [(0, 5, "address")]
     assert grounding.overlapping == [("address", "上海")]
     assert grounding.not_in_text == [("address", "广州")]

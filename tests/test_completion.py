@@ -17,7 +17,9 @@ BIN = Path(sys.executable).parent
 
 
 def run_nerft(args: list[str], **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "nerft"), *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+    return subprocess.run(
+        [str(BIN / "nerft"), *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=60
+    )
 
 
 def complete(words: str, cword: int) -> list[str]:
@@ -41,7 +43,9 @@ def test_commands_and_options_complete():
 
 
 def test_install_completion_writes_the_script_and_sources_it(tmp_path):
-    result = run_nerft(["--install-completion", "bash"], HOME=str(tmp_path), _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1")
+    result = run_nerft(
+        ["--install-completion", "bash"], HOME=str(tmp_path), _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1"
+    )
     assert result.returncode == 0, result.stderr
     script = tmp_path / ".bash_completions" / "nerft.sh"
     assert "_nerft_completion" in script.read_text()
@@ -73,7 +77,12 @@ def test_progress_draws_on_a_terminal(monkeypatch):
     assert list(progress(range(3), total=3, desc="predict", every=0)) == [0, 1, 2]
     output = terminal.getvalue()
     frames = output.split("\r")[1:]
-    assert [frame.split(" (")[0] for frame in frames] == ["predict: 1/3", "predict: 2/3", "predict: 3/3", "predict: 3/3"]
+    assert [frame.split(" (")[0] for frame in frames] == [
+        "predict: 1/3",
+        "predict: 2/3",
+        "predict: 3/3",
+        "predict: 3/3",
+    ]
     assert frames[-1].endswith("/s)\n")
 
 

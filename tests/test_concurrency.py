@@ -18,7 +18,10 @@ TRIALS = 10
 
 def nerft_process(*args, cwd):
     return subprocess.Popen(
-        [sys.executable, "-m", "nerft", *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "nerft", *map(str, args)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
 
@@ -31,7 +34,18 @@ def test_six_concurrent_prepares_into_one_folder_keep_every_entry(sample_dir, tm
     for trial in range(TRIALS):
         out = tmp_path / f"trial{trial}"
         processes = [
-            nerft_process("prepare", "--train", sample_dir / "train.jsonl", "--out", out, "--name", f"set{k}", "--val-size", "0.25", cwd=tmp_path)
+            nerft_process(
+                "prepare",
+                "--train",
+                sample_dir / "train.jsonl",
+                "--out",
+                out,
+                "--name",
+                f"set{k}",
+                "--val-size",
+                "0.25",
+                cwd=tmp_path,
+            )
             for k in range(PROCESSES)
         ]
         for process in processes:
@@ -42,7 +56,10 @@ def test_six_concurrent_prepares_into_one_folder_keep_every_entry(sample_dir, tm
         if set(info) != expected:
             lost.append((trial, sorted(expected - set(info))))
         for k in range(PROCESSES):
-            assert json.loads((out / f"set{k}_meta.json").read_text(encoding="utf-8"))["datasets"]["train"] == f"set{k}_train"
+            assert (
+                json.loads((out / f"set{k}_meta.json").read_text(encoding="utf-8"))["datasets"]["train"]
+                == f"set{k}_train"
+            )
     assert lost == [], f"entries lost in {len(lost)} of {TRIALS} trials: {lost}"
 
 
@@ -56,6 +73,7 @@ def test_update_json_under_the_lock_loses_no_update_between_threads(tmp_path):
         def change(current):
             time.sleep(0.002)  # widen the window between read and write
             return {**current, key: True}
+
         update_json(path, change, read=read)
 
     threads = [threading.Thread(target=add, args=(f"k{i}",)) for i in range(20)]
@@ -71,8 +89,14 @@ def test_a_held_lock_times_out_with_one_clear_error(tmp_path):
 
     path = tmp_path / "dataset_info.json"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from nerft.io import locked\nwith locked(sys.argv[1]):\n print('held', flush=True); time.sleep(30)", str(path)],
-        stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from nerft.io import locked\nwith locked(sys.argv[1]):\n print('held', flush=True); time.sleep(30)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     try:
         assert holder.stdout.readline().strip() == b"held"
@@ -144,7 +168,8 @@ def test_parallel_first_builds_of_the_tiny_model_do_not_collide(tmp_path):
     code = "import sys; from nerft.models.tiny import build_tiny_qwen2; build_tiny_qwen2(sys.argv[1], corpus=['张三在北京大学读书。'], vocab_size=300)"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     processes = [
-        subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "tiny")], stderr=subprocess.PIPE, env=env) for _ in range(2)
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "tiny")], stderr=subprocess.PIPE, env=env)
+        for _ in range(2)
     ]
     for process in processes:
         _, stderr = process.communicate(timeout=300)
@@ -169,7 +194,19 @@ def test_two_trainings_sharing_a_data_folder_keep_their_own_files(sample_dir, tm
     runs = {}
     for prompt in ("compact", "seed"):
         run_dir = tmp_path / f"run-{prompt}"
-        result = CliRunner().invoke(app, ["train", "tiny-cpu", "-o", str(run_dir), "--set", f"data.dataset_dir={shared}", "--set", f"data.prompt={prompt}"])
+        result = CliRunner().invoke(
+            app,
+            [
+                "train",
+                "tiny-cpu",
+                "-o",
+                str(run_dir),
+                "--set",
+                f"data.dataset_dir={shared}",
+                "--set",
+                f"data.prompt={prompt}",
+            ],
+        )
         assert result.exit_code == 0, result.output
         runs[prompt] = yaml.safe_load((run_dir / "llamafactory_train.yaml").read_text(encoding="utf-8"))
     assert runs["compact"]["dataset"] != runs["seed"]["dataset"]

@@ -58,11 +58,19 @@ def test_presets_use_the_tutorials_model_and_method():
     qwen = load_config("qwen7b").config
     assert qwen.model.model_name_or_path == "Qwen/Qwen2.5-7B-Instruct"
     assert (qwen.method.lora_rank, qwen.method.lora_target, qwen.train.learning_rate) == (8, "all", 1.0e-4)
-    assert (qwen.train.per_device_train_batch_size, qwen.train.gradient_accumulation_steps, qwen.train.bf16) == (4, 8, True)
+    assert (qwen.train.per_device_train_batch_size, qwen.train.gradient_accumulation_steps, qwen.train.bf16) == (
+        4,
+        8,
+        True,
+    )
     assert qwen.dataset.cutoff_len == "auto" and qwen.dataset.neat_packing is True
     qlora = load_config("qwen7b-qlora").config
     assert qlora.model.quantization_bit == 4
-    assert qlora.model.passthrough() == {"quantization_method": "bnb", "double_quantization": True, "upcast_layernorm": True}
+    assert qlora.model.passthrough() == {
+        "quantization_method": "bnb",
+        "double_quantization": True,
+        "upcast_layernorm": True,
+    }
     tiny = load_config("tiny-cpu").config
     assert (tiny.train.bf16, tiny.train.fp16, tiny.model.model_name_or_path) == (False, False, "nerft:tiny-qwen2")
 
@@ -112,7 +120,10 @@ def test_llamafactory_keys_pass_through(tmp_path):
 
 
 def test_keys_nerft_sets_itself_say_how_to_set_them(tmp_path):
-    path = write(tmp_path, MINIMAL + "output:\n  overwrite_output_dir: true\ntrain:\n  resume_from_checkpoint: null\n  template: qwen\n")
+    path = write(
+        tmp_path,
+        MINIMAL + "output:\n  overwrite_output_dir: true\ntrain:\n  resume_from_checkpoint: null\n  template: qwen\n",
+    )
     assert problems(path)[:3] == [
         f"{path}:6: output.overwrite_output_dir: set by nerft: use `nerft train --force`",
         f"{path}:8: train.resume_from_checkpoint: set by nerft: use `nerft train --resume`",
@@ -139,7 +150,10 @@ def test_cross_field_checks(tmp_path):
 
 
 def test_set_overrides_values_with_yaml_types():
-    config = load_config("tiny-cpu", overrides=["train.learning_rate=2e-4", "train.bf16=false", "output.save_steps=7", "train.ddp_timeout=60"]).config
+    config = load_config(
+        "tiny-cpu",
+        overrides=["train.learning_rate=2e-4", "train.bf16=false", "output.save_steps=7", "train.ddp_timeout=60"],
+    ).config
     assert config.train.learning_rate == 2e-4
     assert config.output.save_steps == 7
     assert config.train.passthrough() == {"ddp_timeout": 60}
@@ -149,16 +163,32 @@ def test_set_mistakes_are_reported():
     lines = problems("tiny-cpu", ["trainn.max_steps=3", "max_steps=3", "train.max_steps=-1"])
     assert lines[0].startswith("--set trainn.max_steps=3: unknown section 'trainn'")
     assert lines[1].startswith("--set max_steps=3: expected section.key=value")
-    assert lines[2] == f"{(ROOT / 'conf' / 'tiny-cpu.yaml').resolve()} (--set): train.max_steps: Input should be greater than or equal to 1 (got '-1')"
+    assert (
+        lines[2]
+        == f"{(ROOT / 'conf' / 'tiny-cpu.yaml').resolve()} (--set): train.max_steps: Input should be greater than or equal to 1 (got '-1')"
+    )
     # spaces around the dots: still the --set, not the file's line
     spaced = problems("tiny-cpu", ["train. max_steps=-1"])[:1]
-    assert spaced == [f"{(ROOT / 'conf' / 'tiny-cpu.yaml').resolve()} (--set): train.max_steps: Input should be greater than or equal to 1 (got '-1')"]
+    assert spaced == [
+        f"{(ROOT / 'conf' / 'tiny-cpu.yaml').resolve()} (--set): train.max_steps: Input should be greater than or equal to 1 (got '-1')"
+    ]
 
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("2e-4", 2e-4), ("1.0e-4", 1e-4), ("3", 3), ("true", True), ("False", False), ("no", "no"), ("off", "off"),
-     ("null", None), ("qwen", "qwen"), ("a,b", "a,b"), ("", None)],
+    [
+        ("2e-4", 2e-4),
+        ("1.0e-4", 1e-4),
+        ("3", 3),
+        ("true", True),
+        ("False", False),
+        ("no", "no"),
+        ("off", "off"),
+        ("null", None),
+        ("qwen", "qwen"),
+        ("a,b", "a,b"),
+        ("", None),
+    ],
 )
 def test_parse_value(text, value):
     assert parse_value(text) == value
@@ -180,7 +210,9 @@ def test_paths_are_resolved_against_the_current_folder(tmp_path):
     resolved = resolve_paths(config, tmp_path)
     # nerft:sample/ is the bundled sample wherever the command runs; other relative paths are the folder's
     assert resolved.data.train == (ROOT / "data" / "sample" / "train.jsonl").resolve()
-    assert resolve_paths(load_config("qwen7b").config, tmp_path).data.train == tmp_path / "data" / "cluener" / "train.json"
+    assert (
+        resolve_paths(load_config("qwen7b").config, tmp_path).data.train == tmp_path / "data" / "cluener" / "train.json"
+    )
     assert resolved.model.model_name_or_path == "nerft:tiny-qwen2"
     assert config.data.train == Path("nerft:sample/train.jsonl")  # the original is untouched
 

@@ -45,7 +45,12 @@ def test_tiny_preset_renders_to_these_arguments(tmp_path):
     config = load_config("tiny-cpu").config
     sections = render_llamafactory_args(config, resolved(tmp_path))
     assert sections == {
-        "model": {"model_name_or_path": "/models/m", "trust_remote_code": True, "flash_attn": "sdpa", "enable_liger_kernel": False},
+        "model": {
+            "model_name_or_path": "/models/m",
+            "trust_remote_code": True,
+            "flash_attn": "sdpa",
+            "enable_liger_kernel": False,
+        },
         "method": {"stage": "sft", "do_train": True, "finetuning_type": "full"},  # no lora_* keys for a full fine-tune
         "dataset": {
             "dataset_dir": str(tmp_path / "data"),
@@ -91,7 +96,14 @@ def test_no_eval_dataset_turns_evaluation_off(tmp_path):
 def test_passthrough_keys_and_launch_values_are_rendered(tmp_path):
     config = load_config("qwen7b-qlora").config
     sections = render_llamafactory_args(
-        config, resolved(tmp_path, flash_attn="fa2", enable_liger_kernel=True, deepspeed="/conf/ds.json", resume_from_checkpoint="/r/checkpoint-5")
+        config,
+        resolved(
+            tmp_path,
+            flash_attn="fa2",
+            enable_liger_kernel=True,
+            deepspeed="/conf/ds.json",
+            resume_from_checkpoint="/r/checkpoint-5",
+        ),
     )
     assert sections["model"] == {
         "model_name_or_path": "/models/m",
@@ -109,7 +121,9 @@ def test_passthrough_keys_and_launch_values_are_rendered(tmp_path):
 
 
 def test_yaml_layout_follows_llamafactory_examples():
-    text = to_llamafactory_yaml({"model": {"model_name_or_path": "m"}, "eval": {}, "train": {"bf16": True}}, header="made by nerft\nline two")
+    text = to_llamafactory_yaml(
+        {"model": {"model_name_or_path": "m"}, "eval": {}, "train": {"bf16": True}}, header="made by nerft\nline two"
+    )
     assert text == "# made by nerft\n# line two\n\n### model\nmodel_name_or_path: m\n\n### train\nbf16: true\n"
 
 
@@ -119,8 +133,17 @@ def dry_run(tmp_path_factory, preset: str):
         patch.setenv("NERFT_CACHE", str(tmp_path_factory.getbasetemp() / "nerft-cache"))
         result = CliRunner().invoke(
             app,
-            ["train", preset, "--dry-run", "-o", str(run_dir),
-             "--set", f"data.train={SAMPLE / 'train.jsonl'}", "--set", f"data.dev={SAMPLE / 'dev.jsonl'}"],
+            [
+                "train",
+                preset,
+                "--dry-run",
+                "-o",
+                str(run_dir),
+                "--set",
+                f"data.train={SAMPLE / 'train.jsonl'}",
+                "--set",
+                f"data.dev={SAMPLE / 'dev.jsonl'}",
+            ],
         )
     return result, run_dir
 
@@ -136,7 +159,10 @@ def test_qwen7b_dry_run_prints_only_yaml_and_writes_nothing(qwen7b_dry_run):
     assert not run_dir.exists()
     args = yaml.safe_load(result.stdout)
     assert result.stdout.startswith("# Rendered by nerft")
-    assert {key: args[key] for key in ("model_name_or_path", "template", "finetuning_type", "lora_target", "lora_rank", "stage")} == {
+    assert {
+        key: args[key]
+        for key in ("model_name_or_path", "template", "finetuning_type", "lora_target", "lora_rank", "stage")
+    } == {
         "model_name_or_path": "Qwen/Qwen2.5-7B-Instruct",
         "template": "qwen",
         "finetuning_type": "lora",
@@ -176,30 +202,47 @@ def test_qlora_dry_run_yaml_is_accepted_by_llamafactory_parser(tmp_path_factory)
     result, _ = dry_run(tmp_path_factory, "qwen7b-qlora")
     assert result.exit_code == 0, result.output
     model_args, _, training_args, finetuning_args, _ = parse_with_llamafactory(yaml.safe_load(result.stdout))
-    assert (model_args.quantization_bit, model_args.quantization_method, model_args.double_quantization) == (4, "bnb", True)
+    assert (model_args.quantization_bit, model_args.quantization_method, model_args.double_quantization) == (
+        4,
+        "bnb",
+        True,
+    )
     assert model_args.upcast_layernorm and finetuning_args.finetuning_type == "lora" and training_args.bf16
 
 
-@pytest.mark.parametrize(("preset", "model", "template", "lr"), [
-    ("qwen3-8b", "Qwen/Qwen3-8B", "qwen3_nothink", 1e-4),
-    ("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B", "qwen", 2e-4),
-])
-def test_the_smaller_and_qwen3_presets_dry_run_yaml_is_accepted_by_llamafactory_parser(tmp_path_factory, preset, model, template, lr):
+@pytest.mark.parametrize(
+    ("preset", "model", "template", "lr"),
+    [
+        ("qwen3-8b", "Qwen/Qwen3-8B", "qwen3_nothink", 1e-4),
+        ("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B", "qwen", 2e-4),
+    ],
+)
+def test_the_smaller_and_qwen3_presets_dry_run_yaml_is_accepted_by_llamafactory_parser(
+    tmp_path_factory, preset, model, template, lr
+):
     result, run_dir = dry_run(tmp_path_factory, preset)
     assert result.exit_code == 0, result.output
     assert not run_dir.exists()
     model_args, data_args, training_args, finetuning_args, _ = parse_with_llamafactory(yaml.safe_load(result.stdout))
     assert (model_args.model_name_or_path, data_args.template) == (model, template)
-    assert finetuning_args.finetuning_type == "lora" and finetuning_args.lora_target == ["all"] and finetuning_args.lora_rank == 8
+    assert (
+        finetuning_args.finetuning_type == "lora"
+        and finetuning_args.lora_target == ["all"]
+        and finetuning_args.lora_rank == 8
+    )
     assert data_args.neat_packing and training_args.bf16 and training_args.learning_rate == lr
     assert training_args.gradient_accumulation_steps == 8 and model_args.disable_gradient_checkpointing is True
 
 
 def test_an_argument_llamafactory_rejects_is_reported_before_launch(tmp_path):
-    result = CliRunner().invoke(app, ["train", "tiny-cpu", "--dry-run", "-o", str(tmp_path / "run"), "--set", "train.lr_scheduler_type=bogus"])
+    result = CliRunner().invoke(
+        app, ["train", "tiny-cpu", "--dry-run", "-o", str(tmp_path / "run"), "--set", "train.lr_scheduler_type=bogus"]
+    )
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"nerft: error: {tmp_path / 'run' / 'llamafactory_train.yaml'}: LLaMA-Factory 0.9.5 rejects the rendered arguments: ")
+    assert last.startswith(
+        f"nerft: error: {tmp_path / 'run' / 'llamafactory_train.yaml'}: LLaMA-Factory 0.9.5 rejects the rendered arguments: "
+    )
     assert "bogus is not a valid SchedulerType" in last
 
 
@@ -239,11 +282,30 @@ def test_doctor_sizes_sequences_as_train_renders_them(preset, tmp_path, monkeypa
 def test_dry_run_header_shows_the_exact_launch_with_its_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("NERFT_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(app, [
-        "train", "qwen7b", "--dry-run", "-o", str(run_dir), "--nnodes", "2", "--node-rank", "1",
-        "--master-addr", "10.0.0.1", "--master-port", "29500", "--nproc-per-node", "8",
-        "--set", f"data.train={SAMPLE / 'train.jsonl'}", "--set", f"data.dev={SAMPLE / 'dev.jsonl'}",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "qwen7b",
+            "--dry-run",
+            "-o",
+            str(run_dir),
+            "--nnodes",
+            "2",
+            "--node-rank",
+            "1",
+            "--master-addr",
+            "10.0.0.1",
+            "--master-port",
+            "29500",
+            "--nproc-per-node",
+            "8",
+            "--set",
+            f"data.train={SAMPLE / 'train.jsonl'}",
+            "--set",
+            f"data.dev={SAMPLE / 'dev.jsonl'}",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[1] == (
         "# Run: FORCE_TORCHRUN=1 NNODES=2 NODE_RANK=1 NPROC_PER_NODE=8 MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 "

@@ -18,17 +18,28 @@ GOLD = [
 PREDICTED = [
     [("organization", "浙商银行"), ("name", "老桂")],  # wrong label; wrong boundary
     [("company", "京东"), ("address", "北京")],  # correct; spurious (not in the sentence); 沃尔玛 missed
-    [("book", "《围城》"), ("movie", "围城")],  # the same text first: wrong label; then 《围城》 has no gold left: spurious
+    [
+        ("book", "《围城》"),
+        ("movie", "围城"),
+    ],  # the same text first: wrong label; then 《围城》 has no gold left: spurious
     [],  # an unparseable answer: both missed
 ]
 
 
 def test_each_wrong_pair_gets_one_kind():
     kinds = [classify_sentence(g, p).mistakes for g, p in zip(GOLD, PREDICTED)]
-    assert kinds[0] == [Mistake("wrong label", ("company", "浙商银行"), ("organization", "浙商银行")),
-                        Mistake("wrong boundary", ("name", "叶老桂"), ("name", "老桂"))]
-    assert kinds[1] == [Mistake("missed", gold=("company", "沃尔玛")), Mistake("spurious", predicted=("address", "北京"))]
-    assert kinds[2] == [Mistake("wrong label", ("book", "围城"), ("movie", "围城")), Mistake("spurious", predicted=("book", "《围城》"))]
+    assert kinds[0] == [
+        Mistake("wrong label", ("company", "浙商银行"), ("organization", "浙商银行")),
+        Mistake("wrong boundary", ("name", "叶老桂"), ("name", "老桂")),
+    ]
+    assert kinds[1] == [
+        Mistake("missed", gold=("company", "沃尔玛")),
+        Mistake("spurious", predicted=("address", "北京")),
+    ]
+    assert kinds[2] == [
+        Mistake("wrong label", ("book", "围城"), ("movie", "围城")),
+        Mistake("spurious", predicted=("book", "《围城》")),
+    ]
     assert kinds[3] == [Mistake("missed", gold=("name", "张三")), Mistake("missed", gold=("address", "北京"))]
     assert classify_sentence(GOLD[1], PREDICTED[1]).correct == [("company", "京东")]
 
@@ -36,7 +47,10 @@ def test_each_wrong_pair_gets_one_kind():
 def test_a_boundary_candidate_of_the_gold_label_is_taken_first():
     gold = record("叶老桂博士说", (0, 2, "name"))
     mistakes = classify_sentence(gold, [("position", "叶老桂博士"), ("name", "老桂")]).mistakes
-    assert mistakes == [Mistake("wrong boundary", ("name", "叶老桂"), ("name", "老桂")), Mistake("spurious", predicted=("position", "叶老桂博士"))]
+    assert mistakes == [
+        Mistake("wrong boundary", ("name", "叶老桂"), ("name", "老桂")),
+        Mistake("spurious", predicted=("position", "叶老桂博士")),
+    ]
 
 
 def test_a_string_elsewhere_in_the_sentence_is_not_a_boundary_error():

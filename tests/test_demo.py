@@ -16,16 +16,30 @@ from nerft.serving.server import free_port
 
 def test_highlighted_shifts_each_line_and_keeps_the_outer_entity_of_a_nest():
     rows = [
-        {"text": "北京大学", "entities": [
-            {"label": "organization", "text": "北京大学", "start": 0, "end": 4}, {"label": "address", "text": "北京", "start": 0, "end": 2}]},
-        {"text": "张三去了北京", "entities": [
-            {"label": "name", "text": "张三", "start": 0, "end": 2}, {"label": "address", "text": "北京", "start": 4, "end": 6},
-            {"label": "name", "text": "李四", "start": None, "end": None}]},
+        {
+            "text": "北京大学",
+            "entities": [
+                {"label": "organization", "text": "北京大学", "start": 0, "end": 4},
+                {"label": "address", "text": "北京", "start": 0, "end": 2},
+            ],
+        },
+        {
+            "text": "张三去了北京",
+            "entities": [
+                {"label": "name", "text": "张三", "start": 0, "end": 2},
+                {"label": "address", "text": "北京", "start": 4, "end": 6},
+                {"label": "name", "text": "李四", "start": None, "end": None},
+            ],
+        },
     ]
-    assert highlighted(rows) == {"text": "北京大学\n张三去了北京", "entities": [
-        {"entity": "organization", "start": 0, "end": 4},
-        {"entity": "name", "start": 5, "end": 7}, {"entity": "address", "start": 9, "end": 11},
-    ]}
+    assert highlighted(rows) == {
+        "text": "北京大学\n张三去了北京",
+        "entities": [
+            {"entity": "organization", "start": 0, "end": 4},
+            {"entity": "name", "start": 5, "end": 7},
+            {"entity": "address", "start": 9, "end": 11},
+        ],
+    }
 
 
 def rgb(style: str) -> tuple[int, ...]:
@@ -43,21 +57,38 @@ def sentence_and_entities(learned_run):
     from nerft.runfolder import load_run
 
     rows = []
-    predict(load_records(ROOT / "data" / "sample" / "train.jsonl")[:8], run=load_run(learned_run), engine="hf", sink=rows.append)
+    predict(
+        load_records(ROOT / "data" / "sample" / "train.jsonl")[:8],
+        run=load_run(learned_run),
+        engine="hf",
+        sink=rows.append,
+    )
     for row in rows:
         if row["entities"]:
             return row["text"], row["entities"]
-    pytest.skip("the learned run finds no entity in its first training sentences (conf/tiny-cpu.yaml does not learn them)")
+    pytest.skip(
+        "the learned run finds no entity in its first training sentences (conf/tiny-cpu.yaml does not learn them)"
+    )
 
 
 @pytest.fixture(scope="module")
 def demo_url(learned_run, tmp_path_factory):
     port = free_port()
-    env = {**os.environ, "NERFT_CACHE": str(tmp_path_factory.getbasetemp() / "nerft-cache"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {
+        **os.environ,
+        "NERFT_CACHE": str(tmp_path_factory.getbasetemp() / "nerft-cache"),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
     log = tmp_path_factory.mktemp("demo") / "demo.log"
     with open(log, "wb") as handle:
-        server = subprocess.Popen([sys.executable, "-m", "nerft", "demo", str(learned_run), "--engine", "hf", "--port", str(port)],
-                                  stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "nerft", "demo", str(learned_run), "--engine", "hf", "--port", str(port)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 180
@@ -84,9 +115,14 @@ def test_the_page_highlights_what_predict_finds_in_a_training_sentence(demo_url,
     box = WebDriverWait(chrome, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "#sentences textarea"))
     box.send_keys(sentence)
     chrome.find_element(By.ID, "submit").click()
-    spans = WebDriverWait(chrome, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#entities .textspan.hl") or False)
+    spans = WebDriverWait(chrome, 120).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#entities .textspan.hl") or False
+    )
     # gradio draws the label as the span's colour, keyed by the legend: read the label back from it
-    legend = {rgb(item.get_attribute("style")): item.text.strip() for item in chrome.find_elements(By.CSS_SELECTOR, "#entities .category-label")}
+    legend = {
+        rgb(item.get_attribute("style")): item.text.strip()
+        for item in chrome.find_elements(By.CSS_SELECTOR, "#entities .category-label")
+    }
     found = [(span.text.strip(), legend.get(rgb(span.get_attribute("style")))) for span in spans]
     assert found == [(e["text"], e["label"]) for e in sorted(entities, key=lambda e: e["start"])]
     assert all(span.is_displayed() and span.size["width"] > 10 for span in spans)

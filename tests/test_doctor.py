@@ -31,9 +31,21 @@ from nerft.doctor.snapshot import (
 )
 
 GOOD_PACKAGES = {
-    "llamafactory": "0.9.5", "torch": "2.11.0", "torchvision": "0.26.0", "torchaudio": "2.11.0",
-    "transformers": "5.6.0", "datasets": "4.0.0", "accelerate": "1.11.0", "peft": "0.18.1", "trl": "0.24.0",
-    "modelscope": "1.40.2", "vllm": None, "flash-attn": None, "liger-kernel": None, "bitsandbytes": None, "deepspeed": None,
+    "llamafactory": "0.9.5",
+    "torch": "2.11.0",
+    "torchvision": "0.26.0",
+    "torchaudio": "2.11.0",
+    "transformers": "5.6.0",
+    "datasets": "4.0.0",
+    "accelerate": "1.11.0",
+    "peft": "0.18.1",
+    "trl": "0.24.0",
+    "modelscope": "1.40.2",
+    "vllm": None,
+    "flash-attn": None,
+    "liger-kernel": None,
+    "bitsandbytes": None,
+    "deepspeed": None,
 }
 H100 = GpuInfo(0, "NVIDIA H100 80GB HBM3", 81559, 80000, "9.0")
 RTX4090 = GpuInfo(0, "NVIDIA GeForce RTX 4090", 24564, 24000, "8.9")
@@ -43,11 +55,20 @@ T4 = GpuInfo(0, "Tesla T4", 15360, 15000, "7.5")
 def machine(**changes) -> EnvironmentSnapshot:
     """A healthy GPU machine (torch cu130 on a CUDA 13.0 driver, one H100), with `changes`."""
     base = EnvironmentSnapshot(
-        python_version="3.11.7", python_executable="/venv/bin/python", platform="Linux", cpu_count=16,
-        ram_total_bytes=128 * 2**30, ram_available_bytes=120 * 2**30,
-        torch_version="2.11.0+cu130", torch_cuda_build="13.0", torch_cuda_available=True,
-        driver_version="580.82.07", driver_cuda="13.0", gpus=[H100],
-        packages=dict(GOOD_PACKAGES), torch_pins={"torchvision": "==2.11.0"},
+        python_version="3.11.7",
+        python_executable="/venv/bin/python",
+        platform="Linux",
+        cpu_count=16,
+        ram_total_bytes=128 * 2**30,
+        ram_available_bytes=120 * 2**30,
+        torch_version="2.11.0+cu130",
+        torch_cuda_build="13.0",
+        torch_cuda_available=True,
+        driver_version="580.82.07",
+        driver_cuda="13.0",
+        gpus=[H100],
+        packages=dict(GOOD_PACKAGES),
+        torch_pins={"torchvision": "==2.11.0"},
         modules={"flash_attn": False, "liger_kernel": False, "bitsandbytes": False},
         cache_dirs=[CacheDir("Hugging Face cache", "/root/.cache/huggingface/hub", 500 * 2**30)],
     )
@@ -56,7 +77,14 @@ def machine(**changes) -> EnvironmentSnapshot:
 
 def cpu_machine(**changes) -> EnvironmentSnapshot:
     """This sandbox: torch cu130 from PyPI, no driver, no GPU."""
-    return machine(torch_cuda_available=False, driver_version=None, driver_cuda=None, driver_error="nvidia-smi not found", gpus=[], **changes)
+    return machine(
+        torch_cuda_available=False,
+        driver_version=None,
+        driver_cuda=None,
+        driver_error="nvidia-smi not found",
+        gpus=[],
+        **changes,
+    )
 
 
 def by_name(checks, name):
@@ -108,7 +136,10 @@ def test_no_known_build_runs_on_a_cuda_10_driver():
 
 def test_matching_build_and_driver_pass():
     assert check_torch_cuda(machine()).status == OK
-    assert check_torch_cuda(machine(torch_version="2.11.0+cu126", torch_cuda_build="12.6", driver_cuda="12.8")).status == OK
+    assert (
+        check_torch_cuda(machine(torch_version="2.11.0+cu126", torch_cuda_build="12.6", driver_cuda="12.8")).status
+        == OK
+    )
 
 
 def test_a_newer_minor_build_passes_when_torch_sees_the_gpu_and_fails_when_it_does_not():
@@ -120,9 +151,13 @@ def test_a_newer_minor_build_passes_when_torch_sees_the_gpu_and_fails_when_it_do
 
 
 def test_a_cpu_torch_on_a_gpu_machine_fails():
-    check = check_torch_cuda(machine(torch_version="2.11.0+cpu", torch_cuda_build=None, torch_cuda_available=False, driver_cuda="12.4"))
+    check = check_torch_cuda(
+        machine(torch_version="2.11.0+cpu", torch_cuda_build=None, torch_cuda_available=False, driver_cuda="12.4")
+    )
     assert check.status == FAIL and "CPU build" in check.message
-    assert check.fix.startswith("pip install torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0 --index-url https://download.pytorch.org/whl/cu126")
+    assert check.fix.startswith(
+        "pip install torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0 --index-url https://download.pytorch.org/whl/cu126"
+    )
 
 
 def test_no_driver_is_information_not_failure():
@@ -131,9 +166,14 @@ def test_no_driver_is_information_not_failure():
 
 
 def test_torch_that_does_not_import_fails():
-    check = check_torch_cuda(cpu_machine(torch_version=None, torch_cuda_build=None, torch_error="OSError: libcudnn.so.9: cannot open"))
+    check = check_torch_cuda(
+        cpu_machine(torch_version=None, torch_cuda_build=None, torch_error="OSError: libcudnn.so.9: cannot open")
+    )
     assert check.status == FAIL and "libcudnn.so.9" in check.message
-    assert check.fix == "pip install torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0 --index-url https://download.pytorch.org/whl/cpu"
+    assert (
+        check.fix
+        == "pip install torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0 --index-url https://download.pytorch.org/whl/cpu"
+    )
 
 
 # --- torchvision / torchaudio ---------------------------------------------------------------------
@@ -143,7 +183,10 @@ def test_torchvision_built_for_another_torch_fails():
     snapshot = machine(packages={**GOOD_PACKAGES, "torchvision": "0.25.0"}, torch_pins={"torchvision": "==2.10.0"})
     vision = by_name(check_torch_companions(snapshot), "torchvision")
     assert vision.status == FAIL and "built for torch==2.10.0" in vision.message
-    assert vision.fix == "pip install torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0 --index-url https://download.pytorch.org/whl/cu130"
+    assert (
+        vision.fix
+        == "pip install torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0 --index-url https://download.pytorch.org/whl/cu130"
+    )
 
 
 def test_torchaudio_from_another_release_fails_by_the_known_pairs_table():
@@ -172,7 +215,12 @@ def test_missing_companion_fails():
 
 @pytest.mark.parametrize(
     "torch, expected",
-    [("2.11.0", ("0.26.0", "2.11.0")), ("2.7.1+cu118", ("0.22.1", "2.7.1")), ("2.12.0", ("0.27.0", "2.12.0")), ("1.13.1", None)],
+    [
+        ("2.11.0", ("0.26.0", "2.11.0")),
+        ("2.7.1+cu118", ("0.22.1", "2.7.1")),
+        ("2.12.0", ("0.27.0", "2.12.0")),
+        ("1.13.1", None),
+    ],
 )
 def test_known_pairs_and_the_pattern_for_newer_releases(torch, expected):
     assert companions(torch) == expected
@@ -198,7 +246,10 @@ def test_missing_required_package_fails_and_other_torch_only_warns():
     assert by_name(checks, "trl").status == FAIL
     torch = by_name(checks, "torch")
     assert torch.status == WARN
-    assert torch.fix == "pip install torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0 --index-url https://download.pytorch.org/whl/cu130"
+    assert (
+        torch.fix
+        == "pip install torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0 --index-url https://download.pytorch.org/whl/cu130"
+    )
 
 
 def test_the_tested_ranges_match_the_installed_llamafactory():
@@ -208,7 +259,9 @@ def test_the_tested_ranges_match_the_installed_llamafactory():
     from packaging.requirements import Requirement
     from packaging.specifiers import SpecifierSet
 
-    required = {Requirement(line).name: Requirement(line).specifier for line in importlib.metadata.requires("llamafactory")}
+    required = {
+        Requirement(line).name: Requirement(line).specifier for line in importlib.metadata.requires("llamafactory")
+    }
     for name in ("transformers", "datasets", "accelerate", "peft", "trl"):
         assert SpecifierSet(TESTED_WITH[name]) == required[name], name
     assert importlib.metadata.version("llamafactory") == TESTED_WITH["llamafactory"][2:]
@@ -226,7 +279,12 @@ def test_vllm_built_for_another_torch_fails_even_inside_the_range():
 
 
 def test_vllm_in_range_with_its_torch_passes_and_absent_vllm_is_information():
-    snapshot = machine(torch_version="2.8.0+cu128", torch_cuda_build="12.8", packages={**GOOD_PACKAGES, "vllm": "0.10.2"}, torch_pins={"vllm": "==2.8.0"})
+    snapshot = machine(
+        torch_version="2.8.0+cu128",
+        torch_cuda_build="12.8",
+        packages={**GOOD_PACKAGES, "vllm": "0.10.2"},
+        torch_pins={"vllm": "==2.8.0"},
+    )
     assert check_vllm(snapshot).status == OK
     assert check_vllm(machine()).status == INFO
 
@@ -244,7 +302,13 @@ def test_low_disk_warns():
 
 # --- a training config against the machine ---------------------------------------------------------
 
-QWEN7B = dict(model="Qwen/Qwen2.5-7B-Instruct", bf16=True, cutoff_len=1024, per_device_train_batch_size=1, source="conf/qwen7b.yaml")
+QWEN7B = dict(
+    model="Qwen/Qwen2.5-7B-Instruct",
+    bf16=True,
+    cutoff_len=1024,
+    per_device_train_batch_size=1,
+    source="conf/qwen7b.yaml",
+)
 
 
 def test_bf16_without_cuda_fails_and_names_the_missing_gpu():
@@ -284,7 +348,9 @@ def test_deepspeed_requested_but_missing_fails():
     plan = TrainingPlan(**{**QWEN7B, "deepspeed": "zero2"})
     check = by_name(plan_checks(plan, machine(), None), "deepspeed")
     assert check.status == FAIL and check.fix.startswith("pip install deepspeed")
-    with_deepspeed = machine(modules={"flash_attn": False, "liger_kernel": False, "bitsandbytes": False, "deepspeed": True})
+    with_deepspeed = machine(
+        modules={"flash_attn": False, "liger_kernel": False, "bitsandbytes": False, "deepspeed": True}
+    )
     assert "deepspeed" not in [check.name for check in plan_checks(plan, with_deepspeed, None)]
 
 
@@ -311,14 +377,19 @@ def test_diagnose_7b_on_this_cpu_machine_fails_naming_the_missing_gpu():
     assert not diagnosis.ok
     memory = by_name(diagnosis.plan_results, "memory")
     assert memory.status == FAIL
-    assert memory.message == "needs an NVIDIA GPU with at least 19.7 GiB; this machine has no NVIDIA GPU (nvidia-smi not found)"
+    assert (
+        memory.message
+        == "needs an NVIDIA GPU with at least 19.7 GiB; this machine has no NVIDIA GPU (nvidia-smi not found)"
+    )
     text = format_diagnosis(diagnosis)
     assert text.endswith("conf/qwen7b.yaml: cannot run on this machine")
     assert "2 errors" in text
 
 
 def test_diagnose_tiny_cpu_preset_passes_on_the_cpu():
-    plan = TrainingPlan(model="nerft:tiny-qwen2", cutoff_len=512, per_device_train_batch_size=4, source="conf/tiny-cpu.yaml")
+    plan = TrainingPlan(
+        model="nerft:tiny-qwen2", cutoff_len=512, per_device_train_batch_size=4, source="conf/tiny-cpu.yaml"
+    )
     diagnosis = diagnose(plan=plan, snapshot=cpu_machine())
     assert diagnosis.ok, format_diagnosis(diagnosis)
     assert diagnosis.estimate.device == "cpu"
@@ -362,7 +433,10 @@ Mon Jun  2 10:00:00 2025
 
 def test_nvidia_smi_header_gives_driver_and_cuda_versions():
     assert parse_nvidia_smi_header(NVIDIA_SMI) == ("535.104.05", "12.2")
-    assert parse_nvidia_smi_header("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.") == (None, None)
+    assert parse_nvidia_smi_header("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.") == (
+        None,
+        None,
+    )
 
 
 def test_gpu_query_rows_are_parsed_with_and_without_compute_capability():
@@ -371,4 +445,6 @@ def test_gpu_query_rows_are_parsed_with_and_without_compute_capability():
         GpuInfo(0, "NVIDIA A100-SXM4-80GB", 81920, 81000, "8.0"),
         GpuInfo(1, "Tesla T4", 15360, None, None),
     ]
-    assert parse_gpu_query("0, Tesla V100-SXM2-16GB, 16384, 16000\n") == [GpuInfo(0, "Tesla V100-SXM2-16GB", 16384, 16000, None)]
+    assert parse_gpu_query("0, Tesla V100-SXM2-16GB, 16384, 16000\n") == [
+        GpuInfo(0, "Tesla V100-SXM2-16GB", 16384, 16000, None)
+    ]

@@ -47,10 +47,15 @@ def test_doctor_text_report_ends_with_the_tally(monkeypatch):
 
 
 def test_doctor_exits_1_on_the_cuda_driver_trap(monkeypatch):
-    monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: machine(driver_cuda="12.2", torch_cuda_available=False))
+    monkeypatch.setattr(
+        diagnose_module, "take_snapshot", lambda: machine(driver_cuda="12.2", torch_cuda_available=False)
+    )
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == 1
-    assert "fix: pip install torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0 --index-url https://download.pytorch.org/whl/cu126" in result.stdout
+    assert (
+        "fix: pip install torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0 --index-url https://download.pytorch.org/whl/cu126"
+        in result.stdout
+    )
 
 
 def write(path: Path, text: str) -> Path:
@@ -60,19 +65,28 @@ def write(path: Path, text: str) -> Path:
 
 def test_doctor_config_7b_fails_on_a_cpu_machine_naming_the_missing_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: cpu_machine())
-    config = write(tmp_path / "qwen7b.yaml", "data:\n  train: data/sample/train.jsonl\n"
-                   "model:\n  model_name_or_path: Qwen/Qwen2.5-7B-Instruct\ntrain:\n  bf16: true\n"
-                   "  per_device_train_batch_size: 1\ndataset:\n  cutoff_len: 1024\n")
+    config = write(
+        tmp_path / "qwen7b.yaml",
+        "data:\n  train: data/sample/train.jsonl\n"
+        "model:\n  model_name_or_path: Qwen/Qwen2.5-7B-Instruct\ntrain:\n  bf16: true\n"
+        "  per_device_train_batch_size: 1\ndataset:\n  cutoff_len: 1024\n",
+    )
     result = runner.invoke(app, ["doctor", "--config", str(config)])
     assert result.exit_code == 1
-    assert "✘ memory        needs an NVIDIA GPU with at least 19.7 GiB; this machine has no NVIDIA GPU (nvidia-smi not found)" in result.stdout
+    assert (
+        "✘ memory        needs an NVIDIA GPU with at least 19.7 GiB; this machine has no NVIDIA GPU (nvidia-smi not found)"
+        in result.stdout
+    )
     assert result.stdout.rstrip().endswith(f"{config}: cannot run on this machine")
 
 
 def test_doctor_config_7b_passes_on_a_simulated_h100(tmp_path, monkeypatch):
     monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: machine())
     monkeypatch.setenv("NERFT_CACHE", str(tmp_path / "cache"))
-    config = write(tmp_path / "qwen7b.yaml", "model_name_or_path: Qwen/Qwen2.5-7B-Instruct\nbf16: true\ncutoff_len: 1024\nper_device_train_batch_size: 1\n")
+    config = write(
+        tmp_path / "qwen7b.yaml",
+        "model_name_or_path: Qwen/Qwen2.5-7B-Instruct\nbf16: true\ncutoff_len: 1024\nper_device_train_batch_size: 1\n",
+    )
     result = runner.invoke(app, ["doctor", "--config", str(config), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -88,7 +102,10 @@ def test_doctor_config_7b_passes_on_a_simulated_h100(tmp_path, monkeypatch):
 
 def test_doctor_config_tiny_passes_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: cpu_machine())
-    config = write(tmp_path / "tiny.yaml", "data:\n  train: data/sample/train.jsonl\nmodel:\n  model_name_or_path: nerft:tiny-qwen2\n")
+    config = write(
+        tmp_path / "tiny.yaml",
+        "data:\n  train: data/sample/train.jsonl\nmodel:\n  model_name_or_path: nerft:tiny-qwen2\n",
+    )
     result = runner.invoke(app, ["doctor", "--config", str(config)])
     assert result.exit_code == 0, result.output
     # the sample's 32 train sentences measured through the tiny model's tokenizer, as `nerft train`
@@ -125,7 +142,10 @@ def test_qwen7b_preset_fails_on_a_cpu_machine_naming_the_missing_gpu(monkeypatch
     ) in result.stdout
     # one pack of 216 tokens (as `nerft train` renders it): activations and logits scale with the
     # tokens, 216 / 576 of the 2.95 + 1.14 GiB that 4 x 144 tokens needed: 18.7 GiB in all
-    assert "✘ memory        needs an NVIDIA GPU with at least 18.7 GiB; this machine has no NVIDIA GPU (nvidia-smi not found)" in result.stdout
+    assert (
+        "✘ memory        needs an NVIDIA GPU with at least 18.7 GiB; this machine has no NVIDIA GPU (nvidia-smi not found)"
+        in result.stdout
+    )
 
 
 def test_qwen7b_presets_fit_the_gpus_they_are_written_for(monkeypatch):
@@ -134,11 +154,15 @@ def test_qwen7b_presets_fit_the_gpus_they_are_written_for(monkeypatch):
 
     from test_doctor import GOOD_PACKAGES, RTX4090
 
-    a100 = replace(RTX4090, name="NVIDIA A100-SXM4-40GB", memory_total_mib=40960, memory_free_mib=40000, compute_capability="8.0")
+    a100 = replace(
+        RTX4090, name="NVIDIA A100-SXM4-40GB", memory_total_mib=40960, memory_free_mib=40000, compute_capability="8.0"
+    )
     monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: machine(gpus=[a100]))
     result = runner.invoke(app, ["doctor", "--config", str(ROOT / "conf" / "qwen7b.yaml"), "--json"])
     assert by_name_status(result, "memory") == "ok"
-    with_bnb = machine(gpus=[RTX4090], packages={**GOOD_PACKAGES, "bitsandbytes": "0.45.0"}, modules={"bitsandbytes": True})
+    with_bnb = machine(
+        gpus=[RTX4090], packages={**GOOD_PACKAGES, "bitsandbytes": "0.45.0"}, modules={"bitsandbytes": True}
+    )
     monkeypatch.setattr(diagnose_module, "take_snapshot", lambda: with_bnb)
     result = runner.invoke(app, ["doctor", "--config", str(ROOT / "conf" / "qwen7b-qlora.yaml"), "--json"])
     assert by_name_status(result, "memory") == "ok" and by_name_status(result, "quantization") == "ok"

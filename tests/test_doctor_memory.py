@@ -98,7 +98,9 @@ def test_estimate_of_7b_qlora_keeps_embeddings_and_lm_head_in_bf16():
 
 
 def test_without_gradient_checkpointing_every_layer_keeps_its_activations():
-    plan = TrainingPlan(model="m", bf16=True, cutoff_len=1024, per_device_train_batch_size=1, gradient_checkpointing=False)
+    plan = TrainingPlan(
+        model="m", bf16=True, cutoff_len=1024, per_device_train_batch_size=1, gradient_checkpointing=False
+    )
     estimate = estimate_training_memory(plan, QWEN7B, device="gpu")
     assert estimate.parts["activations"] == 1024 * 2 * 28 * (6 * 3584 + 2 * 512 + 4 * 18944)
 
@@ -126,8 +128,15 @@ def test_activation_formula_matches_what_autograd_saves():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    config = Qwen2Config(hidden_size=256, intermediate_size=704, num_attention_heads=4, num_key_value_heads=2,
-                         num_hidden_layers=3, vocab_size=1000, tie_word_embeddings=False)
+    config = Qwen2Config(
+        hidden_size=256,
+        intermediate_size=704,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=3,
+        vocab_size=1000,
+        tie_word_embeddings=False,
+    )
     config._attn_implementation = "sdpa"
     model = get_peft_model(Qwen2ForCausalLM(config), LoraConfig(r=8, target_modules="all-linear", lora_dropout=0.0))
     model.train()
@@ -154,16 +163,28 @@ def test_activation_formula_matches_what_autograd_saves():
 # --- which model ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["Qwen/Qwen2.5-7B-Instruct", "models/Qwen/Qwen2.5-7B-Instruct/", "qwen2.5-7b-instruct", "Qwen/Qwen2.5-7B"])
+@pytest.mark.parametrize(
+    "name", ["Qwen/Qwen2.5-7B-Instruct", "models/Qwen/Qwen2.5-7B-Instruct/", "qwen2.5-7b-instruct", "Qwen/Qwen2.5-7B"]
+)
 def test_known_models_are_found_by_name(name):
     assert resolve_model_shape(name) is QWEN7B
 
 
 def test_a_local_folder_is_read_from_its_config_json(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1024, "tie_word_embeddings": True,
-    }))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "qwen2",
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "vocab_size": 1024,
+                "tie_word_embeddings": True,
+            }
+        )
+    )
     shape = resolve_model_shape(str(tmp_path))
     assert shape == ModelShape(str(tmp_path), 2, 64, 128, 4, 2, 1024, True, None, True)
     # per layer: q 64*64, k and v 64*32 each, o 64*64, mlp 3*64*128, biases 64+32+32, norms 2*64
@@ -175,10 +196,20 @@ def test_a_downloaded_hub_model_is_read_from_nerfts_model_cache(tmp_path, monkey
     monkeypatch.setenv("NERFT_CACHE", str(tmp_path))
     folder = tmp_path / "models" / "Qwen" / "Qwen2.5-0.5B-Instruct"
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
-        "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
-    }))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "qwen2",
+                "hidden_size": 896,
+                "intermediate_size": 4864,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 14,
+                "num_key_value_heads": 2,
+                "vocab_size": 151936,
+                "tie_word_embeddings": True,
+            }
+        )
+    )
     assert local_model_dir("Qwen/Qwen2.5-0.5B-Instruct") == folder
     shape = resolve_model_shape("Qwen/Qwen2.5-0.5B-Instruct")
     assert shape.name == "Qwen/Qwen2.5-0.5B-Instruct" and shape.params() == 494_032_768
@@ -205,7 +236,12 @@ def test_a_flat_llamafactory_yaml_is_read(tmp_path):
     )
     plan = read_training_plan(path)
     assert (plan.model, plan.quantization_bit, plan.bf16, plan.cutoff_len, plan.per_device_train_batch_size) == (
-        "Qwen/Qwen2.5-7B-Instruct", 4, True, 768, 2)
+        "Qwen/Qwen2.5-7B-Instruct",
+        4,
+        True,
+        768,
+        2,
+    )
     assert plan.lora_target == "q_proj,v_proj" and plan.gradient_checkpointing is False
     assert plan.source == str(path)
 
@@ -218,7 +254,12 @@ def test_a_sectioned_nerft_config_is_read(tmp_path):
         "method:\n  lora_rank: 4\ndataset:\n  cutoff_len: auto\ntrain:\n  per_device_train_batch_size: 4\n  bf16: false\n"
     )
     plan = read_training_plan(path)
-    assert (plan.model, plan.lora_rank, plan.per_device_train_batch_size, plan.bf16) == ("nerft:tiny-qwen2", 4, 4, False)
+    assert (plan.model, plan.lora_rank, plan.per_device_train_batch_size, plan.bf16) == (
+        "nerft:tiny-qwen2",
+        4,
+        4,
+        False,
+    )
     # no packing: the sample's longest example through the tiny tokenizer, 80 tokens (a multiple of 8); batch kept
     assert (plan.cutoff_len, plan.per_device_train_batch_size, plan.cutoff_auto) == (80, 4, True)
     packed = tmp_path / "packed.yaml"

@@ -22,8 +22,15 @@ HEADER = """\
 """
 
 
-def fake_nvidia_smi(tmp_path: Path, monkeypatch, *, header: str = HEADER, header_code: int = 0,
-                    rows: str = "0, NVIDIA A100-SXM4-80GB, 81920, 80000, 8.0\n", knows_compute_cap: bool = True) -> Path:
+def fake_nvidia_smi(
+    tmp_path: Path,
+    monkeypatch,
+    *,
+    header: str = HEADER,
+    header_code: int = 0,
+    rows: str = "0, NVIDIA A100-SXM4-80GB, 81920, 80000, 8.0\n",
+    knows_compute_cap: bool = True,
+) -> Path:
     """An `nvidia-smi` on PATH that answers like the real one and logs its arguments as JSON lines."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -58,7 +65,10 @@ def test_driver_and_gpus_come_from_nvidia_smi(tmp_path, monkeypatch):
     snapshot = take_snapshot()
     assert (snapshot.driver_version, snapshot.driver_cuda, snapshot.driver_error) == ("535.104.05", "12.2", None)
     assert snapshot.gpus == [GpuInfo(0, "NVIDIA A100-SXM4-80GB", 81920, 80000, "8.0")]
-    assert calls_of(calls) == [[], ["--query-gpu=index,name,memory.total,memory.free,compute_cap", "--format=csv,noheader,nounits"]]
+    assert calls_of(calls) == [
+        [],
+        ["--query-gpu=index,name,memory.total,memory.free,compute_cap", "--format=csv,noheader,nounits"],
+    ]
     # this machine's torch is a cu130 build: on that driver the check fails with the cu126 fix
     if snapshot.torch_cuda_build == "13.0":
         check = check_torch_cuda(snapshot)
@@ -66,11 +76,15 @@ def test_driver_and_gpus_come_from_nvidia_smi(tmp_path, monkeypatch):
 
 
 def test_an_old_nvidia_smi_without_compute_cap_is_asked_again_without_it(tmp_path, monkeypatch):
-    calls = fake_nvidia_smi(tmp_path, monkeypatch, knows_compute_cap=False, rows="0, Tesla V100-SXM2-16GB, 16384, 16000, 7.0\n")
+    calls = fake_nvidia_smi(
+        tmp_path, monkeypatch, knows_compute_cap=False, rows="0, Tesla V100-SXM2-16GB, 16384, 16000, 7.0\n"
+    )
     snapshot = take_snapshot()
     assert snapshot.gpus == [GpuInfo(0, "Tesla V100-SXM2-16GB", 16384, 16000, None)]
     assert [call[0] for call in calls_of(calls)[1:]] == [
-        "--query-gpu=index,name,memory.total,memory.free,compute_cap", "--query-gpu=index,name,memory.total,memory.free"]
+        "--query-gpu=index,name,memory.total,memory.free,compute_cap",
+        "--query-gpu=index,name,memory.total,memory.free",
+    ]
 
 
 def test_an_nvidia_smi_that_cannot_reach_the_driver_is_reported_not_raised(tmp_path, monkeypatch):
@@ -85,10 +99,14 @@ def test_nvml_answers_when_nvidia_smi_is_missing(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi anywhere
     memory = types.SimpleNamespace(total=24564 * 2**20, free=24000 * 2**20)
     fake = types.SimpleNamespace(
-        nvmlInit=lambda: None, nvmlShutdown=lambda: None,
-        nvmlSystemGetDriverVersion=lambda: b"550.54.14", nvmlSystemGetCudaDriverVersion=lambda: 12040,
-        nvmlDeviceGetCount=lambda: 1, nvmlDeviceGetHandleByIndex=lambda index: index,
-        nvmlDeviceGetName=lambda handle: "NVIDIA GeForce RTX 4090", nvmlDeviceGetMemoryInfo=lambda handle: memory,
+        nvmlInit=lambda: None,
+        nvmlShutdown=lambda: None,
+        nvmlSystemGetDriverVersion=lambda: b"550.54.14",
+        nvmlSystemGetCudaDriverVersion=lambda: 12040,
+        nvmlDeviceGetCount=lambda: 1,
+        nvmlDeviceGetHandleByIndex=lambda index: index,
+        nvmlDeviceGetName=lambda handle: "NVIDIA GeForce RTX 4090",
+        nvmlDeviceGetMemoryInfo=lambda handle: memory,
         nvmlDeviceGetCudaComputeCapability=lambda handle: (8, 9),
     )
     monkeypatch.setitem(sys.modules, "pynvml", fake)
@@ -108,7 +126,10 @@ def test_a_torch_that_does_not_import_is_recorded(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setitem(sys.modules, "torch", None)
     snapshot = take_snapshot()
-    assert snapshot.torch_version is None and snapshot.torch_error == "ModuleNotFoundError: import of torch halted; None in sys.modules"
+    assert (
+        snapshot.torch_version is None
+        and snapshot.torch_error == "ModuleNotFoundError: import of torch halted; None in sys.modules"
+    )
     assert check_torch_cuda(snapshot).status == FAIL
     assert snapshot.packages["llamafactory"] == "0.9.5"  # the rest of the snapshot is still there
 

@@ -19,12 +19,24 @@ def _cache(tmp_path, monkeypatch):
 
 
 def test_cache_folder_comes_from_the_environment(tmp_path, monkeypatch):
-    assert download.model_cache_path("Qwen/Qwen2.5-7B-Instruct") == tmp_path / "cache" / "models" / "Qwen" / "Qwen2.5-7B-Instruct"
+    assert (
+        download.model_cache_path("Qwen/Qwen2.5-7B-Instruct")
+        == tmp_path / "cache" / "models" / "Qwen" / "Qwen2.5-7B-Instruct"
+    )
     monkeypatch.delenv("NERFT_CACHE")
     assert download.cache_dir() == Path.home() / ".cache" / "nerft"
 
 
-@pytest.mark.parametrize(("name", "hub"), [("Qwen/Qwen2.5-7B-Instruct", True), ("LLM-Research/Meta-Llama-3-8B-Instruct", True), ("qwen", False), ("../x/y", False), ("a/b/c", False)])
+@pytest.mark.parametrize(
+    ("name", "hub"),
+    [
+        ("Qwen/Qwen2.5-7B-Instruct", True),
+        ("LLM-Research/Meta-Llama-3-8B-Instruct", True),
+        ("qwen", False),
+        ("../x/y", False),
+        ("a/b/c", False),
+    ],
+)
 def test_hub_ids(name, hub):
     assert download.is_hub_id(name) is hub
 

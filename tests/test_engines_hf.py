@@ -56,7 +56,10 @@ def test_each_row_is_cut_at_its_own_bound(engine, requests):
 
 def test_the_prompt_sent_is_the_training_prompt(engine, requests):
     ids = engine.encode(requests[0])
-    assert engine.tokenizer.decode(ids) == f"<|im_start|>system\nNER<|im_end|>\n<|im_start|>user\n{requests[0].text}<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        engine.tokenizer.decode(ids)
+        == f"<|im_start|>system\nNER<|im_end|>\n<|im_start|>user\n{requests[0].text}<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,9 @@ class TrainingEncoder:
             setattr(attr, key, column)
         self.converter = AlpacaDatasetConverter(attr, data_args)
         template = get_template_and_fix_tokenizer(tokenizer, data_args)
-        self.processor = SupervisedDatasetProcessor(template=template, tokenizer=tokenizer, processor=None, data_args=data_args)
+        self.processor = SupervisedDatasetProcessor(
+            template=template, tokenizer=tokenizer, processor=None, data_args=data_args
+        )
 
     def prompt_ids(self, example: dict) -> list[int]:
         """The tokens before the first trained label: what the model saw before its answer."""
@@ -41,8 +43,13 @@ class TrainingEncoder:
 
         converted = self.converter(example)
         input_ids, labels = self.processor._encode_data_example(
-            prompt=converted["_prompt"], response=converted["_response"], system=converted["_system"],
-            tools=converted["_tools"], images=[], videos=[], audios=[],
+            prompt=converted["_prompt"],
+            response=converted["_response"],
+            system=converted["_system"],
+            tools=converted["_tools"],
+            images=[],
+            videos=[],
+            audios=[],
         )
         answer_start = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
         return input_ids[:answer_start]
@@ -77,17 +84,25 @@ def test_engine_prompt_equals_llamafactory_training_prompt(prompt, template, tok
             assert tokenizer.decode(expected) == render_qwen(fmt.system, fmt.user_message(record.text), template)
 
 
-@pytest.mark.parametrize(("template", "system"), [
-    ("qwen", "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"),
-    ("qwen3_nothink", ""),
-])
+@pytest.mark.parametrize(
+    ("template", "system"),
+    [
+        (
+            "qwen",
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n",
+        ),
+        ("qwen3_nothink", ""),
+    ],
+)
 def test_an_empty_system_prompt_takes_the_template_default_as_in_llamafactory(template, system, tokenizers, sample_dir):
     record = load_records(sample_dir / "train.jsonl")[0]
     example = {**get_format("compact").example(record), "system": ""}
     for tokenizer in tokenizers.values():
         expected = TrainingEncoder(tokenizer, template).prompt_ids(example)
         assert ChatTemplate.load(template, tokenizer).encode("", record.text) == expected
-        assert tokenizer.decode(expected) == f"{system}<|im_start|>user\n{record.text}<|im_end|>\n<|im_start|>assistant\n"
+        assert (
+            tokenizer.decode(expected) == f"{system}<|im_start|>user\n{record.text}<|im_end|>\n<|im_start|>assistant\n"
+        )
 
 
 @pytest.mark.parametrize("template", ["qwen", "qwen3_nothink"])
@@ -107,4 +122,7 @@ def test_other_templates_are_encoded_by_llamafactory(tiny_model):
 
     template = ChatTemplate.load("chatml", AutoTokenizer.from_pretrained(tiny_model))
     ids = template.encode("NER", "京东与沃尔玛合作。")
-    assert template.tokenizer.decode(ids) == "<|im_start|>system\nNER<|im_end|>\n<|im_start|>user\n京东与沃尔玛合作。<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        template.tokenizer.decode(ids)
+        == "<|im_start|>system\nNER<|im_end|>\n<|im_start|>user\n京东与沃尔玛合作。<|im_end|>\n<|im_start|>assistant\n"
+    )

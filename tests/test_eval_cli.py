@@ -50,7 +50,9 @@ def test_prints_the_table_unparseable_count_and_span_f1(files):
     assert lines[5] == "Other labels (not the dataset's; 1 false positives in micro, not in macro): company (1)"
     assert "records: 3, unparseable: 1" in result.stdout
     assert "span F1 (seqeval, micro): 0.7500" in result.stdout
-    assert lines[-1] == "predicted strings left out of span scoring: 0 not in their sentence, 0 overlapping a longer one"
+    assert (
+        lines[-1] == "predicted strings left out of span scoring: 0 not in their sentence, 0 overlapping a longer one"
+    )
 
 
 def test_report_and_errors_files(files, tmp_path):
@@ -71,27 +73,48 @@ def test_report_and_errors_files(files, tmp_path):
     rows = [json.loads(line) for line in errors.read_text(encoding="utf-8").splitlines()]
     assert rows == [
         {
-            "index": 1, "line": 2, "text": "温格的球队2比1战胜曼联", "predict": "name:温格\ncompany:曼联<|im_end|>",
-            "unparseable": False, "false_positives": [["company", "曼联"]], "false_negatives": [["organization", "曼联"]],
+            "index": 1,
+            "line": 2,
+            "text": "温格的球队2比1战胜曼联",
+            "predict": "name:温格\ncompany:曼联<|im_end|>",
+            "unparseable": False,
+            "false_positives": [["company", "曼联"]],
+            "false_negatives": [["organization", "曼联"]],
         },
         {
-            "index": 2, "line": 3, "text": "今天天气很好", "predict": "???",
-            "unparseable": True, "false_positives": [], "false_negatives": [],
+            "index": 2,
+            "line": 3,
+            "text": "今天天气很好",
+            "predict": "???",
+            "unparseable": True,
+            "false_positives": [],
+            "false_negatives": [],
         },
     ]
     assert data["errors"] == rows
     # organization:曼联 predicted as company: one wrong label; the rest is right
     assert data["confusion"] == {
         "matrix": {"name": {"name": 2}, "organization": {"company": 1, "organization": 1}},
-        "boundary": {}, "missed": {}, "spurious": {},
+        "boundary": {},
+        "missed": {},
+        "spurious": {},
     }
     # no temporary files; report.md, its charts and errors.html are nerft.reporting's readable copy
     assert sorted(p.name for p in report.parent.iterdir()) == [
-        "confusion.png", "errors.html", "errors.jsonl", "f1_by_label.png", "report.json", "report.md",
+        "confusion.png",
+        "errors.html",
+        "errors.jsonl",
+        "f1_by_label.png",
+        "report.json",
+        "report.md",
     ]
     markdown = (report.parent / "report.md").read_text(encoding="utf-8")
-    assert "| organization | 1 | 0 | 1 | 0 | 0 |" in markdown and "![Label confusion heatmap](confusion.png)" in markdown
-    assert "| name | 1.0000 | 1.0000 | 1.0000 | 2 | 2 | 0 | 0 |" in (report.parent / "report.md").read_text(encoding="utf-8")
+    assert (
+        "| organization | 1 | 0 | 1 | 0 | 0 |" in markdown and "![Label confusion heatmap](confusion.png)" in markdown
+    )
+    assert "| name | 1.0000 | 1.0000 | 1.0000 | 2 | 2 | 0 | 0 |" in (report.parent / "report.md").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_json_output(files):
@@ -132,7 +155,10 @@ def test_missing_predict_names_file_and_line(files, tmp_path):
     del rows[2]["predict"]
     predictions = tmp_path / "nopredict.jsonl"
     # a blank line between rows is skipped, and line numbers still count it
-    predictions.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows[:2]) + "\n\n" + json.dumps(rows[2]) + "\n", encoding="utf-8")
+    predictions.write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows[:2]) + "\n\n" + json.dumps(rows[2]) + "\n",
+        encoding="utf-8",
+    )
     result = run("--gold", gold, "--predictions", predictions)
     assert result.exit_code == 1
     assert f'{predictions}:4: expected an object with the model\'s answer in "predict"' in result.stderr
@@ -181,7 +207,9 @@ def prepared_cluener(cluener_dir, tmp_path_factory):
     out = {}
     for prompt in ("compact", "seed"):
         out_dir = tmp_path_factory.mktemp(f"cluener-{prompt}")
-        result = prepare_dataset(train=cluener_dir / "train.jsonl", dev=cluener_dir / "dev.jsonl", out_dir=out_dir, prompt=prompt)
+        result = prepare_dataset(
+            train=cluener_dir / "train.jsonl", dev=cluener_dir / "dev.jsonl", out_dir=out_dir, prompt=prompt
+        )
         assert result.errors == []
         assert result.splits["train"].records == 10748 and result.splits["dev"].records == 1343
         out[prompt] = out_dir
@@ -212,7 +240,10 @@ def test_acceptance_cluener_round_trip_scores_one(prepared_cluener, cluener_dir,
 def test_entities_not_in_their_sentence_are_scored_both_ways(tmp_path):
     gold = write_jsonl(tmp_path / "gold.jsonl", GOLD[:2])
     # the model altered 张三 into 张三丰, which is not in sentence 1
-    predictions = write_jsonl(tmp_path / "p.jsonl", [{"predict": "name:张三丰\norganization:北京大学"}, {"predict": "name:温格\norganization:曼联"}])
+    predictions = write_jsonl(
+        tmp_path / "p.jsonl",
+        [{"predict": "name:张三丰\norganization:北京大学"}, {"predict": "name:温格\norganization:曼联"}],
+    )
     report = tmp_path / "report.json"
     result = run("--gold", gold, "--predictions", predictions, "--report", report)
     assert result.exit_code == 0, result.output
@@ -222,7 +253,13 @@ def test_entities_not_in_their_sentence_are_scored_both_ways(tmp_path):
     assert data["micro"]["f1"] == pytest.approx(0.75)
     assert data["in_text"]["not_in_text"] == 1
     assert (data["in_text"]["micro"]["precision"], data["in_text"]["micro"]["f1"]) == pytest.approx((1.0, 6 / 7))
-    assert "entities not in their sentence: 1; without them: micro F1 0.8571 (precision 1.0000, recall 0.7500)" in result.stdout
+    assert (
+        "entities not in their sentence: 1; without them: micro F1 0.8571 (precision 1.0000, recall 0.7500)"
+        in result.stdout
+    )
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
-    assert "1 predicted entities are not in their sentence (counted as wrong above). Without them (`nerft predict` drops them by default):" in markdown
+    assert (
+        "1 predicted entities are not in their sentence (counted as wrong above). Without them (`nerft predict` drops them by default):"
+        in markdown
+    )
     assert "micro F1 0.8571 (precision 1.0000, recall 0.7500)" in markdown

@@ -14,7 +14,9 @@ from nerft.prompts import get_format
 from nerft.runfolder import RunInfo, write_run
 
 GOLD = [{"text": "张三在北京大学读书。", "label": {"name": {"张三": [[0, 1]]}, "organization": {"北京大学": [[3, 6]]}}}]
-SEED_ANSWER = json.dumps([{"label": "name", "text": "张三"}, {"label": "organization", "text": "北京大学"}], ensure_ascii=False)
+SEED_ANSWER = json.dumps(
+    [{"label": "name", "text": "张三"}, {"label": "organization", "text": "北京大学"}], ensure_ascii=False
+)
 
 
 @pytest.fixture
@@ -33,7 +35,9 @@ def seed_run(tmp_path):
 
 
 def answer(n, body):
-    return 200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": SEED_ANSWER}, "finish_reason": "stop"}]}
+    return 200, {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": SEED_ANSWER}, "finish_reason": "stop"}]
+    }
 
 
 def expected_messages(prompt):
@@ -43,7 +47,9 @@ def expected_messages(prompt):
 
 def test_eval_endpoint_with_a_seed_run_sends_the_seed_prompt(gold_file, seed_run, tmp_path):
     with FakeServer(behaviour=answer) as server:
-        result = CliRunner().invoke(app, ["eval", "--run", str(seed_run), "--endpoint", server.url, "--gold", str(gold_file), "--json"])
+        result = CliRunner().invoke(
+            app, ["eval", "--run", str(seed_run), "--endpoint", server.url, "--gold", str(gold_file), "--json"]
+        )
     assert result.exit_code == 0, result.output
     assert server.requests[0]["messages"] == expected_messages("seed")
     assert json.loads(result.stdout)["micro"]["f1"] == 1.0
@@ -52,7 +58,20 @@ def test_eval_endpoint_with_a_seed_run_sends_the_seed_prompt(gold_file, seed_run
 
 def test_eval_endpoint_alone_takes_the_prompt_option(gold_file, tmp_path):
     with FakeServer(behaviour=answer) as server:
-        result = CliRunner().invoke(app, ["eval", "--endpoint", server.url, "--prompt", "seed", "--gold", str(gold_file), "--out-dir", str(tmp_path / "e")])
+        result = CliRunner().invoke(
+            app,
+            [
+                "eval",
+                "--endpoint",
+                server.url,
+                "--prompt",
+                "seed",
+                "--gold",
+                str(gold_file),
+                "--out-dir",
+                str(tmp_path / "e"),
+            ],
+        )
     assert result.exit_code == 0, result.output
     assert server.requests[0]["messages"] == expected_messages("seed")
 
@@ -60,10 +79,24 @@ def test_eval_endpoint_alone_takes_the_prompt_option(gold_file, tmp_path):
 def test_eval_endpoint_writes_report_and_errors_where_asked(gold_file, tmp_path):
     report, errors = tmp_path / "mine" / "r.json", tmp_path / "mine" / "e.jsonl"
     with FakeServer(behaviour=answer) as server:
-        result = CliRunner().invoke(app, [
-            "eval", "--endpoint", server.url, "--prompt", "seed", "--gold", str(gold_file), "--out-dir", str(tmp_path / "e"),
-            "--report", str(report), "--errors", str(errors),
-        ])
+        result = CliRunner().invoke(
+            app,
+            [
+                "eval",
+                "--endpoint",
+                server.url,
+                "--prompt",
+                "seed",
+                "--gold",
+                str(gold_file),
+                "--out-dir",
+                str(tmp_path / "e"),
+                "--report",
+                str(report),
+                "--errors",
+                str(errors),
+            ],
+        )
     assert result.exit_code == 0, result.output
     assert json.loads(report.read_text(encoding="utf-8"))["micro"]["f1"] == 1.0
     assert (tmp_path / "mine" / "r.md").is_file()
@@ -74,10 +107,31 @@ def test_eval_endpoint_writes_report_and_errors_where_asked(gold_file, tmp_path)
 
 def test_eval_sends_the_engine_options_predict_has(gold_file, tmp_path):
     with FakeServer(behaviour=answer, api_key="k") as server:
-        result = CliRunner().invoke(app, [
-            "eval", "--endpoint", server.url, "--prompt", "seed", "--gold", str(gold_file), "--out-dir", str(tmp_path / "e"),
-            "--api-key", "k", "--model", "tiny-lora", "--structured", "--retries", "0", "--timeout", "5", "--concurrency", "1",
-        ])
+        result = CliRunner().invoke(
+            app,
+            [
+                "eval",
+                "--endpoint",
+                server.url,
+                "--prompt",
+                "seed",
+                "--gold",
+                str(gold_file),
+                "--out-dir",
+                str(tmp_path / "e"),
+                "--api-key",
+                "k",
+                "--model",
+                "tiny-lora",
+                "--structured",
+                "--retries",
+                "0",
+                "--timeout",
+                "5",
+                "--concurrency",
+                "1",
+            ],
+        )
     assert result.exit_code == 0, result.output
     assert server.headers[0]["Authorization"] == "Bearer k"
     assert server.requests[0]["model"] == "tiny-lora"
@@ -85,7 +139,19 @@ def test_eval_sends_the_engine_options_predict_has(gold_file, tmp_path):
 
 
 def test_predict_and_eval_declare_the_engine_options_once():
-    shared = ("engine", "endpoint", "prompt", "model", "api_key", "batch_size", "concurrency", "structured", "retries", "timeout", "run_dir")
+    shared = (
+        "engine",
+        "endpoint",
+        "prompt",
+        "model",
+        "api_key",
+        "batch_size",
+        "concurrency",
+        "structured",
+        "retries",
+        "timeout",
+        "run_dir",
+    )
     predict_params = inspect.signature(predict.command).parameters
     eval_params = inspect.signature(evaluate.command).parameters
     for name in shared:
@@ -95,8 +161,13 @@ def test_predict_and_eval_declare_the_engine_options_once():
 
 @pytest.mark.parametrize("command", ["eval", "predict"])
 def test_a_wrong_engine_or_prompt_lists_the_choices(command, gold_file):
-    for option, value, choices in (("--engine", "tgi", "'hf', 'vllm', 'openai'"), ("--prompt", "fancy", "'compact', 'seed'")):
-        result = CliRunner().invoke(app, [command, option, value, "--gold" if command == "eval" else "--data", str(gold_file)])
+    for option, value, choices in (
+        ("--engine", "tgi", "'hf', 'vllm', 'openai'"),
+        ("--prompt", "fancy", "'compact', 'seed'"),
+    ):
+        result = CliRunner().invoke(
+            app, [command, option, value, "--gold" if command == "eval" else "--data", str(gold_file)]
+        )
         assert result.exit_code == 2
         assert choices in result.output
 
@@ -104,7 +175,19 @@ def test_a_wrong_engine_or_prompt_lists_the_choices(command, gold_file):
 def test_eval_labels_option_sets_the_table(gold_file, tmp_path):
     predictions = tmp_path / "p.jsonl"
     predictions.write_text(json.dumps({"predict": "name:张三\nbook:北京"}, ensure_ascii=False) + "\n", encoding="utf-8")
-    result = CliRunner().invoke(app, ["eval", "--gold", str(gold_file), "--predictions", str(predictions), "--labels", "name,organization,book", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--gold",
+            str(gold_file),
+            "--predictions",
+            str(predictions),
+            "--labels",
+            "name,organization,book",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert sorted(data["labels"]) == ["book", "name", "organization"]

@@ -69,7 +69,9 @@ def test_export_merges_the_runs_adapter_into_its_base_model(run_dir, tmp_path, m
     assert staging.parent == tmp_path and staging.name.startswith(".merged.") and staging.name.endswith(".partial")
     assert (tmp_path / "merged" / "tokenizer_config.json").is_file() and not staging.exists()
     assert load_run(run_dir).merged_model == tmp_path / "merged"
-    assert json.loads((run_dir / "run.json").read_text())["adapter_dir"] == "."  # still relative: the run folder can move
+    assert (
+        json.loads((run_dir / "run.json").read_text())["adapter_dir"] == "."
+    )  # still relative: the run folder can move
 
 
 def test_export_from_a_relative_run_path_keeps_run_json_valid(run_dir, tmp_path, monkeypatch):
@@ -86,7 +88,10 @@ def test_export_refuses_to_overwrite_without_force(run_dir, tmp_path, monkeypatc
     (tmp_path / "merged" / "config.json").write_text('{"old": true}')
     result = export(run_dir, "--out", tmp_path / "merged")
     assert result.exit_code == 1
-    assert result.stderr.strip() == f"nerft: error: {tmp_path / 'merged'} already exists (--force replaces it, or choose another --out)"
+    assert (
+        result.stderr.strip()
+        == f"nerft: error: {tmp_path / 'merged'} already exists (--force replaces it, or choose another --out)"
+    )
     assert export(run_dir, "--out", tmp_path / "merged", "--force").exit_code == 0
     assert json.loads((tmp_path / "merged" / "config.json").read_text()) == {}
 
@@ -116,7 +121,9 @@ def test_a_full_fine_tune_is_exported_from_the_run_folder_without_an_adapter(tmp
     run.mkdir()
     write_run(RunInfo(run_dir=run, base_model="/nowhere", template="qwen", finetuning_type="full"))
     result = export(run, "--out", tmp_path / "m")
-    assert result.stderr.strip().endswith("nerft: error: " + f"{run}: a full fine-tune, but no config.json in the run folder (did the training finish?)")
+    assert result.stderr.strip().endswith(
+        "nerft: error: " + f"{run}: a full fine-tune, but no config.json in the run folder (did the training finish?)"
+    )
     assert fake.args is None
     (run / "config.json").write_text("{}")
     result = export(run, "--out", tmp_path / "m")

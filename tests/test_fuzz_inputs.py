@@ -23,7 +23,11 @@ from nerft.cli.main import app
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
 FUZZ_EXAMPLES = int(os.environ.get("NERFT_FUZZ_EXAMPLES", "25"))
-FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 ENCODINGS = ("gbk", "gb18030", "big5", "utf-16", "utf-16-le", "utf-32", "shift_jis", "latin-1")
 
 
@@ -46,7 +50,7 @@ def garbled(draw, original: bytes) -> bytes:
         return original[:position] + draw(st.binary(min_size=1, max_size=16)) + original[position:]
     if kind == "delete":
         start = draw(st.integers(0, max(size - 1, 0)))
-        return original[:start] + original[start + draw(st.integers(1, 64)):]
+        return original[:start] + original[start + draw(st.integers(1, 64)) :]
     if kind == "lines":
         lines = original.split(b"\n")
         index = draw(st.integers(0, len(lines) - 1))
@@ -84,14 +88,28 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 TRAIN = (SAMPLE / "train.jsonl").read_bytes()
-BIO = "".join(
-    f"{char} {tag}\n" for char, tag in zip("张三在北京大学读书", ["B-name", "I-name", "O", "B-organization", "I-organization", "I-organization", "I-organization", "O", "O"])
-).encode() + b"\n" + "".join(f"{char} O\n" for char in "今天天气很好").encode()
-ARRAY = json.dumps([json.loads(line) for line in TRAIN.decode().splitlines()[:6]], ensure_ascii=False, indent=2).encode()
+BIO = (
+    "".join(
+        f"{char} {tag}\n"
+        for char, tag in zip(
+            "张三在北京大学读书",
+            ["B-name", "I-name", "O", "B-organization", "I-organization", "I-organization", "I-organization", "O", "O"],
+        )
+    ).encode()
+    + b"\n"
+    + "".join(f"{char} O\n" for char in "今天天气很好").encode()
+)
+ARRAY = json.dumps(
+    [json.loads(line) for line in TRAIN.decode().splitlines()[:6]], ensure_ascii=False, indent=2
+).encode()
 
 
 @FUZZ
-@given(st.sampled_from([("train.jsonl", TRAIN), ("train.bio", BIO), ("train.json", ARRAY)]).flatmap(lambda seed: st.tuples(st.just(seed[0]), garbled(seed[1]))))
+@given(
+    st.sampled_from([("train.jsonl", TRAIN), ("train.bio", BIO), ("train.json", ARRAY)]).flatmap(
+        lambda seed: st.tuples(st.just(seed[0]), garbled(seed[1]))
+    )
+)
 def test_prepare_with_garbled_input(case):
     name, data = case
     with tempfile.TemporaryDirectory() as scratch:
@@ -113,8 +131,13 @@ def test_prepare_with_garbled_input(case):
 
 def prediction_lines(gold: Path) -> bytes:
     rows = [json.loads(line) for line in gold.read_text(encoding="utf-8").splitlines() if line.strip()]
-    answers = ["\n".join(f"{label}:{text}" for label, texts in row.get("label", {}).items() for text in texts) or "无" for row in rows]
-    return "".join(json.dumps({"prompt": "...", "predict": answer}, ensure_ascii=False) + "\n" for answer in answers).encode()
+    answers = [
+        "\n".join(f"{label}:{text}" for label, texts in row.get("label", {}).items() for text in texts) or "无"
+        for row in rows
+    ]
+    return "".join(
+        json.dumps({"prompt": "...", "predict": answer}, ensure_ascii=False) + "\n" for answer in answers
+    ).encode()
 
 
 GOLD = (SAMPLE / "dev.jsonl").read_bytes()
@@ -149,15 +172,33 @@ def test_train_dry_run_with_a_garbled_config(session_cache, data):
         assert not (Path(scratch) / "run").exists()  # a dry run writes nothing
 
 
-MANIFEST = json.dumps({
-    "base_model": "nerft:tiny-qwen2", "template": "qwen", "finetuning_type": "lora", "prompt": "compact",
-    "labels": ["name", "address", "company"], "adapter_dir": ".", "quantization_bit": None, "merged_model": None,
-    "cutoff_len": 256, "schema_version": 1,
-}, indent=2).encode()
+MANIFEST = json.dumps(
+    {
+        "base_model": "nerft:tiny-qwen2",
+        "template": "qwen",
+        "finetuning_type": "lora",
+        "prompt": "compact",
+        "labels": ["name", "address", "company"],
+        "adapter_dir": ".",
+        "quantization_bit": None,
+        "merged_model": None,
+        "cutoff_len": 256,
+        "schema_version": 1,
+    },
+    indent=2,
+).encode()
 TRAINER_LOG = b"".join(
-    json.dumps({"current_steps": step, "total_steps": 3, "loss": 2.0 / step, "lr": 1e-4, "epoch": step / 3}).encode() + b"\n" for step in (1, 2, 3)
+    json.dumps({"current_steps": step, "total_steps": 3, "loss": 2.0 / step, "lr": 1e-4, "epoch": step / 3}).encode()
+    + b"\n"
+    for step in (1, 2, 3)
 )
-EVAL_REPORT = json.dumps({"records": 2, "labels": {"name": {"precision": 1.0, "recall": 0.5, "f1": 0.667, "support": 2}}, "micro": {"f1": 0.667}}).encode()
+EVAL_REPORT = json.dumps(
+    {
+        "records": 2,
+        "labels": {"name": {"precision": 1.0, "recall": 0.5, "f1": 0.667, "support": 2}},
+        "micro": {"f1": 0.667},
+    }
+).encode()
 RUN_FILES = {"run.json": MANIFEST, "trainer_log.jsonl": TRAINER_LOG, "eval/report.json": EVAL_REPORT}
 
 
@@ -187,7 +228,19 @@ def test_predict_and_serve_with_a_garbled_run_json(session_cache, data):
         run_dir = run_folder(Path(scratch), "run.json", data)
         assert_clean(invoke("serve", run_dir, "--dry-run"))
         # An endpoint that is not there: the run folder is read, then the request fails cleanly.
-        result = invoke("predict", "--run", run_dir, "--endpoint", "http://127.0.0.1:9/v1", "--model", "m", "--retries", "0", "--text", "张三")
+        result = invoke(
+            "predict",
+            "--run",
+            run_dir,
+            "--endpoint",
+            "http://127.0.0.1:9/v1",
+            "--model",
+            "m",
+            "--retries",
+            "0",
+            "--text",
+            "张三",
+        )
         assert_clean(result)
         assert result.exit_code == 1
 

@@ -19,7 +19,11 @@ ROOT_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THRE
 
 def start_nerft(*args, cwd):
     return subprocess.Popen(
-        [sys.executable, "-m", "nerft", *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ROOT_ENV,
+        [sys.executable, "-m", "nerft", *map(str, args)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ROOT_ENV,
     )
 
 
@@ -88,7 +92,9 @@ def test_prepare_killed_at_random_points_never_half_writes(big_train, tmp_path):
         # Spread over the whole run (start-up, validation, writing), and every other kill in its
         # last stretch, where the files are renamed into place and registered.
         late = trial % 2 == 1
-        killed += kill_after(process, rng.uniform(duration * 0.85, duration * 1.02) if late else rng.uniform(0.3, duration * 0.8))
+        killed += kill_after(
+            process, rng.uniform(duration * 0.85, duration * 1.02) if late else rng.uniform(0.3, duration * 0.8)
+        )
         check_prepared_folder(out, other)
         phases.append(len(json.loads((out / "dataset_info.json").read_text(encoding="utf-8"))) > 1 or len(visible(out)))
         again = start_nerft("prepare", "--train", big_train, "--out", out, "--name", "big", cwd=tmp_path)

@@ -31,12 +31,34 @@ def label_studio(tmp_path_factory):
     if not LABEL_STUDIO.is_file():
         pytest.skip(f"{LABEL_STUDIO} is absent (bash scripts/setup.sh installs Label Studio)")
     data_dir, port = tmp_path_factory.mktemp("label-studio"), free_port()
-    env = {**os.environ, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true", "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true"}
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+    }
     log = open(data_dir / "server.log", "wb")
     server = subprocess.Popen(
-        [str(LABEL_STUDIO), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir / "data"),
-         "--username", "nerft@example.com", "--password", "nerft-test-1", "--user-token", TOKEN],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        [
+            str(LABEL_STUDIO),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir / "data"),
+            "--username",
+            "nerft@example.com",
+            "--password",
+            "nerft-test-1",
+            "--user-token",
+            TOKEN,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Token {TOKEN}"}, timeout=120)
     try:
@@ -48,7 +70,9 @@ def label_studio(tmp_path_factory):
             except httpx.TransportError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("Label Studio did not start:\n" + (data_dir / "server.log").read_text(errors="replace")[-3000:])
+                pytest.fail(
+                    "Label Studio did not start:\n" + (data_dir / "server.log").read_text(errors="replace")[-3000:]
+                )
             time.sleep(1)
         yield client
     finally:
@@ -74,7 +98,9 @@ def new_project(client, config: str, title: str) -> int:
 
 
 def export(client, project: int, path):
-    response = client.get(f"/api/projects/{project}/export", params={"exportType": "JSON", "download_all_tasks": "true"})
+    response = client.get(
+        f"/api/projects/{project}/export", params={"exportType": "JSON", "download_all_tasks": "true"}
+    )
     assert response.status_code == 200, response.text[:500]
     path.write_bytes(response.content)
     return path
@@ -112,7 +138,10 @@ def test_pre_annotations_corrected_in_label_studio_come_back_through_nerft_prepa
     exported = export(label_studio, project, tmp_path / "export.json")
     records = load_records(exported)
     first = gold[0].entities[0]
-    expected = [[(e.start, e.end, "scene" if (i, e) == (0, first) else e.label, e.text) for e in r.entities] for i, r in enumerate(gold)]
+    expected = [
+        [(e.start, e.end, "scene" if (i, e) == (0, first) else e.label, e.text) for e in r.entities]
+        for i, r in enumerate(gold)
+    ]
     assert [r.text for r in records] == [r.text for r in gold]
     assert [[(e.start, e.end, e.label, e.text) for e in r.entities] for r in records] == [sorted(x) for x in expected]
 

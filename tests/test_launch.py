@@ -22,7 +22,9 @@ from nerft.training.launch import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-A100S = kernels.Machine(cuda=True, gpu_count=8, bf16=True, gpu_name="NVIDIA A100-SXM4-40GB", packages=frozenset(kernels.KERNEL_MODULES))
+A100S = kernels.Machine(
+    cuda=True, gpu_count=8, bf16=True, gpu_name="NVIDIA A100-SXM4-40GB", packages=frozenset(kernels.KERNEL_MODULES)
+)
 
 
 pytestmark = pytest.mark.usefixtures("session_cache")
@@ -55,7 +57,10 @@ def test_multi_node_sets_every_torchrun_variable():
 
 def test_deepspeed_forces_torchrun_even_on_one_gpu():
     assert launch_environment(LaunchSection(), deepspeed=True, gpu_count=1) == {
-        "FORCE_TORCHRUN": "1", "NNODES": "1", "NODE_RANK": "0", "NPROC_PER_NODE": "1",
+        "FORCE_TORCHRUN": "1",
+        "NNODES": "1",
+        "NODE_RANK": "0",
+        "NPROC_PER_NODE": "1",
     }
 
 
@@ -71,15 +76,26 @@ def test_nodes_without_a_process_count_get_one_per_visible_gpu_else_one_cpu_proc
 def test_cpu_processes_get_the_plain_cpu_device():
     # accelerate's `cpu:0` made a resumed multi-process CPU run fail to load its optimizer state
     env = launch_environment(LaunchSection(nproc_per_node=2), cpu=True)
-    assert env == {"FORCE_TORCHRUN": "1", "NNODES": "1", "NODE_RANK": "0", "NPROC_PER_NODE": "2", "ACCELERATE_TORCH_DEVICE": "cpu"}
+    assert env == {
+        "FORCE_TORCHRUN": "1",
+        "NNODES": "1",
+        "NODE_RANK": "0",
+        "NPROC_PER_NODE": "2",
+        "ACCELERATE_TORCH_DEVICE": "cpu",
+    }
     assert launch_environment(LaunchSection(), cpu=True) == {}  # one plain process: no torchrun, nothing to fix
 
 
 def test_the_launch_is_described_with_its_world_size_and_backend():
     env = launch_environment(LaunchSection(nnodes=2, node_rank=1, master_addr="127.0.0.1", master_port=29500), cpu=True)
-    assert describe_launch(env) == "torchrun, 1 process per node x 2 nodes (world size 2; CPU processes, gloo), this is node 1"
+    assert (
+        describe_launch(env)
+        == "torchrun, 1 process per node x 2 nodes (world size 2; CPU processes, gloo), this is node 1"
+    )
     env = launch_environment(LaunchSection(nproc_per_node=8), gpu_count=8)
-    assert describe_launch(env) == "torchrun, 8 processes per node x 1 node (world size 8; GPU processes), this is node 0"
+    assert (
+        describe_launch(env) == "torchrun, 8 processes per node x 1 node (world size 8; GPU processes), this is node 0"
+    )
 
 
 def test_distributed_launch_refuses_a_path_with_spaces():
@@ -105,7 +121,11 @@ def test_deepspeed_presets_are_files_in_conf():
     ("requested", "machine", "expected"),
     [
         ("auto", A100S, ("fa2", "FlashAttention-2 is installed")),
-        ("auto", kernels.Machine(cuda=True, gpu_count=1, bf16=True), ("sdpa", "flash-attn is not installed (pip install flash-attn)")),
+        (
+            "auto",
+            kernels.Machine(cuda=True, gpu_count=1, bf16=True),
+            ("sdpa", "flash-attn is not installed (pip install flash-attn)"),
+        ),
         ("auto", kernels.Machine(cuda=False), ("sdpa", "no CUDA")),
         ("disabled", A100S, ("disabled", "set in the config")),
     ],
@@ -132,15 +152,39 @@ def test_cli_multi_node_launch_on_eight_gpus_with_zero3(gpu_machine, tmp_path):
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(
         app,
-        ["train", "tiny-cpu", "-o", str(run_dir), "--set", "train.bf16=true",
-         "--nnodes", "2", "--node-rank", "0", "--nproc-per-node", "8", "--master-addr", "10.0.0.1", "--master-port", "29500",
-         "--deepspeed", "zero3"],
+        [
+            "train",
+            "tiny-cpu",
+            "-o",
+            str(run_dir),
+            "--set",
+            "train.bf16=true",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            "0",
+            "--nproc-per-node",
+            "8",
+            "--master-addr",
+            "10.0.0.1",
+            "--master-port",
+            "29500",
+            "--deepspeed",
+            "zero3",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert gpu_machine.calls == [
         (
             ["llamafactory-cli", "train", str(run_dir / "llamafactory_train.yaml")],
-            {"FORCE_TORCHRUN": "1", "NNODES": "2", "NODE_RANK": "0", "NPROC_PER_NODE": "8", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"},
+            {
+                "FORCE_TORCHRUN": "1",
+                "NNODES": "2",
+                "NODE_RANK": "0",
+                "NPROC_PER_NODE": "8",
+                "MASTER_ADDR": "10.0.0.1",
+                "MASTER_PORT": "29500",
+            },
         )
     ]
     args = yaml.safe_load((run_dir / "llamafactory_train.yaml").read_text())
@@ -148,30 +192,56 @@ def test_cli_multi_node_launch_on_eight_gpus_with_zero3(gpu_machine, tmp_path):
     assert (args["flash_attn"], args["enable_liger_kernel"], args["bf16"]) == ("fa2", True, True)
     assert "attention    fa2 (FlashAttention-2 is installed)" in result.stdout
     saved = yaml.safe_load((run_dir / "nerft.yaml").read_text())
-    assert saved["launch"] == {"nnodes": 2, "node_rank": 0, "nproc_per_node": 8, "master_addr": "10.0.0.1", "master_port": 29500, "force_torchrun": False}
+    assert saved["launch"] == {
+        "nnodes": 2,
+        "node_rank": 0,
+        "nproc_per_node": 8,
+        "master_addr": "10.0.0.1",
+        "master_port": 29500,
+        "force_torchrun": False,
+    }
 
 
 def test_cli_nodes_without_nproc_per_node_use_every_visible_gpu(gpu_machine, tmp_path):
     result = CliRunner().invoke(
         app,
-        ["train", "tiny-cpu", "-o", str(tmp_path / "run"), "--set", "train.bf16=true",
-         "--nnodes", "2", "--node-rank", "0", "--master-addr", "10.0.0.1", "--master-port", "29500"],
+        [
+            "train",
+            "tiny-cpu",
+            "-o",
+            str(tmp_path / "run"),
+            "--set",
+            "train.bf16=true",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            "0",
+            "--master-addr",
+            "10.0.0.1",
+            "--master-port",
+            "29500",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert gpu_machine.calls[0][1]["NPROC_PER_NODE"] == "8"
-    assert "launch       torchrun, 8 processes per node x 2 nodes (world size 16; GPU processes), this is node 0" in result.stdout
+    assert (
+        "launch       torchrun, 8 processes per node x 2 nodes (world size 16; GPU processes), this is node 0"
+        in result.stdout
+    )
 
 
 def test_an_explicit_ddp_backend_passes_the_pre_check_of_a_multi_process_launch(gpu_machine, tmp_path):
     # Parsed outside torchrun, ddp_backend made accelerate look for a process group: "Default
     # process group has not been initialized", although LLaMA-Factory runs it under torchrun.
     result = CliRunner().invoke(
-        app, ["train", "tiny-cpu", "-o", str(tmp_path / "run"), "--set", "train.ddp_backend=gloo", "--nproc-per-node", "2"]
+        app,
+        ["train", "tiny-cpu", "-o", str(tmp_path / "run"), "--set", "train.ddp_backend=gloo", "--nproc-per-node", "2"],
     )
     assert result.exit_code == 0, result.output
     assert yaml.safe_load((tmp_path / "run" / "llamafactory_train.yaml").read_text())["ddp_backend"] == "gloo"
     result = CliRunner().invoke(
-        app, ["train", "tiny-cpu", "-o", str(tmp_path / "run2"), "--set", "train.ddp_backend=glo", "--nproc-per-node", "2"]
+        app,
+        ["train", "tiny-cpu", "-o", str(tmp_path / "run2"), "--set", "train.ddp_backend=glo", "--nproc-per-node", "2"],
     )
     assert result.exit_code == 1 and len(gpu_machine.calls) == 1
     assert result.stderr.strip().splitlines()[-1] == (
@@ -191,5 +261,8 @@ def test_a_missing_package_is_reported_before_launch(monkeypatch, tmp_path):
     monkeypatch.setattr("nerft.process.run_program", launcher)
     result = CliRunner().invoke(app, ["train", "tiny-cpu", "-o", str(tmp_path / "run"), "--deepspeed", "zero2"])
     assert result.exit_code == 1
-    assert result.stderr.strip() == "nerft: error: this run needs deepspeed, which is not installed (pip install deepspeed)"
+    assert (
+        result.stderr.strip()
+        == "nerft: error: this run needs deepspeed, which is not installed (pip install deepspeed)"
+    )
     assert launcher.calls == [] and not (tmp_path / "run").exists()

@@ -33,7 +33,9 @@ def test_command_and_added_environment_are_logged_first(capsys):
     assert code == 0
     assert captured.out == ""
     first, second = captured.err.splitlines()[:2]
-    assert first.startswith("$ NERFT_PROBE='a b' ") and first.endswith("'import os; print(os.environ['\"'\"'NERFT_PROBE'\"'\"'])'")
+    assert first.startswith("$ NERFT_PROBE='a b' ") and first.endswith(
+        "'import os; print(os.environ['\"'\"'NERFT_PROBE'\"'\"'])'"
+    )
     assert second == "a b"
 
 
@@ -67,7 +69,10 @@ def test_a_shell_string_is_refused():
 
 
 def test_format_command_quotes_like_a_shell():
-    assert format_command(["llamafactory-cli", "train", "my run/x.yaml"], {"NNODES": "2"}) == "NNODES=2 llamafactory-cli train 'my run/x.yaml'"
+    assert (
+        format_command(["llamafactory-cli", "train", "my run/x.yaml"], {"NNODES": "2"})
+        == "NNODES=2 llamafactory-cli train 'my run/x.yaml'"
+    )
 
 
 def test_ctrl_c_is_passed_to_the_child_and_its_exit_code_returned(tmp_path):

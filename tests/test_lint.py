@@ -24,11 +24,6 @@ def test_ruff_check_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the code predates the formatter: the lead runs `ruff format src tests scripts` once after merging the "
-    "branches, then removes this mark (strict: the test fails as soon as the tree is formatted and the mark is left)",
-)
 def test_ruff_format_check_passes():
     result = ruff("format", "--check", *PATHS)
     assert result.returncode == 0, result.stdout[-3000:]

@@ -20,19 +20,32 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 NERFT = Path(sys.executable).parent / "nerft"  # the console script of this environment, e.g. .venv/bin/nerft
-FEW_STEPS = ["--set", "train.max_steps=4", "--set", "output.save_steps=4", "--set", "output.logging_steps=1", "--set", "eval.eval_strategy=no"]
+FEW_STEPS = [
+    "--set",
+    "train.max_steps=4",
+    "--set",
+    "output.save_steps=4",
+    "--set",
+    "output.logging_steps=1",
+    "--set",
+    "eval.eval_strategy=no",
+]
 
 
 def user_environment(tmp_path_factory, **extra) -> dict[str, str]:
     """The environment of a user who runs `.venv/bin/nerft` without activating the venv."""
-    bare_path = os.pathsep.join(entry for entry in os.environ.get("PATH", "").split(os.pathsep) if Path(entry) != NERFT.parent)
+    bare_path = os.pathsep.join(
+        entry for entry in os.environ.get("PATH", "").split(os.pathsep) if Path(entry) != NERFT.parent
+    )
     env = {**os.environ, "PATH": bare_path, "NERFT_CACHE": str(tmp_path_factory.getbasetemp() / "nerft-cache"), **extra}
     env.pop("VIRTUAL_ENV", None)
     return env
 
 
 def nerft(*args, env, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(NERFT), *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(NERFT), *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def free_port() -> int:
@@ -45,7 +58,9 @@ def free_port() -> int:
 def two_processes(tmp_path_factory):
     run = tmp_path_factory.mktemp("ddp") / "run"
     env = user_environment(tmp_path_factory)
-    assert not any((Path(entry) / "torchrun").is_file() for entry in env["PATH"].split(os.pathsep) if entry == str(NERFT.parent))
+    assert not any(
+        (Path(entry) / "torchrun").is_file() for entry in env["PATH"].split(os.pathsep) if entry == str(NERFT.parent)
+    )
     return run, env, nerft("train", "tiny-cpu", "-o", run, "--nproc-per-node", "2", *FEW_STEPS, env=env)
 
 
@@ -58,7 +73,10 @@ def test_two_ddp_processes_train_on_one_cpu_machine(two_processes):
     for rank in (0, 1):
         assert f"Process rank: {rank}, world size: 2, device: cpu, distributed training: True" in result.stderr
     assert "Total train batch size (w. parallel, distributed & accumulation) = 2" in result.stderr
-    assert "launch       torchrun, 2 processes per node x 1 node (world size 2; CPU processes, gloo), this is node 0" in result.stdout
+    assert (
+        "launch       torchrun, 2 processes per node x 1 node (world size 2; CPU processes, gloo), this is node 0"
+        in result.stdout
+    )
     assert result.stdout.splitlines()[1].startswith("steps        4/4 ")
     assert (run / "model.safetensors").is_file() and (run / "checkpoint-4").is_dir() and (run / "run.json").is_file()
 
@@ -70,11 +88,26 @@ def test_resume_of_a_two_process_run(two_processes, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    result = nerft("train", "tiny-cpu", "-o", copy, "--resume", "--nproc-per-node", "2", *FEW_STEPS, "--set", "train.max_steps=6", env=env)
+    result = nerft(
+        "train",
+        "tiny-cpu",
+        "-o",
+        copy,
+        "--resume",
+        "--nproc-per-node",
+        "2",
+        *FEW_STEPS,
+        "--set",
+        "train.max_steps=6",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resume_from_checkpoint: {copy / 'checkpoint-4'}" in (copy / "llamafactory_train.yaml").read_text()
     # the optimizer state loaded too (with accelerate's device `cpu:0` torch refused to map it)
-    assert "Resuming training from checkpoint with epoch 0 and global step 4" in result.stderr and "world size: 2" in result.stderr
+    assert (
+        "Resuming training from checkpoint with epoch 0 and global step 4" in result.stderr
+        and "world size: 2" in result.stderr
+    )
     assert result.stdout.splitlines()[1].startswith("steps        6/6 ")
     assert (copy / "checkpoint-6").is_dir()
 
@@ -86,9 +119,25 @@ def test_two_nodes_on_loopback_without_nproc_per_node(tmp_path_factory):
     for rank in (0, 1):
         # each "machine" its own run folder and datasets cache, as two hosts would have
         env = user_environment(tmp_path_factory, HF_DATASETS_CACHE=str(work / f"datasets-{rank}"))
-        argv = [str(NERFT), "train", "tiny-cpu", "-o", str(work / f"node{rank}"), *FEW_STEPS,
-                "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port)]
-        children.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        argv = [
+            str(NERFT),
+            "train",
+            "tiny-cpu",
+            "-o",
+            str(work / f"node{rank}"),
+            *FEW_STEPS,
+            "--nnodes",
+            "2",
+            "--node-rank",
+            str(rank),
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
+        ]
+        children.append(
+            subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     outputs = []
     try:
         for child in children:
@@ -100,7 +149,10 @@ def test_two_nodes_on_loopback_without_nproc_per_node(tmp_path_factory):
     (out0, err0), (out1, err1) = outputs
     assert [child.returncode for child in children] == [0, 0], (err0[-2000:], err1[-2000:])
     for rank, err in enumerate((err0, err1)):
-        assert f"FORCE_TORCHRUN=1 NNODES=2 NODE_RANK={rank} NPROC_PER_NODE=1 ACCELERATE_TORCH_DEVICE=cpu MASTER_ADDR=127.0.0.1 MASTER_PORT={port} " in err
+        assert (
+            f"FORCE_TORCHRUN=1 NNODES=2 NODE_RANK={rank} NPROC_PER_NODE=1 ACCELERATE_TORCH_DEVICE=cpu MASTER_ADDR=127.0.0.1 MASTER_PORT={port} "
+            in err
+        )
     assert "Process rank: 0, world size: 2" in err0 and "Process rank: 1, world size: 2" in err1
     # node 0 saved the model and wrote the run's manifest; node 1 holds only what it was given
     assert (work / "node0" / "model.safetensors").is_file() and (work / "node0" / "run.json").is_file()

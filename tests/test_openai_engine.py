@@ -18,7 +18,14 @@ from nerft.inference.predict import open_engine, predict_records
 from nerft.prompts import get_format
 
 COMPACT = get_format("compact")
-TEXTS = ["孙丽在南京开了书店。", "京东与沃尔玛合作。", "今天天气很好。", "湖人队的詹姆斯。", "他读了《围城》。", "央视报道了。"]
+TEXTS = [
+    "孙丽在南京开了书店。",
+    "京东与沃尔玛合作。",
+    "今天天气很好。",
+    "湖人队的詹姆斯。",
+    "他读了《围城》。",
+    "央视报道了。",
+]
 
 
 class FakeServer:
@@ -66,7 +73,13 @@ class FakeServer:
                         "id": f"chatcmpl-{n}",
                         "object": "chat.completion",
                         "model": body["model"],
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer_for(text)}, "finish_reason": "stop"}],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": answer_for(text)},
+                                "finish_reason": "stop",
+                            }
+                        ],
                     }
                 self._send(status, payload)
 
@@ -87,7 +100,9 @@ class FakeServer:
 
 
 def answer_for(text: str) -> str:
-    return {"孙丽在南京开了书店。": "name:孙丽\naddress:南京", "京东与沃尔玛合作。": "company:京东\ncompany:阿里"}.get(text, "无")
+    return {"孙丽在南京开了书店。": "name:孙丽\naddress:南京", "京东与沃尔玛合作。": "company:京东\ncompany:阿里"}.get(
+        text, "无"
+    )
 
 
 def records(texts=TEXTS):
@@ -114,13 +129,15 @@ def test_request_is_greedy_bounded_stopped_and_authorised():
         engine = open_engine("openai", fmt=COMPACT, endpoint=server.url, api_key="s3cret")
         generations = list(engine.generate([ChatRequest.for_text(COMPACT, TEXTS[0])]))
     assert generations[0].text == "name:孙丽\naddress:南京" and generations[0].finish_reason == "stop"
-    assert server.requests == [{
-        "model": "tiny-lora",
-        "messages": [{"role": "system", "content": "NER"}, {"role": "user", "content": TEXTS[0]}],
-        "temperature": 0,
-        "max_tokens": 16 + 10 * 2,
-        "stop": ["<|im_end|>"],
-    }]
+    assert server.requests == [
+        {
+            "model": "tiny-lora",
+            "messages": [{"role": "system", "content": "NER"}, {"role": "user", "content": TEXTS[0]}],
+            "temperature": 0,
+            "max_tokens": 16 + 10 * 2,
+            "stop": ["<|im_end|>"],
+        }
+    ]
     assert server.headers[0]["Authorization"] == "Bearer s3cret"
 
 
@@ -163,7 +180,9 @@ def test_overloaded_and_failing_requests_are_retried_with_backoff():
     def flaky(n, body):
         text = body["messages"][1]["content"]
         attempts[text] = attempts.get(text, 0) + 1
-        return {1: (429, {"error": {"message": "busy"}}), 2: (503, {"detail": "loading"})}.get(attempts[text], (200, None))
+        return {1: (429, {"error": {"message": "busy"}}), 2: (503, {"detail": "loading"})}.get(
+            attempts[text], (200, None)
+        )
 
     with FakeServer(behaviour=flaky) as server:
         engine = OpenAIEngine(server.url, concurrency=2, retries=2, backoff=0.01)
@@ -249,7 +268,11 @@ def test_predict_cli_unreachable_endpoint_is_one_clear_error(tmp_path):
     url = f"http://127.0.0.1:{unused_port()}/v1"
     result = CliRunner().invoke(app, ["predict", "--endpoint", url, "--model", "m", "--retries", "0", "--text", "孙丽"])
     assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1].startswith(f"nerft: error: {url}/chat/completions: no answer after 1 attempts")
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith(f"nerft: error: {url}/chat/completions: no answer after 1 attempts")
+    )
 
 
 def test_predict_reads_sentences_from_stdin_and_writes_json_lines_to_stdout():

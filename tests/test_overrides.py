@@ -47,7 +47,10 @@ def test_set_is_coerced_by_the_fields_type(override, read, value):
 
 
 def test_a_value_the_type_refuses_is_one_problem_line():
-    with pytest.raises(ConfigError, match=r"\(--set\): train.max_steps: Input should be a valid integer, unable to parse string as an integer \(got 'many'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"\(--set\): train.max_steps: Input should be a valid integer, unable to parse string as an integer \(got 'many'\)",
+    ):
         config_with("train.max_steps=many")
     with pytest.raises(ConfigError, match=r"model.quantization_bit: Input should be 4 or 8 \(got '3'\)"):
         config_with("model.quantization_bit=3")
@@ -69,7 +72,9 @@ def test_typed_train_options_reach_the_config_as_values(tmp_path, monkeypatch):
     monkeypatch.setattr(kernels, "detect_machine", lambda: kernels.Machine(cuda=False))
     monkeypatch.setattr("nerft.process.run_program", FakeLauncher())
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", "tiny-cpu", "-o", str(run_dir), "--master-addr", "1e5", "--set", "data.name=2024"])
+    result = CliRunner().invoke(
+        app, ["train", "tiny-cpu", "-o", str(run_dir), "--master-addr", "1e5", "--set", "data.name=2024"]
+    )
     assert result.exit_code == 0, result.output
     saved = yaml.safe_load((run_dir / "nerft.yaml").read_text(encoding="utf-8"))
     assert saved["launch"]["master_addr"] == "1e5" and saved["data"]["name"] == "2024"

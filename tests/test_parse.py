@@ -32,14 +32,20 @@ from nerft.prompts import CLUENER_LABELS, get_format
         ("无<|im_end|>\n<|im_start|>user\nname:李四", []),
         ("<|endoftext|>", []),
         # the seed format: a JSON list of {"label", "text"}
-        ('[{"label": "name", "text": "张三"}, {"label": "company", "text": "浙商银行"}]', [("name", "张三"), ("company", "浙商银行")]),
+        (
+            '[{"label": "name", "text": "张三"}, {"label": "company", "text": "浙商银行"}]',
+            [("name", "张三"), ("company", "浙商银行")],
+        ),
         ("[]", []),
         ('[{"label": " name ", "text": " 张三 "}]', [("name", "张三")]),
         ('[{"type": "game", "entity": "DOTA2"}]', [("game", "DOTA2")]),
         ('{"label": "name", "text": "张三"}', [("name", "张三")]),
         # in fences, with prose around
         ('```json\n[{"label": "name", "text": "张三"}]\n```', [("name", "张三")]),
-        ('这个句子包含以下实体：\n```json\n[{"label": "name", "text": "张三"}]\n```\n希望对你有帮助！', [("name", "张三")]),
+        (
+            '这个句子包含以下实体：\n```json\n[{"label": "name", "text": "张三"}]\n```\n希望对你有帮助！',
+            [("name", "张三")],
+        ),
         ("识别结果如下：\n```\nname:张三\ncompany:浙商银行\n```\n以上。", [("name", "张三"), ("company", "浙商银行")]),
         ('结果：[{"label": "name", "text": "张三"}] 共一个实体。', [("name", "张三")]),
         ('The entities are [{"label": "scene", "text": "西湖"}].', [("scene", "西湖")]),
@@ -47,7 +53,10 @@ from nerft.prompts import CLUENER_LABELS, get_format
         # dicts: {label: [texts]}, {label: text}, CLUE's {label: {text: spans}}, a whole CLUE record
         ('{"name": ["张三", "李四"], "address": ["北京"]}', [("name", "张三"), ("name", "李四"), ("address", "北京")]),
         ('{"name": "张三", "movie": []}', [("name", "张三")]),
-        ('{"name": {"张三": [[0, 1]]}, "address": {"北京": [[3, 4], [9, 10]]}}', [("name", "张三"), ("address", "北京")]),
+        (
+            '{"name": {"张三": [[0, 1]]}, "address": {"北京": [[3, 4], [9, 10]]}}',
+            [("name", "张三"), ("address", "北京")],
+        ),
         ('{"text": "张三在北京", "label": {"name": {"张三": [[0, 1]]}}}', [("name", "张三")]),
         ("{}", []),
         # a wrapper object is looked through
@@ -55,7 +64,10 @@ from nerft.prompts import CLUENER_LABELS, get_format
         ('{"result": {"name": ["张三"]}}', [("name", "张三")]),
         # a list cut off by the token limit: the complete objects before the cut
         ('[{"label": "name", "text": "张三"}, {"label": "company", "text": "浙商', [("name", "张三")]),
-        ('```json\n[\n  {"label": "name", "text": "张三"},\n  {"label": "book", "text": "三体"},\n  {"lab', [("name", "张三"), ("book", "三体")]),
+        (
+            '```json\n[\n  {"label": "name", "text": "张三"},\n  {"label": "book", "text": "三体"},\n  {"lab',
+            [("name", "张三"), ("book", "三体")],
+        ),
         # a compact entity that looks like JSON but is not stays an entity
         ("book:{三体}", [("book", "{三体}")]),
         # prose around a JSON answer never becomes a label (it was read as a mention "实体如下: []")
@@ -115,6 +127,8 @@ def _is_json_container(text: str) -> bool:
         return isinstance(json.loads(text), (list, dict))
     except ValueError:
         return False
+
+
 mention_lists = st.lists(st.tuples(labels, entities), max_size=8)
 
 
@@ -131,7 +145,11 @@ def test_seed_round_trip(mentions):
 
 
 @settings(max_examples=100, deadline=None)
-@given(mention_lists, st.sampled_from(["compact", "seed"]), st.sampled_from(["<|im_end|>", "<|im_end|><|endoftext|>", "</s>", "\n"]))
+@given(
+    mention_lists,
+    st.sampled_from(["compact", "seed"]),
+    st.sampled_from(["<|im_end|>", "<|im_end|><|endoftext|>", "</s>", "\n"]),
+)
 def test_round_trip_survives_end_tokens(mentions, prompt, ending):
     assert parse_output(get_format(prompt).render_output(mentions) + ending) == mentions
 

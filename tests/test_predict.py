@@ -84,7 +84,10 @@ def offsets(text, answer):
 
 def test_offsets_are_end_exclusive_and_the_longer_entity_claims_its_characters_first():
     # answer order kept; 北京大学 (longer) is placed before 北京, which then takes its free occurrence
-    assert offsets("北京大学在北京。", "address:北京\norganization:北京大学") == [("北京", 5, 7, True), ("北京大学", 0, 4, False)]
+    assert offsets("北京大学在北京。", "address:北京\norganization:北京大学") == [
+        ("北京", 5, 7, True),
+        ("北京大学", 0, 4, False),
+    ]
 
 
 def test_a_repeated_string_is_flagged_ambiguous_and_takes_its_first_free_occurrence():
@@ -95,12 +98,17 @@ def test_a_repeated_string_is_flagged_ambiguous_and_takes_its_first_free_occurre
 def test_one_string_under_two_labels_is_placed_at_the_next_free_occurrence_then_nested():
     # the second label of 苹果 takes the second occurrence; a third label nests in the first
     assert offsets("苹果和苹果", "company:苹果\nproduct:苹果\nbrand:苹果") == [
-        ("苹果", 0, 2, True), ("苹果", 3, 5, True), ("苹果", 0, 2, True),
+        ("苹果", 0, 2, True),
+        ("苹果", 3, 5, True),
+        ("苹果", 0, 2, True),
     ]
 
 
 def test_a_nested_entity_with_no_free_occurrence_overlaps_the_longer_one():
-    assert offsets("北京大学", "organization:北京大学\naddress:北京") == [("北京大学", 0, 4, False), ("北京", 0, 2, False)]
+    assert offsets("北京大学", "organization:北京大学\naddress:北京") == [
+        ("北京大学", 0, 4, False),
+        ("北京", 0, 2, False),
+    ]
 
 
 def test_an_unreadable_answer_is_flagged_with_no_entity():
@@ -207,7 +215,11 @@ def test_without_out_rows_go_to_the_sink_only(tmp_path):
 def test_stdin_takes_sentences_or_json_records_and_skips_blank_lines():
     lines = ["孙丽在南京开了书店。\n", "\n", '{"id": 3, "text": "京东与沃尔玛合作。"}\n', "  今天天气很好。  \n"]
     got = records_from_lines(lines)
-    assert [(r.text, r.id, r.line) for r in got] == [("孙丽在南京开了书店。", None, 1), ("京东与沃尔玛合作。", 3, 3), ("今天天气很好。", None, 4)]
+    assert [(r.text, r.id, r.line) for r in got] == [
+        ("孙丽在南京开了书店。", None, 1),
+        ("京东与沃尔玛合作。", 3, 3),
+        ("今天天气很好。", None, 4),
+    ]
 
 
 def test_stdin_broken_json_names_the_line():
@@ -242,7 +254,9 @@ def test_predict_without_run_or_endpoint_says_what_to_give():
 
 
 def test_predict_refuses_data_and_text_together(tmp_path):
-    result = CliRunner().invoke(app, ["predict", "--endpoint", "http://127.0.0.1:9", "--data", "x.jsonl", "--text", "孙丽"])
+    result = CliRunner().invoke(
+        app, ["predict", "--endpoint", "http://127.0.0.1:9", "--data", "x.jsonl", "--text", "孙丽"]
+    )
     assert result.exit_code == 1
     assert "nerft: error: give --data or --text, not both" in result.output
 

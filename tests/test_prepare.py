@@ -22,7 +22,13 @@ FOREIGN = {
 
 def numbered(n):
     """n one-entity records whose text says which one they are."""
-    return [{"text": f"第{i}条：张{i}来了", "label": {"name": {f"张{i}": [[len(f"第{i}条："), len(f"第{i}条：") + len(str(i))]]}}} for i in range(n)]
+    return [
+        {
+            "text": f"第{i}条：张{i}来了",
+            "label": {"name": {f"张{i}": [[len(f"第{i}条："), len(f"第{i}条：") + len(str(i))]]}},
+        }
+        for i in range(n)
+    ]
 
 
 def write_jsonl(path, rows):
@@ -45,13 +51,23 @@ def test_numbered_records_are_valid():
 
 def test_outputs_of_a_train_dev_test_run(tmp_path, sample_dir):
     out = tmp_path / "dataset"
-    result = prepare_dataset(train=sample_dir / "train.jsonl", dev=sample_dir / "dev.jsonl", test=sample_dir / "test.jsonl", out_dir=out)
+    result = prepare_dataset(
+        train=sample_dir / "train.jsonl", dev=sample_dir / "dev.jsonl", test=sample_dir / "test.jsonl", out_dir=out
+    )
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "cluener_dev.gold.jsonl", "cluener_dev.json", "cluener_meta.json", "cluener_test.gold.jsonl", "cluener_test.json",
-        "cluener_train.gold.jsonl", "cluener_train.json", "dataset_info.json",
+        "cluener_dev.gold.jsonl",
+        "cluener_dev.json",
+        "cluener_meta.json",
+        "cluener_test.gold.jsonl",
+        "cluener_test.json",
+        "cluener_train.gold.jsonl",
+        "cluener_train.json",
+        "dataset_info.json",
     ]
     # The gold files hold the records in CLUE's shape, byte-for-byte what nerft reads back.
-    assert (out / "cluener_dev.gold.jsonl").read_text(encoding="utf-8") == (sample_dir / "dev.jsonl").read_text(encoding="utf-8")
+    assert (out / "cluener_dev.gold.jsonl").read_text(encoding="utf-8") == (sample_dir / "dev.jsonl").read_text(
+        encoding="utf-8"
+    )
     assert load(out / "dataset_info.json") == {
         f"cluener_{split}": {"file_name": f"cluener_{split}.json", **ALPACA_ENTRY} for split in ("train", "dev", "test")
     }
@@ -100,7 +116,10 @@ def test_split_is_deterministic_by_seed_with_an_exact_dev_count(tmp_path):
 
     def split(seed, folder, val_size=0.2):
         prepare_dataset(train=train, out_dir=tmp_path / folder, seed=seed, val_size=val_size)
-        return [[example["instruction"] for example in load(tmp_path / folder / f"cluener_{part}.json")] for part in ("train", "dev")]
+        return [
+            [example["instruction"] for example in load(tmp_path / folder / f"cluener_{part}.json")]
+            for part in ("train", "dev")
+        ]
 
     train_a, dev_a = split(1, "a")
     train_b, dev_b = split(1, "b")
@@ -120,7 +139,9 @@ def test_dev_file_disables_the_split(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", numbered(10))
     dev = write_jsonl(tmp_path / "dev.jsonl", numbered(3))
     result = prepare_dataset(train=train, dev=dev, out_dir=tmp_path / "out", val_size=0.5)
-    assert [e["instruction"] for e in load(tmp_path / "out" / "cluener_train.json")] == [r["text"] for r in numbered(10)]
+    assert [e["instruction"] for e in load(tmp_path / "out" / "cluener_train.json")] == [
+        r["text"] for r in numbered(10)
+    ]
     assert len(load(tmp_path / "out" / "cluener_dev.json")) == 3
     assert (result.splits["train"].records, result.splits["dev"].records) == (10, 3)
 
@@ -129,13 +150,20 @@ def test_val_size_zero_writes_no_dev(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", numbered(5))
     prepare_dataset(train=train, out_dir=tmp_path / "out", val_size=0)
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
-        "cluener_meta.json", "cluener_train.gold.jsonl", "cluener_train.json", "dataset_info.json",
+        "cluener_meta.json",
+        "cluener_train.gold.jsonl",
+        "cluener_train.json",
+        "dataset_info.json",
     ]
 
 
 @pytest.mark.parametrize(
     "val_size, message",
-    [(1.0, r"--val-size must be in \[0, 1\), got 1.0"), (0.01, "selects no dev record"), (0.95, "leaves no train records")],
+    [
+        (1.0, r"--val-size must be in \[0, 1\), got 1.0"),
+        (0.01, "selects no dev record"),
+        (0.95, "leaves no train records"),
+    ],
 )
 def test_impossible_val_sizes(tmp_path, val_size, message):
     train = write_jsonl(tmp_path / "train.jsonl", numbered(10))
@@ -192,7 +220,11 @@ def test_labels_option(tmp_path, sample_dir):
 RECORD = {
     "text": "叶老桂认为，浙商银行的叶老桂是行长。",
     # label order in the file is not the order of the entities in the text
-    "label": {"position": {"行长": [[15, 16]]}, "company": {"浙商银行": [[6, 9]]}, "name": {"叶老桂": [[0, 2], [11, 13]]}},
+    "label": {
+        "position": {"行长": [[15, 16]]},
+        "company": {"浙商银行": [[6, 9]]},
+        "name": {"叶老桂": [[0, 2], [11, 13]]},
+    },
 }
 
 
@@ -200,7 +232,12 @@ def test_compact_examples_list_entities_in_order_of_first_occurrence(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", [RECORD, {"text": "今天天气很好", "label": {}}])
     prepare_dataset(train=train, out_dir=tmp_path / "out", val_size=0)
     assert load(tmp_path / "out" / "cluener_train.json") == [
-        {"instruction": RECORD["text"], "input": "", "output": "name:叶老桂\ncompany:浙商银行\nposition:行长", "system": "NER"},
+        {
+            "instruction": RECORD["text"],
+            "input": "",
+            "output": "name:叶老桂\ncompany:浙商银行\nposition:行长",
+            "system": "NER",
+        },
         {"instruction": "今天天气很好", "input": "", "output": "无", "system": "NER"},
     ]
 
@@ -208,10 +245,14 @@ def test_compact_examples_list_entities_in_order_of_first_occurrence(tmp_path):
 def test_seed_examples_are_the_tutorials(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", [RECORD, {"text": "今天天气很好", "label": {}}])
     result = prepare_dataset(train=train, out_dir=tmp_path / "out", val_size=0, prompt="seed")
-    instruction = SEED_INSTRUCTION.format(labels="name, organization, scene, company, movie, book, government, position, address, game")
+    instruction = SEED_INSTRUCTION.format(
+        labels="name, organization, scene, company, movie, book, government, position, address, game"
+    )
     assert load(tmp_path / "out" / "cluener_train.json") == [
         {
-            "instruction": instruction, "input": RECORD["text"], "system": "You are a helpful assistant.",
+            "instruction": instruction,
+            "input": RECORD["text"],
+            "system": "You are a helpful assistant.",
             "output": '[{"label": "name", "text": "叶老桂"}, {"label": "company", "text": "浙商银行"}, {"label": "position", "text": "行长"}]',
         },
         {"instruction": instruction, "input": "今天天气很好", "output": "[]", "system": "You are a helpful assistant."},
@@ -222,7 +263,9 @@ def test_seed_examples_are_the_tutorials(tmp_path):
 def test_unlabelled_test_records_have_an_empty_output(tmp_path, sample_dir):
     test = write_jsonl(tmp_path / "test.jsonl", [{"id": 3, "text": "张三来了"}])
     prepare_dataset(train=sample_dir / "train.jsonl", test=test, out_dir=tmp_path / "out")
-    assert load(tmp_path / "out" / "cluener_test.json") == [{"instruction": "张三来了", "input": "", "output": "", "system": "NER"}]
+    assert load(tmp_path / "out" / "cluener_test.json") == [
+        {"instruction": "张三来了", "input": "", "output": "", "system": "NER"}
+    ]
 
 
 def test_unknown_prompt_format(tmp_path, sample_dir):
@@ -232,7 +275,9 @@ def test_unknown_prompt_format(tmp_path, sample_dir):
 
 def test_a_failure_mid_way_leaves_nothing_behind(tmp_path, sample_dir, monkeypatch):
     out = tmp_path / "dataset"
-    args = dict(train=sample_dir / "train.jsonl", dev=sample_dir / "dev.jsonl", test=sample_dir / "test.jsonl", out_dir=out)
+    args = dict(
+        train=sample_dir / "train.jsonl", dev=sample_dir / "dev.jsonl", test=sample_dir / "test.jsonl", out_dir=out
+    )
     out.mkdir()
     (out / "dataset_info.json").write_text(json.dumps(FOREIGN), encoding="utf-8")
     prepare_dataset(**args, name="old")
@@ -263,7 +308,16 @@ def test_a_failure_mid_way_leaves_nothing_behind(tmp_path, sample_dir, monkeypat
 def test_cli_summary(tmp_path, sample_dir):
     out = tmp_path / "dataset"
     result = CliRunner().invoke(
-        app, ["prepare", "--train", str(sample_dir / "train.jsonl"), "--dev", str(sample_dir / "dev.jsonl"), "--out", str(out)]
+        app,
+        [
+            "prepare",
+            "--train",
+            str(sample_dir / "train.jsonl"),
+            "--dev",
+            str(sample_dir / "dev.jsonl"),
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -284,19 +338,37 @@ def test_cli_summary(tmp_path, sample_dir):
 
 
 def test_cli_json_and_skipped_count(tmp_path):
-    train = write_jsonl(tmp_path / "train.jsonl", [*numbered(4), {"text": "张三", "label": {"name": {"张三": [[0, 9]]}}}])
-    result = CliRunner().invoke(app, ["prepare", "--train", str(train), "--out", str(tmp_path / "o"), "--val-size", "0", "--skip-invalid", "--json"])
+    train = write_jsonl(
+        tmp_path / "train.jsonl", [*numbered(4), {"text": "张三", "label": {"name": {"张三": [[0, 9]]}}}]
+    )
+    result = CliRunner().invoke(
+        app,
+        ["prepare", "--train", str(train), "--out", str(tmp_path / "o"), "--val-size", "0", "--skip-invalid", "--json"],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert (data["errors"], data["warnings"], data["skipped"]) == (1, 0, 1)
     assert data["splits"]["train"]["records"] == 4
     assert f"{train}:5: error: name '张三': span [0, 9] is outside the text (length 2)" in result.stderr
-    text = CliRunner().invoke(app, ["prepare", "--train", str(train), "--out", str(tmp_path / "o"), "--val-size", "0", "--skip-invalid"])
+    text = CliRunner().invoke(
+        app, ["prepare", "--train", str(train), "--out", str(tmp_path / "o"), "--val-size", "0", "--skip-invalid"]
+    )
     assert text.stdout.splitlines()[-1] == "1 errors / 0 warnings, 1 invalid record(s) skipped"
 
 
 def test_cli_labels_option_error(tmp_path, sample_dir):
-    result = CliRunner().invoke(app, ["prepare", "--train", str(sample_dir / "train.jsonl"), "--out", str(tmp_path / "o"), "--labels", "name, address"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "prepare",
+            "--train",
+            str(sample_dir / "train.jsonl"),
+            "--out",
+            str(tmp_path / "o"),
+            "--labels",
+            "name, address",
+        ],
+    )
     assert result.exit_code == 1
     assert "unknown label 'company' (allowed: address, name)" in result.stderr
     assert "Traceback" not in result.output
@@ -308,7 +380,16 @@ def test_cli_labels_option_error(tmp_path, sample_dir):
 def test_acceptance_prepare_full_cluener(cluener_dir, tmp_path):
     out = tmp_path / "dataset"
     result = CliRunner().invoke(
-        app, ["prepare", "--train", str(cluener_dir / "train.jsonl"), "--dev", str(cluener_dir / "dev.jsonl"), "--out", str(out)]
+        app,
+        [
+            "prepare",
+            "--train",
+            str(cluener_dir / "train.jsonl"),
+            "--dev",
+            str(cluener_dir / "dev.jsonl"),
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[1].split() == ["records", "10748", "1343"]
@@ -322,7 +403,10 @@ def test_a_dev_split_cut_from_train_has_a_gold_file_with_the_same_records(tmp_pa
     train = write_jsonl(tmp_path / "train.jsonl", numbered(13))
     prepare_dataset(train=train, out_dir=tmp_path / "out", val_size=0.25, seed=3)
     dev_examples = load(tmp_path / "out" / "cluener_dev.json")
-    gold = [json.loads(line) for line in (tmp_path / "out" / "cluener_dev.gold.jsonl").read_text(encoding="utf-8").splitlines()]
+    gold = [
+        json.loads(line)
+        for line in (tmp_path / "out" / "cluener_dev.gold.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert len(gold) == len(dev_examples) == 3  # round(13 * 0.25)
     assert [row["text"] for row in gold] == [example["instruction"] for example in dev_examples]
     by_text = {row["text"]: row for row in numbered(13)}

@@ -59,8 +59,12 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def _alive_nodes(address: str) -> int:
-    probe = "import ray; ray.init(address=%r, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))" % address
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env={**os.environ, **AUTH})
+    probe = (
+        f"import ray; ray.init(address={address!r}, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env={**os.environ, **AUTH}
+    )
     return int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 and result.stdout.strip() else 0
 
 
@@ -72,11 +76,34 @@ def ray_cluster():
     temp = Path(tempfile.mkdtemp(prefix="nray", dir="/tmp"))  # Ray's socket paths must stay short
     port = free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats", "--block"]
+    common = [
+        "--node-ip-address",
+        "127.0.0.1",
+        "--num-cpus",
+        "1",
+        "--num-gpus",
+        "0",
+        "--disable-usage-stats",
+        "--block",
+    ]
     memory = ["--object-store-memory", str(100 * 2**20)]
     patch = pytest.MonkeyPatch()
     patch.setenv("RAY_AUTH_MODE", AUTH["RAY_AUTH_MODE"])  # the nodes inherit it, and the driver reads it
-    head = _start([str(RAY), "start", "--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", str(temp), *memory, *common], temp / "head.log")
+    head = _start(
+        [
+            str(RAY),
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--include-dashboard=false",
+            "--temp-dir",
+            str(temp),
+            *memory,
+            *common,
+        ],
+        temp / "head.log",
+    )
     processes = [head]
     try:
         deadline = time.monotonic() + 180
@@ -100,14 +127,30 @@ def ray_cluster():
 def single_process(learned_run, tmp_path_factory) -> Path:
     """Single-process `nerft predict` of the sample's training sentences (the reference)."""
     out = tmp_path_factory.mktemp("single") / "pred.jsonl"
-    result = CliRunner().invoke(app, ["predict", "--run", str(learned_run), "--data", str(SAMPLE), "--engine", "hf", "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["predict", "--run", str(learned_run), "--data", str(SAMPLE), "--engine", "hf", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     return out
 
 
-def test_predict_on_two_ray_nodes_is_single_process_predict_and_resumes(ray_cluster, learned_run, single_process, tmp_path):
+def test_predict_on_two_ray_nodes_is_single_process_predict_and_resumes(
+    ray_cluster, learned_run, single_process, tmp_path
+):
     out = tmp_path / "pred.jsonl"
-    argv = ["predict", "--run", str(learned_run), "--data", str(SAMPLE), "--engine", "hf", "--batch-size", "4", "--out", str(out)]
+    argv = [
+        "predict",
+        "--run",
+        str(learned_run),
+        "--data",
+        str(SAMPLE),
+        "--engine",
+        "hf",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+    ]
     ray = ["--ray", ray_cluster, "--ray-actors", "2"]
     result = CliRunner().invoke(app, argv + ray)
     assert result.exit_code == 0, result.output
@@ -117,7 +160,9 @@ def test_predict_on_two_ray_nodes_is_single_process_predict_and_resumes(ray_clus
 
     # Resumable: a run cut after 5 rows predicts only the other 27, on the cluster.
     resumed = tmp_path / "resumed.jsonl"
-    Path(f"{resumed}.partial").write_text("".join(single_process.read_text(encoding="utf-8").splitlines(keepends=True)[:5]), encoding="utf-8")
+    Path(f"{resumed}.partial").write_text(
+        "".join(single_process.read_text(encoding="utf-8").splitlines(keepends=True)[:5]), encoding="utf-8"
+    )
     result = CliRunner().invoke(app, [*argv[:-1], str(resumed), *ray])
     assert result.exit_code == 0, result.output
     assert "wrote 32 predictions" in result.stderr and "(5 kept from an earlier run)" in result.stderr
@@ -126,7 +171,21 @@ def test_predict_on_two_ray_nodes_is_single_process_predict_and_resumes(ray_clus
 
 def test_eval_on_ray_scores_like_single_process(ray_cluster, learned_run, single_process, tmp_path):
     result = CliRunner().invoke(
-        app, ["eval", "--run", str(learned_run), "--gold", str(SAMPLE), "--engine", "hf", "--out-dir", str(tmp_path), "--json", "--ray", ray_cluster]
+        app,
+        [
+            "eval",
+            "--run",
+            str(learned_run),
+            "--gold",
+            str(SAMPLE),
+            "--engine",
+            "hf",
+            "--out-dir",
+            str(tmp_path),
+            "--json",
+            "--ray",
+            ray_cluster,
+        ],
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "predictions.jsonl").read_text(encoding="utf-8") == single_process.read_text(encoding="utf-8")

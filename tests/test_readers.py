@@ -110,7 +110,9 @@ def test_a_record_that_never_closes_is_reported_at_its_first_line(tmp_path):
 
 
 def test_reading_goes_on_after_a_broken_record_of_a_pretty_printed_array(tmp_path):
-    text = json.dumps(RECORDS, ensure_ascii=False, indent=2).replace('"text": "今天天气很好",', '"text": "今天天气很好"')
+    text = json.dumps(RECORDS, ensure_ascii=False, indent=2).replace(
+        '"text": "今天天气很好",', '"text": "今天天气很好"'
+    )
     path = write(tmp_path, "a.json", text)
     found = read(path)
     assert [line for line, _ in found] == [2, 23, 27]
@@ -135,7 +137,10 @@ def test_hand_formatted_records_and_two_on_a_line(tmp_path):
     )
     found = read(write(tmp_path, "a.json", text))
     assert [(line, value if isinstance(value, dict) else "broken") for line, value in found] == [
-        (1, {"text": "张三", "label": {}}), (3, {"text": "一"}), (3, "broken"), (4, {"text": "三"}),
+        (1, {"text": "张三", "label": {}}),
+        (3, {"text": "一"}),
+        (3, "broken"),
+        (4, {"text": "三"}),
     ]
 
 
@@ -143,7 +148,10 @@ def test_values_that_are_not_objects(tmp_path):
     path = write(tmp_path, "a.jsonl", jsonl(RECORDS[:1]) + '"just a string"\n42\n' + jsonl(RECORDS[1:2]))
     found = read(path)
     assert found[0] == (1, RECORDS[0]) and found[3] == (4, RECORDS[1])
-    assert [(line, f.reason.split(",")[0]) for line, f in found[1:3]] == [(2, "expected a JSON object"), (3, "expected a JSON object")]
+    assert [(line, f.reason.split(",")[0]) for line, f in found[1:3]] == [
+        (2, "expected a JSON object"),
+        (3, "expected a JSON object"),
+    ]
 
 
 def test_not_utf8_is_one_line_error(tmp_path):
@@ -174,32 +182,78 @@ def test_prepare_reports_every_problem_of_a_pretty_printed_array(tmp_path):
 
 def tagged(path, rows):
     """rows: sentences as lists of (char, tag); blank line between sentences."""
-    path.write_text("\n\n".join("\n".join(f"{c} {t}" for c, t in sentence) for sentence in rows) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n\n".join("\n".join(f"{c} {t}" for c, t in sentence) for sentence in rows) + "\n", encoding="utf-8"
+    )
     return path
 
 
 def test_bio_file(tmp_path):
-    path = tagged(tmp_path / "a.bio", [
-        [("张", "B-name"), ("三", "I-name"), ("在", "O"), ("北", "B-organization"), ("京", "I-organization"),
-         ("大", "I-organization"), ("学", "I-organization")],
-        [("今", "O"), ("天", "O")],
-        [("曼", "B-organization"), ("联", "I-organization"), ("和", "O"), ("切", "B-organization"), ("尔", "I-organization"),
-         ("西", "B-organization")],  # B after I starts a new entity
-    ])
+    path = tagged(
+        tmp_path / "a.bio",
+        [
+            [
+                ("张", "B-name"),
+                ("三", "I-name"),
+                ("在", "O"),
+                ("北", "B-organization"),
+                ("京", "I-organization"),
+                ("大", "I-organization"),
+                ("学", "I-organization"),
+            ],
+            [("今", "O"), ("天", "O")],
+            [
+                ("曼", "B-organization"),
+                ("联", "I-organization"),
+                ("和", "O"),
+                ("切", "B-organization"),
+                ("尔", "I-organization"),
+                ("西", "B-organization"),
+            ],  # B after I starts a new entity
+        ],
+    )
     found = list(iter_tagged_sentences(path))
     assert [line for line, _ in found] == [1, 9, 12]
-    assert found[0][1] == {"text": "张三在北京大学", "entities": [Entity(0, 1, "name", "张三"), Entity(3, 6, "organization", "北京大学")]}
+    assert found[0][1] == {
+        "text": "张三在北京大学",
+        "entities": [Entity(0, 1, "name", "张三"), Entity(3, 6, "organization", "北京大学")],
+    }
     assert found[1][1] == {"text": "今天", "entities": []}
     assert found[2][1]["entities"] == [
-        Entity(0, 1, "organization", "曼联"), Entity(3, 4, "organization", "切尔"), Entity(5, 5, "organization", "西"),
+        Entity(0, 1, "organization", "曼联"),
+        Entity(3, 4, "organization", "切尔"),
+        Entity(5, 5, "organization", "西"),
     ]
 
 
 def test_bmes_and_bioes_files(tmp_path):
-    bmes = tagged(tmp_path / "a.bmes", [[("浙", "B-company"), ("商", "M-company"), ("银", "M-company"), ("行", "E-company"),
-                                         ("的", "O"), ("叶", "S-name")]])
-    bioes = tagged(tmp_path / "a.bioes", [[("浙", "B-company"), ("商", "I-company"), ("银", "I-company"), ("行", "E-company"),
-                                           ("的", "O"), ("叶", "S-name"), ("王", "S-name")]])
+    bmes = tagged(
+        tmp_path / "a.bmes",
+        [
+            [
+                ("浙", "B-company"),
+                ("商", "M-company"),
+                ("银", "M-company"),
+                ("行", "E-company"),
+                ("的", "O"),
+                ("叶", "S-name"),
+            ]
+        ],
+    )
+    bioes = tagged(
+        tmp_path / "a.bioes",
+        [
+            [
+                ("浙", "B-company"),
+                ("商", "I-company"),
+                ("银", "I-company"),
+                ("行", "E-company"),
+                ("的", "O"),
+                ("叶", "S-name"),
+                ("王", "S-name"),
+            ]
+        ],
+    )
     expected = [Entity(0, 3, "company", "浙商银行"), Entity(5, 5, "name", "叶")]
     assert list(iter_tagged_sentences(bmes)) == [(1, {"text": "浙商银行的叶", "entities": expected})]
     assert list(iter_tagged_sentences(bioes))[0][1]["entities"] == [*expected, Entity(6, 6, "name", "王")]
@@ -234,7 +288,9 @@ def test_tagged_records_go_through_load(tmp_path):
 
 def test_prepare_refuses_a_file_with_a_bad_span_and_broken_json(tmp_path):
     lines = jsonl(RECORDS).splitlines()
-    lines[1] = json.dumps({"text": "今天天气很好", "label": {"scene": {"天气": [[2, 4]]}}}, ensure_ascii=False)  # covers 天气很
+    lines[1] = json.dumps(
+        {"text": "今天天气很好", "label": {"scene": {"天气": [[2, 4]]}}}, ensure_ascii=False
+    )  # covers 天气很
     lines.append('{"text": "断了", "label": {"name": {"断": [[0, 0]]}')  # never closes
     lines.append(json.dumps(RECORDS[0], ensure_ascii=False))
     data = write(tmp_path, "train.jsonl", "\n".join(lines) + "\n")

@@ -34,16 +34,44 @@ def eval_report(f1s: dict[str, float], micro_f1: float) -> dict:
     return {
         "records": 20,
         "unparseable": 1,
-        "labels": {label: {"precision": f1, "recall": f1, "f1": f1, "support": 10, "tp": int(10 * f1), "fp": 1, "fn": 10 - int(10 * f1)}
-                   for label, f1 in f1s.items()},
+        "labels": {
+            label: {
+                "precision": f1,
+                "recall": f1,
+                "f1": f1,
+                "support": 10,
+                "tp": int(10 * f1),
+                "fp": 1,
+                "fn": 10 - int(10 * f1),
+            }
+            for label, f1 in f1s.items()
+        },
         "micro": {"precision": micro_f1, "recall": micro_f1, "f1": micro_f1, "support": 10 * len(f1s)},
         "macro": {"precision": 0.5, "recall": 0.5, "f1": 0.5},
-        "seqeval": {"micro": {"precision": 0.6, "recall": 0.55, "f1": 0.574}, "macro": {"precision": 0.5, "recall": 0.5, "f1": 0.5}},
+        "seqeval": {
+            "micro": {"precision": 0.6, "recall": 0.55, "f1": 0.574},
+            "macro": {"precision": 0.5, "recall": 0.5, "f1": 0.5},
+        },
         "sentences_with_errors": 2,
         "errors": [
-            {"index": 0, "line": 3, "text": "叶老桂在浙商银行", "predict": "company:浙商银行", "unparseable": False,
-             "false_positives": [], "false_negatives": [["name", "叶老桂"]]},
-            {"index": 4, "line": 7, "text": "a | <b>", "predict": "??", "unparseable": True, "false_positives": [], "false_negatives": []},
+            {
+                "index": 0,
+                "line": 3,
+                "text": "叶老桂在浙商银行",
+                "predict": "company:浙商银行",
+                "unparseable": False,
+                "false_positives": [],
+                "false_negatives": [["name", "叶老桂"]],
+            },
+            {
+                "index": 4,
+                "line": 7,
+                "text": "a | <b>",
+                "predict": "??",
+                "unparseable": True,
+                "false_positives": [],
+                "false_negatives": [],
+            },
         ],
     }
 
@@ -72,7 +100,10 @@ def test_eval_report_writes_the_table_and_a_real_chart(tmp_path):
     markdown, chart = write_eval_report(report, tmp_path / "report.json")
     assert (markdown, chart) == (tmp_path / "report.md", tmp_path / "f1_by_label.png")
     text = markdown.read_text(encoding="utf-8")
-    assert "20 records, 1 unparseable answers, 2 sentences with errors. Micro F1 0.6000 (precision 0.6000, recall 0.6000); macro F1 0.5000." in text
+    assert (
+        "20 records, 1 unparseable answers, 2 sentences with errors. Micro F1 0.6000 (precision 0.6000, recall 0.6000); macro F1 0.5000."
+        in text
+    )
     assert "| Label | Precision | Recall | F1 | Support | TP | FP | FN |" in text
     assert "| name | 0.8000 | 0.8000 | 0.8000 | 10 | 8 | 1 | 2 |" in text
     assert "| address | 0.2500 | 0.2500 | 0.2500 | 10 | 2 | 1 | 8 |" in text
@@ -88,10 +119,12 @@ def test_eval_report_writes_the_table_and_a_real_chart(tmp_path):
 
 @pytest.mark.parametrize(
     "target, expected",
-    [("out", ("out/report.md", "out/f1_by_label.png")),
-     ("out/report.json", ("out/report.md", "out/f1_by_label.png")),
-     ("out/test.json", ("out/test.md", "out/test_f1_by_label.png")),
-     ("out/summary.md", ("out/summary.md", "out/summary_f1_by_label.png"))],
+    [
+        ("out", ("out/report.md", "out/f1_by_label.png")),
+        ("out/report.json", ("out/report.md", "out/f1_by_label.png")),
+        ("out/test.json", ("out/test.md", "out/test_f1_by_label.png")),
+        ("out/summary.md", ("out/summary.md", "out/summary_f1_by_label.png")),
+    ],
 )
 def test_eval_report_paths(target, expected):
     assert eval_paths(target) == tuple(Path(path) for path in expected)
@@ -114,7 +147,9 @@ def test_chinese_labels_still_draw(tmp_path):
 def test_html_is_escaped_and_self_contained(tmp_path):
     image = tmp_path / "chart.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\nfake")
-    page = Page("Run <x> & y").add(Heading("A <b>"), Paragraph("5 < 6 & \"q\""), Table(["k", "v"], [["<script>", "1"]]), Image(image, 'alt "x"'))
+    page = Page("Run <x> & y").add(
+        Heading("A <b>"), Paragraph('5 < 6 & "q"'), Table(["k", "v"], [["<script>", "1"]]), Image(image, 'alt "x"')
+    )
     html = render_html(page)
     assert "<title>Run &lt;x&gt; &amp; y</title>" in html
     assert "<h2>A &lt;b&gt;</h2>" in html and "<p>5 &lt; 6 &amp; &quot;q&quot;</p>" in html
@@ -122,7 +157,7 @@ def test_html_is_escaped_and_self_contained(tmp_path):
     assert 'src="data:image/png;base64,iVBORw0KGgpmYWtl"' in html and 'alt="alt &quot;x&quot;"' in html
     markdown = render_markdown(page, base_dir=tmp_path)
     assert markdown.splitlines()[0] == "# Run <x> & y"
-    assert "![alt \"x\"](chart.png)" in markdown
+    assert '![alt "x"](chart.png)' in markdown
 
 
 # --- run folders ----------------------------------------------------------------------------------------
@@ -130,7 +165,9 @@ def test_html_is_escaped_and_self_contained(tmp_path):
 LOSSES = [2.5, 1.9, 1.4, 1.1, 0.9, 0.8]
 
 
-def make_run(root: Path, name: str, *, f1s: dict[str, float] | None, learning_rate: float = 1e-4, losses=LOSSES) -> Path:
+def make_run(
+    root: Path, name: str, *, f1s: dict[str, float] | None, learning_rate: float = 1e-4, losses=LOSSES
+) -> Path:
     run = root / name
     run.mkdir(parents=True)
     write_run(RunInfo(run_dir=run, base_model="Qwen/Qwen2.5-7B-Instruct", template="qwen", adapter_dir=Path(".")))
@@ -139,9 +176,19 @@ def make_run(root: Path, name: str, *, f1s: dict[str, float] | None, learning_ra
         "cutoff_len: 512\nper_device_train_batch_size: 4\nbf16: true\n"
     )
     (run / "nerft.yaml").write_text("data:\n  prompt: compact\ntrain:\n  num_train_epochs: 3\n")
-    rows = [{"current_steps": 5 * (index + 1), "total_steps": 30, "loss": loss, "lr": learning_rate, "epoch": index / 2,
-             "percentage": 100 * (index + 1) / 6, "elapsed_time": "0:00:10", "remaining_time": "0:00:01"}
-            for index, loss in enumerate(losses)]
+    rows = [
+        {
+            "current_steps": 5 * (index + 1),
+            "total_steps": 30,
+            "loss": loss,
+            "lr": learning_rate,
+            "epoch": index / 2,
+            "percentage": 100 * (index + 1) / 6,
+            "elapsed_time": "0:00:10",
+            "remaining_time": "0:00:01",
+        }
+        for index, loss in enumerate(losses)
+    ]
     rows.insert(3, {"current_steps": 15, "total_steps": 30, "eval_loss": 1.6})
     (run / "trainer_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     (run / "all_results.json").write_text(json.dumps({"train_runtime": 12.5, "train_loss": 1.4}))
@@ -167,7 +214,7 @@ def test_one_run_page_has_config_loss_curve_and_eval(tmp_path):
     assert png_size(out / "loss.png") == (900, 504)  # 7.5 x 4.2 inches at 120 dpi
     assert has_colour(out / "loss.png", BAR_BLUE, at_least=100)
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 2 and "src=\"loss.png\"" not in html
+    assert html.count("data:image/png;base64,") == 2 and 'src="loss.png"' not in html
 
 
 def test_a_run_without_evaluation_says_how_to_make_one(tmp_path):
@@ -175,7 +222,10 @@ def test_a_run_without_evaluation_says_how_to_make_one(tmp_path):
     written = write_run_reports([run], out=tmp_path / "pages")
     assert written.charts == [tmp_path / "pages" / "loss.png"]
     text = (tmp_path / "pages" / "report.md").read_text(encoding="utf-8")
-    assert f"No evaluation yet: `nerft eval --run {run} --gold FILE` writes {run / 'eval'}/<gold name>/report.json." in text
+    assert (
+        f"No evaluation yet: `nerft eval --run {run} --gold FILE` writes {run / 'eval'}/<gold name>/report.json."
+        in text
+    )
 
 
 def test_each_gold_set_evaluated_by_nerft_eval_run_gets_its_section(tmp_path):
@@ -197,7 +247,13 @@ def test_each_gold_set_evaluated_by_nerft_eval_run_gets_its_section(tmp_path):
 
 def test_two_runs_side_by_side_with_per_label_differences(tmp_path):
     first = make_run(tmp_path, "a", f1s={"name": 0.8, "address": 0.4, "game": 0.5})
-    second = make_run(tmp_path, "b", f1s={"name": 0.7, "address": 0.65, "book": 0.3}, learning_rate=2e-4, losses=[2.4, 1.5, 1.0, 0.7, 0.5, 0.45])
+    second = make_run(
+        tmp_path,
+        "b",
+        f1s={"name": 0.7, "address": 0.65, "book": 0.3},
+        learning_rate=2e-4,
+        losses=[2.4, 1.5, 1.0, 0.7, 0.5, 0.45],
+    )
     written = write_run_reports([first, second], out=tmp_path / "cmp")
     out = tmp_path / "cmp"
     assert out / "a" / "report.md" in written.pages and out / "b" / "report.html" in written.pages
@@ -249,7 +305,9 @@ def test_nerft_report_prints_the_written_files(tmp_path):
     run = make_run(tmp_path, "r", f1s={"name": 0.9})
     result = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines() == [str(tmp_path / "o" / name) for name in ("report.md", "report.html", "loss.png", "f1_by_label.png")]
+    assert result.stdout.splitlines() == [
+        str(tmp_path / "o" / name) for name in ("report.md", "report.html", "loss.png", "f1_by_label.png")
+    ]
 
 
 def test_nerft_report_on_a_non_run_is_a_one_line_error(tmp_path):
@@ -297,8 +355,12 @@ def test_an_eval_report_that_is_not_one_is_a_one_line_error(tmp_path):
 def test_a_run_page_has_the_confusion_table_its_heatmap_and_a_link_to_errors_html(tmp_path):
     run = make_run(tmp_path, "a", f1s=None)
     report = eval_report({"name": 0.5, "company": 1.0}, micro_f1=0.7)
-    report["confusion"] = {"matrix": {"company": {"company": 3}, "name": {"name": 2, "company": 1}},
-                           "boundary": {"name": {"name": 1}}, "missed": {"name": 4}, "spurious": {"company": 2}}
+    report["confusion"] = {
+        "matrix": {"company": {"company": 3}, "name": {"name": 2, "company": 1}},
+        "boundary": {"name": {"name": 1}},
+        "missed": {"name": 4},
+        "spurious": {"company": 2},
+    }
     (run / "eval" / "dev").mkdir(parents=True)
     (run / "eval" / "dev" / "report.json").write_text(json.dumps(report))
     (run / "eval" / "dev" / "errors.html").write_text("<html></html>")
@@ -307,7 +369,11 @@ def test_a_run_page_has_the_confusion_table_its_heatmap_and_a_link_to_errors_htm
     page = (out / "report.md").read_text(encoding="utf-8")
     assert "| gold ↓ predicted → | company | name | wrong boundary | missed |" in page
     # name: 2 right, 1 as company, 1 boundary, 4 missed = its 8 gold entities
-    assert "| name | 1 | 2 | 1 | 4 |" in page and "| company | 3 | 0 | 0 | 0 |" in page and "| spurious | 2 | 0 |  |  |" in page
+    assert (
+        "| name | 1 | 2 | 1 | 4 |" in page
+        and "| company | 3 | 0 | 0 | 0 |" in page
+        and "| spurious | 2 | 0 |  |  |" in page
+    )
     assert "![Label confusion heatmap](confusion_dev.png)" in page
     assert "[Every sentence with a mistake, highlighted: errors.html](../eval/dev/errors.html)" in page
     assert '<a href="../eval/dev/errors.html">' in (out / "report.html").read_text(encoding="utf-8")

@@ -34,16 +34,26 @@ def test_eval_and_report_on_a_real_tiny_run(trained_run, tmp_path):
     records = load_records(SAMPLE / "dev.jsonl")
     compact = get_format("compact")
     predictions = tmp_path / "predictions.jsonl"
-    predictions.write_text("".join(json.dumps({"predict": compact.example(record)["output"]}, ensure_ascii=False) + "\n" for record in records))
+    predictions.write_text(
+        "".join(
+            json.dumps({"predict": compact.example(record)["output"]}, ensure_ascii=False) + "\n" for record in records
+        )
+    )
     report = trained_run / "eval" / "report.json"
-    result = CliRunner().invoke(app, ["eval", "--gold", str(SAMPLE / "dev.jsonl"), "--predictions", str(predictions), "--report", str(report)])
+    result = CliRunner().invoke(
+        app, ["eval", "--gold", str(SAMPLE / "dev.jsonl"), "--predictions", str(predictions), "--report", str(report)]
+    )
     assert result.exit_code == 0, result.output
-    assert (trained_run / "eval" / "report.md").is_file() and has_colour(trained_run / "eval" / "f1_by_label.png", BAR_BLUE)
+    assert (trained_run / "eval" / "report.md").is_file() and has_colour(
+        trained_run / "eval" / "f1_by_label.png", BAR_BLUE
+    )
 
     result = CliRunner().invoke(app, ["report", str(trained_run)])
     assert result.exit_code == 0, result.output
     out = trained_run / "report"
-    assert result.stdout.split() == [str(out / name) for name in ("report.md", "report.html", "loss.png", "f1_by_label.png", "confusion.png")]
+    assert result.stdout.split() == [
+        str(out / name) for name in ("report.md", "report.html", "loss.png", "f1_by_label.png", "confusion.png")
+    ]
     page = (out / "report.md").read_text(encoding="utf-8")
     log = [json.loads(line) for line in (trained_run / "trainer_log.jsonl").read_text().splitlines()]
     losses = [row for row in log if "loss" in row]

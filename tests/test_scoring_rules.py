@@ -36,7 +36,9 @@ def messy_answers(gold_rows: list[dict], seed: int = 0) -> list[str]:
             answers.append("抱歉，我无法回答。")
         elif roll < 0.35:
             rendered = json.dumps([{"label": name, "text": t} for name, t in kept], ensure_ascii=False)
-            answers.append(rng.choice([f"实体如下：{rendered}", f"```json\n{rendered}\n```", f"<think>\n\n</think>\n\n{rendered}"]))
+            answers.append(
+                rng.choice([f"实体如下：{rendered}", f"```json\n{rendered}\n```", f"<think>\n\n</think>\n\n{rendered}"])
+            )
         else:
             answers.append("\n".join(f"{name}:{t}" for name, t in kept))
     return answers
@@ -71,7 +73,9 @@ def dev_files(cluener_dir, tmp_path_factory):
     answers = messy_answers(gold_rows)
     folder = tmp_path_factory.mktemp("dev")
     predictions = folder / "predictions.jsonl"
-    predictions.write_text("".join(json.dumps({"predict": a}, ensure_ascii=False) + "\n" for a in answers), encoding="utf-8")
+    predictions.write_text(
+        "".join(json.dumps({"predict": a}, ensure_ascii=False) + "\n" for a in answers), encoding="utf-8"
+    )
     return gold_rows, answers, cluener_dir / "dev.jsonl", predictions, folder
 
 
@@ -81,9 +85,9 @@ def intended_mentions(answer: str) -> list[tuple[str, str]]:
     if body in ("实体如下：[]", "无", "结果：[]", "抱歉，我无法回答。"):
         return []
     if body.startswith("```json"):
-        body = body[len("```json"):-len("```")]
+        body = body[len("```json") : -len("```")]
     elif body.startswith("实体如下："):
-        body = body[len("实体如下："):]
+        body = body[len("实体如下：") :]
     if body.strip().startswith("["):
         return [(item["label"], item["text"]) for item in json.loads(body)]
     return [tuple(line.split(":", 1)) for line in body.splitlines()]
@@ -92,7 +96,9 @@ def intended_mentions(answer: str) -> list[tuple[str, str]]:
 def test_macro_f1_on_the_messy_dev_file_covers_the_ten_labels(dev_files):
     gold_rows, answers, gold, predictions, folder = dev_files
     report = folder / "report.json"
-    result = CliRunner().invoke(app, ["eval", "--gold", str(gold), "--predictions", str(predictions), "--report", str(report)])
+    result = CliRunner().invoke(
+        app, ["eval", "--gold", str(gold), "--predictions", str(predictions), "--report", str(report)]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text(encoding="utf-8"))
     assert data["records"] == 1343

@@ -44,7 +44,12 @@ except KeyboardInterrupt:
 
 
 def fake_command(port: int, **env) -> ServerCommand:
-    return ServerCommand([sys.executable, "-c", FAKE_SERVER], {"API_PORT": str(port), "API_MODEL_NAME": "ner", **env}, "ner", "nothing to install")
+    return ServerCommand(
+        [sys.executable, "-c", FAKE_SERVER],
+        {"API_PORT": str(port), "API_MODEL_NAME": "ner", **env},
+        "ner",
+        "nothing to install",
+    )
 
 
 def refuses_connections(port: int) -> bool:
@@ -63,7 +68,13 @@ def test_llamafactory_api_config_and_environment(tiny_run):
         "template": "qwen",
         "infer_backend": "huggingface",
     }
-    assert command.env == {"API_HOST": "127.0.0.1", "API_PORT": "8123", "API_MODEL_NAME": "tiny-lora", "API_VERBOSE": "0", "API_KEY": "k3y"}
+    assert command.env == {
+        "API_HOST": "127.0.0.1",
+        "API_PORT": "8123",
+        "API_MODEL_NAME": "tiny-lora",
+        "API_VERBOSE": "0",
+        "API_KEY": "k3y",
+    }
 
 
 def test_unknown_backend_is_refused(tiny_run):
@@ -97,7 +108,10 @@ def test_a_server_that_dies_while_loading_fails_at_once_with_its_exit_code():
     with pytest.raises(ServerError) as info:
         with running_server(fake_command(port, EXIT="3"), host="127.0.0.1", port=port, startup_timeout=60):
             pass
-    assert str(info.value) == f"the server exited with code 3 before answering on http://127.0.0.1:{port}/v1 (its log is above)"
+    assert (
+        str(info.value)
+        == f"the server exited with code 3 before answering on http://127.0.0.1:{port}/v1 (its log is above)"
+    )
     assert time.monotonic() - start < 20
 
 
@@ -106,7 +120,10 @@ def test_a_server_too_slow_to_answer_is_stopped():
     with pytest.raises(ServerError) as info:
         with running_server(fake_command(port, DELAY="60"), host="127.0.0.1", port=port, startup_timeout=1):
             pass
-    assert str(info.value) == f"http://127.0.0.1:{port}/v1: no answer within 1 s; the server was stopped (raise --startup-timeout)"
+    assert (
+        str(info.value)
+        == f"http://127.0.0.1:{port}/v1: no answer within 1 s; the server was stopped (raise --startup-timeout)"
+    )
 
 
 def test_a_taken_port_fails_before_anything_starts():
@@ -131,7 +148,9 @@ def test_a_server_serving_another_name_is_an_error():
 
 
 def test_stop_escalates_to_sigterm_when_ctrl_c_is_ignored(capsys):
-    script = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    script = (
+        "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    )
     program = start_program([sys.executable, "-c", script], own_group=True)
     time.sleep(1.0)  # let it install its handler
     assert program.stop(grace=0.5) == -signal.SIGTERM
@@ -153,10 +172,14 @@ def test_ctrl_c_reaches_the_child_s_own_children(tmp_path):
     grandchild = int(pid_file.read_text())
     program.stop(grace=5)
     for _ in range(50):
-        if subprocess.run(["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True).stdout.strip() in ("", "Z"):
+        if subprocess.run(
+            ["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True
+        ).stdout.strip() in ("", "Z"):
             break
         time.sleep(0.1)
-    assert subprocess.run(["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True).stdout.strip() in ("", "Z")
+    assert subprocess.run(
+        ["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True
+    ).stdout.strip() in ("", "Z")
 
 
 def test_dry_run_prints_the_command_and_starts_nothing(tiny_run, monkeypatch):
@@ -166,9 +189,13 @@ def test_dry_run_prints_the_command_and_starts_nothing(tiny_run, monkeypatch):
     from nerft.inference.vllm_env import VllmEnvironment
     from nerft.serving import commands
 
-    gpu = VllmEnvironment(python="/gpu/bin/python", in_process=False, found_by="test", distribution="vllm", vllm="0.11.0")
+    gpu = VllmEnvironment(
+        python="/gpu/bin/python", in_process=False, found_by="test", distribution="vllm", vllm="0.11.0"
+    )
     monkeypatch.setattr(commands, "find_vllm_environment", lambda: gpu)
-    result = CliRunner().invoke(app, ["serve", str(tiny_run), "--engine", "vllm", "--port", "8011", "--api-key", "k", "--dry-run"])
+    result = CliRunner().invoke(
+        app, ["serve", str(tiny_run), "--engine", "vllm", "--port", "8011", "--api-key", "k", "--dry-run"]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         f"VLLM_API_KEY=*** /gpu/bin/python -m vllm.entrypoints.openai.api_server --model {load_run(tiny_run).base_model} "
@@ -178,10 +205,13 @@ def test_dry_run_prints_the_command_and_starts_nothing(tiny_run, monkeypatch):
     assert refuses_connections(8011)
 
 
-@pytest.mark.parametrize(("option", "message"), [
-    (["--backend", "vllm"], "--backend chooses LLaMA-Factory's backend; it does not apply to --engine vllm"),
-    (["--log-requests"], "--log-requests is LLaMA-Factory's option; it does not apply to --engine vllm"),
-])
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--backend", "vllm"], "--backend chooses LLaMA-Factory's backend; it does not apply to --engine vllm"),
+        (["--log-requests"], "--log-requests is LLaMA-Factory's option; it does not apply to --engine vllm"),
+    ],
+)
 def test_llamafactory_options_are_refused_with_the_vllm_server(tiny_run, option, message):
     from typer.testing import CliRunner
 
@@ -202,7 +232,9 @@ def serve_fake(port, on_ready, **env):
     from nerft.serving import server as serving
 
     logged: list[str] = []
-    code = serving.serve(fake_command(port, **env), host="127.0.0.1", port=port, on_ready=on_ready, log=logged.append, startup_timeout=30)
+    code = serving.serve(
+        fake_command(port, **env), host="127.0.0.1", port=port, on_ready=on_ready, log=logged.append, startup_timeout=30
+    )
     return code, logged
 
 

@@ -36,7 +36,9 @@ def test_serve_prints_the_url_and_model_of_a_loopback_server(served, tiny_run):
 
 
 def test_eval_endpoint_scores_the_sample_through_the_server(served, tiny_run, sample_dir):
-    result = CliRunner().invoke(app, ["eval", "--endpoint", served["url"], "--run", str(tiny_run), "--gold", str(sample_dir / "dev.jsonl")])
+    result = CliRunner().invoke(
+        app, ["eval", "--endpoint", served["url"], "--run", str(tiny_run), "--gold", str(sample_dir / "dev.jsonl")]
+    )
     assert result.exit_code == 0, result.output
     assert "Micro Avg." in result.output
     out_dir = tiny_run / "eval" / "dev"
@@ -55,9 +57,14 @@ def test_hf_engine_answers_exactly_what_the_server_answers(served, tiny_run, sam
     runner = CliRunner()
     dev = str(sample_dir / "dev.jsonl")
     by_server, by_hf = tmp_path / "server.jsonl", tmp_path / "hf.jsonl"
-    result = runner.invoke(app, ["predict", "--run", str(tiny_run), "--endpoint", served["url"], "--data", dev, "--out", str(by_server)])
+    result = runner.invoke(
+        app, ["predict", "--run", str(tiny_run), "--endpoint", served["url"], "--data", dev, "--out", str(by_server)]
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["predict", "--run", str(tiny_run), "--engine", "hf", "--batch-size", "4", "--data", dev, "--out", str(by_hf)])
+    result = runner.invoke(
+        app,
+        ["predict", "--run", str(tiny_run), "--engine", "hf", "--batch-size", "4", "--data", dev, "--out", str(by_hf)],
+    )
     assert result.exit_code == 0, result.output
     server_rows = [json.loads(line) for line in by_server.read_text().splitlines()]
     hf_rows = [json.loads(line) for line in by_hf.read_text().splitlines()]
@@ -73,5 +80,7 @@ def test_ctrl_c_stops_the_server_and_its_child(served):
     assert "server stopped (exit code 0)" in served["log"].read_text()
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
-    state = subprocess.run(["ps", "-o", "stat=", "-p", str(served["pid"])], capture_output=True, text=True).stdout.strip()
+    state = subprocess.run(
+        ["ps", "-o", "stat=", "-p", str(served["pid"])], capture_output=True, text=True
+    ).stdout.strip()
     assert state in ("", "Z")

@@ -58,7 +58,9 @@ def test_a_stream_resumes_from_its_kept_rows(tmp_path):
 
 def test_stream_records_checks_the_whole_file_first_then_streams_it(tmp_path):
     good = tmp_path / "good.jsonl"
-    good.write_text("".join(json.dumps({"text": f"王五{i}"}, ensure_ascii=False) + "\n" for i in range(5)), encoding="utf-8")
+    good.write_text(
+        "".join(json.dumps({"text": f"王五{i}"}, ensure_ascii=False) + "\n" for i in range(5)), encoding="utf-8"
+    )
     stream = stream_records(good)
     assert len(stream) == 5
     assert [record.text for record in stream] == [f"王五{i}" for i in range(5)]
@@ -105,7 +107,7 @@ def test_hf_batches_by_length_and_answers_in_input_order(tiny_run):
     assert [g.text for g in batched] == [g.text for g in alone]
     # In each window's batches the two rows differ by at most one repetition of 北京 (2 tokens or so);
     # unsorted, neighbours differ by up to 10.
-    assert all(width - shortest <= 4 for width, shortest in widths[: BUCKET_BATCHES])
+    assert all(width - shortest <= 4 for width, shortest in widths[:BUCKET_BATCHES])
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -109,7 +109,10 @@ def test_resume_continues_from_the_highest_checkpoint(launcher, tmp_path):
 def test_resume_needs_a_checkpoint_and_contradicts_force(launcher, tmp_path):
     result = invoke("tiny-cpu", "-o", tmp_path, "--resume")
     assert result.exit_code == 1
-    assert result.stderr.strip() == f"nerft: error: {tmp_path}: no checkpoint-* folder to resume from (train without --resume)"
+    assert (
+        result.stderr.strip()
+        == f"nerft: error: {tmp_path}: no checkpoint-* folder to resume from (train without --resume)"
+    )
     result = invoke("tiny-cpu", "-o", tmp_path, "--resume", "--force")
     assert "--resume and --force contradict each other" in result.stderr
     assert launcher.calls == []
@@ -131,8 +134,16 @@ def test_run_json_is_the_contract_for_inference(launcher, tmp_path):
     assert invoke("tiny-cpu", "-o", run_dir, "--set", "method.finetuning_type=lora").exit_code == 0
     info = load_run(run_dir)
     assert info.base_model == str(Path(__import__("os").environ["NERFT_CACHE"]) / "models" / "nerft" / "tiny-qwen2")
-    assert (info.template, info.finetuning_type, info.prompt, info.quantization_bit) == ("qwen", "lora", "compact", None)
-    assert info.adapter_dir == run_dir and info.cutoff_len == yaml.safe_load((run_dir / "llamafactory_train.yaml").read_text())["cutoff_len"]
+    assert (info.template, info.finetuning_type, info.prompt, info.quantization_bit) == (
+        "qwen",
+        "lora",
+        "compact",
+        None,
+    )
+    assert (
+        info.adapter_dir == run_dir
+        and info.cutoff_len == yaml.safe_load((run_dir / "llamafactory_train.yaml").read_text())["cutoff_len"]
+    )
     assert json.loads((run_dir / "run.json").read_text())["adapter_dir"] == "."  # the run folder can move
 
 
@@ -178,8 +189,21 @@ def test_a_model_that_is_not_downloaded_says_how_to_get_it(launcher, tmp_path):
 
 def test_bad_data_is_reported_with_file_and_line_and_nothing_is_written(launcher, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "北京", "label": {"address": {"北京": [[0, 1]]}}}\n{"text": "上海", "label": {"address": {"北京": [[0, 1]]}}}\n', encoding="utf-8")
-    result = invoke("tiny-cpu", "-o", tmp_path / "run", "--set", f"data.train={bad}", "--set", "data.dev=null", "--set", "data.val_size=0")
+    bad.write_text(
+        '{"text": "北京", "label": {"address": {"北京": [[0, 1]]}}}\n{"text": "上海", "label": {"address": {"北京": [[0, 1]]}}}\n',
+        encoding="utf-8",
+    )
+    result = invoke(
+        "tiny-cpu",
+        "-o",
+        tmp_path / "run",
+        "--set",
+        f"data.train={bad}",
+        "--set",
+        "data.dev=null",
+        "--set",
+        "data.val_size=0",
+    )
     assert result.exit_code == 1
     assert f"{bad}:2:" in result.stderr
     assert not (tmp_path / "run").exists() and launcher.calls == []
@@ -188,14 +212,30 @@ def test_bad_data_is_reported_with_file_and_line_and_nothing_is_written(launcher
 def write_registered(tmp_path: Path) -> Path:
     data = tmp_path / "prepared"
     data.mkdir()
-    (data / "dataset_info.json").write_text(json.dumps({"mine_train": {"file_name": "mine_train.json", "formatting": "alpaca"}}))
-    (data / "mine_train.json").write_text(json.dumps([{"instruction": "北京", "input": "", "output": "address:北京", "system": "NER"}], ensure_ascii=False))
+    (data / "dataset_info.json").write_text(
+        json.dumps({"mine_train": {"file_name": "mine_train.json", "formatting": "alpaca"}})
+    )
+    (data / "mine_train.json").write_text(
+        json.dumps(
+            [{"instruction": "北京", "input": "", "output": "address:北京", "system": "NER"}], ensure_ascii=False
+        )
+    )
     return data
 
 
 def test_a_registered_dataset_that_does_not_exist_is_reported(launcher, tmp_path):
     data = write_registered(tmp_path)
-    base = ["tiny-cpu", "-o", tmp_path / "run", "--set", "data.train=null", "--set", "data.dev=null", "--set", f"dataset.dataset_dir={data}"]
+    base = [
+        "tiny-cpu",
+        "-o",
+        tmp_path / "run",
+        "--set",
+        "data.train=null",
+        "--set",
+        "data.dev=null",
+        "--set",
+        f"dataset.dataset_dir={data}",
+    ]
     result = invoke(*base, "--set", "dataset.dataset=cluener_train")
     assert result.exit_code == 1
     assert result.stderr.strip() == (
@@ -209,21 +249,31 @@ def test_a_registered_dataset_that_does_not_exist_is_reported(launcher, tmp_path
 
 def test_plan_without_packing_is_the_longest_example_rounded_up():
     stats = LengthStats(count=10, longest=81, mean=40.0, method="tokens")
-    plan = plan_sequences(stats, cutoff_len="auto", packing=False, per_device_train_batch_size=4, per_device_eval_batch_size=2)
+    plan = plan_sequences(
+        stats, cutoff_len="auto", packing=False, per_device_train_batch_size=4, per_device_eval_batch_size=2
+    )
     assert (plan.cutoff_len, plan.per_device_train_batch_size, plan.per_device_eval_batch_size) == (88, 4, 2)
-    plan = plan_sequences(stats, cutoff_len=64, packing=False, per_device_train_batch_size=4, per_device_eval_batch_size=2)
+    plan = plan_sequences(
+        stats, cutoff_len=64, packing=False, per_device_train_batch_size=4, per_device_eval_batch_size=2
+    )
     assert plan.cutoff_len == 64 and "the longest example (81 tokens) will be truncated" in plan.note
 
 
 def test_plan_with_packing_fits_a_batch_of_mean_examples_in_one_pack():
     stats = LengthStats(count=10, longest=80, mean=63.0, method="tokens")
     # max(80 + 1, 4 * 63 = 252) -> 256
-    plan = plan_sequences(stats, cutoff_len="auto", packing=True, per_device_train_batch_size=4, per_device_eval_batch_size=4)
+    plan = plan_sequences(
+        stats, cutoff_len="auto", packing=True, per_device_train_batch_size=4, per_device_eval_batch_size=4
+    )
     assert (plan.cutoff_len, plan.per_device_train_batch_size, plan.per_device_eval_batch_size) == (256, 1, 1)
     # one example per batch: the pack must still hold the longest example, + 1 for LLaMA-Factory's packing
-    plan = plan_sequences(stats, cutoff_len="auto", packing=True, per_device_train_batch_size=1, per_device_eval_batch_size=1)
+    plan = plan_sequences(
+        stats, cutoff_len="auto", packing=True, per_device_train_batch_size=1, per_device_eval_batch_size=1
+    )
     assert plan.cutoff_len == 88
-    plan = plan_sequences(stats, cutoff_len=64, packing=True, per_device_train_batch_size=4, per_device_eval_batch_size=4)
+    plan = plan_sequences(
+        stats, cutoff_len=64, packing=True, per_device_train_batch_size=4, per_device_eval_batch_size=4
+    )
     assert "examples longer than 63 tokens (the longest is 80) are dropped" in plan.note
 
 
@@ -241,10 +291,17 @@ def test_token_lengths_match_the_models_chat_template(tiny_model):
     stats = measure_token_lengths(examples, tokenizer_dir=tiny_model, template="qwen")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     expected = [
-        len(tokenizer.apply_chat_template(
-            [{"role": "system", "content": e["system"]}, {"role": "user", "content": e["instruction"]}, {"role": "assistant", "content": e["output"]}],
-            tokenize=True, return_dict=True,
-        )["input_ids"])
+        len(
+            tokenizer.apply_chat_template(
+                [
+                    {"role": "system", "content": e["system"]},
+                    {"role": "user", "content": e["instruction"]},
+                    {"role": "assistant", "content": e["output"]},
+                ],
+                tokenize=True,
+                return_dict=True,
+            )["input_ids"]
+        )
         for e in examples
     ]
     assert (stats.count, stats.longest, stats.mean) == (2, max(expected), sum(expected) / 2)
@@ -259,11 +316,19 @@ SUMMARY_LOG = [
 
 def test_summary_is_read_from_llamafactory_files(tmp_path):
     (tmp_path / "trainer_log.jsonl").write_text("\n".join(json.dumps(row) for row in SUMMARY_LOG) + "\n{cut sho")
-    (tmp_path / "all_results.json").write_text(json.dumps({"train_loss": 6.6, "train_runtime": 75.5, "train_samples_per_second": 0.4, "epoch": 1.0}))
+    (tmp_path / "all_results.json").write_text(
+        json.dumps({"train_loss": 6.6, "train_runtime": 75.5, "train_samples_per_second": 0.4, "epoch": 1.0})
+    )
     (tmp_path / "adapter_model.safetensors").write_bytes(b"")
     (tmp_path / "training_loss.png").write_bytes(b"")
     summary = read_summary(tmp_path, packed=True)
-    assert (summary.steps, summary.total_steps, summary.final_loss, summary.train_loss, summary.eval_loss) == (10, 10, 6.25, 6.6, 6.5)
+    assert (summary.steps, summary.total_steps, summary.final_loss, summary.train_loss, summary.eval_loss) == (
+        10,
+        10,
+        6.25,
+        6.6,
+        6.5,
+    )
     assert summary.format().splitlines() == [
         f"run          {tmp_path}",
         "steps        10/10 (epoch 1.00)",
@@ -285,11 +350,28 @@ def test_summary_of_a_full_fine_tune_names_the_model_not_an_adapter(tmp_path):
 
 def test_a_worker_node_says_its_results_are_on_node_0(launcher, tmp_path):
     run = tmp_path / "run"
-    result = invoke("tiny-cpu", "-o", run, "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "--master-port", "29500")
+    result = invoke(
+        "tiny-cpu",
+        "-o",
+        run,
+        "--nnodes",
+        "2",
+        "--node-rank",
+        "1",
+        "--master-addr",
+        "10.0.0.1",
+        "--master-port",
+        "29500",
+    )
     assert result.exit_code == 0, result.output
     assert launcher.calls[0][1] == {
-        "FORCE_TORCHRUN": "1", "NNODES": "2", "NODE_RANK": "1", "NPROC_PER_NODE": "1",  # one CPU process per node
-        "ACCELERATE_TORCH_DEVICE": "cpu", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500",
+        "FORCE_TORCHRUN": "1",
+        "NNODES": "2",
+        "NODE_RANK": "1",
+        "NPROC_PER_NODE": "1",  # one CPU process per node
+        "ACCELERATE_TORCH_DEVICE": "cpu",
+        "MASTER_ADDR": "10.0.0.1",
+        "MASTER_PORT": "29500",
     }
     assert result.stdout.splitlines()[0] == (
         "node 1 of 2 finished; the results (weights, checkpoints, logs, run.json) are on node 0 (10.0.0.1), in its run folder"
@@ -301,7 +383,18 @@ def test_a_worker_node_says_its_results_are_on_node_0(launcher, tmp_path):
 def test_a_worker_node_cannot_resume_without_node_0s_checkpoint(launcher, tmp_path):
     (tmp_path / "run").mkdir()
     result = invoke(
-        "tiny-cpu", "-o", tmp_path / "run", "--resume", "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "--master-port", "29500"
+        "tiny-cpu",
+        "-o",
+        tmp_path / "run",
+        "--resume",
+        "--nnodes",
+        "2",
+        "--node-rank",
+        "1",
+        "--master-addr",
+        "10.0.0.1",
+        "--master-port",
+        "29500",
     )
     assert result.exit_code == 1 and launcher.calls == []
     assert "share the run folder, or copy node 0's checkpoint-N here" in result.stderr
@@ -319,8 +412,17 @@ def test_registered_datasets_are_split_as_llamafactory_splits_them(launcher, tmp
     info["mine_dev"] = {"file_name": "mine_train.json", "formatting": "alpaca"}
     (data / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8-sig")
     result = invoke(
-        "tiny-cpu", "-o", tmp_path / "run", "--set", "data.train=null", "--set", "data.dev=null",
-        "--set", f"dataset.dataset_dir={data}", "--set", "dataset.dataset=mine_train, mine_dev",
+        "tiny-cpu",
+        "-o",
+        tmp_path / "run",
+        "--set",
+        "data.train=null",
+        "--set",
+        "data.dev=null",
+        "--set",
+        f"dataset.dataset_dir={data}",
+        "--set",
+        "dataset.dataset=mine_train, mine_dev",
     )
     assert result.exit_code == 0, result.output
     args = yaml.safe_load((tmp_path / "run" / "llamafactory_train.yaml").read_text())

@@ -35,11 +35,23 @@ def exported(learned_run, tmp_path_factory):
 
 def test_training_finishes_with_the_model_logs_and_a_falling_loss(learned_run):
     run = learned_run
-    for name in ("model.safetensors", "config.json", "tokenizer_config.json", "trainer_log.jsonl", "training_loss.png",
-                 "run.json", "nerft.yaml", "llamafactory_train.yaml", "checkpoint-250", "checkpoint-500"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer_config.json",
+        "trainer_log.jsonl",
+        "training_loss.png",
+        "run.json",
+        "nerft.yaml",
+        "llamafactory_train.yaml",
+        "checkpoint-250",
+        "checkpoint-500",
+    ):
         assert (run / name).exists(), name
     assert not (run / "adapter_config.json").exists()  # a full fine-tune: the whole model, no adapter
-    losses = [row["loss"] for row in map(json.loads, (run / "trainer_log.jsonl").read_text().splitlines()) if "loss" in row]
+    losses = [
+        row["loss"] for row in map(json.loads, (run / "trainer_log.jsonl").read_text().splitlines()) if "loss" in row
+    ]
     assert len(losses) == 500 // 25 and all(math.isfinite(loss) for loss in losses)
     assert losses[0] > 4 and losses[-1] < 0.5  # from a random model's ~ln(vocab) to a memorised sample
     lines = (run.parent / "train.stdout").read_text().splitlines()
@@ -48,15 +60,30 @@ def test_training_finishes_with_the_model_logs_and_a_falling_loss(learned_run):
     assert f"model        {run / 'model.safetensors'}" in lines
     assert f"loss plot    {run / 'training_loss.png'}" in lines
     assert "attention    sdpa (no CUDA)" in lines
-    assert f"$ {Path(sys.executable).parent / 'llamafactory-cli'} train {run / 'llamafactory_train.yaml'}" in (run.parent / "train.stderr").read_text()
+    assert (
+        f"$ {Path(sys.executable).parent / 'llamafactory-cli'} train {run / 'llamafactory_train.yaml'}"
+        in (run.parent / "train.stderr").read_text()
+    )
 
 
 def test_the_learned_run_answers_its_training_sentences(learned_run, tmp_path):
     # The quick start's promise: a model that learned, so that a drifted prompt or a misread
     # answer shows up as a low score. 32 sentences memorised by a ~150k-parameter model.
-    result = CliRunner().invoke(app, [
-        "eval", "--run", str(learned_run), "--gold", str(SAMPLE / "train.jsonl"), "--engine", "hf", "--out-dir", str(tmp_path), "--json",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--run",
+            str(learned_run),
+            "--gold",
+            str(SAMPLE / "train.jsonl"),
+            "--engine",
+            "hf",
+            "--out-dir",
+            str(tmp_path),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert (report["records"], report["unparseable"], report["micro"]["support"]) == (32, 0, 69)
@@ -67,7 +94,13 @@ def test_run_json_describes_a_full_fine_tune(learned_run, exported):
     from nerft.runfolder import load_run
 
     info = load_run(learned_run)
-    assert (info.template, info.finetuning_type, info.prompt, info.adapter_dir, info.merged_model) == ("qwen", "full", "compact", None, None)
+    assert (info.template, info.finetuning_type, info.prompt, info.adapter_dir, info.merged_model) == (
+        "qwen",
+        "full",
+        "compact",
+        None,
+        None,
+    )
     assert Path(info.base_model).name == "tiny-qwen2" and info.cutoff_len == 256
     work, export = exported
     assert export.exit_code == 0, export.stderr[-3000:]
@@ -117,7 +150,9 @@ def test_training_into_the_finished_run_is_refused(learned_run):
 def test_resume_continues_a_copy_of_the_run_from_its_last_checkpoint(learned_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(learned_run, run)
-    result = CliRunner().invoke(app, ["train", "tiny-cpu", "--output-dir", str(run), "--resume", "--set", "train.max_steps=510"])
+    result = CliRunner().invoke(
+        app, ["train", "tiny-cpu", "--output-dir", str(run), "--resume", "--set", "train.max_steps=510"]
+    )
     assert result.exit_code == 0, result.stderr[-3000:]
     assert f"Loading model from {run / 'checkpoint-500'}." in result.stderr
     assert "Resuming training from checkpoint with epoch" in result.stderr and "global step 500" in result.stderr

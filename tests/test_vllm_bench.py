@@ -34,11 +34,21 @@ def test_engines_run_one_after_the_other_and_are_compared_with_the_first():
     log: list = []
     requests = ["a", "b", "c", "d", "e"]
     result = compare_engines(
-        [("hf", 2, lambda: EchoEngine(log, "hf")), ("vllm", 5, lambda: EchoEngine(log, "vllm", wrong_at=(3,)))], requests, warmup=2
+        [("hf", 2, lambda: EchoEngine(log, "hf")), ("vllm", 5, lambda: EchoEngine(log, "vllm", wrong_at=(3,)))],
+        requests,
+        warmup=2,
     )
     assert log == [
-        "open hf", "hf batch 2", "hf batch 2", "hf batch 2", "hf batch 1", "close hf",  # warm-up (2), then 5 in batches of 2
-        "open vllm", "vllm batch 2", "vllm batch 5", "close vllm",
+        "open hf",
+        "hf batch 2",
+        "hf batch 2",
+        "hf batch 2",
+        "hf batch 1",
+        "close hf",  # warm-up (2), then 5 in batches of 2
+        "open vllm",
+        "vllm batch 2",
+        "vllm batch 5",
+        "close vllm",
     ]
     hf, vllm = result["engines"]
     assert result["requests"] == 5

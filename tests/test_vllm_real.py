@@ -21,6 +21,7 @@ import signal
 import httpx
 import pytest
 import regex
+from conftest import SAMPLE, start_nerft_serve
 from typer.testing import CliRunner
 
 from nerft.cli.main import app
@@ -32,7 +33,6 @@ from nerft.inference.structured import output_json_schema, output_regex
 from nerft.inference.vllm_env import find_vllm_environment
 from nerft.metrics.evaluate import evaluate
 from nerft.runfolder import load_run
-from conftest import SAMPLE, start_nerft_serve
 
 pytestmark = pytest.mark.slow
 STARTUP_TIMEOUT = 300
@@ -45,7 +45,9 @@ BUNDLED = TRAIN + load_records(SAMPLE / "dev.jsonl") + load_records(SAMPLE / "te
 def vllm_environment():
     environment = find_vllm_environment()
     if environment is None or environment.vllm is None:
-        pytest.skip("no vLLM: vllm does not import here and there is no .venv-vllm/ (scripts/setup.sh makes it on a CPU machine)")
+        pytest.skip(
+            "no vLLM: vllm does not import here and there is no .venv-vllm/ (scripts/setup.sh makes it on a CPU machine)"
+        )
     return environment
 
 
@@ -100,7 +102,11 @@ class TestOfflineLoRA:
 
     def test_settings_are_derived_from_the_run_and_this_cpu(self, lora_engine, vllm_environment):
         llm = lora_engine.settings.llm
-        assert (llm["enable_lora"], llm["max_lora_rank"], llm["max_model_len"]) == (True, 8, 2048)  # rank 8 adapter; no cutoff_len
+        assert (llm["enable_lora"], llm["max_lora_rank"], llm["max_model_len"]) == (
+            True,
+            8,
+            2048,
+        )  # rank 8 adapter; no cutoff_len
         if vllm_environment.cpu:
             assert (llm["dtype"], llm["enforce_eager"], llm["distributed_executor_backend"]) == ("float32", True, "uni")
 
@@ -108,12 +114,16 @@ class TestOfflineLoRA:
         fmt = load_run(tiny_run).prompt_format()
         by_vllm = answers_of(lora_engine, fmt, BUNDLED)
         assert by_vllm == hf_answers(tiny_run, BUNDLED)
-        assert len(set(by_vllm)) > len(BUNDLED) // 2  # the random adapter makes answers differ: the comparison means something
+        assert (
+            len(set(by_vllm)) > len(BUNDLED) // 2
+        )  # the random adapter makes answers differ: the comparison means something
 
     def test_compact_regex_holds_every_answer_to_the_run_s_labels(self, lora_engine, tiny_run):
         fmt = load_run(tiny_run).prompt_format()
         pattern = output_regex(fmt)
-        prompts = [{**lora_engine.prompt(ChatRequest.for_text(fmt, r.text)), "structured": {"regex": pattern}} for r in BUNDLED]
+        prompts = [
+            {**lora_engine.prompt(ChatRequest.for_text(fmt, r.text)), "structured": {"regex": pattern}} for r in BUNDLED
+        ]
         answers = lora_engine.generator.generate(prompts)
         for answer in answers:
             text = answer["text"]
@@ -144,7 +154,13 @@ class TestLearnedRun:
         # Unconstrained, like the hf engine and the server: the comparison is of engines alone
         # (weights, prompt, greedy decoding); the constraints are tested on their own below.
         run = load_run(learned_copy)
-        engine = VLLMEngine(resolve_model(run), run.prompt_format(), structured=False, cutoff_len=run.cutoff_len, environment=vllm_environment)
+        engine = VLLMEngine(
+            resolve_model(run),
+            run.prompt_format(),
+            structured=False,
+            cutoff_len=run.cutoff_len,
+            environment=vllm_environment,
+        )
         yield engine
         engine.close()
 
@@ -158,7 +174,9 @@ class TestLearnedRun:
         needed = run.cutoff_len + run.prompt_format().max_new_tokens("x" * run.cutoff_len)
         assert learned_engine.settings.max_model_len == -(-needed // 256) * 256
 
-    def test_hf_llamafactory_server_and_vllm_answer_alike_and_learned_the_training_sentences(self, by_vllm, learned_copy, one_thread):
+    def test_hf_llamafactory_server_and_vllm_answer_alike_and_learned_the_training_sentences(
+        self, by_vllm, learned_copy, one_thread
+    ):
         from nerft.inference.engines.openai import OpenAIEngine
         from nerft.serving.commands import llamafactory_api_command
         from nerft.serving.server import free_port, running_server
@@ -185,10 +203,17 @@ class TestLearnedRun:
     def test_every_answer_to_a_training_sentence_ends_at_the_stop_token(self, by_vllm):
         assert {row["finish_reason"] for row in by_vllm[: len(TRAIN)]} == {"stop"}
 
-    def test_compact_regex_leaves_the_learned_answers_to_training_sentences_as_they_are(self, learned_engine, learned_copy, by_vllm):
+    def test_compact_regex_leaves_the_learned_answers_to_training_sentences_as_they_are(
+        self, learned_engine, learned_copy, by_vllm
+    ):
         fmt = load_run(learned_copy).prompt_format()
-        prompts = [{**learned_engine.prompt(ChatRequest.for_text(fmt, r.text)), "structured": {"regex": output_regex(fmt)}} for r in TRAIN]
-        constrained = [learned_engine.decode(answer["token_ids"]) for answer in learned_engine.generator.generate(prompts)]
+        prompts = [
+            {**learned_engine.prompt(ChatRequest.for_text(fmt, r.text)), "structured": {"regex": output_regex(fmt)}}
+            for r in TRAIN
+        ]
+        constrained = [
+            learned_engine.decode(answer["token_ids"]) for answer in learned_engine.generator.generate(prompts)
+        ]
         assert constrained == [row["predict"] for row in by_vllm[: len(TRAIN)]]
 
     def test_seed_json_schema_constrains_what_the_model_writes(self, learned_engine, learned_copy, by_vllm):
@@ -197,7 +222,9 @@ class TestLearnedRun:
         fmt = load_run(learned_copy).prompt_format()
         schema = output_json_schema(fmt)
         pattern = json_prefix_pattern(fmt)
-        prompts = [{**learned_engine.prompt(ChatRequest.for_text(fmt, r.text)), "structured": {"json": schema}} for r in TRAIN]
+        prompts = [
+            {**learned_engine.prompt(ChatRequest.for_text(fmt, r.text)), "structured": {"json": schema}} for r in TRAIN
+        ]
         answers = learned_engine.generator.generate(prompts)
         assert not any(row["predict"].lstrip().startswith("[") for row in by_vllm[: len(TRAIN)])
         for answer in answers:
@@ -229,17 +256,35 @@ def test_served_lora_module_needs_the_api_key(vllm_server, tiny_run, vllm_enviro
     assert vllm_server["model"] == tiny_run.name
     assert httpx.get(f"{url}/models", trust_env=False).status_code == 401
     models = httpx.get(f"{url}/models", headers={"Authorization": f"Bearer {API_KEY}"}, trust_env=False).json()
-    assert {entry["id"] for entry in models["data"]} == {tiny_run.name, load_run(tiny_run).base_model}  # the LoRA module and its base
+    assert {entry["id"] for entry in models["data"]} == {
+        tiny_run.name,
+        load_run(tiny_run).base_model,
+    }  # the LoRA module and its base
     log = vllm_server["log"].read_text()
     assert f"{vllm_environment.python} -m vllm.entrypoints.openai.api_server" in log
     assert "--enable-lora" in log and "--max-lora-rank 8" in log and API_KEY not in log
 
 
-def test_eval_endpoint_scores_the_served_lora_and_it_answers_like_the_hf_engine(vllm_server, tiny_run, tmp_path, one_thread):
+def test_eval_endpoint_scores_the_served_lora_and_it_answers_like_the_hf_engine(
+    vllm_server, tiny_run, tmp_path, one_thread
+):
     out_dir = tmp_path / "eval"
     dev = SAMPLE / "dev.jsonl"
     result = CliRunner().invoke(
-        app, ["eval", "--endpoint", vllm_server["url"], "--run", str(tiny_run), "--api-key", API_KEY, "--gold", str(dev), "--out-dir", str(out_dir)]
+        app,
+        [
+            "eval",
+            "--endpoint",
+            vllm_server["url"],
+            "--run",
+            str(tiny_run),
+            "--api-key",
+            API_KEY,
+            "--gold",
+            str(dev),
+            "--out-dir",
+            str(out_dir),
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out_dir / "report.json").read_text())

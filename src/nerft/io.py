@@ -33,7 +33,7 @@ def atomic_writer(path: str | os.PathLike, *, encoding: str = "utf-8", binary: b
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding=encoding, newline="\n")) as handle:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding=encoding, newline="\n") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -150,7 +150,14 @@ def json_line(
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 LOCK_TIMEOUT = 600.0  # seconds to wait for another nerft process to release a shared file
@@ -173,7 +180,10 @@ def locked(path: str | os.PathLike, *, timeout: float = LOCK_TIMEOUT) -> Iterato
     try:
         lock.acquire()
     except Timeout:
-        raise NerftError(f"{path}: still locked by another nerft process after {timeout:.0f} s", hint=f"if none is running, delete {lock.lock_file}") from None
+        raise NerftError(
+            f"{path}: still locked by another nerft process after {timeout:.0f} s",
+            hint=f"if none is running, delete {lock.lock_file}",
+        ) from None
     try:
         yield
     finally:

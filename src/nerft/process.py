@@ -71,7 +71,9 @@ _SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 
 def format_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     """The command as a user could paste it into a shell (added variables first, secrets masked)."""
-    prefix = [f"{key}={'***' if _SECRET.search(key) else shlex.quote(str(value))}" for key, value in (env or {}).items()]
+    prefix = [
+        f"{key}={'***' if _SECRET.search(key) else shlex.quote(str(value))}" for key, value in (env or {}).items()
+    ]
     return " ".join([*prefix, *(shlex.quote(str(arg)) for arg in argv)])
 
 

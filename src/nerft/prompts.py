@@ -22,7 +22,16 @@ from nerft.data.records import CluenerRecord
 from nerft.errors import ConfigError
 
 CLUENER_LABELS = (
-    "name", "organization", "scene", "company", "movie", "book", "government", "position", "address", "game",
+    "name",
+    "organization",
+    "scene",
+    "company",
+    "movie",
+    "book",
+    "government",
+    "position",
+    "address",
+    "game",
 )
 
 COMPACT_SYSTEM = "NER"

@@ -114,16 +114,32 @@ def load_run(run_dir: str | os.PathLike) -> RunInfo:
     run_dir = Path(run_dir)
     manifest = run_dir / RUN_MANIFEST
     if not manifest.is_file():
-        raise ModelError(f"{run_dir}: not a nerft run folder (no {RUN_MANIFEST})", hint="make one with `nerft train CONFIG --output-dir DIR`")
+        raise ModelError(
+            f"{run_dir}: not a nerft run folder (no {RUN_MANIFEST})",
+            hint="make one with `nerft train CONFIG --output-dir DIR`",
+        )
     data = read_json(manifest, error=ModelError, what="nerft's run manifest")
     version = data.get("schema_version", RUN_SCHEMA_VERSION)
     if isinstance(version, int) and not isinstance(version, bool) and version > RUN_SCHEMA_VERSION:
-        raise ModelError(f"{manifest}: schema_version {version} is newer than this nerft reads ({RUN_SCHEMA_VERSION})", hint="upgrade nerft")
+        raise ModelError(
+            f"{manifest}: schema_version {version} is newer than this nerft reads ({RUN_SCHEMA_VERSION})",
+            hint="upgrade nerft",
+        )
     try:
         info = _RUN_INFO.validate_python({**data, "run_dir": run_dir})
     except ValidationError as exc:
-        problems = [f"{manifest}: {'.'.join(str(part) for part in error['loc']) or 'run.json'}: {_reason(error)}" for error in exc.errors()]
-        raise ModelError("\n".join([*problems, f"{manifest}: not a valid run manifest ({len(problems)} problem{'s' * (len(problems) > 1)})"])) from None
+        problems = [
+            f"{manifest}: {'.'.join(str(part) for part in error['loc']) or 'run.json'}: {_reason(error)}"
+            for error in exc.errors()
+        ]
+        raise ModelError(
+            "\n".join(
+                [
+                    *problems,
+                    f"{manifest}: not a valid run manifest ({len(problems)} problem{'s' * (len(problems) > 1)})",
+                ]
+            )
+        ) from None
     for key in ("adapter_dir", "merged_model"):
         path = getattr(info, key)
         if path is not None and not path.is_absolute():
@@ -183,7 +199,10 @@ def logged_values(rows: list[dict], key: str) -> list[tuple[float, float]]:
     return [
         (row["current_steps"], row[key])
         for row in rows
-        if isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool) and math.isfinite(row[key]) and "current_steps" in row
+        if isinstance(row.get(key), (int, float))
+        and not isinstance(row.get(key), bool)
+        and math.isfinite(row[key])
+        and "current_steps" in row
     ]
 
 

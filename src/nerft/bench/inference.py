@@ -45,7 +45,9 @@ def timed_generation(engine, requests: Sequence, batch_size: int) -> GenerationR
     seconds = time.perf_counter() - start
     if len(generations) != len(requests):
         raise RuntimeError(f"{type(engine).__name__} answered {len(generations)} of {len(requests)} requests")
-    return GenerationRun(batch_size, len(requests), seconds, [g.text for g in generations], [g.finish_reason for g in generations])
+    return GenerationRun(
+        batch_size, len(requests), seconds, [g.text for g in generations], [g.finish_reason for g in generations]
+    )
 
 
 def compare_batching(engine, requests: Sequence, *, batch_sizes: Sequence[int], warmup: int = 2) -> dict:
@@ -63,7 +65,9 @@ def compare_batching(engine, requests: Sequence, *, batch_sizes: Sequence[int], 
     for size in batch_sizes:
         run = timed_generation(engine, requests, size)
         differing = [
-            {"index": i, "sequential": a, "batched": b} for i, (a, b) in enumerate(zip(sequential.texts, run.texts)) if a != b
+            {"index": i, "sequential": a, "batched": b}
+            for i, (a, b) in enumerate(zip(sequential.texts, run.texts))
+            if a != b
         ]
         batched.append(
             {
@@ -99,13 +103,19 @@ def compare_engines(open_engines: Sequence[tuple[str, int, object]], requests: S
     _, _, reference = runs[0]
     results = []
     for name, load_seconds, run in runs:
-        differing = [{"index": i, "reference": a, "answer": b} for i, (a, b) in enumerate(zip(reference.texts, run.texts)) if a != b]
-        results.append({
-            "engine": name,
-            "load_seconds": round(load_seconds, 1),
-            **run.to_dict(),
-            "ratio": round(run.per_second / reference.per_second, 3) if reference.per_second else None,
-            "identical": len(requests) - len(differing),
-            "differing": differing[:3],
-        })
+        differing = [
+            {"index": i, "reference": a, "answer": b}
+            for i, (a, b) in enumerate(zip(reference.texts, run.texts))
+            if a != b
+        ]
+        results.append(
+            {
+                "engine": name,
+                "load_seconds": round(load_seconds, 1),
+                **run.to_dict(),
+                "ratio": round(run.per_second / reference.per_second, 3) if reference.per_second else None,
+                "identical": len(requests) - len(differing),
+                "differing": differing[:3],
+            }
+        )
     return {"requests": len(requests), "engines": results}

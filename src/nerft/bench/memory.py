@@ -64,7 +64,9 @@ def measure_call(target: str, **kwargs) -> MeasuredCall:
     if code != 0 or not reports:
         raise NerftError(f"measuring {target} failed: the child exited with {code}")
     report = json.loads(reports[-1])
-    return MeasuredCall(target, report["seconds"], report["baseline_rss_bytes"], report["peak_rss_bytes"], report["peak_reset"])
+    return MeasuredCall(
+        target, report["seconds"], report["baseline_rss_bytes"], report["peak_rss_bytes"], report["peak_reset"]
+    )
 
 
 def _proc_status_bytes(key: str) -> int | None:
@@ -113,7 +115,12 @@ def _child_main(target: str, kwargs_json: str) -> None:
     start = time.perf_counter()
     function(**kwargs)
     seconds = time.perf_counter() - start
-    report = {"seconds": seconds, "baseline_rss_bytes": baseline, "peak_rss_bytes": peak_rss_bytes(), "peak_reset": reset}
+    report = {
+        "seconds": seconds,
+        "baseline_rss_bytes": baseline,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_reset": reset,
+    }
     print(MARKER + json.dumps(report), file=sys.stderr, flush=True)
 
 

@@ -116,12 +116,20 @@ def packed_padding(lengths: Sequence[int], cutoff_len: int) -> PaddingStats:
 
 
 def padding_stats(
-    lengths: Sequence[int], strategy: str, *, batch_size: int = 16, cutoff_len: int = 1024, multiple_of: int = 8, seed: int = 0
+    lengths: Sequence[int],
+    strategy: str,
+    *,
+    batch_size: int = 16,
+    cutoff_len: int = 1024,
+    multiple_of: int = 8,
+    seed: int = 0,
 ) -> PaddingStats:
     if strategy == "random":
         return batch_padding(random_batches(lengths, batch_size, seed=seed), strategy=strategy, multiple_of=multiple_of)
     if strategy == "grouped":
-        return batch_padding(grouped_batches(lengths, batch_size, seed=seed), strategy=strategy, multiple_of=multiple_of)
+        return batch_padding(
+            grouped_batches(lengths, batch_size, seed=seed), strategy=strategy, multiple_of=multiple_of
+        )
     if strategy == "packed":
         return packed_padding(lengths, cutoff_len)
     raise ValueError(f"unknown batching strategy {strategy!r} (choose from: {', '.join(STRATEGIES)})")

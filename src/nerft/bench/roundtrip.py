@@ -14,7 +14,11 @@ from nerft.prompts import PromptFormat
 
 
 def round_trip_scores(
-    records: Sequence[CluenerRecord], fmt: PromptFormat, *, parse: Callable[[str], list | None] | None = None, examples: int = 5
+    records: Sequence[CluenerRecord],
+    fmt: PromptFormat,
+    *,
+    parse: Callable[[str], list | None] | None = None,
+    examples: int = 5,
 ) -> dict:
     """Micro precision, recall and F1 of parsed-back gold answers, and the first sentences that differ.
 

@@ -155,5 +155,11 @@ def packing_cutoff_len(lengths: Sequence[int], batch_size: int) -> int:
     """The pack length `nerft train` chooses for these sample lengths (`nerft.training.lengths`)."""
     from nerft.training.lengths import length_stats, plan_sequences
 
-    plan = plan_sequences(length_stats(lengths, "bench"), cutoff_len="auto", packing=True, per_device_train_batch_size=batch_size, per_device_eval_batch_size=1)
+    plan = plan_sequences(
+        length_stats(lengths, "bench"),
+        cutoff_len="auto",
+        packing=True,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=1,
+    )
     return plan.cutoff_len

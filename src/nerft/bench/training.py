@@ -62,8 +62,14 @@ TUTORIAL_TRAIN_ARGS = {
 
 
 def tutorial_train_args(
-    *, model: str | os.PathLike, dataset_dir: str | os.PathLike, dataset: str, output_dir: str | os.PathLike,
-    max_steps: int, bf16: bool = True, workers: int | None = None,
+    *,
+    model: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    dataset: str,
+    output_dir: str | os.PathLike,
+    max_steps: int,
+    bf16: bool = True,
+    workers: int | None = None,
 ) -> dict:
     """The tutorials' LLaMA-Factory arguments for a throughput run of `max_steps` steps."""
     args = {
@@ -83,8 +89,13 @@ def tutorial_train_args(
 
 
 def nerft_overrides(
-    *, model: str | os.PathLike, train: str | os.PathLike, dev: str | os.PathLike, max_steps: int,
-    bf16: bool = True, workers: int | None = None,
+    *,
+    model: str | os.PathLike,
+    train: str | os.PathLike,
+    dev: str | os.PathLike,
+    max_steps: int,
+    bf16: bool = True,
+    workers: int | None = None,
 ) -> list[str]:
     """`--set` overrides that turn a nerft preset into the same throughput run."""
     overrides = [
@@ -97,7 +108,10 @@ def nerft_overrides(
     if not bf16:
         overrides.append("train.bf16=false")
     if workers is not None:
-        overrides += [f"dataset.preprocessing_num_workers={max(workers, 1)}", f"dataset.dataloader_num_workers={workers}"]
+        overrides += [
+            f"dataset.preprocessing_num_workers={max(workers, 1)}",
+            f"dataset.dataloader_num_workers={workers}",
+        ]
     return overrides
 
 
@@ -146,7 +160,9 @@ def throughput(name: str, args: dict, seconds: float, samples_per_row_: float = 
     return Throughput(name, int(args["max_steps"]), rows, samples_per_row_, seconds)
 
 
-def build_random_model(out_dir: str | os.PathLike, *, tokenizer_dir: str | os.PathLike, shape: dict, dtype: str = "bfloat16") -> Path:
+def build_random_model(
+    out_dir: str | os.PathLike, *, tokenizer_dir: str | os.PathLike, shape: dict, dtype: str = "bfloat16"
+) -> Path:
     """A Qwen2ForCausalLM of `shape` with random weights and the given tokenizer, saved to `out_dir`.
 
     Weights are initialised on the GPU when there is one (seconds instead of minutes for 7B).
@@ -157,7 +173,10 @@ def build_random_model(out_dir: str | os.PathLike, *, tokenizer_dir: str | os.Pa
     out_dir = Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     config = Qwen2Config(
-        **{"vocab_size": max(len(tokenizer), shape.get("vocab_size", 0)), **{k: v for k, v in shape.items() if k != "vocab_size"}},
+        **{
+            "vocab_size": max(len(tokenizer), shape.get("vocab_size", 0)),
+            **{k: v for k, v in shape.items() if k != "vocab_size"},
+        },
         bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),

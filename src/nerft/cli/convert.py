@@ -14,11 +14,29 @@ NAME = "convert"
 
 
 def command(
-    source: Annotated[Path, typer.Argument(help="Records (any shape `nerft prepare` reads, Label Studio and doccano exports included) or a `nerft predict` output file.")],
-    to: Annotated[str, typer.Option("--to", help="label-studio (JSON tasks + OUT.label_config.xml), doccano (JSONL) or clue (CLUE NER JSONL).")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Records (any shape `nerft prepare` reads, Label Studio and doccano exports included) or a `nerft predict` output file."
+        ),
+    ],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="label-studio (JSON tasks + OUT.label_config.xml), doccano (JSONL) or clue (CLUE NER JSONL)."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="The file to write.")],
-    model_version: Annotated[str, typer.Option("--model-version", help="Label Studio: the model_version of the pre-annotations.")] = "nerft",
-    labels: Annotated[Optional[str], typer.Option("--labels", help="Label Studio: comma-separated labels the labelling config offers besides those in the file (e.g. the run's).")] = None,
+    model_version: Annotated[
+        str, typer.Option("--model-version", help="Label Studio: the model_version of the pre-annotations.")
+    ] = "nerft",
+    labels: Annotated[
+        Optional[str],
+        typer.Option(
+            "--labels",
+            help="Label Studio: comma-separated labels the labelling config offers besides those in the file (e.g. the run's).",
+        ),
+    ] = None,
     json_output: JsonOutput = False,
 ) -> None:
     """Convert records or predictions for Label Studio / doccano (predictions become pre-annotations to correct) or back to CLUE."""

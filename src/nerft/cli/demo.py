@@ -21,7 +21,9 @@ def command(
     model: Model = None,
     api_key: ApiKey = None,
     structured: Structured = None,
-    host: Annotated[str, typer.Option("--host", help="Interface to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to listen on (127.0.0.1: this machine only).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port of the page.")] = 7860,
 ) -> None:
     """Try a run in the browser: paste sentences, see the entities highlighted and the JSON (same engine and prompt as predict)."""
@@ -37,7 +39,9 @@ def command(
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = build_demo(opened, fmt, title=f"nerft demo: {Path(run_dir).resolve().name}")
     try:
-        demo.queue().launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True, quiet=True)
+        demo.queue().launch(
+            server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True, quiet=True
+        )
         typer.echo(f"demo of {run_dir} at http://{host}:{port}/ (Ctrl-C stops it)")
         demo.block_thread()
     finally:

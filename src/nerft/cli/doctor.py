@@ -15,7 +15,11 @@ NAME = "doctor"
 
 def command(
     config: Annotated[
-        Optional[Path], typer.Option("--config", help="A training config or preset (tiny-cpu, qwen7b, qwen7b-qlora), or a run's llamafactory_train.yaml: can it run here?")
+        Optional[Path],
+        typer.Option(
+            "--config",
+            help="A training config or preset (tiny-cpu, qwen7b, qwen7b-qlora), or a run's llamafactory_train.yaml: can it run here?",
+        ),
     ] = None,
     json_output: JsonOutput = False,
 ) -> None:

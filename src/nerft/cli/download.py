@@ -14,9 +14,14 @@ NAME = "download"
 
 def command(
     model_id: Annotated[str, typer.Argument(help="A ModelScope model id, e.g. Qwen/Qwen2.5-7B-Instruct.")],
-    local_dir: Annotated[Path | None, typer.Option("--local-dir", help="Download here instead of nerft's cache ($NERFT_CACHE/models/MODEL_ID).")] = None,
+    local_dir: Annotated[
+        Path | None,
+        typer.Option("--local-dir", help="Download here instead of nerft's cache ($NERFT_CACHE/models/MODEL_ID)."),
+    ] = None,
     revision: Annotated[str, typer.Option("--revision", help="Branch, tag or commit on ModelScope.")] = "master",
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for ModelScope to answer before giving up.")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for ModelScope to answer before giving up.")
+    ] = 10.0,
 ) -> None:
     """Download a base model from ModelScope (configs then name it by its id); prints the local folder."""
     from nerft.models.download import download_model, model_cache_path

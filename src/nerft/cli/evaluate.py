@@ -35,18 +35,49 @@ NAME = "eval"
 
 
 def command(
-    gold: Annotated[Path, typer.Option("--gold", help="Gold records: any shape `nerft prepare` reads (CLUE NER JSON/JSONL, BIO/BMES).")],
+    gold: Annotated[
+        Path,
+        typer.Option("--gold", help="Gold records: any shape `nerft prepare` reads (CLUE NER JSON/JSONL, BIO/BMES)."),
+    ],
     predictions: Annotated[
-        Optional[Path], typer.Option("--predictions", help='JSON Lines with the raw model answer in "predict" (e.g. generated_predictions.jsonl), one per gold record, same order.')
+        Optional[Path],
+        typer.Option(
+            "--predictions",
+            help='JSON Lines with the raw model answer in "predict" (e.g. generated_predictions.jsonl), one per gold record, same order.',
+        ),
     ] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write the full report (scores and per-sentence errors) as JSON, with report.md beside it (default with --run/--endpoint: OUT_DIR/report.json).")] = None,
-    errors: Annotated[Optional[Path], typer.Option("--errors", help="Write one JSON line per sentence with a mistake (default with --run/--endpoint: OUT_DIR/errors.jsonl).")] = None,
-    labels: Annotated[Optional[str], typer.Option("--labels", help="Comma-separated dataset labels for the per-label table and macro F1 (default: the run's, else those the gold file annotates).")] = None,
+    report: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--report",
+            help="Write the full report (scores and per-sentence errors) as JSON, with report.md beside it (default with --run/--endpoint: OUT_DIR/report.json).",
+        ),
+    ] = None,
+    errors: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--errors",
+            help="Write one JSON line per sentence with a mistake (default with --run/--endpoint: OUT_DIR/errors.jsonl).",
+        ),
+    ] = None,
+    labels: Annotated[
+        Optional[str],
+        typer.Option(
+            "--labels",
+            help="Comma-separated dataset labels for the per-label table and macro F1 (default: the run's, else those the gold file annotates).",
+        ),
+    ] = None,
     run_dir: OptionalRunDir = None,
     engine: Engine = None,
     endpoint: Endpoint = None,
     prompt: Prompt = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="With --run/--endpoint: where predictions.jsonl (resumable), report.json and errors.jsonl go (default: RUN/eval/GOLD_NAME).")] = None,
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out-dir",
+            help="With --run/--endpoint: where predictions.jsonl (resumable), report.json and errors.jsonl go (default: RUN/eval/GOLD_NAME).",
+        ),
+    ] = None,
     model: Model = None,
     api_key: ApiKey = None,
     batch_size: BatchSize = None,
@@ -64,21 +95,44 @@ def command(
     label_list = split_labels(labels)
     if predictions is None:
         if run_dir is None and endpoint is None:
-            raise ConfigError("give --predictions FILE, or --run RUN_DIR / --endpoint URL to predict the gold sentences first")
+            raise ConfigError(
+                "give --predictions FILE, or --run RUN_DIR / --endpoint URL to predict the gold sentences first"
+            )
         from nerft.inference.scoring import predict_and_score
         from nerft.runfolder import ERRORS, load_run
         from nerft.runfolder import EVAL_REPORT as REPORT
 
         evaluation = predict_and_score(
-            gold=gold, run=load_run(run_dir) if run_dir is not None else None, engine=choice(engine), endpoint=endpoint,
-            prompt=choice(prompt), labels=label_list, out_dir=out_dir, model=model, api_key=api_key, batch_size=batch_size,
-            concurrency=concurrency, structured=structured, retries=retries, timeout=timeout,
-            speculation=speculation, ray=ray, ray_actors=ray_actors, ray_cpus=ray_cpus,
+            gold=gold,
+            run=load_run(run_dir) if run_dir is not None else None,
+            engine=choice(engine),
+            endpoint=endpoint,
+            prompt=choice(prompt),
+            labels=label_list,
+            out_dir=out_dir,
+            model=model,
+            api_key=api_key,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            structured=structured,
+            retries=retries,
+            timeout=timeout,
+            speculation=speculation,
+            ray=ray,
+            ray_actors=ray_actors,
+            ray_cpus=ray_cpus,
         )
-        finish(evaluation, report=report or evaluation.out_dir / REPORT, errors=errors or evaluation.out_dir / ERRORS, json_output=json_output)
+        finish(
+            evaluation,
+            report=report or evaluation.out_dir / REPORT,
+            errors=errors or evaluation.out_dir / ERRORS,
+            json_output=json_output,
+        )
         return
     if run_dir is not None or endpoint is not None or engine is not None or prompt is not None:
-        raise ConfigError("--predictions scores a file; --run, --endpoint, --engine and --prompt predict: give one or the other")
+        raise ConfigError(
+            "--predictions scores a file; --run, --endpoint, --engine and --prompt predict: give one or the other"
+        )
     from nerft.metrics.evaluate import score_prediction_files
 
     result = score_prediction_files(gold=gold, predictions=predictions, labels=label_list)

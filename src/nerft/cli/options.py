@@ -42,18 +42,35 @@ class ServerBackend(str, Enum):
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OptionalRunDir = Annotated[Optional[Path], typer.Option("--run", help="A training run folder (made by `nerft train`).")]
 Engine = Annotated[
-    Optional[EngineName], typer.Option("--engine", help="hf (transformers, CPU or GPU), vllm (GPU) or openai (any OpenAI-compatible endpoint).")
+    Optional[EngineName],
+    typer.Option(
+        "--engine", help="hf (transformers, CPU or GPU), vllm (GPU) or openai (any OpenAI-compatible endpoint)."
+    ),
 ]
-Endpoint = Annotated[Optional[str], typer.Option("--endpoint", help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")]
+Endpoint = Annotated[
+    Optional[str],
+    typer.Option("--endpoint", help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."),
+]
 Prompt = Annotated[
-    Optional[PromptName], typer.Option("--prompt", help="Prompt format for an endpoint without --run (default compact); a run uses its own.")
+    Optional[PromptName],
+    typer.Option("--prompt", help="Prompt format for an endpoint without --run (default compact); a run uses its own."),
 ]
-Model = Annotated[Optional[str], typer.Option("--model", help="Model name on the endpoint (default: the one it serves).")]
-ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="NERFT_API_KEY", help="Bearer token for the endpoint.")]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Sentences per batch (hf: 8, vllm: 1024).")]
+Model = Annotated[
+    Optional[str], typer.Option("--model", help="Model name on the endpoint (default: the one it serves).")
+]
+ApiKey = Annotated[
+    Optional[str], typer.Option("--api-key", envvar="NERFT_API_KEY", help="Bearer token for the endpoint.")
+]
+BatchSize = Annotated[
+    Optional[int], typer.Option("--batch-size", min=1, help="Sentences per batch (hf: 8, vllm: 1024).")
+]
 Concurrency = Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight (openai: 8).")]
 Structured = Annotated[
-    Optional[bool], typer.Option("--structured/--no-structured", help="Constrain decoding to the output format (vllm: on; openai: sends vLLM's structured_outputs).")
+    Optional[bool],
+    typer.Option(
+        "--structured/--no-structured",
+        help="Constrain decoding to the output format (vllm: on; openai: sends vLLM's structured_outputs).",
+    ),
 ]
 Speculation = Annotated[
     Optional[bool],
@@ -71,10 +88,20 @@ Ray = Annotated[
     ),
 ]
 RayActors = Annotated[
-    Optional[int], typer.Option("--ray-actors", min=1, help="With --ray: engine actors (default: one per GPU of the cluster; without GPUs, 2 CPU actors).")
+    Optional[int],
+    typer.Option(
+        "--ray-actors",
+        min=1,
+        help="With --ray: engine actors (default: one per GPU of the cluster; without GPUs, 2 CPU actors).",
+    ),
 ]
-RayCpus = Annotated[Optional[float], typer.Option("--ray-cpus", min=0.001, help="With --ray: CPUs per CPU actor, its torch threads (default 1).")]
-Retries = Annotated[int, typer.Option("--retries", min=0, help="openai: retries of a failed request, with exponential backoff.")]
+RayCpus = Annotated[
+    Optional[float],
+    typer.Option("--ray-cpus", min=0.001, help="With --ray: CPUs per CPU actor, its torch threads (default 1)."),
+]
+Retries = Annotated[
+    int, typer.Option("--retries", min=0, help="openai: retries of a failed request, with exponential backoff.")
+]
 Timeout = Annotated[float, typer.Option("--timeout", min=0.001, help="openai: seconds to wait for one answer.")]
 DEFAULT_RETRIES = 4
 DEFAULT_TIMEOUT = 120.0

@@ -37,13 +37,18 @@ NAME = "predict"
 
 def command(
     run_dir: OptionalRunDir = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="Records to predict: CLUE NER JSON/JSONL or BIO/BMES (labels optional).")] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option("--data", help="Records to predict: CLUE NER JSON/JSONL or BIO/BMES (labels optional)."),
+    ] = None,
     text: Annotated[Optional[str], typer.Option("--text", help="One sentence; its entities are printed.")] = None,
     engine: Engine = None,
     endpoint: Endpoint = None,
     model: Model = None,
     api_key: ApiKey = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Predictions JSON Lines; resumable (default: stdout).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Predictions JSON Lines; resumable (default: stdout).")
+    ] = None,
     batch_size: BatchSize = None,
     concurrency: Concurrency = None,
     structured: Structured = None,
@@ -51,7 +56,9 @@ def command(
     ray: Ray = None,
     ray_actors: RayActors = None,
     ray_cpus: RayCpus = None,
-    keep_unsupported: Annotated[bool, typer.Option("--keep-unsupported", help="Keep entities that are not substrings of their sentence.")] = False,
+    keep_unsupported: Annotated[
+        bool, typer.Option("--keep-unsupported", help="Keep entities that are not substrings of their sentence.")
+    ] = False,
     prompt: Prompt = None,
     retries: Retries = DEFAULT_RETRIES,
     timeout: Timeout = DEFAULT_TIMEOUT,
@@ -83,10 +90,25 @@ def command(
     rows: list[dict] = []
     write_row = rows.append if text is not None else (None if out is not None else _print_row)
     counts = predict(
-        records, run=run, engine=choice(engine), endpoint=endpoint, prompt=choice(prompt), out=out, sink=write_row,
-        keep_unsupported=keep_unsupported, model=model, api_key=api_key, batch_size=batch_size,
-        concurrency=concurrency, structured=structured, retries=retries, timeout=timeout,
-            speculation=speculation, ray=ray, ray_actors=ray_actors, ray_cpus=ray_cpus,
+        records,
+        run=run,
+        engine=choice(engine),
+        endpoint=endpoint,
+        prompt=choice(prompt),
+        out=out,
+        sink=write_row,
+        keep_unsupported=keep_unsupported,
+        model=model,
+        api_key=api_key,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        structured=structured,
+        retries=retries,
+        timeout=timeout,
+        speculation=speculation,
+        ray=ray,
+        ray_actors=ray_actors,
+        ray_cpus=ray_cpus,
     )
     if text is not None:
         _show_entities(rows[0], json_output)

@@ -14,16 +14,33 @@ NAME = "prepare"
 
 
 def command(
-    train: Annotated[Path, typer.Option("--train", help="Training records: CLUE NER JSON (lines, array or stream) or char-level BIO/BMES.")],
+    train: Annotated[
+        Path,
+        typer.Option(
+            "--train", help="Training records: CLUE NER JSON (lines, array or stream) or char-level BIO/BMES."
+        ),
+    ],
     dev: Annotated[Optional[Path], typer.Option("--dev", help="Dev records; when given, train is not split.")] = None,
     test: Annotated[Optional[Path], typer.Option("--test", help="Test records (labels optional).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Where the alpaca files and dataset_info.json go.")] = Path("data/dataset"),
-    name: Annotated[str, typer.Option("--name", help="Dataset name prefix: entries are NAME_train, NAME_dev, NAME_test.")] = "cluener",
-    val_size: Annotated[float, typer.Option("--val-size", help="Share of train held out as dev when --dev is not given (0 disables).")] = 0.1,
+    out: Annotated[Path, typer.Option("--out", help="Where the alpaca files and dataset_info.json go.")] = Path(
+        "data/dataset"
+    ),
+    name: Annotated[
+        str, typer.Option("--name", help="Dataset name prefix: entries are NAME_train, NAME_dev, NAME_test.")
+    ] = "cluener",
+    val_size: Annotated[
+        float, typer.Option("--val-size", help="Share of train held out as dev when --dev is not given (0 disables).")
+    ] = 0.1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the train/dev split.")] = 42,
-    labels: Annotated[Optional[str], typer.Option("--labels", help="Comma-separated allowed labels; others are errors.")] = None,
-    prompt: Annotated[str, typer.Option("--prompt", help="compact (few tokens) or seed (the tutorials' prompt).")] = "compact",
-    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Write the valid records and report the skipped ones.")] = False,
+    labels: Annotated[
+        Optional[str], typer.Option("--labels", help="Comma-separated allowed labels; others are errors.")
+    ] = None,
+    prompt: Annotated[
+        str, typer.Option("--prompt", help="compact (few tokens) or seed (the tutorials' prompt).")
+    ] = "compact",
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Write the valid records and report the skipped ones.")
+    ] = False,
     json_output: JsonOutput = False,
 ) -> None:
     """Convert CLUE NER records to alpaca JSON, validate them and register them in dataset_info.json."""
@@ -31,8 +48,16 @@ def command(
 
     label_list = split_labels(labels)
     result = prepare_dataset(
-        train=train, dev=dev, test=test, out_dir=out, name=name, val_size=val_size, seed=seed,
-        labels=label_list, prompt=prompt, skip_invalid=skip_invalid,
+        train=train,
+        dev=dev,
+        test=test,
+        out_dir=out,
+        name=name,
+        val_size=val_size,
+        seed=seed,
+        labels=label_list,
+        prompt=prompt,
+        skip_invalid=skip_invalid,
     )
     for finding in result.findings[:50]:
         log(str(finding))

@@ -14,9 +14,13 @@ NAME = "report"
 
 
 def command(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders made by `nerft train` (or LLaMA-Factory output folders).", show_default=False)],
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="Run folders made by `nerft train` (or LLaMA-Factory output folders).", show_default=False),
+    ],
     out: Annotated[
-        Optional[Path], typer.Option("--out", help="Where the pages go (default: RUN_DIR/report for one run, reports/ for several).")
+        Optional[Path],
+        typer.Option("--out", help="Where the pages go (default: RUN_DIR/report for one run, reports/ for several)."),
     ] = None,
     json_output: JsonOutput = False,
 ) -> None:

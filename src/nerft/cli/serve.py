@@ -17,16 +17,32 @@ NAME = "serve"
 def command(
     run_dir: Annotated[Path, typer.Argument(help="A training run folder (made by `nerft train`).", show_default=False)],
     engine: Annotated[
-        ServerName, typer.Option("--engine", help="llamafactory (`llamafactory-cli api`, runs on CPU) or vllm (vLLM's OpenAI server, GPU).")
+        ServerName,
+        typer.Option(
+            "--engine", help="llamafactory (`llamafactory-cli api`, runs on CPU) or vllm (vLLM's OpenAI server, GPU)."
+        ),
     ] = ServerName.llamafactory,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; 0.0.0.0 exposes the server to the network.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on; 0 picks a free one.")] = 8000,
-    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="NERFT_API_KEY", help="Require this bearer token from clients.")] = None,
-    model_name: Annotated[Optional[str], typer.Option("--model-name", help="Model name clients ask for (default: the run folder's name).")] = None,
-    backend: Annotated[ServerBackend, typer.Option("--backend", help="LLaMA-Factory's inference backend.")] = ServerBackend.huggingface,
-    startup_timeout: Annotated[float, typer.Option("--startup-timeout", help="Seconds to wait for the server to answer.")] = 900.0,
+    api_key: Annotated[
+        Optional[str], typer.Option("--api-key", envvar="NERFT_API_KEY", help="Require this bearer token from clients.")
+    ] = None,
+    model_name: Annotated[
+        Optional[str], typer.Option("--model-name", help="Model name clients ask for (default: the run folder's name).")
+    ] = None,
+    backend: Annotated[
+        ServerBackend, typer.Option("--backend", help="LLaMA-Factory's inference backend.")
+    ] = ServerBackend.huggingface,
+    startup_timeout: Annotated[
+        float, typer.Option("--startup-timeout", help="Seconds to wait for the server to answer.")
+    ] = 900.0,
     log_requests: Annotated[bool, typer.Option("--log-requests", help="Let LLaMA-Factory log every request.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the server's command line (and LLaMA-Factory's YAML) and start nothing.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the server's command line (and LLaMA-Factory's YAML) and start nothing."),
+    ] = False,
     json_output: JsonOutput = False,
 ) -> None:
     """Serve a trained run over an OpenAI-compatible API until Ctrl-C."""
@@ -35,7 +51,14 @@ def command(
     if not dry_run:
         port = port or free_port(host)
     command = server_command(
-        run_dir, engine=choice(engine), host=host, port=port, api_key=api_key, model_name=model_name, backend=choice(backend), log_requests=log_requests
+        run_dir,
+        engine=choice(engine),
+        host=host,
+        port=port,
+        api_key=api_key,
+        model_name=model_name,
+        backend=choice(backend),
+        log_requests=log_requests,
     )
     if dry_run:
         _print_command(command)
@@ -48,7 +71,9 @@ def command(
             typer.echo(f"serving {server.model} at {server.url}")
         log(f"score it: nerft eval --endpoint {server.url} --gold FILE ... ; stop it with Ctrl-C")
 
-    code = serve(command, host=host, port=port, api_key=api_key, startup_timeout=startup_timeout, on_ready=ready, log=log)
+    code = serve(
+        command, host=host, port=port, api_key=api_key, startup_timeout=startup_timeout, on_ready=ready, log=log
+    )
     raise typer.Exit(code)
 
 

@@ -118,7 +118,9 @@ def _check_ddp_backend(backend: Any, source: str) -> None:
 
     from transformers import TrainingArguments
 
-    choices = next(field.metadata.get("choices") for field in dataclasses.fields(TrainingArguments) if field.name == "ddp_backend")
+    choices = next(
+        field.metadata.get("choices") for field in dataclasses.fields(TrainingArguments) if field.name == "ddp_backend"
+    )
     if choices and backend not in choices:
         raise ConfigError(f"{source}: ddp_backend: {backend!r} is not one of {', '.join(choices)}")
 

@@ -109,7 +109,7 @@ def describe(loc: tuple[str, ...], error: dict) -> str:
     elif kind == "missing":
         message = "missing (required)"
     elif message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     if "input" in error and kind not in ("missing", "extra_forbidden") and not isinstance(error["input"], dict):
         message += f" (got {error['input']!r})"
     return f"{'.'.join(loc)}: {message}" if loc else message
@@ -144,7 +144,9 @@ def passthrough_problems(data: dict) -> list[tuple[tuple[str, str], str]]:
             elif key in seen:
                 problems.append((loc, f"also given as {seen[key]}.{key}"))
             elif key not in known:
-                problems.append((loc, "unknown key (neither nerft's nor a LLaMA-Factory argument)" + _suggestion(key, known)))
+                problems.append(
+                    (loc, "unknown key (neither nerft's nor a LLaMA-Factory argument)" + _suggestion(key, known))
+                )
             seen.setdefault(key, section)
     return problems
 

@@ -90,7 +90,11 @@ def render_llamafactory_args(config: NerftConfig, resolved: Resolved) -> dict[st
             "max_steps": train.max_steps,
             "lr_scheduler_type": train.lr_scheduler_type,
             # transformers 5 deprecates warmup_ratio: its warmup_steps takes a ratio as a float below 1.
-            **({"warmup_steps": train.warmup_ratio} if _transformers_major() >= 5 else {"warmup_ratio": train.warmup_ratio}),
+            **(
+                {"warmup_steps": train.warmup_ratio}
+                if _transformers_major() >= 5
+                else {"warmup_ratio": train.warmup_ratio}
+            ),
             "bf16": train.bf16,
             "fp16": train.fp16,
             "resume_from_checkpoint": resolved.resume_from_checkpoint,
@@ -135,5 +139,7 @@ def to_llamafactory_yaml(sections: dict[str, dict[str, Any]], *, header: str = "
         if parts:
             parts.append("")
         parts.append(f"### {name}")
-        parts.append(yaml.safe_dump(values, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000).rstrip())
+        parts.append(
+            yaml.safe_dump(values, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000).rstrip()
+        )
     return "\n".join(parts) + "\n"

@@ -69,7 +69,9 @@ class DataSection(NerftSection):
     name: str = Field("cluener", description="Dataset name prefix in dataset_info.json.")
     prompt: str = Field("compact", description="Prompt format: compact (few tokens) or seed (the tutorials').")
     labels: list[str] | None = Field(None, description="Allowed labels; CLUENER's ten when absent.")
-    val_size: float = Field(0.1, ge=0, lt=1, description="Share of train held out as dev when data.dev is absent (0: none).")
+    val_size: float = Field(
+        0.1, ge=0, lt=1, description="Share of train held out as dev when data.dev is absent (0: none)."
+    )
     seed: int = 42
     skip_invalid: bool = False
     dataset_dir: Path | None = Field(None, description="Where the prepared files go; <run folder>/data when absent.")
@@ -86,7 +88,8 @@ class ModelSection(LlamaFactorySection):
     )
     trust_remote_code: bool = True
     flash_attn: Literal["auto", "fa2", "fa3", "sdpa", "disabled"] = Field(
-        "auto", description="auto: nerft picks FlashAttention-2 when installed on CUDA, else torch SDPA, and reports it."
+        "auto",
+        description="auto: nerft picks FlashAttention-2 when installed on CUDA, else torch SDPA, and reports it.",
     )
     enable_liger_kernel: bool | Literal["auto"] = Field(
         "auto", description="auto: on when liger-kernel is installed on a CUDA machine."
@@ -105,7 +108,8 @@ class MethodSection(LlamaFactorySection):
 class DatasetSection(LlamaFactorySection):
     template: str = "qwen"
     cutoff_len: int | Literal["auto"] = Field(
-        "auto", description="auto: the longest tokenized example (or, when packing, the pack length), measured at launch."
+        "auto",
+        description="auto: the longest tokenized example (or, when packing, the pack length), measured at launch.",
     )
     packing: bool | None = None
     neat_packing: bool = False
@@ -169,7 +173,9 @@ class LaunchSection(NerftSection):
 
     nnodes: int = Field(1, ge=1, description="NNODES: machines taking part.")
     node_rank: int = Field(0, ge=0, description="NODE_RANK: this machine's rank, 0 on the master.")
-    nproc_per_node: int | None = Field(None, ge=1, description="NPROC_PER_NODE: GPUs per machine; all visible when absent.")
+    nproc_per_node: int | None = Field(
+        None, ge=1, description="NPROC_PER_NODE: GPUs per machine; all visible when absent."
+    )
     master_addr: str | None = Field(None, description="MASTER_ADDR: the rank-0 machine's address.")
     master_port: int | None = Field(None, ge=1, le=65535, description="MASTER_PORT: a free port on the master.")
     force_torchrun: bool = Field(False, description="FORCE_TORCHRUN=1 even on one GPU.")
@@ -180,7 +186,9 @@ class LaunchSection(NerftSection):
             raise ValueError(f"node_rank {self.node_rank} must be below nnodes {self.nnodes}")
         if self.nnodes > 1 and (not self.master_addr or self.master_port is None):
             # Without MASTER_PORT, LLaMA-Factory picks a free port on each machine: they would never meet.
-            raise ValueError("multi-node training needs master_addr and master_port (the rank-0 machine's address and a free port there)")
+            raise ValueError(
+                "multi-node training needs master_addr and master_port (the rank-0 machine's address and a free port there)"
+            )
         return self
 
 
@@ -203,11 +211,15 @@ class NerftConfig(NerftSection):
     @model_validator(mode="after")
     def check_dataset_source(self):
         if self.data.train is not None:
-            given = [key for key in ("dataset", "dataset_dir", "eval_dataset") if getattr(self.dataset, key) is not None]
+            given = [
+                key for key in ("dataset", "dataset_dir", "eval_dataset") if getattr(self.dataset, key) is not None
+            ]
             if given:
                 raise ValueError(f"dataset.{given[0]} is set by nerft from data.train; give one or the other")
         elif self.dataset.dataset is None:
-            raise ValueError("no training data: set data.train (raw CLUE NER file) or dataset.dataset (a registered dataset)")
+            raise ValueError(
+                "no training data: set data.train (raw CLUE NER file) or dataset.dataset (a registered dataset)"
+            )
         elif self.dataset.dataset_dir is None:
             raise ValueError("dataset.dataset needs dataset.dataset_dir (the folder with dataset_info.json)")
         return self

@@ -51,8 +51,14 @@ def check_doccano_record(value: dict, source: str, line: int, labels: Iterable[s
         return CheckedRecord(None, findings)
     entities = []
     for item in value["label"]:
-        if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int and type(item[1]) is int and isinstance(item[2], str)):
-            findings.append(Finding("error", source, line, f"label entry {item!r} is not [start, end, \"TYPE\"]"))
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and type(item[0]) is int
+            and type(item[1]) is int
+            and isinstance(item[2], str)
+        ):
+            findings.append(Finding("error", source, line, f'label entry {item!r} is not [start, end, "TYPE"]'))
             continue
         entity = _entity(text, item[0], item[1], item[2], None, source, line, findings)
         if entity is not None:
@@ -97,7 +103,14 @@ def _regions(item, source: str, line: int, findings: list[Finding]) -> list[tupl
         findings.append(Finding("error", source, line, f"result item {item!r} is not an object"))
         return []
     if item.get("type", "labels") != "labels":
-        findings.append(Finding("warning", source, line, f"result item of type {item.get('type')!r} skipped (only 'labels' are entities)"))
+        findings.append(
+            Finding(
+                "warning",
+                source,
+                line,
+                f"result item of type {item.get('type')!r} skipped (only 'labels' are entities)",
+            )
+        )
         return []
     region = item.get("value")
     if not isinstance(region, dict):
@@ -108,7 +121,9 @@ def _regions(item, source: str, line: int, findings: list[Finding]) -> list[tupl
         findings.append(Finding("error", source, line, f"value start/end must be integers, found {start!r}, {end!r}"))
         return []
     if not (isinstance(names, list) and names and all(isinstance(name, str) for name in names)):
-        findings.append(Finding("error", source, line, f"value 'labels' must be a non-empty list of label names, found {names!r}"))
+        findings.append(
+            Finding("error", source, line, f"value 'labels' must be a non-empty list of label names, found {names!r}")
+        )
         return []
     return [(start, end, name, region.get("text")) for name in names]
 
@@ -125,8 +140,9 @@ def _text(raw, name: str, source: str, line: int, findings: list[Finding]) -> st
     return None
 
 
-def _entity(text: str, start: int, end: int, label: str, written: str | None, source: str, line: int,
-            findings: list[Finding]) -> Entity | None:
+def _entity(
+    text: str, start: int, end: int, label: str, written: str | None, source: str, line: int, findings: list[Finding]
+) -> Entity | None:
     """The entity of an end-exclusive span, or None with an error when the span is not in the text."""
     where = f"{label} [{start}, {end})"
     if start >= end:
@@ -143,7 +159,9 @@ def _entity(text: str, start: int, end: int, label: str, written: str | None, so
 def _checked(text, entities, record_id, labelled, source, line, labels, findings) -> CheckedRecord:
     if any(f.severity == "error" for f in findings):
         return CheckedRecord(None, findings)
-    record = CluenerRecord(text=text, entities=sorted(set(entities)), id=record_id, labelled=labelled, source=source, line=line)
+    record = CluenerRecord(
+        text=text, entities=sorted(set(entities)), id=record_id, labelled=labelled, source=source, line=line
+    )
     findings.extend(check_entities(record, labels))
     return CheckedRecord(record, findings)
 
@@ -163,8 +181,13 @@ def to_label_studio(record: CluenerRecord, *, as_prediction: bool = False, model
     """A Label Studio task: the entities as an annotation, or as a prediction (pre-annotations a
     person corrects) with `as_prediction`."""
     result = [
-        {"id": f"e{index}", "from_name": FROM_NAME, "to_name": TO_NAME, "type": "labels",
-         "value": {"start": entity.start, "end": entity.end + 1, "text": entity.text, "labels": [entity.label]}}
+        {
+            "id": f"e{index}",
+            "from_name": FROM_NAME,
+            "to_name": TO_NAME,
+            "type": "labels",
+            "value": {"start": entity.start, "end": entity.end + 1, "text": entity.text, "labels": [entity.label]},
+        }
         for index, entity in enumerate(record.entities)
     ]
     task: dict = {"data": {"text": record.text}}
@@ -181,15 +204,21 @@ def record_of_prediction(row: dict) -> CluenerRecord:
     """The entities of one `nerft predict` row that have a place in the sentence (`start`/`end`,
     end exclusive), as a record."""
     text = row["text"]
-    entities = {Entity(e["start"], e["end"] - 1, e["label"], e["text"]) for e in row.get("entities", []) if e.get("start") is not None}
+    entities = {
+        Entity(e["start"], e["end"] - 1, e["label"], e["text"])
+        for e in row.get("entities", [])
+        if e.get("start") is not None
+    }
     return CluenerRecord(text=text, entities=sorted(entities), id=row.get("id"))
 
 
 def label_studio_config(labels: Iterable[str]) -> str:
     """The labelling config of an NER project whose names match what `to_label_studio` writes."""
     tags = "\n".join(f'    <Label value="{escape(label, quote=True)}"/>' for label in sorted(dict.fromkeys(labels)))
-    return (f'<View>\n  <Labels name="{FROM_NAME}" toName="{TO_NAME}">\n{tags}\n  </Labels>\n'
-            f'  <Text name="{TO_NAME}" value="$text"/>\n</View>\n')
+    return (
+        f'<View>\n  <Labels name="{FROM_NAME}" toName="{TO_NAME}">\n{tags}\n  </Labels>\n'
+        f'  <Text name="{TO_NAME}" value="$text"/>\n</View>\n'
+    )
 
 
 # ---- nerft convert ----------------------------------------------------------------------------
@@ -218,11 +247,15 @@ def read_prediction_records(path) -> list[CluenerRecord]:
         if isinstance(value, Finding):
             raise DataError(str(value))
         entities = value.get("entities")
-        if not isinstance(value.get("text"), str) or not isinstance(entities, list) or not all(
-            isinstance(e, dict) and {"label", "text", "start", "end"} <= set(e) for e in entities
+        if (
+            not isinstance(value.get("text"), str)
+            or not isinstance(entities, list)
+            or not all(isinstance(e, dict) and {"label", "text", "start", "end"} <= set(e) for e in entities)
         ):
-            raise DataError(f'{path}:{line}: expected a `nerft predict` row with "text" and "entities" '
-                            '[{"label", "text", "start", "end"}] (predict them again with this nerft)')
+            raise DataError(
+                f'{path}:{line}: expected a `nerft predict` row with "text" and "entities" '
+                '[{"label", "text", "start", "end"}] (predict them again with this nerft)'
+            )
         records.append(record_of_prediction(value))
     return records
 
@@ -243,15 +276,24 @@ def convert_file(source, *, to: str, out, model_version: str = "nerft", labels: 
     predictions = is_predictions_file(source)
     records = read_prediction_records(source) if predictions else load_records(source)
     out = Path(out)
-    written = {"records": len(records), "entities": sum(len(r.entities) for r in records),
-               "from": "predictions" if predictions else "records", "to": to, "out": str(out)}
+    written = {
+        "records": len(records),
+        "entities": sum(len(r.entities) for r in records),
+        "from": "predictions" if predictions else "records",
+        "to": to,
+        "out": str(out),
+    }
     if to == "doccano":
         write_jsonl_atomic(out, [to_doccano(record) for record in records])
     elif to == "clue":
         write_jsonl_atomic(out, [record.to_clue() for record in records])
     else:
-        write_json_atomic(out, [to_label_studio(r, as_prediction=predictions, model_version=model_version) for r in records])
+        write_json_atomic(
+            out, [to_label_studio(r, as_prediction=predictions, model_version=model_version) for r in records]
+        )
         config = out.with_name(out.stem + ".label_config.xml")
-        write_text_atomic(config, label_studio_config([*(labels or ()), *(e.label for r in records for e in r.entities)]))
+        write_text_atomic(
+            config, label_studio_config([*(labels or ()), *(e.label for r in records for e in r.entities)])
+        )
         written["label_config"] = str(config)
     return written

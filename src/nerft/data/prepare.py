@@ -119,18 +119,27 @@ def prepare_dataset(
     valid_counts, invalid, findings = checked.valid_counts, checked.invalid, checked.findings
     split_dev, dev_target = checked.split_dev, checked.dev_target
 
-    names = {split: f"{name}_{split}" for split in ("train", "dev", "test") if split in inputs or (split == "dev" and split_dev)}
+    names = {
+        split: f"{name}_{split}"
+        for split in ("train", "dev", "test")
+        if split in inputs or (split == "dev" and split_dev)
+    }
     summaries = {split: SplitSummary(split, f"{names[split]}.json") for split in names}
 
     with contextlib.ExitStack() as stack:
-        writers = {split: stack.enter_context(_AlpacaArrayWriter(out_dir / summary.file)) for split, summary in summaries.items()}
+        writers = {
+            split: stack.enter_context(_AlpacaArrayWriter(out_dir / summary.file))
+            for split, summary in summaries.items()
+        }
         # The same records in CLUE's own shape: the gold file `nerft eval --gold` scores against,
         # also for a dev split cut out of train.
         golds = {split: stack.enter_context(atomic_writer(out_dir / gold_file(name, split))) for split in summaries}
         rng = random.Random(seed)
         for split, path in inputs.items():
             remaining, wanted = valid_counts[split], dev_target
-            for record in progress(_valid_records(path, labels), total=valid_counts[split], desc=f"writing {path.name}"):
+            for record in progress(
+                _valid_records(path, labels), total=valid_counts[split], desc=f"writing {path.name}"
+            ):
                 target = split
                 if split == "train" and split_dev:
                     if rng.random() * remaining < wanted:
@@ -154,7 +163,9 @@ def prepare_dataset(
             "splits": {split: summary.to_dict() for split, summary in summaries.items()},
         },
     )
-    return PrepareResult(out_dir, names, summaries, findings, invalid, fmt.name)  # invalid > 0 only with skip_invalid (else refused above)
+    return PrepareResult(
+        out_dir, names, summaries, findings, invalid, fmt.name
+    )  # invalid > 0 only with skip_invalid (else refused above)
 
 
 @dataclass
@@ -173,7 +184,11 @@ class CheckedInputs:
         counts = dict(self.valid_counts)
         if self.split_dev:
             counts["train"] -= self.dev_target
-            counts = {"train": counts["train"], "dev": self.dev_target, **{k: v for k, v in counts.items() if k != "train"}}
+            counts = {
+                "train": counts["train"],
+                "dev": self.dev_target,
+                **{k: v for k, v in counts.items() if k != "train"},
+            }
         return counts
 
 
@@ -251,7 +266,10 @@ def read_prepare_meta(path: str | os.PathLike) -> dict:
     }
     wrong = [key for key, check in checks.items() if key in meta and not check(meta[key])]
     if wrong:
-        raise DataError(f"{path}: {', '.join(wrong)}: not as `nerft prepare` writes it", hint="prepare the data again, or remove the file")
+        raise DataError(
+            f"{path}: {', '.join(wrong)}: not as `nerft prepare` writes it",
+            hint="prepare the data again, or remove the file",
+        )
     return meta
 
 
@@ -295,7 +313,9 @@ def read_dataset_info(out_dir: Path) -> dict:
     info_path = Path(out_dir) / DATASET_INFO
     if not info_path.exists():
         return {}
-    return read_json(info_path, what="LLaMA-Factory's dataset registry", hint="fix or remove it, nerft will not overwrite it")
+    return read_json(
+        info_path, what="LLaMA-Factory's dataset registry", hint="fix or remove it, nerft will not overwrite it"
+    )
 
 
 def register_datasets(out_dir: Path, entries: dict[str, str]) -> None:

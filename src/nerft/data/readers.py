@@ -89,7 +89,9 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict | Fin
                 else:
                     last_error = "the object does not close (a missing '}', ']' or '\"'?)"
                 if len(buffer) > MAX_RECORD_CHARS:
-                    raise DataError(f"{source}:{buffer_line}: broken JSON: an object that never closes ({last_error})") from None
+                    raise DataError(
+                        f"{source}:{buffer_line}: broken JSON: an object that never closes ({last_error})"
+                    ) from None
                 return
             yield buffer_line, value
             buffer_line, buffer_column = _advance(buffer, end, buffer_line, buffer_column)

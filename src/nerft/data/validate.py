@@ -62,14 +62,20 @@ def check_json_record(value: dict, source: str, line: int, labels: Iterable[str]
     entities: list[Entity] = []
     if labelled:
         if not isinstance(raw_label, dict):
-            return error(f"'label' must be an object {{type: {{entity: [[start, end]]}}}}, found {type(raw_label).__name__}")
+            return error(
+                f"'label' must be an object {{type: {{entity: [[start, end]]}}}}, found {type(raw_label).__name__}"
+            )
         for label, mentions in raw_label.items():
             if not isinstance(mentions, dict):
-                findings.append(Finding("error", source, line, f"label {label!r}: expected {{entity: [[start, end], ...]}}"))
+                findings.append(
+                    Finding("error", source, line, f"label {label!r}: expected {{entity: [[start, end], ...]}}")
+                )
                 continue
             for entity_text, spans in mentions.items():
                 entities.extend(_check_spans(text, label, entity_text, spans, source, line, findings))
-    record = CluenerRecord(text=text, entities=sorted(entities), id=value.get("id"), labelled=labelled, source=source, line=line)
+    record = CluenerRecord(
+        text=text, entities=sorted(entities), id=value.get("id"), labelled=labelled, source=source, line=line
+    )
     findings.extend(check_entities(record, labels))
     return CheckedRecord(record, findings)
 
@@ -89,7 +95,9 @@ def _check_spans(text, label, entity_text, spans, source, line, findings) -> Ite
         findings.append(Finding("error", source, line, f"{where}: spans must be a non-empty list of [start, end]"))
         return
     if all(type(x) is int for x in spans):  # [0, 1] for [[0, 1]]: one error, not one per number
-        findings.append(Finding("error", source, line, f"{where}: spans must be a list of [start, end] pairs, found {spans!r}"))
+        findings.append(
+            Finding("error", source, line, f"{where}: spans must be a list of [start, end] pairs, found {spans!r}")
+        )
         return
     for span in spans:
         if not (isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)):
@@ -101,7 +109,9 @@ def _check_spans(text, label, entity_text, spans, source, line, findings) -> Ite
             continue
         if start < 0 or end >= len(text):
             findings.append(
-                Finding("error", source, line, f"{where}: span [{start}, {end}] is outside the text (length {len(text)})")
+                Finding(
+                    "error", source, line, f"{where}: span [{start}, {end}] is outside the text (length {len(text)})"
+                )
             )
             continue
         found = text[start : end + 1]

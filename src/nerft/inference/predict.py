@@ -1,8 +1,8 @@
 """Predicting over records: open an engine for a run or an endpoint, answer every record in order.
 
-    from nerft.inference.predict import open_engine, predict_records
-    engine = open_engine("hf", run=load_run("runs/tiny"))
-    counts = predict_records(records, engine, fmt, out="runs/tiny/eval/predictions.jsonl")
+from nerft.inference.predict import open_engine, predict_records
+engine = open_engine("hf", run=load_run("runs/tiny"))
+counts = predict_records(records, engine, fmt, out="runs/tiny/eval/predictions.jsonl")
 """
 
 from __future__ import annotations
@@ -93,11 +93,20 @@ def open_engine(
         from nerft.inference.engines.hf import HFEngine
 
         if speculation and (batch_size or 0) != 1:
-            raise ConfigError("--speculation with --engine hf needs --batch-size 1: transformers runs prompt lookup one sentence at a time")
+            raise ConfigError(
+                "--speculation with --engine hf needs --batch-size 1: transformers runs prompt lookup one sentence at a time"
+            )
         return HFEngine(source, batch_size=batch_size, speculation=speculation)
     from nerft.inference.engines.vllm import VLLMEngine
 
-    return VLLMEngine(source, fmt, batch_size=batch_size, structured=True if structured is None else structured, cutoff_len=run.cutoff_len, speculation=speculation)
+    return VLLMEngine(
+        source,
+        fmt,
+        batch_size=batch_size,
+        structured=True if structured is None else structured,
+        cutoff_len=run.cutoff_len,
+        speculation=speculation,
+    )
 
 
 def predict_records(
@@ -186,7 +195,9 @@ def predict(
     from nerft.prompts import get_format
 
     if run is not None and prompt is not None and prompt != run.prompt:
-        raise ConfigError(f"--prompt {prompt} differs from the run's prompt format ({run.prompt}); inference must use training's")
+        raise ConfigError(
+            f"--prompt {prompt} differs from the run's prompt format ({run.prompt}); inference must use training's"
+        )
     fmt = run.prompt_format() if run is not None else get_format(prompt or "compact")
     name = engine or default_engine(endpoint=endpoint)
     opened = open_engine(name, run=run, fmt=fmt, endpoint=endpoint, **engine_options)
@@ -196,7 +207,9 @@ def predict(
         opened.close()
 
 
-def records_from_lines(lines: Iterable[str], *, source: str = "<stdin>", labels: Sequence[str] | None = None) -> list[CluenerRecord]:
+def records_from_lines(
+    lines: Iterable[str], *, source: str = "<stdin>", labels: Sequence[str] | None = None
+) -> list[CluenerRecord]:
     """Records typed or piped in: one sentence a line, or one CLUE NER JSON object a line."""
     from nerft.data.load import collect_records
     from nerft.data.validate import CheckedRecord, check_json_record

@@ -49,7 +49,8 @@ def prediction_row(record: CluenerRecord, generation: Generation, *, keep_unsupp
         kept, dropped = split_in_text(mentions or [], record.text)
     row: dict = {} if record.id is None else {"id": record.id}
     row.update(
-        text=record.text, predict=generation.text,
+        text=record.text,
+        predict=generation.text,
         entities=ground_entities(record.text, kept),
         dropped=[{"label": label, "text": text} for label, text in dropped],
     )
@@ -72,8 +73,10 @@ def ground_entities(text: str, mentions: list[Mention]) -> list[dict]:
         if start is not None:
             taken[start : start + len(entity)] = [True] * len(entity)
         placed[(label, entity)] = {
-            "label": label, "text": entity,
-            "start": start, "end": None if start is None else start + len(entity),
+            "label": label,
+            "text": entity,
+            "start": start,
+            "end": None if start is None else start + len(entity),
             "ambiguous": len(starts) > 1,
         }
     return [placed[mention] for mention in distinct]
@@ -106,7 +109,11 @@ class PredictionCounts:
         """One line: how many, where, how fast, and what was found or lost."""
         where = f" to {out}" if out is not None else ""
         resumed = f" ({self.resumed} kept from an earlier run)" if self.resumed else ""
-        rate = f" in {self.seconds:.1f} s ({self.predicted / self.seconds:.2f} sentences/s)" if self.seconds and self.predicted else ""
+        rate = (
+            f" in {self.seconds:.1f} s ({self.predicted / self.seconds:.2f} sentences/s)"
+            if self.seconds and self.predicted
+            else ""
+        )
         return (
             f"wrote {self.records} predictions{where}{resumed}{rate}: {self.entities} entities, "
             f"{self.dropped} dropped (not in their sentence), {self.unparseable} unparseable, "
@@ -156,7 +163,12 @@ class ResumablePredictions:
             for lineno, line in enumerate(handle, start=1):
                 if not line.endswith(b"\n"):
                     break  # the run stopped mid-line: that row is predicted again
-                row = json_line(line.decode("utf-8", "replace"), str(self.partial), lineno, hint=f"delete {self.partial} to start over")
+                row = json_line(
+                    line.decode("utf-8", "replace"),
+                    str(self.partial),
+                    lineno,
+                    hint=f"delete {self.partial} to start over",
+                )
                 record = next(records, None)
                 if record is None or row.get("text") != record.text:
                     raise DataError(

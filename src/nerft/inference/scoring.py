@@ -32,12 +32,14 @@ class ModelEvaluation:
         return {**self.report.to_dict(), "prediction": self.counts.to_dict()}
 
     def format(self) -> str:
-        return "\n".join([
-            self.counts.summary(self.out_dir / PREDICTIONS),
-            "",
-            self.report.format(),
-            f"predictions, report.json and errors.jsonl in {self.out_dir}",
-        ])
+        return "\n".join(
+            [
+                self.counts.summary(self.out_dir / PREDICTIONS),
+                "",
+                self.report.format(),
+                f"predictions, report.json and errors.jsonl in {self.out_dir}",
+            ]
+        )
 
 
 def predict_and_score(
@@ -68,6 +70,15 @@ def predict_and_score(
     records = load_gold(gold)
     answers: list[str] = []  # scoring needs every answer; the rows themselves stream to the file
     keep = lambda row: answers.append(row["predict"])  # noqa: E731
-    counts = predict(records, run=run, engine=engine, endpoint=endpoint, prompt=prompt, out=out_dir / PREDICTIONS, sink=keep, **engine_options)
+    counts = predict(
+        records,
+        run=run,
+        engine=engine,
+        endpoint=endpoint,
+        prompt=prompt,
+        out=out_dir / PREDICTIONS,
+        sink=keep,
+        **engine_options,
+    )
     report = evaluate(records, answers, labels or (run.labels if run is not None else None))
     return ModelEvaluation(report, counts, out_dir)

@@ -61,7 +61,10 @@ def _check_base_model(run: RunInfo) -> None:
     base = run.base_model
     looks_local = base.startswith(("/", "./", "../", "~")) or Path(base).exists()
     if looks_local and not Path(base).expanduser().is_dir():
-        raise ModelError(f"{run.run_dir}: base model {base} does not exist", hint="run `nerft download` or fix base_model in run.json")
+        raise ModelError(
+            f"{run.run_dir}: base model {base} does not exist",
+            hint="run `nerft download` or fix base_model in run.json",
+        )
 
 
 def lora_rank(adapter_dir: Path) -> int:
@@ -85,4 +88,7 @@ def vllm_max_lora_rank(rank: int) -> int:
     for allowed in VLLM_MAX_LORA_RANKS:
         if rank <= allowed:
             return allowed
-    raise ModelError(f"LoRA rank {rank} is larger than vLLM supports ({VLLM_MAX_LORA_RANKS[-1]})", hint="merge it with `nerft export`")
+    raise ModelError(
+        f"LoRA rank {rank} is larger than vLLM supports ({VLLM_MAX_LORA_RANKS[-1]})",
+        hint="merge it with `nerft export`",
+    )

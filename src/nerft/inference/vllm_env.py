@@ -52,7 +52,10 @@ class VllmEnvironment:
         return self.device == "cpu"
 
     def to_dict(self) -> dict:
-        return {key: getattr(self, key) for key in ("python", "in_process", "found_by", "distribution", "vllm", "torch", "device")}
+        return {
+            key: getattr(self, key)
+            for key in ("python", "in_process", "found_by", "distribution", "vllm", "torch", "device")
+        }
 
 
 def vllm_importable() -> bool:
@@ -87,7 +90,9 @@ def find_vllm_environment() -> VllmEnvironment | None:
     named = os.environ.get(VLLM_PYTHON_ENV)
     if named:
         if not (Path(named).is_file() and os.access(named, os.X_OK)):
-            raise EnvironmentProblem(f"{VLLM_PYTHON_ENV}={named}: no such interpreter", hint="point it at a Python with vLLM, or unset it")
+            raise EnvironmentProblem(
+                f"{VLLM_PYTHON_ENV}={named}: no such interpreter", hint="point it at a Python with vLLM, or unset it"
+            )
         return probe(named, found_by=f"${VLLM_PYTHON_ENV}")
     if vllm_importable():
         return _in_process()
@@ -101,7 +106,9 @@ def find_vllm_environment() -> VllmEnvironment | None:
 def require_vllm_environment() -> VllmEnvironment:
     environment = find_vllm_environment()
     if environment is None:
-        raise EnvironmentProblem("no vLLM found: not in this Python, and no .venv-vllm/ beside it or in the repository", hint=SETUP_HINT)
+        raise EnvironmentProblem(
+            "no vLLM found: not in this Python, and no .venv-vllm/ beside it or in the repository", hint=SETUP_HINT
+        )
     if environment.vllm is None:
         raise EnvironmentProblem(f"{environment.python} ({environment.found_by}) has no vLLM", hint=SETUP_HINT)
     return environment
@@ -110,7 +117,9 @@ def require_vllm_environment() -> VllmEnvironment:
 def _in_process() -> VllmEnvironment:
     from nerft.inference.engines.vllm_worker import describe_environment
 
-    return VllmEnvironment(**{**describe_environment(), "python": sys.executable}, in_process=True, found_by="this Python")
+    return VllmEnvironment(
+        **{**describe_environment(), "python": sys.executable}, in_process=True, found_by="this Python"
+    )
 
 
 @lru_cache(maxsize=8)
@@ -118,7 +127,11 @@ def probe(python: str, *, found_by: str) -> VllmEnvironment:
     """What `python` has, asked from the worker's `--probe` (package metadata: well under a second)."""
     try:
         result = subprocess.run(
-            [python, str(WORKER), "--probe"], capture_output=True, text=True, timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL
+            [python, str(WORKER), "--probe"],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT,
+            stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EnvironmentProblem(f"{python} ({found_by}) does not run: {exc}", hint=SETUP_HINT) from None

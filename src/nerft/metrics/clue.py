@@ -56,8 +56,13 @@ class LabelCounts:
 
     def to_dict(self) -> dict:
         return {
-            "precision": self.precision, "recall": self.recall, "f1": self.f1, "support": self.support,
-            "tp": self.tp, "fp": self.fp, "fn": self.fn,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "support": self.support,
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
         }
 
 
@@ -158,7 +163,15 @@ def format_table(scores: ClueScores) -> str:
     for label, counts in scores.labels.items():
         rows.append([label, f"{counts.precision:.4f}", f"{counts.recall:.4f}", f"{counts.f1:.4f}", str(counts.support)])
     rows.append(["Micro Avg.", f"{micro.precision:.4f}", f"{micro.recall:.4f}", f"{micro.f1:.4f}", str(micro.support)])
-    rows.append(["Macro Avg.", f"{scores.macro_precision:.4f}", f"{scores.macro_recall:.4f}", f"{scores.macro_f1:.4f}", str(micro.support)])
+    rows.append(
+        [
+            "Macro Avg.",
+            f"{scores.macro_precision:.4f}",
+            f"{scores.macro_recall:.4f}",
+            f"{scores.macro_f1:.4f}",
+            str(micro.support),
+        ]
+    )
     widths = [max(_width(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(_pad(cell, width) for cell, width in zip(row, widths)) for row in rows]
     if scores.other_labels:

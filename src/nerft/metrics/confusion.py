@@ -45,14 +45,18 @@ class Mistake:
 
     def describe(self) -> str:
         """`gold → predicted`, with `nothing` on the side that has no pair."""
+
         def side(pair: Mention | None) -> str:
             return f"{pair[0]}:{pair[1]}" if pair else "nothing"
 
         return f"{side(self.gold)} → {side(self.predicted)}"
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "gold": list(self.gold) if self.gold else None,
-                "predicted": list(self.predicted) if self.predicted else None}
+        return {
+            "kind": self.kind,
+            "gold": list(self.gold) if self.gold else None,
+            "predicted": list(self.predicted) if self.predicted else None,
+        }
 
 
 @dataclass
@@ -71,7 +75,9 @@ def classify_sentence(record: CluenerRecord, mentions: Sequence[Mention]) -> Sen
 
     def match(kind: str, fits) -> None:
         for gold_pair in list(missed):
-            candidates = sorted((pair for pair in spurious if fits(gold_pair, pair)), key=lambda pair: pair[0] != gold_pair[0])
+            candidates = sorted(
+                (pair for pair in spurious if fits(gold_pair, pair)), key=lambda pair: pair[0] != gold_pair[0]
+            )
             if candidates:
                 missed.remove(gold_pair)
                 spurious.remove(candidates[0])
@@ -83,8 +89,11 @@ def classify_sentence(record: CluenerRecord, mentions: Sequence[Mention]) -> Sen
 
     def overlaps(gold_pair: Mention, pair: Mention) -> bool:
         length = len(pair[1])
-        return any(start < stop and begin < start + length
-                   for start in occurrences(record.text, pair[1]) for begin, stop in spans.get(gold_pair, []))
+        return any(
+            start < stop and begin < start + length
+            for start in occurrences(record.text, pair[1])
+            for begin, stop in spans.get(gold_pair, [])
+        )
 
     match(WRONG_LABEL, lambda gold_pair, pair: gold_pair[1] == pair[1])
     match(WRONG_BOUNDARY, overlaps)
@@ -121,8 +130,13 @@ class Confusion:
 
     @property
     def predicted_labels(self) -> list[str]:
-        return sorted({*(p for row in self.matrix.values() for p in row), *self.spurious,
-                       *(p for row in self.boundary.values() for p in row)})
+        return sorted(
+            {
+                *(p for row in self.matrix.values() for p in row),
+                *self.spurious,
+                *(p for row in self.boundary.values() for p in row),
+            }
+        )
 
     def table(self) -> tuple[list[str], list[str], list[list[int | None]]]:
         """(row names, column names, counts): gold labels + `spurious` by predicted labels +
@@ -130,19 +144,28 @@ class Confusion:
         columns = [*self.predicted_labels, WRONG_BOUNDARY, MISSED]
         rows = []
         for gold in self.gold_labels:
-            rows.append([*(self.matrix.get(gold, {}).get(p, 0) for p in self.predicted_labels),
-                         sum(self.boundary.get(gold, {}).values()), self.missed.get(gold, 0)])
+            rows.append(
+                [
+                    *(self.matrix.get(gold, {}).get(p, 0) for p in self.predicted_labels),
+                    sum(self.boundary.get(gold, {}).values()),
+                    self.missed.get(gold, 0),
+                ]
+            )
         rows.append([*(self.spurious.get(p, 0) for p in self.predicted_labels), None, None])
         return [*self.gold_labels, SPURIOUS], columns, rows
 
     def to_dict(self) -> dict:
         return {
-            "matrix": _sorted(self.matrix), "boundary": _sorted(self.boundary),
-            "missed": dict(sorted(self.missed.items())), "spurious": dict(sorted(self.spurious.items())),
+            "matrix": _sorted(self.matrix),
+            "boundary": _sorted(self.boundary),
+            "missed": dict(sorted(self.missed.items())),
+            "spurious": dict(sorted(self.spurious.items())),
         }
 
 
-def confusion(gold: Sequence[CluenerRecord], predicted: Sequence[Sequence[Mention]]) -> tuple[Confusion, list[SentenceMistakes]]:
+def confusion(
+    gold: Sequence[CluenerRecord], predicted: Sequence[Sequence[Mention]]
+) -> tuple[Confusion, list[SentenceMistakes]]:
     """The confusion counts of a data set and the classified mistakes of each sentence."""
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")

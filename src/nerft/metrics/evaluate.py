@@ -48,18 +48,22 @@ class EvalReport:
     def errors(self) -> list[dict]:
         """One row per sentence with a mistake: what was predicted wrongly, what was missed."""
         rows = []
-        for index, (record, raw, mentions, diff) in enumerate(zip(self.gold, self.predictions, self.parsed, self.clue.sentences)):
+        for index, (record, raw, mentions, diff) in enumerate(
+            zip(self.gold, self.predictions, self.parsed, self.clue.sentences)
+        ):
             if diff.correct and mentions is not None:
                 continue
-            rows.append({
-                "index": index,
-                "line": record.line,
-                "text": record.text,
-                "predict": raw,
-                "unparseable": mentions is None,
-                "false_positives": [list(m) for m in diff.false_positives],
-                "false_negatives": [list(m) for m in diff.false_negatives],
-            })
+            rows.append(
+                {
+                    "index": index,
+                    "line": record.line,
+                    "text": record.text,
+                    "predict": raw,
+                    "unparseable": mentions is None,
+                    "false_positives": [list(m) for m in diff.false_positives],
+                    "false_negatives": [list(m) for m in diff.false_negatives],
+                }
+            )
         return rows
 
     def to_dict(self) -> dict:
@@ -77,19 +81,23 @@ class EvalReport:
     def format(self) -> str:
         """The table of the tutorials and a summary, for the terminal."""
         micro, in_text = self.spans.micro, self.clue_in_text.micro
-        return "\n".join([
-            format_table(self.clue),
-            "",
-            f"records: {self.records}, unparseable: {self.unparseable}",
-            f"entities not in their sentence: {self.not_in_text}; without them: micro F1 {in_text.f1:.4f} "
-            f"(precision {in_text.precision:.4f}, recall {in_text.recall:.4f}), macro F1 {self.clue_in_text.macro_f1:.4f}",
-            f"span F1 (seqeval, micro): {micro['f1']:.4f} (precision {micro['precision']:.4f}, recall {micro['recall']:.4f})",
-            f"predicted strings left out of span scoring: {self.spans.not_in_text} not in their sentence, "
-            f"{self.spans.overlapping} overlapping a longer one",
-        ])
+        return "\n".join(
+            [
+                format_table(self.clue),
+                "",
+                f"records: {self.records}, unparseable: {self.unparseable}",
+                f"entities not in their sentence: {self.not_in_text}; without them: micro F1 {in_text.f1:.4f} "
+                f"(precision {in_text.precision:.4f}, recall {in_text.recall:.4f}), macro F1 {self.clue_in_text.macro_f1:.4f}",
+                f"span F1 (seqeval, micro): {micro['f1']:.4f} (precision {micro['precision']:.4f}, recall {micro['recall']:.4f})",
+                f"predicted strings left out of span scoring: {self.spans.not_in_text} not in their sentence, "
+                f"{self.spans.overlapping} overlapping a longer one",
+            ]
+        )
 
 
-def evaluate(gold: Sequence[CluenerRecord], predictions: Sequence[str], labels: Sequence[str] | None = None) -> EvalReport:
+def evaluate(
+    gold: Sequence[CluenerRecord], predictions: Sequence[str], labels: Sequence[str] | None = None
+) -> EvalReport:
     """Parse every answer and score it against its gold record.
 
     `labels` are the dataset's labels (the run's, `nerft eval --labels`; default: those gold
@@ -122,7 +130,9 @@ def read_predictions(path: str | os.PathLike, expected_count: int | None = None)
                 if not isinstance(row, dict) or "predict" not in row:
                     raise DataError(f'{path}:{lineno}: expected an object with the model\'s answer in "predict"')
                 if not isinstance(row["predict"], str):
-                    raise DataError(f'{path}:{lineno}: "predict" must be a string, found {type(row["predict"]).__name__}')
+                    raise DataError(
+                        f'{path}:{lineno}: "predict" must be a string, found {type(row["predict"]).__name__}'
+                    )
                 predictions.append(row["predict"])
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
@@ -146,5 +156,7 @@ def load_gold(path: str | os.PathLike) -> list[CluenerRecord]:
     """Gold records for scoring: refuses a file with no labels at all (a test split)."""
     records = load_records(path)
     if not any(record.labelled for record in records):
-        raise DataError(f"{Path(path)}: no record has a 'label'; gold data for scoring needs labels (is it a test split?)")
+        raise DataError(
+            f"{Path(path)}: no record has a 'label'; gold data for scoring needs labels (is it a test split?)"
+        )
     return records

@@ -78,7 +78,7 @@ def _without_thinking(text: str) -> str | None:
         close = text.find(THINK_CLOSE)
         if close < 0:
             return None
-        text = text[close + len(THINK_CLOSE):]
+        text = text[close + len(THINK_CLOSE) :]
     return text
 
 

@@ -166,7 +166,10 @@ def score_spans(
     rows = {name: _plain(row) for name, row in sorted(report.items()) if not name.endswith(" avg")}
     ours = {name: row for name, row in rows.items() if name in schema}
     others = {label: count for label, count in sorted(span_labels.items()) if label not in schema}
-    macro = {key: sum(row[key] for row in ours.values()) / len(ours) if ours else 0.0 for key in ("precision", "recall", "f1")}
+    macro = {
+        key: sum(row[key] for row in ours.values()) / len(ours) if ours else 0.0
+        for key in ("precision", "recall", "f1")
+    }
     macro["support"] = sum(row["support"] for row in ours.values())
     return SpanScores(ours, _plain(report["micro avg"]), macro, **counts, other_labels=others)
 

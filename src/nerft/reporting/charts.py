@@ -16,22 +16,37 @@ from nerft.io import write_bytes_atomic
 
 # Fonts with Chinese glyphs, tried in order when a label is not ASCII (a model inventing "公司名").
 CJK_FONTS = (
-    "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
-    "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "AR PL UMing CN",
+    "Noto Sans CJK SC",
+    "Noto Sans SC",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "SimHei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Heiti SC",
+    "AR PL UMing CN",
 )
 COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
 DPI = 120
 
 
-def f1_bar_chart(f1_by_label: Mapping[str, float], path: str | os.PathLike, *, title: str,
-                 support: Mapping[str, int] | None = None) -> Path:
+def f1_bar_chart(
+    f1_by_label: Mapping[str, float], path: str | os.PathLike, *, title: str, support: Mapping[str, int] | None = None
+) -> Path:
     """Horizontal bars, one per label, F1 from 0 to 1 with the value printed at the end; the gold
     mention count beside each label when `support` is given."""
     return grouped_bar_chart({"F1": f1_by_label}, path, title=title, xlabel="F1", support=support)
 
 
-def grouped_bar_chart(series: Mapping[str, Mapping[str, float]], path: str | os.PathLike, *, title: str, xlabel: str = "F1",
-                      support: Mapping[str, int] | None = None) -> Path:
+def grouped_bar_chart(
+    series: Mapping[str, Mapping[str, float]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    xlabel: str = "F1",
+    support: Mapping[str, int] | None = None,
+) -> Path:
     """Bars per label, one bar per series (run), values between 0 and 1."""
     plt = _pyplot()
     labels = sorted({label for values in series.values() for label in values})
@@ -48,8 +63,12 @@ def _grouped_bars(plt, series, labels, path, *, title: str, xlabel: str, support
         widths = [values.get(label, 0.0) for label in labels]
         bars = axes.barh(positions, widths, height=height * 0.95, color=COLORS[index % len(COLORS)], label=name)
         for bar, value in zip(bars, widths):
-            axes.text(min(value, 1.0) + 0.01, bar.get_y() + bar.get_height() / 2, f"{value:.3f}", va="center", fontsize=8)
-    axes.set_yticks(range(len(labels)), [f"{label} ({support[label]})" if label in support else label for label in labels])
+            axes.text(
+                min(value, 1.0) + 0.01, bar.get_y() + bar.get_height() / 2, f"{value:.3f}", va="center", fontsize=8
+            )
+    axes.set_yticks(
+        range(len(labels)), [f"{label} ({support[label]})" if label in support else label for label in labels]
+    )
     axes.invert_yaxis()  # first label on top, as in the table
     axes.set_xlim(0, 1.1)
     axes.set_xlabel(xlabel)
@@ -60,8 +79,13 @@ def _grouped_bars(plt, series, labels, path, *, title: str, xlabel: str, support
     return _save(figure, path, plt)
 
 
-def loss_chart(curves: Mapping[str, Sequence[tuple[float, float]]], path: str | os.PathLike, *, title: str,
-               eval_curves: Mapping[str, Sequence[tuple[float, float]]] | None = None) -> Path:
+def loss_chart(
+    curves: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    eval_curves: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+) -> Path:
     """Training loss per step (one line per run); eval loss as markers on the same axes."""
     plt = _pyplot()
     with plt.rc_context(_fonts_for(list(curves))):
@@ -74,8 +98,15 @@ def _loss_lines(plt, curves, eval_curves, path, *, title: str) -> Path:
         color = COLORS[index % len(COLORS)]
         if points:
             steps, losses = zip(*points)
-            axes.plot(steps, losses, color=color, linewidth=1.6, marker="o" if len(points) < 30 else None, markersize=3,
-                      label=f"{name} train" if eval_curves.get(name) else name)
+            axes.plot(
+                steps,
+                losses,
+                color=color,
+                linewidth=1.6,
+                marker="o" if len(points) < 30 else None,
+                markersize=3,
+                label=f"{name} train" if eval_curves.get(name) else name,
+            )
         evaluated = eval_curves.get(name) or []
         if evaluated:
             steps, losses = zip(*evaluated)
@@ -92,8 +123,14 @@ def _loss_lines(plt, curves, eval_curves, path, *, title: str) -> Path:
     return _save(figure, path, plt)
 
 
-def confusion_heatmap(rows: Sequence[str], columns: Sequence[str], counts: Sequence[Sequence[int | None]],
-                      path: str | os.PathLike, *, title: str) -> Path:
+def confusion_heatmap(
+    rows: Sequence[str],
+    columns: Sequence[str],
+    counts: Sequence[Sequence[int | None]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+) -> Path:
     """A grid of counts (rows: gold, columns: predicted), darker for more, each count printed;
     a None cell is left blank."""
     plt = _pyplot()
@@ -110,8 +147,15 @@ def _heatmap(plt, rows, columns, counts, path, *, title: str) -> Path:
     axes.imshow(np.ma.masked_invalid(values), cmap="Blues", vmin=0, vmax=peak, aspect="auto")
     for (row, column), value in np.ndenumerate(values):
         if not np.isnan(value) and value:
-            axes.text(column, row, f"{int(value)}", ha="center", va="center", fontsize=8,
-                      color="white" if value > peak * 0.6 else "#222")
+            axes.text(
+                column,
+                row,
+                f"{int(value)}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if value > peak * 0.6 else "#222",
+            )
     axes.set_xticks(range(len(columns)), columns, rotation=40, ha="right")
     axes.set_yticks(range(len(rows)), rows)
     axes.set_xlabel("predicted")

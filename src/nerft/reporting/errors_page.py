@@ -27,15 +27,28 @@ from nerft.metrics.spans import Span, gold_spans, ground_mentions
 ERRORS_PAGE = "errors.html"
 # Light backgrounds that dark text reads on, one per label in sorted order (CLUENER has 10).
 PALETTE = (
-    "#ffd8a8", "#b2f2bb", "#a5d8ff", "#ffc9c9", "#d0bfff", "#fff3bf", "#99e9f2", "#fcc2d7",
-    "#c0eb75", "#e9ecef", "#ffe066", "#bac8ff",
+    "#ffd8a8",
+    "#b2f2bb",
+    "#a5d8ff",
+    "#ffc9c9",
+    "#d0bfff",
+    "#fff3bf",
+    "#99e9f2",
+    "#fcc2d7",
+    "#c0eb75",
+    "#e9ecef",
+    "#ffe066",
+    "#bac8ff",
 )
 
 
 def label_colours(labels: Sequence[str]) -> dict[str, str]:
     """A colour per label, stable for the same label set (sorted order)."""
     ordered = sorted(dict.fromkeys(labels))
-    return {label: PALETTE[index] if index < len(PALETTE) else f"hsl({index * 47 % 360}, 80%, 82%)" for index, label in enumerate(ordered)}
+    return {
+        label: PALETTE[index] if index < len(PALETTE) else f"hsl({index * 47 % 360}, 80%, 82%)"
+        for index, label in enumerate(ordered)
+    }
 
 
 @dataclass
@@ -63,28 +76,42 @@ class ErrorViews:
         return path
 
     def render(self, *, title: str = "Errors") -> str:
-        labels = sorted({*(e.label for r in self.gold for e in r.entities),
-                         *(label for mentions in self.parsed for label, _ in (mentions or []))})
+        labels = sorted(
+            {
+                *(e.label for r in self.gold for e in r.entities),
+                *(label for mentions in self.parsed for label, _ in (mentions or [])),
+            }
+        )
         colours = label_colours(labels)
-        cards = [self._card(index, colours) for index in range(len(self.gold))
-                 if self.sentences[index].mistakes or self.parsed[index] is None]
+        cards = [
+            self._card(index, colours)
+            for index in range(len(self.gold))
+            if self.sentences[index].mistakes or self.parsed[index] is None
+        ]
         kinds = Counter(m.kind for s in self.sentences for m in s.mistakes)
-        summary = (f"{len(cards)} of {len(self.gold)} sentences have a mistake: "
-                   + ", ".join(f"{kinds.get(kind, 0)} {kind}" for kind in KINDS)
-                   + f"; {sum(1 for p in self.parsed if p is None)} unparseable answers.")
-        legend = "".join(f'<span class="ent" style="background:{colour}">{html.escape(label)}</span> ' for label, colour in colours.items())
-        options = "".join(f'<option value="{html.escape(label, quote=True)}">{html.escape(label)}</option>' for label in labels)
+        summary = (
+            f"{len(cards)} of {len(self.gold)} sentences have a mistake: "
+            + ", ".join(f"{kinds.get(kind, 0)} {kind}" for kind in KINDS)
+            + f"; {sum(1 for p in self.parsed if p is None)} unparseable answers."
+        )
+        legend = "".join(
+            f'<span class="ent" style="background:{colour}">{html.escape(label)}</span> '
+            for label, colour in colours.items()
+        )
+        options = "".join(
+            f'<option value="{html.escape(label, quote=True)}">{html.escape(label)}</option>' for label in labels
+        )
         kind_options = "".join(f'<option value="{kind}">{kind}</option>' for kind in KINDS)
         return (
-            "<!DOCTYPE html>\n<html lang=\"zh\">\n<head>\n<meta charset=\"utf-8\">\n"
+            '<!DOCTYPE html>\n<html lang="zh">\n<head>\n<meta charset="utf-8">\n'
             f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
-            f"<h1>{html.escape(title)}</h1>\n<p id=\"summary\">{html.escape(summary)}</p>\n"
-            f"<p class=\"legend\">{legend}</p>\n"
-            "<p class=\"filters\">label <select id=\"label\"><option value=\"\">all</option>"
-            f"{options}</select> kind <select id=\"kind\"><option value=\"\">all</option>{kind_options}</select> "
-            "<span id=\"shown\"></span></p>\n"
-            "<p class=\"key\"><span class=\"ent wrong\">red outline</span> a mistake; "
-            "<span class=\"ent\">no outline</span> right</p>\n"
+            f'<h1>{html.escape(title)}</h1>\n<p id="summary">{html.escape(summary)}</p>\n'
+            f'<p class="legend">{legend}</p>\n'
+            '<p class="filters">label <select id="label"><option value="">all</option>'
+            f'{options}</select> kind <select id="kind"><option value="">all</option>{kind_options}</select> '
+            '<span id="shown"></span></p>\n'
+            '<p class="key"><span class="ent wrong">red outline</span> a mistake; '
+            '<span class="ent">no outline</span> right</p>\n'
             + "\n".join(cards)
             + f"\n<script>{SCRIPT}</script>\n</body>\n</html>\n"
         )
@@ -98,18 +125,20 @@ class ErrorViews:
         items = []
         for mistake in sentence.mistakes:
             labels = " ".join(mistake.labels())
-            items.append(f'<li class="mistake" data-kind="{mistake.kind}" data-labels="{html.escape(labels, quote=True)}">'
-                         f'<span class="kind">{mistake.kind}</span> {html.escape(mistake.describe())}</li>')
+            items.append(
+                f'<li class="mistake" data-kind="{mistake.kind}" data-labels="{html.escape(labels, quote=True)}">'
+                f'<span class="kind">{mistake.kind}</span> {html.escape(mistake.describe())}</li>'
+            )
         if mentions is None:
             items.append('<li class="note">the answer could not be read: it predicts nothing</li>')
         where = f"line {record.line}" if record.line else f"sentence {index + 1}"
         return (
             f'<section class="sentence" data-index="{index}">'
-            f'<h2>{html.escape(where)}</h2>'
+            f"<h2>{html.escape(where)}</h2>"
             f'<div class="row"><span class="side">gold</span><span class="text gold">{gold_line}</span></div>'
             f'<div class="row"><span class="side">predicted</span><span class="text predicted">{predicted_line}</span></div>'
-            f'<ul>{"".join(items)}</ul>'
-            f'<details><summary>model answer</summary><pre>{html.escape(self.answers[index])}</pre></details>'
+            f"<ul>{''.join(items)}</ul>"
+            f"<details><summary>model answer</summary><pre>{html.escape(self.answers[index])}</pre></details>"
             "</section>"
         )
 
@@ -122,9 +151,11 @@ def highlight(text: str, spans: Sequence[Span], colours: dict[str, str], *, wron
         entity = text[start : end + 1]
         out.append(html.escape(text[position:start]))
         classes = "ent wrong" if wrong((label, entity)) else "ent"
-        out.append(f'<mark class="{classes}" data-label="{html.escape(label, quote=True)}" '
-                   f'style="background:{colours.get(label, "#eee")}" title="{html.escape(label, quote=True)}">'
-                   f'{html.escape(entity)}<sub>{html.escape(label)}</sub></mark>')
+        out.append(
+            f'<mark class="{classes}" data-label="{html.escape(label, quote=True)}" '
+            f'style="background:{colours.get(label, "#eee")}" title="{html.escape(label, quote=True)}">'
+            f"{html.escape(entity)}<sub>{html.escape(label)}</sub></mark>"
+        )
         position = end + 1
     out.append(html.escape(text[position:]))
     return "".join(out)
@@ -168,4 +199,3 @@ def errors_page_path(report: str | os.PathLike) -> Path:
     """`X/report.json` -> `X/errors.html`; another report name NAME.json -> `X/NAME_errors.html`."""
     report = Path(report)
     return report.parent / (ERRORS_PAGE if report.stem == "report" else f"{report.stem}_{ERRORS_PAGE}")
-

@@ -40,7 +40,7 @@ def load_eval_report(path: str | os.PathLike) -> dict:
 
 def check_eval_report(report: object, *, source: str = "eval report") -> None:
     if not isinstance(report, dict) or not isinstance(report.get("labels"), dict):
-        raise DataError(f"{source}: not a nerft eval report (no per-label scores under \"labels\")")
+        raise DataError(f'{source}: not a nerft eval report (no per-label scores under "labels")')
 
 
 def eval_paths(target: str | os.PathLike) -> tuple[Path, Path]:
@@ -69,9 +69,12 @@ def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Bl
     """The summary, the per-label table, the chart (drawn to `chart`), span scores and first errors."""
     labels: dict = report["labels"]
     micro = report.get("micro", {})
-    f1_bar_chart({label: float(scores.get("f1", 0.0)) for label, scores in labels.items()}, chart,
-                 title=f"F1 by label (micro F1 {float(micro.get('f1', 0.0)):.3f}; gold mentions in brackets)",
-                 support={label: int(scores["support"]) for label, scores in labels.items() if "support" in scores})
+    f1_bar_chart(
+        {label: float(scores.get("f1", 0.0)) for label, scores in labels.items()},
+        chart,
+        title=f"F1 by label (micro F1 {float(micro.get('f1', 0.0)):.3f}; gold mentions in brackets)",
+        support={label: int(scores["support"]) for label, scores in labels.items() if "support" in scores},
+    )
     blocks: list[Block] = [Paragraph(summary_line(report))]
     blocks.append(Heading("Per label (CLUE: label and entity text must both match)", heading_level))
     blocks.append(label_table(report))
@@ -82,14 +85,19 @@ def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Bl
     blocks.append(Image(chart, "F1 by label"))
     in_text = report.get("in_text") or {}
     if in_text.get("micro"):
-        blocks.append(Paragraph(
-            f"{in_text.get('not_in_text', 0)} predicted entities are not in their sentence (counted as wrong above). "
-            f"Without them (`nerft predict` drops them by default): {_scores(in_text['micro'], in_text.get('macro', {}))}."
-        ))
+        blocks.append(
+            Paragraph(
+                f"{in_text.get('not_in_text', 0)} predicted entities are not in their sentence (counted as wrong above). "
+                f"Without them (`nerft predict` drops them by default): {_scores(in_text['micro'], in_text.get('macro', {}))}."
+            )
+        )
     seqeval = report.get("seqeval") or {}
     if seqeval.get("micro"):
-        rows = [[name, *(_score(seqeval[name].get(key)) for key in ("precision", "recall", "f1"))]
-                for name in ("micro", "macro") if seqeval.get(name)]
+        rows = [
+            [name, *(_score(seqeval[name].get(key)) for key in ("precision", "recall", "f1"))]
+            for name in ("micro", "macro")
+            if seqeval.get(name)
+        ]
         blocks.append(Heading("Spans (seqeval: the entity found at its place in the sentence)", heading_level))
         blocks.append(Table(["Average", "Precision", "Recall", "F1"], rows))
     if report.get("confusion"):
@@ -97,13 +105,21 @@ def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Bl
     errors = report.get("errors") or []
     if errors:
         blocks.append(Heading(f"First errors ({min(len(errors), ERRORS_SHOWN)} of {len(errors)})", heading_level))
-        blocks.append(Table(
-            ["Line", "Text", "Missed", "Wrong"],
-            [[str(error.get("line", "")), error.get("text", ""), _mentions(error.get("false_negatives")),
-              "unparseable answer" if error.get("unparseable") else _mentions(error.get("false_positives"))]
-             for error in errors[:ERRORS_SHOWN]],
-            numeric=[True, False, False, False],
-        ))
+        blocks.append(
+            Table(
+                ["Line", "Text", "Missed", "Wrong"],
+                [
+                    [
+                        str(error.get("line", "")),
+                        error.get("text", ""),
+                        _mentions(error.get("false_negatives")),
+                        "unparseable answer" if error.get("unparseable") else _mentions(error.get("false_positives")),
+                    ]
+                    for error in errors[:ERRORS_SHOWN]
+                ],
+                numeric=[True, False, False, False],
+            )
+        )
     return blocks
 
 
@@ -121,10 +137,14 @@ def confusion_blocks(data: dict, chart: Path, heading_level: int) -> list[Block]
     confusion_heatmap(rows, columns, counts, chart, title="Gold label x predicted label (CLUE pairs)")
     return [
         Heading("Label confusion (gold rows, predicted columns)", heading_level),
-        Paragraph("Same text, other label: off the diagonal. Overlapping text: wrong boundary (by gold label). "
-                  "Each gold entity is counted once in its row, so a row adds up to the label's support."),
-        Table(["gold ↓ predicted →", *columns],
-              [[row, *("" if value is None else str(value) for value in values)] for row, values in zip(rows, counts)]),
+        Paragraph(
+            "Same text, other label: off the diagonal. Overlapping text: wrong boundary (by gold label). "
+            "Each gold entity is counted once in its row, so a row adds up to the label's support."
+        ),
+        Table(
+            ["gold ↓ predicted →", *columns],
+            [[row, *("" if value is None else str(value) for value in values)] for row, values in zip(rows, counts)],
+        ),
         Image(chart, "Label confusion heatmap"),
     ]
 
@@ -143,19 +163,30 @@ def summary_line(report: dict) -> str:
 
 
 def _scores(micro: dict, macro: dict) -> str:
-    return (f"micro F1 {_score(micro.get('f1'))} (precision {_score(micro.get('precision'))}, "
-            f"recall {_score(micro.get('recall'))}); macro F1 {_score(macro.get('f1'))}")
+    return (
+        f"micro F1 {_score(micro.get('f1'))} (precision {_score(micro.get('precision'))}, "
+        f"recall {_score(micro.get('recall'))}); macro F1 {_score(macro.get('f1'))}"
+    )
 
 
 def label_table(report: dict) -> Table:
     labels, micro, macro = report["labels"], report.get("micro", {}), report.get("macro", {})
     rows = []
     for label, scores in labels.items():
-        rows.append([label, *(_score(scores.get(key)) for key in ("precision", "recall", "f1")),
-                     *(_count(scores.get(key)) for key in ("support", "tp", "fp", "fn"))])
+        rows.append(
+            [
+                label,
+                *(_score(scores.get(key)) for key in ("precision", "recall", "f1")),
+                *(_count(scores.get(key)) for key in ("support", "tp", "fp", "fn")),
+            ]
+        )
     total = micro.get("support", sum(int(scores.get("support", 0)) for scores in labels.values()))
-    rows.append(["Micro avg.", *(_score(micro.get(key)) for key in ("precision", "recall", "f1")), _count(total), "", "", ""])
-    rows.append(["Macro avg.", *(_score(macro.get(key)) for key in ("precision", "recall", "f1")), _count(total), "", "", ""])
+    rows.append(
+        ["Micro avg.", *(_score(micro.get(key)) for key in ("precision", "recall", "f1")), _count(total), "", "", ""]
+    )
+    rows.append(
+        ["Macro avg.", *(_score(macro.get(key)) for key in ("precision", "recall", "f1")), _count(total), "", "", ""]
+    )
     return Table(["Label", "Precision", "Recall", "F1", "Support", "TP", "FP", "FN"], rows)
 
 

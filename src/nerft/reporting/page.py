@@ -98,7 +98,9 @@ def render_html(page: Page, *, base_dir: str | os.PathLike | None = None) -> str
             align = block.alignment()
             head = "".join(f"<th{_align(right)}>{html.escape(cell)}</th>" for cell, right in zip(block.header, align))
             rows = "".join(
-                "<tr>" + "".join(f"<td{_align(right)}>{html.escape(cell)}</td>" for cell, right in zip(row, align)) + "</tr>"
+                "<tr>"
+                + "".join(f"<td{_align(right)}>{html.escape(cell)}</td>" for cell, right in zip(row, align))
+                + "</tr>"
                 for row in block.rows
             )
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
@@ -109,7 +111,7 @@ def render_html(page: Page, *, base_dir: str | os.PathLike | None = None) -> str
             target = _relative(block.path, base_dir) if base_dir is not None else Path(block.path).resolve().as_uri()
             body.append(f'<p><a href="{html.escape(target, quote=True)}">{html.escape(block.text)}</a></p>')
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(page.title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         + "\n".join(body)
         + "\n</body>\n</html>\n"

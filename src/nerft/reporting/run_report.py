@@ -41,9 +41,26 @@ from nerft.runfolder import (
 
 # The settings a reader compares first, in LLaMA-Factory's names.
 SUMMARY_KEYS = (
-    "model_name_or_path", "template", "finetuning_type", "lora_rank", "lora_alpha", "lora_target", "quantization_bit",
-    "dataset", "eval_dataset", "cutoff_len", "per_device_train_batch_size", "gradient_accumulation_steps",
-    "learning_rate", "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_ratio", "bf16", "fp16", "flash_attn",
+    "model_name_or_path",
+    "template",
+    "finetuning_type",
+    "lora_rank",
+    "lora_alpha",
+    "lora_target",
+    "quantization_bit",
+    "dataset",
+    "eval_dataset",
+    "cutoff_len",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "bf16",
+    "fp16",
+    "flash_attn",
 )
 
 
@@ -76,7 +93,10 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord:
         raise ModelError(f"{run_dir}: no such run folder")
     names = (RUN_MANIFEST, LLAMAFACTORY_TRAIN, TRAINER_LOG)
     if not any((run_dir / name).is_file() for name in names):
-        raise ModelError(f"{run_dir}: not a training run folder (none of {', '.join(names)})", hint="make one with `nerft train CONFIG`")
+        raise ModelError(
+            f"{run_dir}: not a training run folder (none of {', '.join(names)})",
+            hint="make one with `nerft train CONFIG`",
+        )
     folder = RunFolder(run_dir)
     record = RunRecord(run_dir=run_dir, name=run_dir.resolve().name)
     if folder.manifest_path.is_file():
@@ -117,7 +137,11 @@ def run_page(record: RunRecord, out_dir: Path) -> Page:
 
     page.add(Heading("Config"))
     rows = [[key, _value(record.setting(key))] for key in SUMMARY_KEYS if record.setting(key) not in (None, "")]
-    page.add(Table(["Setting", "Value"], rows, numeric=[False, False]) if rows else Paragraph("No llamafactory_train.yaml or nerft.yaml in this folder."))
+    page.add(
+        Table(["Setting", "Value"], rows, numeric=[False, False])
+        if rows
+        else Paragraph("No llamafactory_train.yaml or nerft.yaml in this folder.")
+    )
 
     page.add(Heading("Training"))
     page.add(*training_blocks(record, out_dir / "loss.png"))
@@ -130,9 +154,11 @@ def run_page(record: RunRecord, out_dir: Path) -> Page:
             page.add(Link(errors_page, f"Every sentence with a mistake, highlighted: {ERRORS_PAGE}"))
     if not record.evaluations:
         page.add(Heading("Evaluation"))
-        page.add(Paragraph(
-            f"No evaluation yet: `nerft eval --run {record.run_dir} --gold FILE` writes {record.run_dir / EVAL_DIR}/<gold name>/{EVAL_REPORT}."
-        ))
+        page.add(
+            Paragraph(
+                f"No evaluation yet: `nerft eval --run {record.run_dir} --gold FILE` writes {record.run_dir / EVAL_DIR}/<gold name>/{EVAL_REPORT}."
+            )
+        )
     return page
 
 
@@ -141,7 +167,12 @@ def training_blocks(record: RunRecord, chart: Path) -> list[Block]:
     if not losses:
         return [Paragraph(f"No loss logged ({TRAINER_LOG} is missing or empty).")]
     blocks: list[Block] = [Paragraph(training_summary(record))]
-    loss_chart({record.name: losses}, chart, title=f"Training loss: {record.name}", eval_curves={record.name: record.eval_losses()})
+    loss_chart(
+        {record.name: losses},
+        chart,
+        title=f"Training loss: {record.name}",
+        eval_curves={record.name: record.eval_losses()},
+    )
     blocks.append(Image(chart, "Training loss by step"))
     return blocks
 
@@ -171,18 +202,32 @@ def comparison_page(records: list[RunRecord], out_dir: Path) -> Page:
     page.add(Heading("Config differences"))
     keys = [key for key in SUMMARY_KEYS if len({_value(record.setting(key)) for record in records}) > 1]
     if keys:
-        page.add(Table(["Setting", *names], [[key, *(_value(record.setting(key)) for record in records)] for key in keys],
-                       numeric=[False] * (len(names) + 1)))
+        page.add(
+            Table(
+                ["Setting", *names],
+                [[key, *(_value(record.setting(key)) for record in records)] for key in keys],
+                numeric=[False] * (len(names) + 1),
+            )
+        )
     else:
         page.add(Paragraph("The summarised settings are the same."))
 
     page.add(Heading("Training"))
     curves = {record.name: record.losses() for record in records}
     if any(curves.values()):
-        page.add(Table(["Run", "Summary"], [[record.name, training_summary(record) if record.log else "no loss logged"] for record in records],
-                       numeric=[False, False]))
-        chart = loss_chart(curves, out_dir / "loss_comparison.png", title="Training loss",
-                           eval_curves={record.name: record.eval_losses() for record in records})
+        page.add(
+            Table(
+                ["Run", "Summary"],
+                [[record.name, training_summary(record) if record.log else "no loss logged"] for record in records],
+                numeric=[False, False],
+            )
+        )
+        chart = loss_chart(
+            curves,
+            out_dir / "loss_comparison.png",
+            title="Training loss",
+            eval_curves={record.name: record.eval_losses() for record in records},
+        )
         page.add(Image(chart, "Training loss of each run"))
     else:
         page.add(Paragraph("No run has a loss log."))
@@ -195,10 +240,19 @@ def comparison_page(records: list[RunRecord], out_dir: Path) -> Page:
     for name in compared:
         evaluated = [(record.name, record.evaluations[name]) for record in records if name in record.evaluations]
         page.add(Heading(_eval_title(name)))
-        page.add(Table(["Run", "Summary"], [[run, summary_line(report)] for run, report in evaluated], numeric=[False, False]))
+        page.add(
+            Table(
+                ["Run", "Summary"], [[run, summary_line(report)] for run, report in evaluated], numeric=[False, False]
+            )
+        )
         page.add(label_difference_table(evaluated))
-        series = {run: {label: float(scores.get("f1", 0.0)) for label, scores in report["labels"].items()} for run, report in evaluated}
-        chart = grouped_bar_chart(series, out_dir / _chart_name("f1_comparison", name), title=f"F1 by label{f': {name}' if name else ''}")
+        series = {
+            run: {label: float(scores.get("f1", 0.0)) for label, scores in report["labels"].items()}
+            for run, report in evaluated
+        }
+        chart = grouped_bar_chart(
+            series, out_dir / _chart_name("f1_comparison", name), title=f"F1 by label{f': {name}' if name else ''}"
+        )
         page.add(Image(chart, "F1 by label for each run"))
     return page
 

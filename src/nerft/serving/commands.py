@@ -32,7 +32,11 @@ LLAMAFACTORY_BACKENDS = ("huggingface", "vllm", "sglang")
 SERVER_ENGINES = ("llamafactory", "vllm")
 VLLM_INSTALL = f"{SETUP_HINT}; or serve with --engine llamafactory"
 # `LLM(...)` keywords of `vllm_settings` that the server takes as flags (the others are set above).
-VLLM_SERVER_FLAGS = {"max_model_len": "--max-model-len", "dtype": "--dtype", "kv_cache_memory_bytes": "--kv-cache-memory-bytes"}
+VLLM_SERVER_FLAGS = {
+    "max_model_len": "--max-model-len",
+    "dtype": "--dtype",
+    "kv_cache_memory_bytes": "--kv-cache-memory-bytes",
+}
 
 
 @dataclass
@@ -52,7 +56,9 @@ class ServerCommand:
 def llamafactory_api_config(source: ModelSource, *, backend: str = "huggingface") -> dict:
     """The arguments `llamafactory-cli api` reads from its YAML file."""
     if backend not in LLAMAFACTORY_BACKENDS:
-        raise ConfigError(f"unknown LLaMA-Factory backend {backend!r} (choose from: {', '.join(LLAMAFACTORY_BACKENDS)})")
+        raise ConfigError(
+            f"unknown LLaMA-Factory backend {backend!r} (choose from: {', '.join(LLAMAFACTORY_BACKENDS)})"
+        )
     config: dict = {"model_name_or_path": source.model}
     if source.adapter is not None:
         config.update(adapter_name_or_path=str(source.adapter), finetuning_type="lora")
@@ -74,10 +80,17 @@ def llamafactory_api_command(
 ) -> ServerCommand:
     config = llamafactory_api_config(resolve_model(run), backend=backend)
     config_file = Path(run.run_dir) / LLAMAFACTORY_API
-    env = {"API_HOST": host, "API_PORT": str(port), "API_MODEL_NAME": model_name, "API_VERBOSE": "1" if log_requests else "0"}
+    env = {
+        "API_HOST": host,
+        "API_PORT": str(port),
+        "API_MODEL_NAME": model_name,
+        "API_VERBOSE": "1" if log_requests else "0",
+    }
     if api_key:
         env["API_KEY"] = api_key
-    return ServerCommand([LLAMAFACTORY_CLI, "api", str(config_file)], env, model_name, INSTALL_HINT, config_file, config)
+    return ServerCommand(
+        [LLAMAFACTORY_CLI, "api", str(config_file)], env, model_name, INSTALL_HINT, config_file, config
+    )
 
 
 def vllm_server_command(
@@ -95,16 +108,35 @@ def vllm_server_command(
 
     source = resolve_model(run)
     environment = environment or find_vllm_environment()
-    missing = None if environment is not None else "no vLLM found: not in this Python, and no .venv-vllm/ beside it or in the repository"
+    missing = (
+        None
+        if environment is not None
+        else "no vLLM found: not in this Python, and no .venv-vllm/ beside it or in the repository"
+    )
     python = environment.python if environment is not None else sys.executable
-    settings = vllm_settings(source, run.prompt_format(), cutoff_len=run.cutoff_len, cpu=environment is not None and environment.cpu)
-    argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", source.model, "--host", host, "--port", str(port)]
+    settings = vllm_settings(
+        source, run.prompt_format(), cutoff_len=run.cutoff_len, cpu=environment is not None and environment.cpu
+    )
+    argv = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        source.model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     if source.adapter is not None:
         argv += [
             "--enable-lora",
-            "--lora-modules", f"{model_name}={source.adapter}",
-            "--max-lora-rank", str(vllm_max_lora_rank(source.lora_rank)),
-            "--max-loras", "1",
+            "--lora-modules",
+            f"{model_name}={source.adapter}",
+            "--max-lora-rank",
+            str(vllm_max_lora_rank(source.lora_rank)),
+            "--max-loras",
+            "1",
         ]
     else:
         argv += ["--served-model-name", model_name]

@@ -35,9 +35,13 @@ def highlighted(rows: Sequence[dict]) -> dict:
     text, entities = "", []
     for row in rows:
         offset, taken_until = len(text), -1
-        for entity in sorted((e for e in row["entities"] if e.get("start") is not None), key=lambda e: (e["start"], -e["end"])):
+        for entity in sorted(
+            (e for e in row["entities"] if e.get("start") is not None), key=lambda e: (e["start"], -e["end"])
+        ):
             if entity["start"] >= taken_until:  # HighlightedText cannot draw a nest
-                entities.append({"entity": entity["label"], "start": offset + entity["start"], "end": offset + entity["end"]})
+                entities.append(
+                    {"entity": entity["label"], "start": offset + entity["start"], "end": offset + entity["end"]}
+                )
                 taken_until = entity["end"]
         text += row["text"] + "\n"
     return {"text": text.rstrip("\n"), "entities": entities}
@@ -59,7 +63,9 @@ def build_demo(engine: Engine, fmt: PromptFormat, *, title: str):
         gr.Markdown(f"# {title}\nOne sentence a line. Labels: {', '.join(fmt.labels)}.")
         sentences = gr.Textbox(label="Sentences", lines=4, value="", placeholder=EXAMPLE, elem_id="sentences")
         submit = gr.Button("Find entities", variant="primary", elem_id="submit")
-        entities = gr.HighlightedText(label="Entities", color_map=colours, show_legend=True, combine_adjacent=False, elem_id="entities")
+        entities = gr.HighlightedText(
+            label="Entities", color_map=colours, show_legend=True, combine_adjacent=False, elem_id="entities"
+        )
         rows = gr.JSON(label="Predictions (the rows of nerft predict)", open=True, elem_id="rows")
         submit.click(answer, inputs=sentences, outputs=[entities, rows])
         sentences.submit(answer, inputs=sentences, outputs=[entities, rows])

@@ -59,7 +59,9 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="choose another --port (0 picks a free one)") from None
+            raise ServerError(
+                f"cannot listen on {host}:{port}: {exc.strerror}", hint="choose another --port (0 picks a free one)"
+            ) from None
 
 
 def wait_until_ready(
@@ -77,7 +79,9 @@ def wait_until_ready(
         while True:
             code = server.program.poll()
             if code is not None:
-                raise ServerError(f"the server exited with code {code} before answering on {server.url} (its log is above)")
+                raise ServerError(
+                    f"the server exited with code {code} before answering on {server.url} (its log is above)"
+                )
             try:
                 response = client.get(server.url + "/models")
             except httpx.TransportError:
@@ -94,7 +98,10 @@ def wait_until_ready(
                 if response.status_code in (401, 403):
                     raise ServerError(f"{server.url}/models refused nerft's API key (HTTP {response.status_code})")
             if time.monotonic() > deadline:
-                raise ServerError(f"{server.url}: no answer within {timeout:.0f} s; the server was stopped", hint="raise --startup-timeout")
+                raise ServerError(
+                    f"{server.url}: no answer within {timeout:.0f} s; the server was stopped",
+                    hint="raise --startup-timeout",
+                )
             time.sleep(interval)
 
 
@@ -122,7 +129,9 @@ def running_server(
         env = dict(command.env)
         if command.private_tmpdir:
             env["TMPDIR"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="nerft-server-"))
-        program = start_program(command.argv, env=env, install_hint=command.install_hint, stdout_to_stderr=True, log=log, own_group=True)
+        program = start_program(
+            command.argv, env=env, install_hint=command.install_hint, stdout_to_stderr=True, log=log, own_group=True
+        )
         server = Server(base_url(host, port), command.model_name, program)
         try:
             wait_until_ready(server, api_key=api_key, timeout=startup_timeout)
@@ -149,7 +158,9 @@ def serve(
     previous = signal.signal(signal.SIGTERM, _interrupt)
     previous_int = signal.signal(signal.SIGINT, _interrupt)
     try:
-        with running_server(command, host=host, port=port, api_key=api_key, startup_timeout=startup_timeout, log=log) as server:
+        with running_server(
+            command, host=host, port=port, api_key=api_key, startup_timeout=startup_timeout, log=log
+        ) as server:
             on_ready(server)
             code = server.program.child.wait()
     except KeyboardInterrupt:
@@ -198,5 +209,7 @@ def server_command(
     run = load_run(run_dir)
     name = model_name or Path(run.run_dir).resolve().name
     if engine == "llamafactory":
-        return llamafactory_api_command(run, host=host, port=port, model_name=name, api_key=api_key, backend=backend, log_requests=log_requests)
+        return llamafactory_api_command(
+            run, host=host, port=port, model_name=name, api_key=api_key, backend=backend, log_requests=log_requests
+        )
     return vllm_server_command(run, host=host, port=port, model_name=name, api_key=api_key)

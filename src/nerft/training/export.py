@@ -47,7 +47,9 @@ def export_args(info: RunInfo, export_dir: Path, *, device: str = "cpu") -> dict
 def check_exportable(info: RunInfo) -> None:
     if info.finetuning_type != "lora":
         if not (Path(info.run_dir) / "config.json").is_file():
-            raise ModelError(f"{info.run_dir}: a {info.finetuning_type} fine-tune, but no config.json in the run folder (did the training finish?)")
+            raise ModelError(
+                f"{info.run_dir}: a {info.finetuning_type} fine-tune, but no config.json in the run folder (did the training finish?)"
+            )
         return
     if info.adapter_dir is None or not (Path(info.adapter_dir) / "adapter_config.json").is_file():
         raise ModelError(f"{info.run_dir}: no adapter_config.json in {info.adapter_dir} (did the training finish?)")
@@ -80,7 +82,9 @@ def export_run(
         if not force:
             raise ModelError(f"{out} already exists", hint="--force replaces it, or choose another --out")
         if not (out / "config.json").is_file():
-            raise ModelError(f"{out} is not a model folder (no config.json): nerft will not replace it; remove it yourself")
+            raise ModelError(
+                f"{out} is not a model folder (no config.json): nerft will not replace it; remove it yourself"
+            )
 
     staging = staging_dir(out)  # unique: two exports to one --out must not share it
     args = export_args(info, staging, device=device)

@@ -29,11 +29,13 @@ MIN_BF16_CAPABILITY = (8, 0)  # bf16 arithmetic needs Ampere or newer
 def supports_bf16(capabilities: list[tuple[int, int] | None]) -> bool:
     """The one rule for bf16: every GPU of compute capability 8.0 or newer (an unknown one is
     given the benefit of the doubt: an old nvidia-smi does not report it)."""
-    return bool(capabilities) and all(capability is None or capability >= MIN_BF16_CAPABILITY for capability in capabilities)
+    return bool(capabilities) and all(
+        capability is None or capability >= MIN_BF16_CAPABILITY for capability in capabilities
+    )
 
 
 def parse_capability(text: str | None) -> tuple[int, int] | None:
-    """"8.6" -> (8, 6); None when unknown or unreadable."""
+    """ "8.6" -> (8, 6); None when unknown or unreadable."""
     try:
         major, minor = (text or "").split(".")[:2]
         return int(major), int(minor)

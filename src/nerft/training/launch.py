@@ -39,7 +39,9 @@ def deepspeed_config_path(value: str | None) -> str | None:
         return None
     path = PRESETS_DIR / DEEPSPEED_FILES[value] if value in DEEPSPEED_PRESETS else Path(value)
     if not path.is_file():
-        raise ConfigError(f"method.deepspeed: {path}: no such DeepSpeed config file", hint="use zero2, zero3 or a JSON path")
+        raise ConfigError(
+            f"method.deepspeed: {path}: no such DeepSpeed config file", hint="use zero2, zero3 or a JSON path"
+        )
     return str(path.resolve())
 
 
@@ -48,7 +50,9 @@ def processes_per_node(launch: LaunchSection, *, gpu_count: int = 0) -> int:
     return launch.nproc_per_node or gpu_count or 1
 
 
-def launch_environment(launch: LaunchSection, *, deepspeed: bool = False, gpu_count: int = 0, cpu: bool = False) -> dict[str, str]:
+def launch_environment(
+    launch: LaunchSection, *, deepspeed: bool = False, gpu_count: int = 0, cpu: bool = False
+) -> dict[str, str]:
     """The variables added to the environment of `llamafactory-cli train` (`gpu_count` GPUs visible;
     `cpu`: the processes train on this machine's CPU)."""
     distributed = launch.force_torchrun or deepspeed or launch.nnodes > 1 or (launch.nproc_per_node or 1) > 1
@@ -87,7 +91,9 @@ def train_command(
     # LLaMA-Factory launches torchrun when asked or by itself on more than one visible GPU, and
     # builds that command with str.split(): a space would cut the path.
     if (env or gpu_count > 1) and any(char.isspace() for char in str(train_yaml)):
-        raise ConfigError(f"{train_yaml}: distributed launch cannot take a path with spaces; choose another --output-dir")
+        raise ConfigError(
+            f"{train_yaml}: distributed launch cannot take a path with spaces; choose another --output-dir"
+        )
     return [LLAMAFACTORY_CLI, "train", str(train_yaml)], env
 
 

@@ -151,7 +151,10 @@ class _BatchedTokenizer:
 def bound_token_lengths(examples: Iterable[dict]) -> LengthStats:
     """An upper bound of token lengths without a tokenizer: UTF-8 bytes plus the template's tokens."""
     lengths = [
-        sum(len(part.encode("utf-8")) for part in (example.get("system") or "", alpaca_user_turn(example), example.get("output", "")))
+        sum(
+            len(part.encode("utf-8"))
+            for part in (example.get("system") or "", alpaca_user_turn(example), example.get("output", ""))
+        )
         + TEMPLATE_OVERHEAD_BOUND
         for example in examples
     ]

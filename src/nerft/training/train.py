@@ -50,7 +50,11 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint-N folder with the highest N (as transformers' get_last_checkpoint)."""
     if not run_dir.is_dir():
         return None
-    found = [(int(match.group(1)), path) for path in run_dir.iterdir() if path.is_dir() and (match := CHECKPOINT.match(path.name))]
+    found = [
+        (int(match.group(1)), path)
+        for path in run_dir.iterdir()
+        if path.is_dir() and (match := CHECKPOINT.match(path.name))
+    ]
     return max(found)[1] if found else None
 
 
@@ -80,7 +84,9 @@ def check_run_folder(run_dir: Path, *, resume: bool, force: bool, node_rank: int
             hint="--resume continues from its latest checkpoint, --force deletes it and starts over, or choose another --output-dir",
         )
     if not run_dir.is_dir() or not is_run_folder(run_dir):
-        raise ConfigError(f"{run_dir} is not a nerft run folder (no {RUN_CONFIG}): nerft will not delete it; remove it yourself")
+        raise ConfigError(
+            f"{run_dir} is not a nerft run folder (no {RUN_CONFIG}): nerft will not delete it; remove it yourself"
+        )
     return None
 
 

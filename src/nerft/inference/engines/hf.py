@@ -99,7 +99,9 @@ class HFEngine:
         width = max(len(ids) for ids in prompts)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=self.device)
-        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=self.device)
+        attention_mask = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=self.device
+        )
         # A fresh GenerationConfig, as LLaMA-Factory builds one: the model's generation_config.json
         # (Qwen2.5-Instruct's asks for repetition_penalty 1.05 and sampling) must not apply.
         config = GenerationConfig(

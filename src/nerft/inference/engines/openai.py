@@ -74,11 +74,15 @@ class OpenAIEngine:
         models = listed_models(self._call("GET", "/models"), f"{self.base_url}/models")
         if len(models) == 1:
             return models[0]["id"]
-        adapters = [entry for entry in models if entry.get("parent")]  # vLLM lists LoRA modules with their base as parent
+        adapters = [
+            entry for entry in models if entry.get("parent")
+        ]  # vLLM lists LoRA modules with their base as parent
         if len(adapters) == 1:
             return adapters[0]["id"]
         names = ", ".join(entry["id"] for entry in models) or "none"
-        raise ServerError(f"{self.base_url}/models lists {len(models)} models ({names})", hint="choose one with --model")
+        raise ServerError(
+            f"{self.base_url}/models lists {len(models)} models ({names})", hint="choose one with --model"
+        )
 
     def request_body(self, request: ChatRequest) -> dict:
         body = {
@@ -98,7 +102,9 @@ class OpenAIEngine:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise ServerError(f"{self.base_url}/chat/completions: answer without choices[0].message: {str(data)[:200]}") from None
+            raise ServerError(
+                f"{self.base_url}/chat/completions: answer without choices[0].message: {str(data)[:200]}"
+            ) from None
         return Generation(text, "length" if choice.get("finish_reason") == "length" else "stop")
 
     def generate(self, requests: Iterable[ChatRequest]) -> Iterator[Generation]:
@@ -148,8 +154,12 @@ def answer_json(response, url: str) -> dict:
     if not response.text.strip():
         raise ServerError(f"{url}: answered {response.status_code} with an empty body, not JSON")
     if response.text.lstrip()[:1] not in ("{", "["):
-        raise ServerError(f"{url}: answered {response.status_code} with something that is not JSON: {response.text.strip()[:80]!r}")
-    return json_line(response.text, url, None, expect=dict, error=ServerError, what=f"HTTP {response.status_code} answer")
+        raise ServerError(
+            f"{url}: answered {response.status_code} with something that is not JSON: {response.text.strip()[:80]!r}"
+        )
+    return json_line(
+        response.text, url, None, expect=dict, error=ServerError, what=f"HTTP {response.status_code} answer"
+    )
 
 
 def listed_models(data: dict, url: str) -> list[dict]:

@@ -84,9 +84,16 @@ class RayEngine:
         try:
             ray.init(address=None if address == "local" else address, log_to_driver=False, configure_logging=False)
         except ConnectionError as exc:
-            raise ServerError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}", hint="start it with `ray start --head`") from None
+            raise ServerError(
+                f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}",
+                hint="start it with `ray start --head`",
+            ) from None
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        self.inner, self.shard_size, self.attempts = engine, shard_size or self._default_shard(engine, options), attempts
+        self.inner, self.shard_size, self.attempts = (
+            engine,
+            shard_size or self._default_shard(engine, options),
+            attempts,
+        )
         if gpus:
             self.resources = {"num_gpus": 1, "num_cpus": cpus_per_actor or 1}
             count, threads = actors or gpus, None
@@ -156,7 +163,9 @@ class RayEngine:
                 finished[index] = self._get(ref)
             except ray.exceptions.RayActorError as exc:
                 if attempt >= self.attempts:
-                    raise ServerError(f"ray: shard {index} failed {attempt} times, its actors died: {str(exc).splitlines()[0]}") from None
+                    raise ServerError(
+                        f"ray: shard {index} failed {attempt} times, its actors died: {str(exc).splitlines()[0]}"
+                    ) from None
                 log(f"ray: the actor of shard {index} died; sending the shard again")
                 if self.actors[slot] is actor:  # not replaced yet by the failure of another of its shards
                     self.actors[slot] = self._start_actor()

@@ -150,7 +150,9 @@ def offline_settings(settings: VllmSettings, *, cpu: bool) -> VllmSettings:
     """
     if not cpu:
         return settings
-    return VllmSettings({**settings.llm, "distributed_executor_backend": "uni"}, {**settings.env, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    return VllmSettings(
+        {**settings.llm, "distributed_executor_backend": "uni"}, {**settings.env, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    )
 
 
 # Prompt lookup: vLLM's n-gram speculative decoding drafts the next tokens from the prompt's
@@ -198,7 +200,11 @@ class VLLMEngine:
             "llm": self.settings.llm,
             "lora": {"name": LORA_NAME, "id": 1, "path": str(source.adapter)} if source.adapter is not None else None,
             # What every request shares: only max_tokens differs between requests.
-            "sampling": {"temperature": 0.0, "stop_token_ids": self.template.stop_token_ids, "skip_special_tokens": True},
+            "sampling": {
+                "temperature": 0.0,
+                "stop_token_ids": self.template.stop_token_ids,
+                "skip_special_tokens": True,
+            },
             "structured": output_constraint(fmt) if structured else None,
         }
         if self.environment.in_process:
@@ -254,7 +260,13 @@ class WorkerProcess:
         print(f"$ {format_command(argv)}", file=sys.stderr, flush=True)
         self.tail: list[str] = []
         self.child = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
         )
         self._pump = threading.Thread(target=self._pass_log, daemon=True)
         self._pump.start()
@@ -287,7 +299,9 @@ class WorkerProcess:
     def _fail(self, what: str):
         self._pump.join(timeout=5)
         last = next((line for line in reversed(self.tail) if line.strip()), "")
-        raise EnvironmentProblem(f"the vLLM worker ({self.child.args[0]}) {what}" + (f"; its last log line: {last}" if last else ""))
+        raise EnvironmentProblem(
+            f"the vLLM worker ({self.child.args[0]}) {what}" + (f"; its last log line: {last}" if last else "")
+        )
 
     def generate(self, prompts: list[dict]) -> list[dict]:
         self._send({"prompts": prompts})

@@ -100,7 +100,10 @@ class Generator:
         fixed = self.fixed
         if structured:
             key, value = structured_params(structured)
-            fixed = {**{k: v for k, v in fixed.items() if k not in ("structured_outputs", "guided_decoding")}, key: value}
+            fixed = {
+                **{k: v for k, v in fixed.items() if k not in ("structured_outputs", "guided_decoding")},
+                key: value,
+            }
         return self._vllm.SamplingParams(max_tokens=max_tokens, **fixed)
 
     def generate(self, prompts: list[dict]) -> list[dict]:
@@ -112,11 +115,13 @@ class Generator:
         answers = []
         for output in outputs:
             completion = output.outputs[0]
-            answers.append({
-                "text": completion.text,
-                "token_ids": list(completion.token_ids),
-                "finish_reason": "length" if completion.finish_reason == "length" else "stop",
-            })
+            answers.append(
+                {
+                    "text": completion.text,
+                    "token_ids": list(completion.token_ids),
+                    "finish_reason": "length" if completion.finish_reason == "length" else "stop",
+                }
+            )
         return answers
 
     def close(self) -> None:
