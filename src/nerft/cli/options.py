@@ -44,7 +44,8 @@ OptionalRunDir = Annotated[Optional[Path], typer.Option("--run", help="A trainin
 Engine = Annotated[
     Optional[EngineName],
     typer.Option(
-        "--engine", help="hf (transformers, CPU or GPU), vllm (GPU) or openai (any OpenAI-compatible endpoint)."
+        "--engine",
+        help="hf (transformers), vllm (GPU; on a CPU from .venv-vllm) or openai (any OpenAI-compatible endpoint).",
     ),
 ]
 Endpoint = Annotated[

@@ -19,7 +19,8 @@ def command(
     engine: Annotated[
         ServerName,
         typer.Option(
-            "--engine", help="llamafactory (`llamafactory-cli api`, runs on CPU) or vllm (vLLM's OpenAI server, GPU)."
+            "--engine",
+            help="llamafactory (`llamafactory-cli api`) or vllm (vLLM's OpenAI server; on a CPU from .venv-vllm).",
         ),
     ] = ServerName.llamafactory,
     host: Annotated[
