@@ -160,11 +160,10 @@ def run_both(args) -> dict:
     }
 
 
-def format_both(result: dict) -> str:
-    from nerft.bench.machine import machine_line
-    from nerft.bench.report import format_table
-
-    rows = [
+def compared_rows(engines: list[dict], *extra: str) -> list[list]:
+    """Table rows of `compare_engines`' results: engine, batch, requests, load s, seconds,
+    predictions/s, ratio, identical, then the `extra` fields."""
+    return [
         [
             r["engine"],
             r["batch_size"],
@@ -174,11 +173,17 @@ def format_both(result: dict) -> str:
             r["predictions_per_second"],
             f"{r['ratio']:.2f}x",
             f"{r['identical']}/{r['requests']}",
-            r["stopped"],
-            r["hit_length_limit"],
+            *(r[key] for key in extra),
         ]
-        for r in result["engines"]
+        for r in engines
     ]
+
+
+def format_both(result: dict) -> str:
+    from nerft.bench.machine import machine_line
+    from nerft.bench.report import format_table
+
+    rows = compared_rows(result["engines"], "stopped", "hit_length_limit")
     hf, vllm = result["engines"]
     environment = result["vllm"]
     return "\n".join(
@@ -399,19 +404,7 @@ def format_scale(result: dict) -> str:
     from nerft.bench.machine import machine_line
     from nerft.bench.report import format_table
 
-    rows = [
-        [
-            r["engine"],
-            r["batch_size"],
-            r["requests"],
-            r["load_seconds"],
-            r["seconds"],
-            r["predictions_per_second"],
-            f"{r['ratio']:.2f}x",
-            f"{r['identical']}/{r['requests']}",
-        ]
-        for r in result["engines"]
-    ]
+    rows = compared_rows(result["engines"])
     return "\n".join(
         [
             f"machine: {machine_line(result['machine'])}",
