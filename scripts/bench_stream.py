@@ -1,10 +1,15 @@
 #!/usr/bin/env python
-"""Benchmark streaming prediction: peak memory of `nerft predict --data --out` at 10k and 1M sentences.
+"""Benchmark streaming: peak memory of `nerft predict --data --out` and `nerft eval --predictions`
+at 10k and 1M sentences.
 
-Each size runs `nerft.bench.streaming.predict_file` (the command's own reading, resuming and
-writing, with an engine that answers instantly) once in a fresh child process
-(`nerft.bench.memory`), on a synthetic file made from the sample (`nerft.bench.synthetic`). The
-ratio of the two peaks, from one run, is the check: flat memory is a ratio near 1.
+Each size runs, each once in a fresh child process (`nerft.bench.memory`), on a synthetic file
+made from the sample (`nerft.bench.synthetic`):
+- predict: `nerft.bench.streaming.predict_file` (the command's own reading, resuming and
+  writing, with an engine that answers instantly);
+- eval: `nerft.bench.streaming.score_files` (the command's scoring of that file's predictions
+  against the synthetic gold, streaming every wrong sentence into errors.jsonl, then report.json).
+The ratio of the two peaks of each command, from one run, is the check: flat memory is a ratio
+near 1.
 
     .venv/bin/python scripts/bench_stream.py                       # 10k vs 1M sentences
     .venv/bin/python scripts/bench_stream.py --small 1000 --large 20000 --json
@@ -19,7 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BASE = ROOT / "data" / "sample" / "train.jsonl"
-TARGET = "nerft.bench.streaming:predict_file"
+PREDICT = "nerft.bench.streaming:predict_file"
+SCORE = "nerft.bench.streaming:score_files"
 MAX_GROWTH = 1.5  # issue 14: memory flat from 10k to 1M sentences
 
 
@@ -40,40 +46,55 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run(base_path: Path, small: int, large: int, tmp: Path | None = None) -> dict:
     from nerft.bench.machine import describe_machine
-    from nerft.bench.memory import measure_call
     from nerft.bench.report import log
     from nerft.bench.synthetic import write_synthetic_cluener
     from nerft.data.load import load_records
 
     base = [record.to_clue() for record in load_records(base_path)]
-    sizes = {}
-    with tempfile.TemporaryDirectory(prefix="nerft-bench-stream-", dir=tmp) as folder:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nerft-bench-stream-", dir=tmp) as name:
+        folder = Path(name)
         for count in (small, large):
-            data = write_synthetic_cluener(Path(folder) / f"in-{count}.jsonl", base, count)
-            out = Path(folder) / f"out-{count}.jsonl"
+            data = write_synthetic_cluener(folder / f"in-{count}.jsonl", base, count)
+            out, errors, report = (
+                folder / f"{kind}-{count}.json{'l' * (kind != 'report')}" for kind in ("out", "errors", "report")
+            )
             log(f"predicting {count:,} sentences ({data.stat().st_size / 2**20:.1f} MiB)")
-            call = measure_call(TARGET, data=str(data), out=str(out))
-            rows = sum(1 for _ in open(out, "rb"))
-            sizes[count] = {
-                "sentences": count,
-                "rows_written": rows,
-                "input_mib": round(data.stat().st_size / 2**20, 1),
-                "output_mib": round(out.stat().st_size / 2**20, 1),
-                "seconds": round(call.seconds, 2),
-                "sentences_per_second": round(count / call.seconds),
-                "baseline_rss_mib": round(call.baseline_rss_mib, 1),
-                "peak_rss_mib": round(call.peak_rss_mib, 1),
-                "growth_mib": round(call.growth_mib, 1),
-            }
-            data.unlink()
-            out.unlink()
-    ratio = sizes[large]["peak_rss_mib"] / sizes[small]["peak_rss_mib"]
+            rows.append(_measure("predict", PREDICT, count, data, out, data=str(data), out=str(out)))
+            log(f"scoring {count:,} predictions")
+            arguments = dict(gold=str(data), predictions=str(out), errors=str(errors), report=str(report))
+            rows.append(_measure("eval", SCORE, count, data, errors, **arguments))
+            for path in (data, out, errors, report):
+                path.unlink()
+    ratios = {}
+    for command in ("predict", "eval"):
+        peaks = {row["sentences"]: row["peak_rss_mib"] for row in rows if row["command"] == command}
+        ratios[command] = round(peaks[large] / peaks[small], 3)
     return {
         "machine": describe_machine(),
         "base": str(base_path),
-        "sizes": list(sizes.values()),
-        "peak_ratio": round(ratio, 3),
+        "sizes": rows,
+        "peak_ratio": ratios,
         "max_ratio": MAX_GROWTH,
+    }
+
+
+def _measure(command: str, target: str, count: int, source: Path, written: Path, **arguments) -> dict:
+    """One command on one file, in a child process: its time and memory, and what it wrote."""
+    from nerft.bench.memory import measure_call
+
+    call = measure_call(target, **arguments)
+    return {
+        "command": command,
+        "sentences": count,
+        "rows_written": sum(1 for _ in open(written, "rb")),
+        "input_mib": round(source.stat().st_size / 2**20, 1),
+        "output_mib": round(written.stat().st_size / 2**20, 1),
+        "seconds": round(call.seconds, 2),
+        "sentences_per_second": round(count / call.seconds),
+        "baseline_rss_mib": round(call.baseline_rss_mib, 1),
+        "peak_rss_mib": round(call.peak_rss_mib, 1),
+        "growth_mib": round(call.growth_mib, 1),
     }
 
 
@@ -81,38 +102,29 @@ def format_result(result: dict) -> str:
     from nerft.bench.machine import machine_line
     from nerft.bench.report import format_table
 
-    rows = [
-        [
-            s["sentences"],
-            s["input_mib"],
-            s["output_mib"],
-            s["seconds"],
-            s["sentences_per_second"],
-            s["baseline_rss_mib"],
-            s["peak_rss_mib"],
-            s["growth_mib"],
-        ]
-        for s in result["sizes"]
+    keys = ["command", "sentences", "rows_written", "input_mib", "output_mib", "seconds", "sentences_per_second"]
+    keys += ["baseline_rss_mib", "peak_rss_mib", "growth_mib"]
+    header = ["command", "sentences", "rows out", "input MiB", "output MiB", "seconds", "sentences/s"]
+    header += ["RSS before MiB", "peak RSS MiB", "growth MiB"]
+    verdicts = [
+        f"{command}: peak RSS ratio large/small {ratio:.3f} ({'flat' if ratio <= result['max_ratio'] else 'GROWS'}; at most {result['max_ratio']})"
+        for command, ratio in result["peak_ratio"].items()
     ]
-    header = [
-        "sentences",
-        "input MiB",
-        "output MiB",
-        "seconds",
-        "sentences/s",
-        "RSS before MiB",
-        "peak RSS MiB",
-        "growth MiB",
-    ]
-    verdict = "flat" if result["peak_ratio"] <= result["max_ratio"] else "GROWS"
     return "\n".join(
         [
             f"machine: {machine_line(result['machine'])}",
-            f"nerft predict --data --out with an instant engine, synthetic files from {result['base']}",
+            f"predict: nerft predict --data --out with an instant engine; eval: nerft eval --gold --predictions "
+            f"--errors --report on its output; synthetic files from {result['base']}",
             "",
-            format_table(header, rows),
+            format_table(
+                header,
+                [
+                    [row[key] for key in keys]
+                    for row in sorted(result["sizes"], key=lambda r: r["command"] != "predict")
+                ],
+            ),
             "",
-            f"peak RSS ratio large/small: {result['peak_ratio']:.3f} ({verdict}; at most {result['max_ratio']})",
+            *verdicts,
         ]
     )
 
@@ -123,7 +135,7 @@ def main(argv=None) -> int:
     from nerft.bench.report import json_text
 
     print(json_text(result) if args.json else format_result(result))
-    return 0 if result["peak_ratio"] <= MAX_GROWTH else 1
+    return 0 if max(result["peak_ratio"].values()) <= MAX_GROWTH else 1
 
 
 if __name__ == "__main__":

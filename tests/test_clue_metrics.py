@@ -7,6 +7,7 @@ import pytest
 from nerft.data.validate import check_json_record
 from nerft.metrics.clue import format_table, score_clue
 from nerft.metrics.evaluate import evaluate
+from nerft.metrics.parse import parse_output
 from nerft.metrics.spans import bio_tags, gold_spans, ground_mentions, score_spans
 
 
@@ -169,8 +170,11 @@ def messy():
 
 
 def test_messy_answers_parse_as_expected(messy):
-    _, _, report = messy
-    assert report.parsed == MESSY_PARSED
+    _, answers, report = messy
+    assert [parse_output(answer) for answer in answers] == MESSY_PARSED
+    assert {s.index: s.mentions for s in report.listed} == {
+        index: MESSY_PARSED[index] for index in (1, 2, 4, 5, 7, 8, 10, 13)
+    }
     assert report.unparseable == 1
 
 

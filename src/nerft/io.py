@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -64,13 +64,25 @@ def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int | None 
         handle.write("\n")
 
 
+def json_row(row: Any) -> str:
+    """One line of a JSON Lines file (Chinese kept readable), with its newline."""
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
+@contextlib.contextmanager
+def jsonl_writer(path: str | os.PathLike) -> Iterator[Callable[[Any], None]]:
+    """A function writing one row a line to `path` as rows come, the file renamed into place only
+    when the block succeeds (`atomic_writer`): a failed run leaves the old file as it was."""
+    with atomic_writer(path) as handle:
+        yield lambda row: handle.write(json_row(row))
+
+
 def write_jsonl_atomic(path: str | os.PathLike, rows) -> int:
     """Write an iterable of JSON-serialisable rows, one a line; return how many were written."""
     count = 0
     with atomic_writer(path) as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False))
-            handle.write("\n")
+            handle.write(json_row(row))
             count += 1
     return count
 

@@ -1,10 +1,12 @@
-"""What `nerft predict --data FILE --out FILE` holds in memory as the file grows.
+"""What `nerft predict --data FILE --out FILE` and `nerft eval --predictions` hold in memory as the file grows.
 
 `predict_file` runs the command's own path (`stream_records` then `predict_records` into a
 resumable output) with `CopyEngine`, an engine that answers instantly: each sentence's first two
 characters as a name, in the trained format. A model's weights and its bounded read-ahead do not
 depend on the input's length; what could grow with it is nerft's reading, resuming and writing,
 and that is what the instant engine lets a benchmark push to a million sentences in minutes.
+`score_files` runs `nerft eval --gold --predictions --errors --report`'s scoring and writing on
+such files.
 """
 
 from __future__ import annotations
@@ -35,3 +37,16 @@ def predict_file(data: str, out: str, prompt: str = "compact") -> dict:
     from nerft.prompts import get_format
 
     return predict_records(stream_records(data), CopyEngine(), get_format(prompt), out=out).to_dict()
+
+
+def score_files(gold: str, predictions: str, errors: str, report: str) -> dict:
+    """Score `predictions` against `gold` as `nerft eval --predictions` does: every wrong sentence
+    streamed into `errors`, the report JSON into `report`; the micro scores."""
+    from nerft.io import jsonl_writer, write_json_atomic
+    from nerft.metrics.evaluate import score_prediction_files
+
+    with jsonl_writer(errors) as on_error:
+        result = score_prediction_files(gold=gold, predictions=predictions, on_error=on_error)
+    data = result.to_dict()
+    write_json_atomic(report, data)
+    return {"records": data["records"], "micro": data["micro"], "sentences_with_errors": data["sentences_with_errors"]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -98,36 +100,35 @@ def command(
             raise ConfigError(
                 "give --predictions FILE, or --run RUN_DIR / --endpoint URL to predict the gold sentences first"
             )
-        from nerft.inference.scoring import predict_and_score
+        from nerft.inference.scoring import predict_and_score, scoring_folder
         from nerft.runfolder import ERRORS, load_run
         from nerft.runfolder import EVAL_REPORT as REPORT
 
-        evaluation = predict_and_score(
-            gold=gold,
-            run=load_run(run_dir) if run_dir is not None else None,
-            engine=choice(engine),
-            endpoint=endpoint,
-            prompt=choice(prompt),
-            labels=label_list,
-            out_dir=out_dir,
-            model=model,
-            api_key=api_key,
-            batch_size=batch_size,
-            concurrency=concurrency,
-            structured=structured,
-            retries=retries,
-            timeout=timeout,
-            speculation=speculation,
-            ray=ray,
-            ray_actors=ray_actors,
-            ray_cpus=ray_cpus,
-        )
-        finish(
-            evaluation,
-            report=report or evaluation.out_dir / REPORT,
-            errors=errors or evaluation.out_dir / ERRORS,
-            json_output=json_output,
-        )
+        run = load_run(run_dir) if run_dir is not None else None
+        folder = scoring_folder(gold, run, out_dir)
+        with errors_file(errors or folder / ERRORS) as on_error:
+            evaluation = predict_and_score(
+                gold=gold,
+                run=run,
+                engine=choice(engine),
+                endpoint=endpoint,
+                prompt=choice(prompt),
+                labels=label_list,
+                out_dir=folder,
+                on_error=on_error,
+                model=model,
+                api_key=api_key,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                structured=structured,
+                retries=retries,
+                timeout=timeout,
+                speculation=speculation,
+                ray=ray,
+                ray_actors=ray_actors,
+                ray_cpus=ray_cpus,
+            )
+        finish(evaluation, report=report or folder / REPORT, json_output=json_output)
         return
     if run_dir is not None or endpoint is not None or engine is not None or prompt is not None:
         raise ConfigError(
@@ -135,28 +136,40 @@ def command(
         )
     from nerft.metrics.evaluate import score_prediction_files
 
-    result = score_prediction_files(gold=gold, predictions=predictions, labels=label_list)
-    finish(result, report=report, errors=errors, json_output=json_output)
+    with errors_file(errors) as on_error:
+        result = score_prediction_files(gold=gold, predictions=predictions, labels=label_list, on_error=on_error)
+    finish(result, report=report, json_output=json_output)
 
 
-def finish(result, *, report: Path | None, errors: Path | None, json_output: bool) -> None:
-    """Every output of `nerft eval`, in every mode: the report JSON (with report.md and its chart)
-    and the errors JSON Lines, each atomically, then the result on stdout."""
-    from nerft.io import write_json_atomic, write_jsonl_atomic
+def finish(result, *, report: Path | None, json_output: bool) -> None:
+    """The outputs of `nerft eval` after scoring, in every mode: the report JSON (with report.md,
+    its charts and errors.html), atomically, then the result on stdout."""
+    from nerft.io import write_json_atomic
     from nerft.reporting.errors_page import ErrorViews, errors_page_path
 
-    views = ErrorViews.of(getattr(result, "report", result))  # a ModelEvaluation holds its EvalReport
-    data = {**result.to_dict(), "confusion": views.confusion.to_dict()}
+    data = result.to_dict()
     if report is not None:
         write_json_atomic(report, data)
         write_readable_report(data, report)
-        log(f"wrote {views.write_page(errors_page_path(report))} (every sentence with a mistake, highlighted)")
-    if errors is not None:
-        write_jsonl_atomic(errors, data["errors"])
+        page = ErrorViews(getattr(result, "report", result)).write_page(errors_page_path(report))
+        log(f"wrote {page} (every sentence with a mistake, highlighted)")
     if json_output:
         print_json(data)
     else:
         typer.echo(result.format())
+
+
+@contextlib.contextmanager
+def errors_file(path: Path | None) -> Iterator[Callable[[dict], None] | None]:
+    """A callback writing each wrong sentence to `path` (JSON Lines) as it is scored, renamed into
+    place only when scoring succeeds; None without a path."""
+    if path is None:
+        yield None
+        return
+    from nerft.io import jsonl_writer
+
+    with jsonl_writer(path) as write:
+        yield write
 
 
 def write_readable_report(data: dict, report: Path) -> None:

@@ -58,8 +58,9 @@ class RecordStream:
     line is reported before anything is predicted, and `len()` is known for progress and counts.
     """
 
-    def __init__(self, path: str | os.PathLike, labels: Iterable[str] | None, count: int):
+    def __init__(self, path: str | os.PathLike, labels: Iterable[str] | None, count: int, labelled: int = 0):
         self.path, self.labels, self.count = path, list(labels) if labels else None, count
+        self.labelled = labelled  # how many of the records have a 'label'
 
     def __len__(self) -> int:
         return self.count
@@ -75,15 +76,17 @@ def stream_records(path: str | os.PathLike, labels: Iterable[str] | None = None)
     stream of the records (memory does not grow with the file)."""
     labels = list(labels) if labels else None
     errors: list[Finding] = []
-    count = 0
+    count = labelled = 0
     for checked in iter_checked(path, labels):
         errors.extend(f for f in checked.findings if f.severity == "error")
-        count += checked.ok
+        if checked.ok:
+            count += 1
+            labelled += checked.record.labelled
     if errors:
         raise DataError(format_errors(errors))
     if not count:
         raise DataError(f"{path}: no records")
-    return RecordStream(path, labels, count)
+    return RecordStream(path, labels, count, labelled)
 
 
 def collect_records(checked_records: Iterable[CheckedRecord], *, empty: str) -> list[CluenerRecord]:

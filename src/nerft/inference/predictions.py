@@ -24,7 +24,6 @@ file is renamed to `<out>` in one step, so `<out>` is never half-written.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from pathlib import Path
 from nerft.data.records import CluenerRecord
 from nerft.errors import DataError
 from nerft.inference.engines import Generation
-from nerft.io import json_line, read_json, write_json_atomic
+from nerft.io import json_line, json_row, read_json, write_json_atomic
 from nerft.metrics.parse import Mention
 
 
@@ -185,7 +184,7 @@ class ResumablePredictions:
             write_json_atomic(self.meta, self.source)
             self.partial.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.partial, "a", encoding="utf-8", newline="\n")
-        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._handle.write(json_row(row))
         self._handle.flush()
 
     def finish(self) -> None:

@@ -14,6 +14,7 @@ inventing or rewriting names.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,15 @@ class ModelEvaluation:
         )
 
 
+def scoring_folder(gold: str | os.PathLike, run: RunInfo | None, out_dir: str | os.PathLike | None) -> Path:
+    """Where an evaluation of a model goes: `out_dir`, else `<run>/eval/<gold name>/`."""
+    if out_dir is not None:
+        return Path(out_dir)
+    if run is None:
+        raise ConfigError("--endpoint without --run needs --out-dir (where predictions and the report go)")
+    return RunFolder(run.run_dir).eval_dir(gold)
+
+
 def predict_and_score(
     *,
     gold: str | os.PathLike,
@@ -51,25 +61,31 @@ def predict_and_score(
     prompt: str | None = None,
     labels: list[str] | None = None,
     out_dir: str | os.PathLike | None = None,
+    on_error: Callable[[dict], None] | None = None,
     **engine_options,
 ) -> ModelEvaluation:
-    """Predict every gold sentence (resumably, into `out_dir/predictions.jsonl`) and score the answers.
+    """Predict every gold sentence (resumably, into `out_dir/predictions.jsonl`) and score each
+    answer as it comes (`nerft.metrics.evaluate.Evaluator`): the gold file is read as a stream,
+    twice (once by the predictor, once beside it for scoring), so memory stays flat.
 
     The prompt format is the run's (`prompt` names one for an endpoint without a run), and so are
-    the dataset's labels unless `labels` names them.
+    the dataset's labels unless `labels` names them; `on_error` gets each wrong sentence's row.
 
     `nerft eval` writes the report and errors beside the predictions (`nerft.runfolder.EVAL_REPORT`, `ERRORS`)."""
     from nerft.inference.predict import predict
-    from nerft.metrics.evaluate import evaluate, load_gold
+    from nerft.metrics.evaluate import Evaluator, stream_gold
 
-    if out_dir is None:
-        if run is None:
-            raise ConfigError("--endpoint without --run needs --out-dir (where predictions and the report go)")
-        out_dir = RunFolder(run.run_dir).eval_dir(gold)
-    out_dir = Path(out_dir)
-    records = load_gold(gold)
-    answers: list[str] = []  # scoring needs every answer; the rows themselves stream to the file
-    keep = lambda row: answers.append(row["predict"])  # noqa: E731
+    out_dir = scoring_folder(gold, run, out_dir)
+    records = stream_gold(gold)
+    evaluator = Evaluator(labels or (run.labels if run is not None else None), on_error=on_error)
+    scored = iter(records)
+
+    def score(row: dict) -> None:
+        record = next(scored)
+        if row["text"] != record.text:  # the rows come in input order; anything else is a bug
+            raise RuntimeError(f"prediction {evaluator.records + 1} is for another sentence than the gold record")
+        evaluator.add(record, row["predict"])
+
     counts = predict(
         records,
         run=run,
@@ -77,8 +93,7 @@ def predict_and_score(
         endpoint=endpoint,
         prompt=prompt,
         out=out_dir / PREDICTIONS,
-        sink=keep,
+        sink=score,
         **engine_options,
     )
-    report = evaluate(records, answers, labels or (run.labels if run is not None else None))
-    return ModelEvaluation(report, counts, out_dir)
+    return ModelEvaluation(evaluator.report(), counts, out_dir)

@@ -81,7 +81,7 @@ class SentenceDiff:
 @dataclass
 class ClueScores:
     labels: dict[str, LabelCounts]  # the dataset's labels, in the table and the macro average
-    sentences: list[SentenceDiff]
+    sentences: list[SentenceDiff]  # per sentence (`score_clue`; empty from a streaming `ClueTally`)
     other_labels: dict[str, LabelCounts] = field(default_factory=dict)  # predicted under any other label
 
     @property
@@ -117,6 +117,45 @@ class ClueScores:
         }
 
 
+class ClueTally:
+    """CLUE's counts summed one sentence at a time, so a data set of any size is scored in
+    constant memory; `score_clue` is the same over lists."""
+
+    def __init__(self) -> None:
+        self.counted: dict[str, LabelCounts] = {}
+        self.gold_labels: set[str] = set()  # a gold label is a dataset label
+
+    def add(self, gold_mentions: Iterable[Mention], predicted_mentions: Iterable[Mention]) -> SentenceDiff:
+        """Count one sentence; what it got wrong."""
+        gold_set = dict.fromkeys(gold_mentions)  # ordered sets
+        predicted_set = dict.fromkeys(predicted_mentions)
+        diff = SentenceDiff(
+            false_positives=[m for m in predicted_set if m not in gold_set],
+            false_negatives=[m for m in gold_set if m not in predicted_set],
+        )
+        self.gold_labels.update(label for label, _ in gold_set)
+        for mention in predicted_set:
+            counts = self.counted.setdefault(mention[0], LabelCounts())
+            if mention in gold_set:
+                counts.tp += 1
+            else:
+                counts.fp += 1
+        for label, _ in diff.false_negatives:
+            self.counted.setdefault(label, LabelCounts()).fn += 1
+        return diff
+
+    def scores(self, labels: Iterable[str] | None = None, sentences: list[SentenceDiff] | None = None) -> ClueScores:
+        """The scores so far; `labels` are the dataset's (default: those gold annotates)."""
+        schema = set(labels or ()) | self.gold_labels
+        counted = {label: self.counted.get(label, LabelCounts()) for label in schema | set(self.counted)}
+        ordered = sorted(counted.items())
+        return ClueScores(
+            {label: counts for label, counts in ordered if label in schema},
+            sentences if sentences is not None else [],
+            {label: counts for label, counts in ordered if label not in schema},
+        )
+
+
 def score_clue(
     gold: Sequence[Iterable[Mention]], predicted: Sequence[Iterable[Mention]], labels: Iterable[str] | None = None
 ) -> ClueScores:
@@ -125,35 +164,11 @@ def score_clue(
     `labels` are the dataset's labels (default: those gold annotates); see the module docstring."""
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
-    gold = [list(mentions) for mentions in gold]
-    schema = set(labels) if labels is not None else {label for mentions in gold for label, _ in mentions}
-    schema |= {label for mentions in gold for label, _ in mentions}  # a gold label is a dataset label
-    counted: dict[str, LabelCounts] = {label: LabelCounts() for label in schema}
-    sentences = []
-    for gold_mentions, predicted_mentions in zip(gold, predicted):
-        gold_set = dict.fromkeys(gold_mentions)  # ordered sets
-        predicted_set = dict.fromkeys(predicted_mentions)
-        diff = SentenceDiff(
-            false_positives=[m for m in predicted_set if m not in gold_set],
-            false_negatives=[m for m in gold_set if m not in predicted_set],
-        )
-        for label, _ in predicted_set:
-            counted.setdefault(label, LabelCounts())
-        for mention in predicted_set:
-            counts = counted[mention[0]]
-            if mention in gold_set:
-                counts.tp += 1
-            else:
-                counts.fp += 1
-        for label, _ in diff.false_negatives:
-            counted[label].fn += 1
-        sentences.append(diff)
-    ordered = sorted(counted.items())
-    return ClueScores(
-        {label: counts for label, counts in ordered if label in schema},
-        sentences,
-        {label: counts for label, counts in ordered if label not in schema},
-    )
+    tally = ClueTally()
+    sentences = [
+        tally.add(gold_mentions, predicted_mentions) for gold_mentions, predicted_mentions in zip(gold, predicted)
+    ]
+    return tally.scores(labels, sentences)
 
 
 def format_table(scores: ClueScores) -> str:

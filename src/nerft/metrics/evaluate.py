@@ -5,77 +5,92 @@ it scores them twice: as answered (CLUE's official scoring: every predicted stri
 with the predicted entities that are not substrings of their sentence dropped, as `nerft predict`
 does by default (`in_text` in the report: such an entity can never be a CLUE entity, so dropping
 it only removes false positives).
-`read_predictions(path, expected_count)` reads them from JSON Lines with the answer in "predict",
-the shape of LLaMA-Factory's `generated_predictions.jsonl`; `score_prediction_files(...)` does
-both from file paths and is what `nerft eval` runs.
+
+`Evaluator` does the same one sentence at a time, holding only counts and the first
+`ERRORS_LISTED` wrong sentences, so a gold file of any size is scored in flat memory; every wrong
+sentence goes to its `on_error` callback (`nerft eval` streams them into errors.jsonl).
+`iter_predictions(path)` reads the answers from JSON Lines with the answer in "predict", the shape
+of LLaMA-Factory's `generated_predictions.jsonl`; `score_prediction_files(...)` streams both files
+and is what `nerft eval --predictions` runs.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nerft.data.load import load_records
+from nerft.data.load import RecordStream, stream_records
 from nerft.data.readers import open_text
 from nerft.data.records import CluenerRecord
 from nerft.errors import DataError
 from nerft.io import json_line
-from nerft.metrics.clue import ClueScores, format_table, score_clue, split_in_text
-from nerft.metrics.parse import parse_output
-from nerft.metrics.spans import SpanScores, score_spans
+from nerft.metrics.clue import ClueScores, ClueTally, SentenceDiff, format_table, split_in_text
+from nerft.metrics.confusion import Confusion, SentenceMistakes, classify_sentence
+from nerft.metrics.parse import Mention, parse_output
+from nerft.metrics.spans import SpanScores, SpanTally
+
+ERRORS_LISTED = 2000  # sentences with a mistake that report.json and errors.html show in full
+
+
+@dataclass
+class ScoredSentence:
+    """One gold sentence, the model's answer and what it got wrong."""
+
+    index: int
+    record: CluenerRecord
+    answer: str
+    mentions: list[Mention] | None  # None: the answer could not be read
+    diff: SentenceDiff
+    mistakes: SentenceMistakes
+
+    @property
+    def wrong(self) -> bool:
+        return not self.diff.correct or self.mentions is None
+
+    def error_row(self) -> dict:
+        """Its line of errors.jsonl: what was predicted wrongly, what was missed."""
+        return {
+            "index": self.index,
+            "line": self.record.line,
+            "text": self.record.text,
+            "predict": self.answer,
+            "unparseable": self.mentions is None,
+            "false_positives": [list(m) for m in self.diff.false_positives],
+            "false_negatives": [list(m) for m in self.diff.false_negatives],
+        }
 
 
 @dataclass
 class EvalReport:
-    gold: Sequence[CluenerRecord]
-    predictions: Sequence[str]
-    parsed: list[list[tuple[str, str]] | None]
+    records: int
+    unparseable: int
     clue: ClueScores
     spans: SpanScores
     clue_in_text: ClueScores  # the same without predicted entities that are not in their sentence
     not_in_text: int  # how many were dropped for `clue_in_text` (distinct per sentence)
-
-    @property
-    def records(self) -> int:
-        return len(self.gold)
-
-    @property
-    def unparseable(self) -> int:
-        return sum(1 for mentions in self.parsed if mentions is None)
+    confusion: Confusion
+    mistakes: Counter  # every mistake of every sentence, by kind (`nerft.metrics.confusion.KINDS`)
+    sentences_with_errors: int
+    listed: list[ScoredSentence]  # the first sentences with a mistake (`Evaluator(listed=...)`)
 
     def errors(self) -> list[dict]:
-        """One row per sentence with a mistake: what was predicted wrongly, what was missed."""
-        rows = []
-        for index, (record, raw, mentions, diff) in enumerate(
-            zip(self.gold, self.predictions, self.parsed, self.clue.sentences)
-        ):
-            if diff.correct and mentions is not None:
-                continue
-            rows.append(
-                {
-                    "index": index,
-                    "line": record.line,
-                    "text": record.text,
-                    "predict": raw,
-                    "unparseable": mentions is None,
-                    "false_positives": [list(m) for m in diff.false_positives],
-                    "false_negatives": [list(m) for m in diff.false_negatives],
-                }
-            )
-        return rows
+        """One row per listed sentence with a mistake (every one, unless more than were listed)."""
+        return [sentence.error_row() for sentence in self.listed]
 
     def to_dict(self) -> dict:
-        errors = self.errors()
         return {
             "records": self.records,
             "unparseable": self.unparseable,
             **self.clue.to_dict(),
             "in_text": {"not_in_text": self.not_in_text, **self.clue_in_text.to_dict()},
             "seqeval": self.spans.to_dict(),
-            "sentences_with_errors": len(errors),
-            "errors": errors,
+            "confusion": self.confusion.to_dict(),
+            "sentences_with_errors": self.sentences_with_errors,
+            "errors_listed": len(self.listed),
+            "errors": self.errors(),
         }
 
     def format(self) -> str:
@@ -95,32 +110,89 @@ class EvalReport:
         )
 
 
+class Evaluator:
+    """Scores answers one sentence at a time: memory stays flat however many there are.
+
+    `add(record, answer)` parses the answer and adds the sentence to every score (CLUE's as
+    answered and without entities not in their sentence, seqeval's spans, the confusion table);
+    a sentence with a mistake goes to `on_error` (its errors.jsonl row) and, for the first
+    `listed` (default `ERRORS_LISTED`), into the report. `report()` gives the scores so far."""
+
+    def __init__(
+        self,
+        labels: Sequence[str] | None = None,
+        *,
+        on_error: Callable[[dict], None] | None = None,
+        listed: int | None = None,
+    ):
+        self.labels, self.on_error = labels, on_error
+        self.limit = ERRORS_LISTED if listed is None else listed
+        self.clue, self.clue_in_text, self.spans = ClueTally(), ClueTally(), SpanTally()
+        self.confusion = Confusion()
+        self.mistakes: Counter = Counter()
+        self.records = self.unparseable = self.not_in_text = self.sentences_with_errors = 0
+        self.listed: list[ScoredSentence] = []
+
+    def add(self, record: CluenerRecord, answer: str) -> ScoredSentence:
+        parsed = parse_output(answer)
+        predicted = parsed or []
+        gold = record.mentions()
+        kept, dropped = split_in_text(predicted, record.text)
+        diff = self.clue.add(gold, predicted)
+        self.clue_in_text.add(gold, kept)
+        self.spans.add(record, predicted)
+        mistakes = classify_sentence(record, predicted)
+        self.confusion.add(mistakes)
+        self.mistakes.update(mistake.kind for mistake in mistakes.mistakes)
+        sentence = ScoredSentence(self.records, record, answer, parsed, diff, mistakes)
+        self.records += 1
+        self.unparseable += parsed is None
+        self.not_in_text += len(dropped)
+        if sentence.wrong:
+            self.sentences_with_errors += 1
+            if self.on_error is not None:
+                self.on_error(sentence.error_row())
+            if len(self.listed) < self.limit:
+                self.listed.append(sentence)
+        return sentence
+
+    def report(self) -> EvalReport:
+        labels = self.labels
+        return EvalReport(
+            records=self.records,
+            unparseable=self.unparseable,
+            clue=self.clue.scores(labels),
+            spans=self.spans.scores(labels),
+            clue_in_text=self.clue_in_text.scores(labels),
+            not_in_text=self.not_in_text,
+            confusion=self.confusion,
+            mistakes=self.mistakes,
+            sentences_with_errors=self.sentences_with_errors,
+            listed=self.listed,
+        )
+
+
 def evaluate(
     gold: Sequence[CluenerRecord], predictions: Sequence[str], labels: Sequence[str] | None = None
 ) -> EvalReport:
-    """Parse every answer and score it against its gold record.
+    """Parse every answer and score it against its gold record; every wrong sentence is listed.
 
     `labels` are the dataset's labels (the run's, `nerft eval --labels`; default: those gold
     annotates): the per-label table and macro cover them, other predicted labels are counted apart."""
     if len(gold) != len(predictions):
         raise DataError(f"{len(predictions)} predictions for {len(gold)} gold records")
-    parsed = [parse_output(raw) for raw in predictions]
-    predicted = [mentions or [] for mentions in parsed]
-    gold_mentions = [record.mentions() for record in gold]
-    splits = [split_in_text(mentions, record.text) for record, mentions in zip(gold, predicted)]
-    in_text = [kept for kept, _ in splits]
-    not_in_text = sum(len(dropped) for _, dropped in splits)
-    clue = score_clue(gold_mentions, predicted, labels)
-    spans = score_spans(gold, predicted, labels)
-    return EvalReport(gold, predictions, parsed, clue, spans, score_clue(gold_mentions, in_text, labels), not_in_text)
+    evaluator = Evaluator(labels, listed=len(gold))
+    for record, answer in zip(gold, predictions):
+        evaluator.add(record, answer)
+    return evaluator.report()
 
 
-def read_predictions(path: str | os.PathLike, expected_count: int | None = None) -> list[str]:
-    """The raw answers of a JSON Lines file, each line an object with the answer in "predict".
+def iter_predictions(path: str | os.PathLike) -> Iterator[str]:
+    """The raw answers of a JSON Lines file, each line an object with the answer in "predict",
+    read one line at a time.
 
     Other fields ("prompt", "label", ...) are ignored; blank lines are skipped.
     """
-    predictions: list[str] = []
     with open_text(path) as handle:
         try:
             for lineno, line in enumerate(handle, start=1):
@@ -133,29 +205,49 @@ def read_predictions(path: str | os.PathLike, expected_count: int | None = None)
                     raise DataError(
                         f'{path}:{lineno}: "predict" must be a string, found {type(row["predict"]).__name__}'
                     )
-                predictions.append(row["predict"])
+                yield row["predict"]
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    if expected_count is not None and len(predictions) != expected_count:
-        raise DataError(
-            f"{path} has {len(predictions)} predictions but the gold file has {expected_count} records; "
-            "they must be the same records in the same order"
-        )
+
+
+def read_predictions(path: str | os.PathLike, expected_count: int | None = None) -> list[str]:
+    """All the answers of a predictions file (`iter_predictions`), checked against the gold count."""
+    predictions = list(iter_predictions(path))
+    _check_count(path, len(predictions), expected_count)
     return predictions
 
 
+def _check_count(path: str | os.PathLike, found: int, expected: int | None) -> None:
+    if expected is not None and found != expected:
+        raise DataError(
+            f"{path} has {found} predictions but the gold file has {expected} records; "
+            "they must be the same records in the same order"
+        )
+
+
 def score_prediction_files(
-    *, gold: str | os.PathLike, predictions: str | os.PathLike, labels: Sequence[str] | None = None
+    *,
+    gold: str | os.PathLike,
+    predictions: str | os.PathLike,
+    labels: Sequence[str] | None = None,
+    on_error: Callable[[dict], None] | None = None,
 ) -> EvalReport:
-    """Load gold records (any shape `nerft prepare` reads) and a predictions file, and score them."""
-    records = load_gold(gold)
-    return evaluate(records, read_predictions(predictions, expected_count=len(records)), labels)
+    """Score a predictions file against gold records (any shape `nerft prepare` reads), reading
+    both as streams: a first pass checks every gold record and counts the answers, so a bad line
+    or a count that differs is reported before anything is scored."""
+    records = stream_gold(gold)
+    _check_count(predictions, sum(1 for _ in iter_predictions(predictions)), len(records))
+    evaluator = Evaluator(labels, on_error=on_error)
+    for record, answer in zip(records, iter_predictions(predictions)):
+        evaluator.add(record, answer)
+    return evaluator.report()
 
 
-def load_gold(path: str | os.PathLike) -> list[CluenerRecord]:
-    """Gold records for scoring: refuses a file with no labels at all (a test split)."""
-    records = load_records(path)
-    if not any(record.labelled for record in records):
+def stream_gold(path: str | os.PathLike) -> RecordStream:
+    """Gold records for scoring, checked and then streamed (`nerft.data.load.stream_records`);
+    refuses a file with no labels at all (a test split)."""
+    records = stream_records(path)
+    if not records.labelled:
         raise DataError(
             f"{Path(path)}: no record has a 'label'; gold data for scoring needs labels (is it a test split?)"
         )

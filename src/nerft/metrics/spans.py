@@ -15,8 +15,9 @@ character offsets in its sentence:
    counts them.
 
 Gold tags come from the annotated spans. BIO cannot hold a nest, so of nested gold spans only the
-outer one is kept (counted as `gold_nested_dropped`). The tags are scored by
-`seqeval.metrics.classification_report` in its default mode (conlleval's) with IOB2 tags:
+outer one is kept (counted as `gold_nested_dropped`). The IOB2 tags are scored as
+`seqeval.metrics.classification_report` scores them in its default mode (conlleval's), summed
+sentence by sentence (`SpanTally`, so any size fits in memory):
 per label and micro over every predicted span; as in CLUE's scoring (`nerft.metrics.clue`), the
 per-label rows and macro cover the dataset's labels (`labels=`, default: gold's), and spans under
 other labels are counted apart (`other_labels`: label -> false positives).
@@ -137,48 +138,80 @@ def bio_tags(length: int, spans: Sequence[Span]) -> list[str]:
     return tags
 
 
+class SpanTally:
+    """seqeval's entity counts summed one sentence at a time, so a data set of any size is
+    scored in constant memory.
+
+    Each sentence's gold and predicted BIO tags go through `seqeval.metrics.sequence_labeling
+    .get_entities`, the chunking `classification_report` uses in its default mode; per label the
+    true, predicted and matching chunks are summed, and the scores are seqeval's formulas over the
+    sums (0 where a denominator is 0, as `zero_division=0`). A sentence's chunks cannot meet
+    another's (seqeval itself separates sentences with an `O`), so the sums are what
+    `classification_report` counts over the whole data set at once."""
+
+    def __init__(self) -> None:
+        self.true: Counter = Counter()
+        self.predicted: Counter = Counter()
+        self.matched: Counter = Counter()
+        self.not_in_text = self.overlapping = self.gold_nested_dropped = 0
+        self.gold_labels: set[str] = set()
+
+    def add(self, record: CluenerRecord, mentions: Sequence[Mention]) -> Grounding:
+        """Count one sentence; where its predicted strings were placed."""
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        spans, dropped = gold_spans(record)
+        self.gold_nested_dropped += dropped
+        self.gold_labels.update(entity.label for entity in record.entities)
+        grounding = ground_mentions(record, mentions)
+        self.not_in_text += len(grounding.not_in_text)
+        self.overlapping += len(grounding.overlapping)
+        true = set(get_entities(bio_tags(len(record.text), spans)))
+        predicted = set(get_entities(bio_tags(len(record.text), grounding.spans)))
+        self.true.update(label for label, _, _ in true)
+        self.predicted.update(label for label, _, _ in predicted)
+        self.matched.update(label for label, _, _ in true & predicted)
+        return grounding
+
+    def scores(self, labels: Iterable[str] | None = None) -> SpanScores:
+        """Per label (the dataset's: `labels` and gold's), micro over every predicted span, macro."""
+        counts = dict(
+            not_in_text=self.not_in_text, overlapping=self.overlapping, gold_nested_dropped=self.gold_nested_dropped
+        )
+        if not self.true and not self.predicted:
+            empty = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+            return SpanScores({}, dict(empty), dict(empty), **counts)
+        schema = set(labels or ()) | self.gold_labels
+        rows = {
+            label: _row(self.matched[label], self.predicted[label], self.true[label])
+            for label in sorted(set(self.true) | set(self.predicted))
+        }
+        ours = {name: row for name, row in rows.items() if name in schema}
+        others = {label: self.predicted[label] for label in sorted(self.predicted) if label not in schema}
+        micro = _row(sum(self.matched.values()), sum(self.predicted.values()), sum(self.true.values()))
+        macro = {
+            key: sum(row[key] for row in ours.values()) / len(ours) if ours else 0.0
+            for key in ("precision", "recall", "f1")
+        }
+        macro["support"] = sum(row["support"] for row in ours.values())
+        return SpanScores(ours, micro, macro, **counts, other_labels=others)
+
+
 def score_spans(
     gold: Sequence[CluenerRecord], predicted: Sequence[Sequence[Mention]], labels: Iterable[str] | None = None
 ) -> SpanScores:
     """seqeval's span scores of predicted mentions grounded in each gold sentence."""
-    from seqeval.metrics import classification_report
-
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
-    y_true, y_pred = [], []
-    not_in_text = overlapping = nested = 0
-    span_labels: Counter = Counter()  # predicted spans per label
+    tally = SpanTally()
     for record, mentions in zip(gold, predicted):
-        spans, dropped = gold_spans(record)
-        nested += dropped
-        grounding = ground_mentions(record, mentions)
-        not_in_text += len(grounding.not_in_text)
-        overlapping += len(grounding.overlapping)
-        span_labels.update(label for _, _, label in grounding.spans)
-        y_true.append(bio_tags(len(record.text), spans))
-        y_pred.append(bio_tags(len(record.text), grounding.spans))
-    counts = dict(not_in_text=not_in_text, overlapping=overlapping, gold_nested_dropped=nested)
-    schema = set(labels or ()) | {entity.label for record in gold for entity in record.entities}
-    if not any(tag != "O" for tags in (*y_true, *y_pred) for tag in tags):
-        empty = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
-        return SpanScores({}, dict(empty), dict(empty), **counts)
-    report = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
-    rows = {name: _plain(row) for name, row in sorted(report.items()) if not name.endswith(" avg")}
-    ours = {name: row for name, row in rows.items() if name in schema}
-    others = {label: count for label, count in sorted(span_labels.items()) if label not in schema}
-    macro = {
-        key: sum(row[key] for row in ours.values()) / len(ours) if ours else 0.0
-        for key in ("precision", "recall", "f1")
-    }
-    macro["support"] = sum(row["support"] for row in ours.values())
-    return SpanScores(ours, _plain(report["micro avg"]), macro, **counts, other_labels=others)
+        tally.add(record, mentions)
+    return tally.scores(labels)
 
 
-def _plain(row: dict) -> dict:
-    """seqeval's numpy numbers as JSON-ready floats and ints."""
-    return {
-        "precision": float(row["precision"]),
-        "recall": float(row["recall"]),
-        "f1": float(row["f1-score"]),
-        "support": int(row["support"]),
-    }
+def _row(matched: int, predicted: int, true: int) -> dict:
+    """seqeval's precision, recall and F1 (beta 1, zero_division 0) of one label's chunk counts."""
+    precision = matched / predicted if predicted else 0.0
+    recall = matched / true if true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "support": true}

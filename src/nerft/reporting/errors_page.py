@@ -1,5 +1,8 @@
 """`errors.html`: every sentence with a mistake, gold and predicted entities highlighted inline.
 
+Every one up to `nerft.metrics.evaluate.ERRORS_LISTED` (2000); past that the page shows the first
+and says so, and errors.jsonl beside it lists all.
+
 One self-contained page (inline CSS and JavaScript, no network): per sentence the gold line and
 the predicted line, each entity in its label's colour, wrong ones outlined in red, and the list of
 mistakes, each marked missed / spurious / wrong label / wrong boundary
@@ -14,14 +17,12 @@ from __future__ import annotations
 
 import html
 import os
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nerft.data.records import CluenerRecord
-from nerft.metrics.confusion import KINDS, Confusion, SentenceMistakes, confusion
-from nerft.metrics.parse import Mention
+from nerft.metrics.confusion import KINDS
+from nerft.metrics.evaluate import EvalReport, ScoredSentence
 from nerft.metrics.spans import Span, gold_spans, ground_mentions
 
 ERRORS_PAGE = "errors.html"
@@ -53,20 +54,10 @@ def label_colours(labels: Sequence[str]) -> dict[str, str]:
 
 @dataclass
 class ErrorViews:
-    """The classified mistakes of an evaluation: the confusion counts and the errors page."""
+    """The errors page of an evaluation (`nerft.metrics.evaluate.EvalReport`): its listed wrong
+    sentences (all of them, up to `ERRORS_LISTED`), the counts of every mistake."""
 
-    gold: Sequence[CluenerRecord]
-    answers: Sequence[str]
-    parsed: Sequence[list[Mention] | None]
-    confusion: Confusion
-    sentences: list[SentenceMistakes]
-
-    @classmethod
-    def of(cls, evaluation) -> ErrorViews:
-        """From a `nerft.metrics.evaluate.EvalReport` (gold records, raw answers, parsed answers)."""
-        predicted = [mentions or [] for mentions in evaluation.parsed]
-        table, sentences = confusion(evaluation.gold, predicted)
-        return cls(evaluation.gold, evaluation.predictions, evaluation.parsed, table, sentences)
+    report: EvalReport
 
     def write_page(self, path: str | os.PathLike, *, title: str = "Errors") -> Path:
         from nerft.io import write_text_atomic
@@ -76,24 +67,24 @@ class ErrorViews:
         return path
 
     def render(self, *, title: str = "Errors") -> str:
+        report = self.report
         labels = sorted(
             {
-                *(e.label for r in self.gold for e in r.entities),
-                *(label for mentions in self.parsed for label, _ in (mentions or [])),
+                *report.clue.labels,
+                *report.clue.other_labels,
+                *(e.label for s in report.listed for e in s.record.entities),
+                *(label for s in report.listed for label, _ in (s.mentions or [])),
             }
         )
         colours = label_colours(labels)
-        cards = [
-            self._card(index, colours)
-            for index in range(len(self.gold))
-            if self.sentences[index].mistakes or self.parsed[index] is None
-        ]
-        kinds = Counter(m.kind for s in self.sentences for m in s.mistakes)
+        cards = [self._card(sentence, colours) for sentence in report.listed]
         summary = (
-            f"{len(cards)} of {len(self.gold)} sentences have a mistake: "
-            + ", ".join(f"{kinds.get(kind, 0)} {kind}" for kind in KINDS)
-            + f"; {sum(1 for p in self.parsed if p is None)} unparseable answers."
+            f"{report.sentences_with_errors} of {report.records} sentences have a mistake: "
+            + ", ".join(f"{report.mistakes.get(kind, 0)} {kind}" for kind in KINDS)
+            + f"; {report.unparseable} unparseable answers."
         )
+        if len(cards) < report.sentences_with_errors:
+            summary += f" The first {len(cards)} are shown; errors.jsonl lists every one."
         legend = "".join(
             f'<span class="ent" style="background:{colour}">{html.escape(label)}</span> '
             for label, colour in colours.items()
@@ -116,14 +107,15 @@ class ErrorViews:
             + f"\n<script>{SCRIPT}</script>\n</body>\n</html>\n"
         )
 
-    def _card(self, index: int, colours: dict[str, str]) -> str:
-        record, sentence, mentions = self.gold[index], self.sentences[index], self.parsed[index]
-        correct = set(sentence.correct)
+    @staticmethod
+    def _card(sentence: ScoredSentence, colours: dict[str, str]) -> str:
+        record, mentions = sentence.record, sentence.mentions
+        correct = set(sentence.mistakes.correct)
         gold_line = highlight(record.text, gold_spans(record)[0], colours, wrong=lambda pair: pair not in correct)
         placed = ground_mentions(record, mentions or [])
         predicted_line = highlight(record.text, placed.spans, colours, wrong=lambda pair: pair not in correct)
         items = []
-        for mistake in sentence.mistakes:
+        for mistake in sentence.mistakes.mistakes:
             labels = " ".join(mistake.labels())
             items.append(
                 f'<li class="mistake" data-kind="{mistake.kind}" data-labels="{html.escape(labels, quote=True)}">'
@@ -131,14 +123,14 @@ class ErrorViews:
             )
         if mentions is None:
             items.append('<li class="note">the answer could not be read: it predicts nothing</li>')
-        where = f"line {record.line}" if record.line else f"sentence {index + 1}"
+        where = f"line {record.line}" if record.line else f"sentence {sentence.index + 1}"
         return (
-            f'<section class="sentence" data-index="{index}">'
+            f'<section class="sentence" data-index="{sentence.index}">'
             f"<h2>{html.escape(where)}</h2>"
             f'<div class="row"><span class="side">gold</span><span class="text gold">{gold_line}</span></div>'
             f'<div class="row"><span class="side">predicted</span><span class="text predicted">{predicted_line}</span></div>'
             f"<ul>{''.join(items)}</ul>"
-            f"<details><summary>model answer</summary><pre>{html.escape(self.answers[index])}</pre></details>"
+            f"<details><summary>model answer</summary><pre>{html.escape(sentence.answer)}</pre></details>"
             "</section>"
         )
 

@@ -104,7 +104,8 @@ def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Bl
         blocks += confusion_blocks(report["confusion"], confusion_chart_path(chart), heading_level)
     errors = report.get("errors") or []
     if errors:
-        blocks.append(Heading(f"First errors ({min(len(errors), ERRORS_SHOWN)} of {len(errors)})", heading_level))
+        total = report.get("sentences_with_errors", len(errors))  # errors.jsonl has them all
+        blocks.append(Heading(f"First errors ({min(len(errors), ERRORS_SHOWN)} of {total})", heading_level))
         blocks.append(
             Table(
                 ["Line", "Text", "Missed", "Wrong"],
