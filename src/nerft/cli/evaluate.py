@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -159,17 +159,12 @@ def finish(result, *, report: Path | None, json_output: bool) -> None:
         typer.echo(result.format())
 
 
-@contextlib.contextmanager
-def errors_file(path: Path | None) -> Iterator[Callable[[dict], None] | None]:
+def errors_file(path: Path | None) -> contextlib.AbstractContextManager[Callable[[dict], None] | None]:
     """A callback writing each wrong sentence to `path` (JSON Lines) as it is scored, renamed into
-    place only when scoring succeeds; None without a path."""
-    if path is None:
-        yield None
-        return
+    place only when scoring succeeds (`nerft.io.jsonl_writer`); None without a path."""
     from nerft.io import jsonl_writer
 
-    with jsonl_writer(path) as write:
-        yield write
+    return jsonl_writer(path) if path is not None else contextlib.nullcontext()
 
 
 def write_readable_report(data: dict, report: Path) -> None:

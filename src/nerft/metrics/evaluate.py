@@ -210,21 +210,6 @@ def iter_predictions(path: str | os.PathLike) -> Iterator[str]:
             raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
 
 
-def read_predictions(path: str | os.PathLike, expected_count: int | None = None) -> list[str]:
-    """All the answers of a predictions file (`iter_predictions`), checked against the gold count."""
-    predictions = list(iter_predictions(path))
-    _check_count(path, len(predictions), expected_count)
-    return predictions
-
-
-def _check_count(path: str | os.PathLike, found: int, expected: int | None) -> None:
-    if expected is not None and found != expected:
-        raise DataError(
-            f"{path} has {found} predictions but the gold file has {expected} records; "
-            "they must be the same records in the same order"
-        )
-
-
 def score_prediction_files(
     *,
     gold: str | os.PathLike,
@@ -236,7 +221,12 @@ def score_prediction_files(
     both as streams: a first pass checks every gold record and counts the answers, so a bad line
     or a count that differs is reported before anything is scored."""
     records = stream_gold(gold)
-    _check_count(predictions, sum(1 for _ in iter_predictions(predictions)), len(records))
+    found = sum(1 for _ in iter_predictions(predictions))
+    if found != len(records):
+        raise DataError(
+            f"{predictions} has {found} predictions but the gold file has {len(records)} records; "
+            "they must be the same records in the same order"
+        )
     evaluator = Evaluator(labels, on_error=on_error)
     for record, answer in zip(records, iter_predictions(predictions)):
         evaluator.add(record, answer)

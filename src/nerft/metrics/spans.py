@@ -150,6 +150,9 @@ class SpanTally:
     `classification_report` counts over the whole data set at once."""
 
     def __init__(self) -> None:
+        from seqeval.metrics.sequence_labeling import get_entities  # numpy and scikit-learn: only when scoring
+
+        self._chunks = get_entities
         self.true: Counter = Counter()
         self.predicted: Counter = Counter()
         self.matched: Counter = Counter()
@@ -158,16 +161,14 @@ class SpanTally:
 
     def add(self, record: CluenerRecord, mentions: Sequence[Mention]) -> Grounding:
         """Count one sentence; where its predicted strings were placed."""
-        from seqeval.metrics.sequence_labeling import get_entities
-
         spans, dropped = gold_spans(record)
         self.gold_nested_dropped += dropped
         self.gold_labels.update(entity.label for entity in record.entities)
         grounding = ground_mentions(record, mentions)
         self.not_in_text += len(grounding.not_in_text)
         self.overlapping += len(grounding.overlapping)
-        true = set(get_entities(bio_tags(len(record.text), spans)))
-        predicted = set(get_entities(bio_tags(len(record.text), grounding.spans)))
+        true = set(self._chunks(bio_tags(len(record.text), spans)))
+        predicted = set(self._chunks(bio_tags(len(record.text), grounding.spans)))
         self.true.update(label for label, _, _ in true)
         self.predicted.update(label for label, _, _ in predicted)
         self.matched.update(label for label, _, _ in true & predicted)
