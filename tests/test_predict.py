@@ -1,5 +1,6 @@
 """Predicting over records: prediction rows, the resumable predictions file, stdin input, `nerft predict` errors."""
 
+import itertools
 import json
 
 import pytest
@@ -214,7 +215,7 @@ def test_without_out_rows_go_to_the_sink_only(tmp_path):
 
 def test_stdin_takes_sentences_or_json_records_and_skips_blank_lines():
     lines = ["孙丽在南京开了书店。\n", "\n", '{"id": 3, "text": "京东与沃尔玛合作。"}\n', "  今天天气很好。  \n"]
-    got = records_from_lines(lines)
+    got = list(records_from_lines(lines))
     assert [(r.text, r.id, r.line) for r in got] == [
         ("孙丽在南京开了书店。", None, 1),
         ("京东与沃尔玛合作。", 3, 3),
@@ -224,13 +225,56 @@ def test_stdin_takes_sentences_or_json_records_and_skips_blank_lines():
 
 def test_stdin_broken_json_names_the_line():
     with pytest.raises(DataError) as info:
-        records_from_lines(["孙丽\n", '{"text": "京东\n'])
+        list(records_from_lines(["孙丽\n", '{"text": "京东\n']))
     assert str(info.value).startswith("<stdin>:2: broken JSON")
 
 
-def test_stdin_without_sentences_is_an_error():
+def test_stdin_without_sentences_is_an_error_before_anything_is_predicted():
     with pytest.raises(DataError, match="no sentence to predict"):
-        records_from_lines(["\n", "  \n"])
+        records_from_lines(["\n", "  \n"])  # raised by the call itself, not on iteration
+
+
+class CountedLines:
+    """Lines handed out one at a time, counting how many were read (a pipe that never ends)."""
+
+    def __init__(self, lines):
+        self.lines, self.read = iter(lines), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = next(self.lines)
+        self.read += 1
+        return line
+
+
+def test_stdin_streams_each_row_is_answered_before_the_next_line_is_read():
+    source = CountedLines(itertools.cycle([f"{TEXTS[0]}\n", "\n", f"{TEXTS[1]}\n"]))
+    stream = records_from_lines(source)
+    assert source.read == 1  # only the first record was read to check there is one
+    read_at_row = []
+    stop = 5
+
+    def sink(row):
+        read_at_row.append(source.read)
+        if len(read_at_row) == stop:
+            raise KeyboardInterrupt  # the endless pipe is cut
+
+    with pytest.raises(KeyboardInterrupt):
+        predict_records(stream, ScriptedEngine(ANSWERS), COMPACT, sink=sink)
+    # rows 1..5 are lines 1, 3, 4, 6, 7 of the cycle; each row comes after reading its own line
+    assert read_at_row == [1, 3, 4, 6, 7]
+
+
+def test_stdin_bad_line_later_in_the_stream_stops_after_the_rows_before_it(tmp_path):
+    lines = [f"{TEXTS[0]}\n", f"{TEXTS[1]}\n", '{"text": 5}\n', f"{TEXTS[0]}\n"]
+    out = tmp_path / "rows.jsonl"
+    with pytest.raises(DataError, match="^<stdin>:3: "):
+        predict_records(records_from_lines(lines), ScriptedEngine(ANSWERS), COMPACT, out=out)
+    assert not out.exists()  # nothing renamed into place; the two rows wait in the resumable partial
+    kept = [json.loads(line) for line in (tmp_path / "rows.jsonl.partial").read_text().splitlines()]
+    assert [row["text"] for row in kept] == TEXTS[:2]
 
 
 # ---- engine choice and command errors ----------------------------------------------------------

@@ -7,6 +7,7 @@ counts = predict_records(records, engine, fmt, out="runs/tiny/eval/predictions.j
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -209,12 +210,16 @@ def predict(
 
 def records_from_lines(
     lines: Iterable[str], *, source: str = "<stdin>", labels: Sequence[str] | None = None
-) -> list[CluenerRecord]:
-    """Records typed or piped in: one sentence a line, or one CLUE NER JSON object a line."""
-    from nerft.data.load import collect_records
+) -> Iterator[CluenerRecord]:
+    """Records typed or piped in: one sentence a line, or one CLUE NER JSON object a line.
+
+    Read as they are predicted, so a pipe of any length streams: the first record is read here
+    (none at all is a `DataError` before any model is loaded), a bad later line raises its
+    `DataError` when it is reached."""
+    from nerft.data.load import format_errors
     from nerft.data.validate import CheckedRecord, check_json_record
 
-    def checked_lines():
+    def checked_lines() -> Iterator[CheckedRecord]:
         for lineno, line in enumerate(lines, start=1):
             stripped = line.strip()
             if not stripped:
@@ -228,4 +233,16 @@ def records_from_lines(
                 raise DataError(f"{source}:{lineno}: broken JSON ({exc.msg})") from None
             yield check_json_record(value, source, lineno, labels)
 
-    return collect_records(checked_lines(), empty=f"{source}: no sentence to predict")
+    def valid() -> Iterator[CluenerRecord]:
+        for checked in checked_lines():
+            errors = [f for f in checked.findings if f.severity == "error"]
+            if errors:
+                raise DataError(format_errors(errors))
+            if checked.ok:
+                yield checked.record
+
+    records = valid()
+    first = next(records, None)
+    if first is None:
+        raise DataError(f"{source}: no sentence to predict")
+    return itertools.chain([first], records)
