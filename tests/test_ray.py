@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -182,12 +183,14 @@ def test_eval_on_ray_scores_like_single_process(ray_cluster, learned_run, single
             "hf",
             "--out-dir",
             str(tmp_path),
+            "--ray",  # bare: Ray's own choice of cluster, here the one $RAY_ADDRESS names
             "--json",
-            "--ray",
-            ray_cluster,
         ],
+        env={"RAY_ADDRESS": ray_cluster},
     )
     assert result.exit_code == 0, result.output
+    port = ray_cluster.rsplit(":", 1)[1]  # Ray names the cluster by the host's address, the port is the same
+    assert re.search(rf"^ray: 2 hf actors on [0-9.]+:{port} \(1 CPU each\)$", result.stderr, re.M), result.stderr
     assert (tmp_path / "predictions.jsonl").read_text(encoding="utf-8") == single_process.read_text(encoding="utf-8")
     assert json.loads(result.stdout)["micro"]["f1"] >= 0.9
 

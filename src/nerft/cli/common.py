@@ -9,10 +9,13 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import typer
+from typer.core import TyperCommand
 
 from nerft.errors import NerftError
+from nerft.inference.engines.ray_actors import RAY_DEFAULT
 
 DEBUG_VARIABLE = "NERFT_DEBUG"
+OPTIONAL_VALUES = {"--ray": RAY_DEFAULT}  # options that may be given without their value
 
 
 def guarded(command: Callable) -> Callable:
@@ -35,6 +38,46 @@ def guarded(command: Callable) -> Callable:
             fail(lines[-1], exc.exit_code)
 
     return wrapper
+
+
+class NerftCommand(TyperCommand):
+    """A command whose options in `OPTIONAL_VALUES` may come bare: `--ray` alone is `--ray default`.
+
+    Typer's parser has no option with an optional value, so the missing value is put in before it
+    parses: where the option is the last word, or the next word is another option or `--`.
+    """
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, with_optional_values(args, self._valued_options()))
+
+    def _valued_options(self) -> set[str]:
+        return {
+            name
+            for param in self.params
+            if not getattr(param, "is_flag", True) and not param.count  # arguments have no is_flag
+            for name in param.opts
+        }
+
+
+def with_optional_values(args: list[str], valued: set[str], defaults: dict[str, str] = OPTIONAL_VALUES) -> list[str]:
+    """`args` with the default value after each bare option of `defaults`. `valued` names every
+    option that takes a value: the word after one is its value, even when it starts with '-'."""
+    out: list[str] = []
+    at = 0
+    while at < len(args):
+        word = args[at]
+        out.append(word)
+        at += 1
+        if word == "--":
+            out.extend(args[at:])
+            break
+        if word in defaults:
+            if at == len(args) or args[at].startswith("-"):
+                out.append(defaults[word])
+        elif word in valued and at < len(args):
+            out.append(args[at])
+            at += 1
+    return out
 
 
 def fail(message: str, code: int) -> NoReturn:

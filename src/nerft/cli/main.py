@@ -10,7 +10,7 @@ import typer
 
 from nerft import __version__
 from nerft.cli import convert, demo, doctor, download, evaluate, export, predict, prepare, report, serve, train
-from nerft.cli.common import guarded
+from nerft.cli.common import NerftCommand, guarded
 
 app = typer.Typer(
     name="nerft",
@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 for module in (prepare, train, export, serve, predict, evaluate, convert, demo, download, doctor, report):
-    app.command(name=module.NAME, help=module.command.__doc__)(guarded(module.command))
+    app.command(name=module.NAME, help=module.command.__doc__, cls=NerftCommand)(guarded(module.command))
 
 
 def _version(value: bool) -> None:

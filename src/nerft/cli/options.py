@@ -84,8 +84,8 @@ Ray = Annotated[
     Optional[str],
     typer.Option(
         "--ray",
-        metavar="ADDRESS",
-        help="Shard the sentences over Ray actors, each running the engine: a cluster's address (HOST:PORT), auto (the running cluster, $RAY_ADDRESS) or local (a cluster of this machine only). Needs the ray extra.",
+        metavar="[ADDRESS]",
+        help="Shard the sentences over Ray actors, each running the engine. Bare --ray: Ray's own choice ($RAY_ADDRESS, else the cluster `ray start` began on this machine, else a new one here); or a cluster's HOST:PORT, auto (a running cluster, else an error), local (a new cluster of this machine only). Needs the ray extra.",
     ),
 ]
 RayActors = Annotated[

@@ -26,6 +26,7 @@ from nerft.errors import ConfigError, ServerError
 from nerft.inference.engines import ChatRequest, Generation, batched
 
 DEFAULT_CPU_ACTORS = 2
+RAY_DEFAULT = "default"  # `--ray` given bare: Ray's own choice ($RAY_ADDRESS, the latest `ray start`, a new one)
 HF_SHARD_BATCHES = 4
 IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: an actor never waits for the driver
 
@@ -82,7 +83,7 @@ class RayEngine:
             raise ConfigError(f"--ray runs the hf or vllm engine in its actors, not {engine}")
         self.ray = ray
         try:
-            ray.init(address=None if address == "local" else address, log_to_driver=False, configure_logging=False)
+            ray.init(address=None if address == RAY_DEFAULT else address, log_to_driver=False, configure_logging=False)
         except ConnectionError as exc:
             raise ServerError(
                 f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}",
@@ -104,7 +105,8 @@ class RayEngine:
         self.actors = [self._start_actor() for _ in range(count)]
         self.retried = 0  # shards sent again because their actor died
         where = f"{gpus} GPUs" if gpus else f"{self.resources['num_cpus']:g} CPU each"
-        log(f"ray: {count} {engine} actors on {address} ({where})")
+        cluster = ray.get_runtime_context().gcs_address if address == RAY_DEFAULT else address
+        log(f"ray: {count} {engine} actors on {cluster} ({where})")
         self._description = self._get(self.actors[0].describe.remote())
 
     @staticmethod
