@@ -23,7 +23,7 @@ machine without CUDA, vLLM is the CPU build in .venv-vllm (`nerft.inference.vllm
 sentences in this one run, each against hf sequential without prompt lookup: hf sequential with
 and without prompt lookup, hf batched, vllm sequential and batched with and without n-gram
 speculation, and Ray with 2 CPU actors (a local cluster) running the hf engine batched and
-sequential with prompt lookup. It needs --run (the actors load a run folder); --cycle N makes N
+sequential with prompt lookup, and the vllm engine batched. It needs --run (the actors load a run folder); --cycle N makes N
 distinct sentences from the --dev records (`nerft.bench.synthetic`), e.g. from the sample the
 learned quick-start run was trained on:
 
@@ -173,7 +173,7 @@ def compared_rows(engines: list[dict], *extra: str) -> list[list]:
             r["predictions_per_second"],
             f"{r['ratio']:.2f}x",
             f"{r['identical']}/{r['requests']}",
-            *(r[key] for key in extra),
+            *("-" if r[key] is None else r[key] for key in extra),
         ]
         for r in engines
     ]
@@ -353,15 +353,24 @@ def scale_engines(args, source, fmt, batch: int) -> list:
             (f"vllm batched {batch} + ngram", batch, vllm(batch, True)),
         ]
 
-    def ray(size: int):
+    def ray(engine: str, size: int, **options):
         return lambda: RayEngine(
-            "hf", str(args.run), address="local", actors=2, cpus_per_actor=1, shard_size=size, batch_size=size
+            engine,
+            str(args.run),
+            address="local",
+            actors=2,
+            cpus_per_actor=1,
+            shard_size=size,
+            batch_size=size,
+            **options,
         )
 
     rows += [
-        (f"ray 2 actors, hf batched {batch}", batch, ray(batch)),
-        ("ray 2 actors, hf sequential + prompt lookup", 1, ray(1)),
+        (f"ray 2 actors, hf batched {batch}", batch, ray("hf", batch)),
+        ("ray 2 actors, hf sequential + prompt lookup", 1, ray("hf", 1)),
     ]
+    if not args.no_vllm:  # each actor runs vllm_worker.py in .venv-vllm, as the single-process rows do
+        rows.append((f"ray 2 actors, vllm batched {batch}", batch, ray("vllm", batch, structured=False)))
     return rows
 
 
@@ -404,7 +413,7 @@ def format_scale(result: dict) -> str:
     from nerft.bench.machine import machine_line
     from nerft.bench.report import format_table
 
-    rows = compared_rows(result["engines"])
+    rows = compared_rows(result["engines"], "forward_passes_per_answer")
     return "\n".join(
         [
             f"machine: {machine_line(result['machine'])}",
@@ -420,9 +429,13 @@ def format_scale(result: dict) -> str:
                     "predictions/s",
                     "vs hf sequential",
                     "identical",
+                    "forwards/answer",
                 ],
                 rows,
             ),
+            "",
+            "forwards/answer: calls of the transformers model per answer (one per generated token, fewer where",
+            "prompt lookup's guesses are accepted; - where the model runs in another process)",
         ]
     )
 

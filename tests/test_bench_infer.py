@@ -70,6 +70,29 @@ def test_an_engine_that_loses_answers_is_an_error():
         timed_generation(Lossy(), ["a", "b", "c"], 1)
 
 
+def test_forward_passes_of_a_torch_model_are_counted_and_the_hook_removed():
+    import torch
+
+    class LengthEngine(CountingEngine):
+        """One forward pass of its torch model per character of the answer (a token each)."""
+
+        def __init__(self):
+            super().__init__()
+            self.model = torch.nn.Identity()
+
+        def generate(self, requests):
+            for request in requests:
+                for _ in request:
+                    self.model(torch.zeros(1))
+                yield Generation(request, "stop")
+
+    engine = LengthEngine()
+    run = timed_generation(engine, ["ab", "cde", "f"], 1)
+    assert run.forward_passes == 6 and run.to_dict()["forward_passes_per_answer"] == 2.0
+    assert not engine.model._forward_hooks  # counting stops with the run
+    assert timed_generation(CountingEngine(), ["a"], 1).to_dict()["forward_passes_per_answer"] is None
+
+
 @pytest.mark.slow
 def test_bench_infer_script_on_the_tiny_model(tiny_model, sample_dir, capsys):
     script = load_script("bench_infer")

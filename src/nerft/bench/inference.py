@@ -9,8 +9,9 @@ answers either way: the comparison counts the ones that differ.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 
@@ -21,6 +22,7 @@ class GenerationRun:
     seconds: float
     texts: list[str]
     finish_reasons: list[str]
+    forward_passes: int | None = None  # calls of the model's forward (a transformers model only)
 
     @property
     def per_second(self) -> float:
@@ -34,20 +36,50 @@ class GenerationRun:
             "predictions_per_second": round(self.per_second, 3),
             "stopped": self.finish_reasons.count("stop"),
             "hit_length_limit": self.finish_reasons.count("length"),
+            "forward_passes_per_answer": round(self.forward_passes / self.requests, 2)
+            if self.forward_passes is not None and self.requests
+            else None,
         }
 
 
 def timed_generation(engine, requests: Sequence, batch_size: int) -> GenerationRun:
     """Answer every request with the engine set to `batch_size`, and time it."""
     engine.batch_size = batch_size
-    start = time.perf_counter()
-    generations = list(engine.generate(requests))
-    seconds = time.perf_counter() - start
+    with counted_forward_passes(engine) as passes:
+        start = time.perf_counter()
+        generations = list(engine.generate(requests))
+        seconds = time.perf_counter() - start
     if len(generations) != len(requests):
         raise RuntimeError(f"{type(engine).__name__} answered {len(generations)} of {len(requests)} requests")
     return GenerationRun(
-        batch_size, len(requests), seconds, [g.text for g in generations], [g.finish_reason for g in generations]
+        batch_size,
+        len(requests),
+        seconds,
+        [g.text for g in generations],
+        [g.finish_reason for g in generations],
+        passes[0] if passes else None,
     )
+
+
+@contextlib.contextmanager
+def counted_forward_passes(engine) -> Iterator[list[int]]:
+    """`[calls]` of the engine's transformers model's forward while the block runs (the hf engine:
+    one per generated token, fewer where prompt lookup's guesses are accepted); `[]` for an engine
+    whose model runs elsewhere (vLLM's worker, Ray's actors)."""
+    model = getattr(engine, "model", None)
+    if not hasattr(model, "register_forward_hook"):
+        yield []
+        return
+    calls = [0]
+
+    def count(*_):
+        calls[0] += 1
+
+    handle = model.register_forward_hook(count)
+    try:
+        yield calls
+    finally:
+        handle.remove()
 
 
 def compare_batching(engine, requests: Sequence, *, batch_sizes: Sequence[int], warmup: int = 2) -> dict:
