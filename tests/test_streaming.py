@@ -112,6 +112,7 @@ def test_hf_batches_by_length_and_answers_in_input_order(tiny_run):
 
 @pytest.mark.usefixtures("one_thread")
 def test_prompt_lookup_gives_the_learned_runs_answers_and_is_used_at_batch_size_one(learned_run, sample_dir):
+    from nerft.bench.inference import counted_forward_passes
     from nerft.data.load import load_records
 
     run = load_run(learned_run)
@@ -128,16 +129,20 @@ def test_prompt_lookup_gives_the_learned_runs_answers_and_is_used_at_batch_size_
     engine.model.generate = spy
     try:
         assert engine.prompt_lookup
-        with_lookup = [g.text for g in engine.generate(requests)]
+        with counted_forward_passes(engine) as looked_up:
+            with_lookup = [g.text for g in engine.generate(requests)]
         engine.speculation = False
-        without = [g.text for g in engine.generate(requests)]
+        with counted_forward_passes(engine) as plain:
+            without = [g.text for g in engine.generate(requests)]
         engine.speculation, engine.batch_size = None, 4
         assert not engine.prompt_lookup  # transformers cannot look up in batches
         batched = [g.text for g in engine.generate(requests)]
     finally:
         engine.close()
-    assert lookups == [10] * 8 + [None] * 8 + [None] * 2
+    assert lookups == [4] * 8 + [None] * 8 + [None] * 2
     assert with_lookup == without == batched
+    # drafts copied from the sentence are accepted: fewer forward passes for the same answers
+    assert looked_up[0] < 0.85 * plain[0]
     assert with_lookup[0] == "name:王立明\naddress:杭州西湖区\ncompany:阿里巴巴"  # the learned answer
 
 

@@ -48,8 +48,9 @@ def open_engine(
 
     `structured` defaults to on for vllm and off for openai (where it is vLLM's `structured_outputs`
     request field, which other servers ignore or refuse). `speculation` is prompt-lookup decoding
-    (hf, vllm; None: on with batch size 1, where it is faster, see docs/PERFORMANCE.md). `ray` (a cluster address, `auto` or `local`) runs the engine in Ray
-    actors (`nerft.inference.engines.ray_actors`).
+    (hf, vllm; None: on with batch size 1, where it is faster, see docs/PERFORMANCE.md).
+    `ray` (a cluster's address, `auto`, `local`, or `default`: Ray's own choice) runs the engine in
+    Ray actors (`nerft.inference.engines.ray_actors`).
     """
     if ray is not None:
         if name == "openai" or endpoint:

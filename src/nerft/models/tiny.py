@@ -39,6 +39,20 @@ TINY_CONFIG = dict(
 MARKER = "nerft_tiny.json"
 
 
+def mid_size(hidden: int, layers: int) -> dict:
+    """`size` of a larger model of the tiny family: heads 32 wide, an MLP three times the width."""
+    if hidden % 32:
+        raise ValueError(f"hidden size {hidden} is not a multiple of 32 (the head width)")
+    heads = hidden // 32
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=3 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+    )
+
+
 def default_corpus() -> list[str]:
     """Texts to train the tiny tokenizer on: the bundled sample and the prompt vocabulary."""
     from nerft.prompts import CLUENER_LABELS, SEED_INSTRUCTION
@@ -61,13 +75,17 @@ def build_tiny_qwen2(
     corpus: list[str] | None = None,
     vocab_size: int = 1024,
     seed: int = 0,
+    size: dict | None = None,
 ) -> Path:
     """Write a tiny random Qwen2ForCausalLM with its tokenizer to `out_dir` and return the path.
 
-    Idempotent: an existing folder built with the same settings is reused.
+    `size` overrides entries of `TINY_CONFIG` (`hidden_size`, `num_hidden_layers`, ...): a larger
+    model with the same tokenizer, for measurements where a forward pass must cost something
+    (`mid_size`). Idempotent: an existing folder built with the same settings is reused.
     """
     out_dir = Path(out_dir)
-    settings = {"tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None, "vocab_size": vocab_size, "seed": seed, **TINY_CONFIG}
+    architecture = {**TINY_CONFIG, **(size or {})}
+    settings = {"tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None, "vocab_size": vocab_size, "seed": seed, **architecture}
     marker = out_dir / MARKER
     if marker.is_file() and json.loads(marker.read_text()) == settings and (out_dir / "config.json").is_file():
         return out_dir
@@ -91,7 +109,7 @@ def build_tiny_qwen2(
         bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        **TINY_CONFIG,
+        **architecture,
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
