@@ -434,8 +434,9 @@ def format_scale(result: dict) -> str:
                 rows,
             ),
             "",
-            "forwards/answer: calls of the transformers model per answer (one per generated token, fewer where",
-            "prompt lookup's guesses are accepted; - where the model runs in another process)",
+            "forwards/answer: calls of the transformers model over answers (sequential: one per generated token,",
+            "fewer where prompt lookup's drafts are accepted; a batched call serves its whole batch; - where the",
+            "model runs in another process)",
         ]
     )
 

