@@ -52,6 +52,7 @@ def _stop(process: subprocess.Popen) -> None:
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
+            process.poll()  # reap the leader: a zombie would keep the group alive to killpg
             try:
                 os.killpg(process.pid, 0)
             except ProcessLookupError:
