@@ -3,11 +3,14 @@
 The cluster is started with the real `ray start` (a head and a second worker node, each its own
 process group with one CPU, dashboard off, in a temporary folder of its own) and stopped after
 the module. Its answers must be byte for byte those of single-process predict on the learned
-quick-start run; an actor killed mid-run (SIGKILL to its process) gets its shards sent again.
+quick-start run, with hf actors and with vllm actors; an actor killed mid-run (SIGKILL to its
+process) gets its shards sent again. A second cluster declares two GPUs, to check that by default
+each actor takes one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -70,59 +73,44 @@ def _alive_nodes(address: str) -> int:
     return int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 and result.stdout.strip() else 0
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """The address of a two-node Ray cluster on 127.0.0.1 (one CPU each)."""
+@contextlib.contextmanager
+def loopback_cluster(*, workers: int, cpus: int = 1, gpus: int = 0):
+    """A Ray cluster on 127.0.0.1 started with the real `ray start`: a head and `workers` worker
+    nodes, each declaring `cpus` CPUs and `gpus` GPUs (resources to Ray's scheduler; no GPU is
+    needed to declare one). Yields its address; stops every node after."""
     from nerft.serving.server import free_port
 
     temp = Path(tempfile.mkdtemp(prefix="nray", dir="/tmp"))  # Ray's socket paths must stay short
     port = free_port()
     address = f"127.0.0.1:{port}"
-    common = [
-        "--node-ip-address",
-        "127.0.0.1",
-        "--num-cpus",
-        "1",
-        "--num-gpus",
-        "0",
-        "--disable-usage-stats",
-        "--block",
-    ]
-    memory = ["--object-store-memory", str(100 * 2**20)]
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus), "--num-gpus", str(gpus)]
+    common += ["--disable-usage-stats", "--block", "--object-store-memory", str(100 * 2**20)]
     patch = pytest.MonkeyPatch()
     patch.setenv("RAY_AUTH_MODE", AUTH["RAY_AUTH_MODE"])  # the nodes inherit it, and the driver reads it
-    head = _start(
-        [
-            str(RAY),
-            "start",
-            "--head",
-            "--port",
-            str(port),
-            "--include-dashboard=false",
-            "--temp-dir",
-            str(temp),
-            *memory,
-            *common,
-        ],
-        temp / "head.log",
-    )
-    processes = [head]
+    head = [str(RAY), "start", "--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", str(temp)]
+    processes = [_start([*head, *common], temp / "head.log")]
     try:
         deadline = time.monotonic() + 180
-        while _alive_nodes(address) < 1:
-            assert head.poll() is None and time.monotonic() < deadline, (temp / "head.log").read_text()[-3000:]
-            time.sleep(1)
-        worker = _start([str(RAY), "start", "--address", address, *memory, *common], temp / "worker.log")
-        processes.append(worker)
-        while _alive_nodes(address) < 2:
-            assert worker.poll() is None and time.monotonic() < deadline, (temp / "worker.log").read_text()[-3000:]
-            time.sleep(1)
+        for node in range(workers + 1):
+            if node:
+                processes.append(_start([str(RAY), "start", "--address", address, *common], temp / f"worker{node}.log"))
+            log = temp / ("head.log" if not node else f"worker{node}.log")
+            while _alive_nodes(address) < node + 1:
+                assert processes[-1].poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(1)
         yield address
     finally:
         patch.undo()
         for process in reversed(processes):
             _stop(process)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """The address of a two-node Ray cluster on 127.0.0.1 (one CPU each, no GPU)."""
+    with loopback_cluster(workers=1) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -233,4 +221,16 @@ def test_vllm_actors_on_two_nodes_answer_like_single_process_predict(
     result = CliRunner().invoke(app, [*argv, "--out", str(out), "--ray", ray_cluster, "--ray-actors", "2"])
     assert result.exit_code == 0, result.output
     assert "ray: 2 vllm actors on" in result.stderr
+    assert out.read_text(encoding="utf-8") == single_process.read_text(encoding="utf-8")
+
+
+def test_on_a_cluster_with_gpus_each_actor_holds_one_gpu(learned_run, single_process, tmp_path):
+    """A cluster that declares two GPUs (Ray schedules them as resources; the hf engine inside
+    finds no CUDA here and runs on the CPU): by default one actor per GPU, each holding one."""
+    out = tmp_path / "pred.jsonl"
+    argv = ["predict", "--run", str(learned_run), "--data", str(SAMPLE), "--engine", "hf", "--out", str(out)]
+    with loopback_cluster(workers=0, cpus=2, gpus=2) as address:
+        result = CliRunner().invoke(app, [*argv, "--ray", address])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^ray: 2 hf actors on \S+ \(2 GPUs\)$", result.stderr, re.M), result.stderr
     assert out.read_text(encoding="utf-8") == single_process.read_text(encoding="utf-8")
