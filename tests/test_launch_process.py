@@ -94,5 +94,12 @@ def test_ctrl_c_is_passed_to_the_child_and_its_exit_code_returned(tmp_path):
             threading.Event().wait(0.05)
         os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does to nerft
 
-    threading.Thread(target=interrupt_when_ready, daemon=True).start()
-    assert run_program([sys.executable, "-c", child]) == 3
+    # Python turns SIGINT into KeyboardInterrupt only where it was not ignored at start-up; a
+    # shell's background job (`pytest &` in a script, nohup) starts with it ignored. An interactive
+    # nerft has Python's handler, so the test sets it too.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_when_ready, daemon=True).start()
+        assert run_program([sys.executable, "-c", child]) == 3
+    finally:
+        signal.signal(signal.SIGINT, previous)
