@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperCommand
 
 from nerft.errors import NerftError
-from nerft.inference.engines.ray_actors import RAY_DEFAULT
+from nerft.inference import RAY_DEFAULT  # the package's own module: no engine imported at start-up
 
 DEBUG_VARIABLE = "NERFT_DEBUG"
 OPTIONAL_VALUES = {"--ray": RAY_DEFAULT}  # options that may be given without their value

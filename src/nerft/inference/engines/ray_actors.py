@@ -23,10 +23,10 @@ import sys
 from collections.abc import Iterable, Iterator
 
 from nerft.errors import ConfigError, ServerError
+from nerft.inference import RAY_DEFAULT
 from nerft.inference.engines import ChatRequest, Generation, batched
 
 DEFAULT_CPU_ACTORS = 2
-RAY_DEFAULT = "default"  # `--ray` given bare: Ray's own choice ($RAY_ADDRESS, the latest `ray start`, a new one)
 HF_SHARD_BATCHES = 4
 IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: an actor never waits for the driver
 
