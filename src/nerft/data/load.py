@@ -78,7 +78,7 @@ def stream_records(path: str | os.PathLike, labels: Iterable[str] | None = None)
     errors: list[Finding] = []
     count = labelled = 0
     for checked in iter_checked(path, labels):
-        errors.extend(f for f in checked.findings if f.severity == "error")
+        errors.extend(checked.errors)
         if checked.ok:
             count += 1
             labelled += checked.record.labelled
@@ -94,7 +94,7 @@ def collect_records(checked_records: Iterable[CheckedRecord], *, empty: str) -> 
     records: list[CluenerRecord] = []
     errors: list[Finding] = []
     for checked in checked_records:
-        errors.extend(f for f in checked.findings if f.severity == "error")
+        errors.extend(checked.errors)
         if checked.ok:
             records.append(checked.record)
     if errors:

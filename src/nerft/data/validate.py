@@ -38,8 +38,12 @@ class CheckedRecord:
     findings: list[Finding] = field(default_factory=list)
 
     @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
     def ok(self) -> bool:
-        return self.record is not None and not any(f.severity == "error" for f in self.findings)
+        return self.record is not None and not self.errors
 
 
 def check_json_record(value: dict, source: str, line: int, labels: Iterable[str] | None = None) -> CheckedRecord:

@@ -236,9 +236,8 @@ def records_from_lines(
 
     def valid() -> Iterator[CluenerRecord]:
         for checked in checked_lines():
-            errors = [f for f in checked.findings if f.severity == "error"]
-            if errors:
-                raise DataError(format_errors(errors))
+            if checked.errors:
+                raise DataError(format_errors(checked.errors))
             if checked.ok:
                 yield checked.record
 
