@@ -23,9 +23,10 @@ machine without CUDA, vLLM is the CPU build in .venv-vllm (`nerft.inference.vllm
 sentences in this one run, each against hf sequential without prompt lookup: hf sequential with
 and without prompt lookup, hf batched, vllm sequential and batched with and without n-gram
 speculation, and Ray with 2 CPU actors (a local cluster) running the hf engine batched and
-sequential with prompt lookup, and the vllm engine batched. It needs --run (the actors load a run folder); --cycle N makes N
-distinct sentences from the --dev records (`nerft.bench.synthetic`), e.g. from the sample the
-learned quick-start run was trained on:
+sequential with prompt lookup and the vllm engine batched. The hf rows count the model's forward
+passes per answer. It needs --run (the actors load a run folder); --cycle N makes N distinct
+sentences from the --dev records (`nerft.bench.synthetic`), e.g. from the sample the learned
+quick-start run was trained on:
 
     .venv/bin/python scripts/bench_infer.py --engine scale --run runs/tiny --dev data/sample/train.jsonl --cycle 256 --threads 1
 """

@@ -11,6 +11,7 @@ docs/PERFORMANCE.md section 7: the quick start's recipe trains it on the sample 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,8 +29,6 @@ def main(argv=None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     out = build_tiny_qwen2(args.out, size=size)
-    import json
-
     config = json.loads((out / "config.json").read_text())
     print(
         f"wrote {out}: hidden {config['hidden_size']}, {config['num_hidden_layers']} layers, vocab {config['vocab_size']}"

@@ -88,13 +88,13 @@ def loopback_cluster(*, workers: int, cpus: int = 1, gpus: int = 0):
     patch = pytest.MonkeyPatch()
     patch.setenv("RAY_AUTH_MODE", AUTH["RAY_AUTH_MODE"])  # the nodes inherit it, and the driver reads it
     head = [str(RAY), "start", "--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", str(temp)]
-    processes = [_start([*head, *common], temp / "head.log")]
+    processes = []
     try:
         deadline = time.monotonic() + 180
         for node in range(workers + 1):
-            if node:
-                processes.append(_start([str(RAY), "start", "--address", address, *common], temp / f"worker{node}.log"))
-            log = temp / ("head.log" if not node else f"worker{node}.log")
+            log = temp / (f"worker{node}.log" if node else "head.log")
+            argv = [str(RAY), "start", "--address", address] if node else head
+            processes.append(_start([*argv, *common], log))
             while _alive_nodes(address) < node + 1:
                 assert processes[-1].poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(1)
