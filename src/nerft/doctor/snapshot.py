@@ -78,6 +78,8 @@ class EnvironmentSnapshot:
     cache_dirs: list[CacheDir] = field(default_factory=list)
     vllm_environment: dict | None = None  # `VllmEnvironment.to_dict()` of the vLLM nerft would use
     vllm_environment_error: str | None = None  # why looking for it failed ($NERFT_VLLM_PYTHON broken, ...)
+    # nerft:smollm2-135m: `nerft.models.smollm2.probe()` plus `converted`, its model folder once built
+    smollm2: dict = field(default_factory=dict)
 
     @property
     def has_cuda_gpu(self) -> bool:
@@ -112,8 +114,17 @@ def take_snapshot() -> EnvironmentSnapshot:
     _probe_torch(snapshot)
     _probe_driver(snapshot)
     _probe_vllm_environment(snapshot)
+    _probe_smollm2(snapshot)
     snapshot.cache_dirs = _cache_dirs()
     return snapshot
+
+
+def _probe_smollm2(snapshot: EnvironmentSnapshot) -> None:
+    from nerft.models import smollm2
+    from nerft.models.download import model_cache_path
+
+    folder = model_cache_path(smollm2.CACHE_NAME)
+    snapshot.smollm2 = {**smollm2.probe(), "converted": str(folder) if (folder / "config.json").is_file() else None}
 
 
 def _probe_vllm_environment(snapshot: EnvironmentSnapshot) -> None:

