@@ -320,3 +320,24 @@ def test_an_engine_that_answers_too_few_leaves_no_output_file(tmp_path):
     with pytest.raises(RuntimeError, match="answered 4 of 5 requests"):
         predict_records(records(), Short(ANSWERS), COMPACT, out=out)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "facts, expected",
+    [
+        (dict(endpoint=True, cuda_vllm=True, cpu_vllm=True, parameters=10**9, sentences=None), "openai"),
+        (dict(endpoint=False, cuda_vllm=True, cpu_vllm=False, parameters=None, sentences=1), "vllm"),
+        # a CPU with .venv-vllm: vLLM for a real model and enough sentences (or a stream)
+        (dict(endpoint=False, cuda_vllm=False, cpu_vllm=True, parameters=134_515_008, sentences=300), "vllm"),
+        (dict(endpoint=False, cuda_vllm=False, cpu_vllm=True, parameters=134_515_008, sentences=None), "vllm"),
+        (dict(endpoint=False, cuda_vllm=False, cpu_vllm=True, parameters=134_515_008, sentences=64), "vllm"),
+        (dict(endpoint=False, cuda_vllm=False, cpu_vllm=True, parameters=134_515_008, sentences=63), "hf"),
+        (dict(endpoint=False, cuda_vllm=False, cpu_vllm=True, parameters=150_000, sentences=300), "hf"),  # tiny
+        (dict(endpoint=False, cuda_vllm=False, cpu_vllm=True, parameters=None, sentences=300), "hf"),  # unknown size
+        (dict(endpoint=False, cuda_vllm=False, cpu_vllm=False, parameters=134_515_008, sentences=300), "hf"),
+    ],
+)
+def test_the_default_engine_is_the_faster_one_for_the_model_and_input(facts, expected):
+    from nerft.inference.engines import choose_engine
+
+    assert choose_engine(**facts) == expected

@@ -201,7 +201,8 @@ def predict(
             f"--prompt {prompt} differs from the run's prompt format ({run.prompt}); inference must use training's"
         )
     fmt = run.prompt_format() if run is not None else get_format(prompt or "compact")
-    name = engine or default_engine(endpoint=endpoint)
+    sentences = len(records) if isinstance(records, Sized) else None
+    name = engine or default_engine(endpoint=endpoint, run=run, sentences=sentences)
     opened = open_engine(name, run=run, fmt=fmt, endpoint=endpoint, **engine_options)
     try:
         return predict_records(records, opened, fmt, out=out, sink=sink, keep_unsupported=keep_unsupported)

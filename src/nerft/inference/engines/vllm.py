@@ -35,7 +35,7 @@ from pathlib import Path
 from nerft.errors import EnvironmentProblem, ModelError
 from nerft.inference.chat import ChatTemplate
 from nerft.inference.engines import ChatRequest, Generation, batched
-from nerft.inference.source import ModelSource, vllm_max_lora_rank
+from nerft.inference.source import ModelSource, merged_copy, vllm_max_lora_rank
 from nerft.inference.structured import output_constraint
 from nerft.inference.vllm_env import VllmEnvironment, require_vllm_environment
 from nerft.prompts import PromptFormat
@@ -180,13 +180,16 @@ class VLLMEngine:
         cutoff_len: int | None = None,
         speculation: bool | None = None,
         environment: VllmEnvironment | None = None,
+        merge_adapter: bool = True,
     ):
         from transformers import AutoTokenizer
 
         self.environment = environment or require_vllm_environment()
-        self.source = source
+        self.source = source  # what answers, as predictions record it: the run's base and adapter
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         cpu = self.environment.cpu
+        if cpu and merge_adapter:
+            source = merged_copy(source)  # vLLM's LoRA on a CPU is 4.7x slower, answers identical
         self.settings = offline_settings(vllm_settings(source, fmt, cutoff_len=cutoff_len, cpu=cpu), cpu=cpu)
         if speculates(speculation, self.batch_size):
             self.settings.llm["speculative_config"] = NGRAM_SPECULATION
