@@ -18,7 +18,7 @@ def command(
         Optional[Path],
         typer.Option(
             "--config",
-            help="A training config or preset (tiny-cpu, qwen7b, qwen7b-qlora), or a run's llamafactory_train.yaml: can it run here?",
+            help="A training config or preset (tiny-cpu, smollm2-cpu, qwen7b, qwen7b-qlora), or a run's llamafactory_train.yaml: can it run here?",
         ),
     ] = None,
     json_output: JsonOutput = False,

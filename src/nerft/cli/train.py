@@ -14,7 +14,7 @@ NAME = "train"
 
 def command(
     config: Annotated[
-        str, typer.Argument(help="A nerft YAML config, or a preset name: tiny-cpu, qwen7b, qwen7b-qlora.")
+        str, typer.Argument(help="A nerft YAML config, or a preset name: tiny-cpu, smollm2-cpu, qwen7b, qwen7b-qlora.")
     ],
     output_dir: Annotated[
         Path | None,
