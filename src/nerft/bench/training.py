@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nerft.doctor.memory import KNOWN_MODELS
+from nerft.models.shapes import KNOWN_MODELS
 
 # Qwen/Qwen2.5-7B-Instruct's config.json (architecture only): the doctor's shape, and the numbers
 # a shape does not hold.

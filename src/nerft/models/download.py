@@ -17,8 +17,9 @@ import os
 import re
 from pathlib import Path
 
-from nerft.errors import ModelError
+from nerft.errors import EnvironmentProblem, ModelError
 from nerft.io import locked, replace_dir
+from nerft.models.tiny import build_tiny_qwen2
 
 CACHE_VARIABLE = "NERFT_CACHE"
 TINY_MODEL = "nerft:tiny-qwen2"
@@ -41,12 +42,12 @@ def is_hub_id(name: str) -> bool:
     return bool(HUB_ID.match(name)) and ".." not in name
 
 
-def find_model(name: str) -> Path | None:
-    """The local folder of a model name if it is on disk (building the tiny model if asked), else None."""
-    if name == TINY_MODEL:
-        from nerft.models.tiny import build_tiny_qwen2
-
-        return build_tiny_qwen2(model_cache_path("nerft/tiny-qwen2")).resolve()
+def find_model(name: str, *, build: bool = True) -> Path | None:
+    """The local folder of a model name if it is on disk, else None: the one place a model is
+    looked up. A `nerft:` model is built on first use; with `build=False` (the doctor only looks)
+    it is found once built."""
+    if name.startswith("nerft:"):
+        return _nerft_model(name, build=build)
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
@@ -57,14 +58,31 @@ def find_model(name: str) -> Path | None:
     return None
 
 
+def _nerft_model(name: str, *, build: bool) -> Path | None:
+    """The models nerft makes itself, each built into nerft's cache on first use."""
+    if name == TINY_MODEL:
+        folder = model_cache_path("nerft/tiny-qwen2")
+        if build:
+            return build_tiny_qwen2(folder).resolve()
+        return folder.resolve() if (folder / "config.json").is_file() else None
+    return None
+
+
 def require_model(name: str) -> Path:
     """The local folder of a model, or a `ModelError` that says how to get it."""
     found = find_model(name)
-    if found is not None:
-        return found
+    if found is None:
+        raise missing_model(name)
+    return found
+
+
+def missing_model(name: str) -> ModelError:
+    """The error for a model that is not on disk: what to give instead, or what to fetch."""
     if not is_hub_id(name):
-        raise ModelError(f"model {name!r}: no such folder", hint="give a model folder with config.json, a hub id, or nerft:tiny-qwen2")
-    raise ModelError(
+        return ModelError(
+            f"model {name!r}: no such folder", hint="give a model folder with config.json, a hub id, or nerft:tiny-qwen2"
+        )
+    return ModelError(
         f"model {name} is not downloaded (looked in {model_cache_path(name)})",
         hint=f"run `nerft download {name}`, or copy the model folder there",
     )
@@ -114,8 +132,6 @@ def download_model(model_id: str, *, revision: str = "master", timeout: float = 
     try:
         from modelscope.hub.snapshot_download import snapshot_download
     except ImportError:
-        from nerft.errors import EnvironmentProblem
-
         raise EnvironmentProblem("modelscope is not installed", hint="pip install modelscope") from None
     # Download into a sibling `.partial` folder (modelscope resumes there after an interruption)
     # and rename it into place at the end: a folder at `target` is always a complete model.

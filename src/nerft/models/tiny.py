@@ -37,6 +37,7 @@ TINY_CONFIG = dict(
     tie_word_embeddings=True,
 )
 MARKER = "nerft_tiny.json"
+TINY_VOCAB = 1024
 
 
 def mid_size(hidden: int, layers: int) -> dict:
@@ -73,7 +74,7 @@ def build_tiny_qwen2(
     *,
     tokenizer_dir: str | os.PathLike | None = None,
     corpus: list[str] | None = None,
-    vocab_size: int = 1024,
+    vocab_size: int = TINY_VOCAB,
     seed: int = 0,
     size: dict | None = None,
 ) -> Path:

@@ -112,7 +112,7 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord:
 
 def _settings(run_dir: Path) -> dict[str, Any]:
     """The LLaMA-Factory arguments that ran; nerft.yaml's values fill what the rendered file lacks."""
-    from nerft.doctor.preset import flatten_config
+    from nerft.training.settings import flatten_config
 
     settings: dict[str, Any] = {}
     for name in (LLAMAFACTORY_TRAIN, RUN_CONFIG):
