@@ -322,6 +322,7 @@ def scale_engines(args, source, fmt, batch: int) -> list:
     """The rows of the scale table: (label, batch size, a function that loads the engine)."""
     from nerft.inference.engines.hf import HFEngine
     from nerft.inference.engines.ray_actors import RayEngine
+    from nerft.inference.options import EngineOptions
     from nerft.runfolder import load_run
 
     run = load_run(args.run)
@@ -356,14 +357,9 @@ def scale_engines(args, source, fmt, batch: int) -> list:
 
     def ray(engine: str, size: int, **options):
         return lambda: RayEngine(
-            engine,
-            str(args.run),
-            address="local",
-            actors=2,
-            cpus_per_actor=1,
+            EngineOptions(engine=engine, batch_size=size, ray="local", ray_actors=2, ray_cpus=1, **options),
+            args.run,
             shard_size=size,
-            batch_size=size,
-            **options,
         )
 
     rows += [

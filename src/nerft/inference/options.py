@@ -1,0 +1,92 @@
+"""`EngineOptions`: how to answer, as one typed value.
+
+`nerft predict`, `nerft eval` and `nerft demo` build it once from their options
+(`nerft.cli.options.engine_options`); `open_engine(options, run)` opens the engine it names, the
+Ray actors open theirs from the same value. `check` holds every rule about which options go
+together, so each mistake is refused in one place, before any model loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from nerft.errors import ConfigError
+from nerft.prompts import PromptFormat, get_format
+
+if TYPE_CHECKING:
+    from nerft.runfolder import RunInfo
+
+ENGINE_NAMES = ("hf", "vllm", "openai")
+DEFAULT_RETRIES = 4
+DEFAULT_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The engine and its settings (None: the engine's own default)."""
+
+    engine: str | None = None  # hf, vllm or openai; None: `default_engine`
+    endpoint: str | None = None  # an OpenAI-compatible server's base URL
+    prompt: str | None = None  # the prompt format of an endpoint without a run (a run uses its own)
+    model: str | None = None  # the model name on the endpoint
+    api_key: str | None = None
+    batch_size: int | None = None
+    concurrency: int | None = None  # openai: requests in flight
+    structured: bool | None = None  # vllm: on; openai: off (vLLM's structured_outputs field)
+    speculation: bool | None = None  # prompt-lookup decoding; None: on with batch size 1
+    retries: int = DEFAULT_RETRIES
+    timeout: float = DEFAULT_TIMEOUT
+    backoff: float = 0.5
+    ray: str | None = None  # a cluster's address, auto, local, or `default`: Ray's own choice
+    ray_actors: int | None = None
+    ray_cpus: float | None = None
+
+    @property
+    def engine_name(self) -> str:
+        """The engine to open: the one asked for, else `openai` for an endpoint, else vllm or hf."""
+        if self.engine is not None:
+            return self.engine
+        from nerft.inference.engines import default_engine
+
+        return default_engine(endpoint=self.endpoint)
+
+    def local(self) -> EngineOptions:
+        """The options of the engine each Ray actor runs in its own process."""
+        return replace(self, ray=None, ray_actors=None, ray_cpus=None)
+
+    def prompt_format(self, run: RunInfo | None) -> PromptFormat:
+        """The run's prompt format (what training saw), else `prompt` (default compact)."""
+        return run.prompt_format() if run is not None else get_format(self.prompt or "compact")
+
+    def check(self, run: RunInfo | None) -> None:
+        """A `ConfigError` for options that do not go together, or with `run` (None: an endpoint alone)."""
+        if run is not None and self.prompt is not None and self.prompt != run.prompt:
+            raise ConfigError(
+                f"--prompt {self.prompt} differs from the run's prompt format ({run.prompt}); inference must use training's"
+            )
+        name = self.engine or ("openai" if self.endpoint else None)
+        if self.ray is not None:
+            if name == "openai":
+                raise ConfigError(
+                    "--ray runs the hf or vllm engine on a cluster; an endpoint has its own --concurrency"
+                )
+            if run is None:
+                raise ConfigError("--ray needs --run RUN_DIR (the model every actor loads)")
+        elif self.ray_actors is not None or self.ray_cpus is not None:
+            raise ConfigError("--ray-actors and --ray-cpus are for --ray")
+        if name is not None and name not in ENGINE_NAMES:
+            raise ConfigError(f"unknown engine {name!r} (choose from: {', '.join(ENGINE_NAMES)})")
+        if name == "openai":
+            if not self.endpoint:
+                raise ConfigError("--engine openai needs --endpoint URL (a server started with `nerft serve`)")
+            return
+        engine = self.engine_name
+        if run is None:
+            raise ConfigError(f"--engine {engine} needs --run RUN_DIR (the model to load)")
+        if self.endpoint:
+            raise ConfigError(f"--endpoint is for --engine openai, not {engine}")
+        if engine == "hf" and self.speculation and (self.batch_size or 0) != 1:
+            raise ConfigError(
+                "--speculation with --engine hf needs --batch-size 1: transformers runs prompt lookup one sentence at a time"
+            )
