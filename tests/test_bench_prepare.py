@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from conftest import load_script
 
-from nerft.bench.machine import lscpu_fields, machine_line
+from nerft.bench.machine import machine_line
 from nerft.bench.memory import measure_call
 from nerft.bench.synthetic import synthetic_records, write_synthetic_cluener
 from nerft.data.load import load_records
 from nerft.errors import NerftError
+from nerft.machine import lscpu_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = [

@@ -21,13 +21,8 @@ from nerft.doctor.checks import (
 )
 from nerft.doctor.compat import TESTED_WITH, choose_torch_build, companions
 from nerft.doctor.diagnosis import diagnose, format_diagnosis
-from nerft.doctor.snapshot import (
-    CacheDir,
-    EnvironmentSnapshot,
-    GpuInfo,
-    parse_gpu_query,
-    parse_nvidia_smi_header,
-)
+from nerft.doctor.snapshot import CacheDir, EnvironmentSnapshot
+from nerft.machine import GpuInfo, parse_gpu_query, parse_nvidia_smi_header
 from nerft.training.plan import RunPlan
 from nerft.training.settings import TrainingSettings
 

@@ -27,7 +27,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_vali
 from pydantic.dataclasses import dataclass
 
 from nerft.config.schema import known_prompt
-from nerft.errors import ModelError
+from nerft.errors import ModelError, validation_problem
 from nerft.prompts import CLUENER_LABELS, PromptFormat, get_format
 
 RUN_MANIFEST = "run.json"
@@ -129,8 +129,7 @@ def load_run(run_dir: str | os.PathLike) -> RunInfo:
         info = _RUN_INFO.validate_python({**data, "run_dir": run_dir})
     except ValidationError as exc:
         problems = [
-            f"{manifest}: {'.'.join(str(part) for part in error['loc']) or 'run.json'}: {_reason(error)}"
-            for error in exc.errors()
+            f"{manifest}: {validation_problem(error, loc=error['loc'] or (RUN_MANIFEST,))}" for error in exc.errors()
         ]
         raise ModelError(
             "\n".join(
@@ -145,19 +144,6 @@ def load_run(run_dir: str | os.PathLike) -> RunInfo:
         if path is not None and not path.is_absolute():
             setattr(info, key, run_dir / path)
     return info
-
-
-def _reason(error: dict) -> str:
-    kind, message = error["type"], error["msg"]
-    if kind == "missing":
-        return "missing (required)"
-    if kind == "unexpected_keyword_argument":
-        return "unknown key"
-    if kind == "value_error":
-        return message.removeprefix("Value error, ")
-    if not isinstance(error.get("input"), (dict, list)):
-        message += f" (got {error.get('input')!r})"
-    return message
 
 
 _RUN_INFO = TypeAdapter(RunInfo)

@@ -30,7 +30,7 @@ from nerft.config.schema import (
     SECTIONS,
     NerftConfig,
 )
-from nerft.errors import ConfigError
+from nerft.errors import ConfigError, validation_problem
 from nerft.resources import bundled_path, presets_dir
 
 PRESETS_DIR = presets_dir()  # conf/ in a checkout
@@ -99,20 +99,14 @@ def load_config(name_or_path: str | os.PathLike, *, overrides: list[str] | tuple
 
 
 def describe(loc: tuple[str, ...], error: dict) -> str:
-    """One pydantic error as `section.key: message`, in nerft's words where pydantic's are vague."""
-    kind, message = error["type"], error["msg"]
-    if kind == "extra_forbidden":
-        if len(loc) == 1:
-            message = f"unknown section (sections: {', '.join(SECTIONS)})"
-        else:
-            message = "unknown key" + _suggestion(loc[-1], _declared_keys(loc[0]))
-    elif kind == "missing":
-        message = "missing (required)"
-    elif message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    if "input" in error and kind not in ("missing", "extra_forbidden") and not isinstance(error["input"], dict):
-        message += f" (got {error['input']!r})"
-    return f"{'.'.join(loc)}: {message}" if loc else message
+    """One pydantic error as `section.key: message`; an unknown section or key names the known ones."""
+    if error["type"] != "extra_forbidden":
+        return validation_problem(error, loc=loc)
+    if len(loc) == 1:
+        message = f"unknown section (sections: {', '.join(SECTIONS)})"
+    else:
+        message = "unknown key" + _suggestion(loc[-1], _declared_keys(loc[0]))
+    return f"{'.'.join(loc)}: {message}"
 
 
 def passthrough_problems(data: dict) -> list[tuple[tuple[str, str], str]]:

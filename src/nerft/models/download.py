@@ -20,17 +20,11 @@ from pathlib import Path
 from nerft.errors import EnvironmentProblem, ModelError
 from nerft.io import locked, replace_dir
 from nerft.models.tiny import build_tiny_qwen2
+from nerft.resources import cache_dir
 
-CACHE_VARIABLE = "NERFT_CACHE"
 TINY_MODEL = "nerft:tiny-qwen2"
 MODELSCOPE_ENDPOINT = "https://www.modelscope.cn"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def cache_dir() -> Path:
-    """nerft's cache folder: $NERFT_CACHE, else ~/.cache/nerft."""
-    configured = os.environ.get(CACHE_VARIABLE)
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "nerft"
 
 
 def model_cache_path(model_id: str) -> Path:
