@@ -7,8 +7,9 @@
   each other's entries.
 - `staging_dir(target)`: a fresh, unique temporary folder beside `target` for a build;
   `replace_dir(staging, target)` swaps it in so that `target` is never missing.
-- `read_json(path)` and `json_line(...)`: the one JSON reader of every file nerft reads; whatever
-  is wrong with the file ends in one `FILE[:LINE]: reason` error of the caller's type.
+- `read_json(path)` and `json_line(...)`: the one JSON reader of every file nerft reads, and
+  `read_yaml(path)` the one YAML reader; whatever is wrong with the file ends in one
+  `FILE[:LINE]: reason` error of the caller's type.
 """
 
 from __future__ import annotations
@@ -106,6 +107,48 @@ def read_json(
     path = Path(path)
     text = read_text(path, error=error, what=what, hint=hint)
     return json_line(text, f"{path}", None, expect=expect, error=error, what=what, hint=hint)
+
+
+def read_yaml(
+    path: str | os.PathLike, *, error: type | None = None, mapping: str = "a mapping"
+) -> tuple[dict, dict[tuple, int]]:
+    """The YAML mapping in `path` and the line of every key path in it (for error messages): the one
+    YAML reader. Whatever is wrong ends in one `FILE[:LINE]: reason` `error` (default `DataError`);
+    `mapping` says what the file should hold."""
+    import yaml
+
+    from nerft.errors import DataError
+
+    error = error or DataError
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{path}{line}: broken YAML ({reason})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected {mapping}, got {type(data).__name__}")
+    lines: dict[tuple, int] = {}
+
+    def walk(current, prefix: tuple) -> None:
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                loc = (*prefix, str(key_node.value))
+                lines[loc] = key_node.start_mark.line + 1
+                walk(value_node, loc)
+
+    walk(node, ())
+    return data, lines
 
 
 def read_text(path: str | os.PathLike, *, error: type | None = None, what: str = "", hint: str | None = None) -> str:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError
 
+from nerft import io
 from nerft.config.schema import (
     DEEPSPEED_PRESETS,
     LLAMAFACTORY_SECTIONS,
@@ -157,35 +158,8 @@ def _suggestion(key: str, candidates) -> str:
 
 
 def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
-    """The YAML mapping in `path` and the line of every key path in it (for error messages)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}{line}: broken YAML ({reason})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
-    lines: dict[tuple, int] = {}
-
-    def walk(current, prefix: tuple) -> None:
-        if isinstance(current, yaml.MappingNode):
-            for key_node, value_node in current.value:
-                loc = (*prefix, str(key_node.value))
-                lines[loc] = key_node.start_mark.line + 1
-                walk(value_node, loc)
-
-    walk(node, ())
-    return data, lines
+    """A config file's mapping of sections and the line of every key path in it."""
+    return io.read_yaml(path, error=ConfigError, mapping=f"a mapping of sections ({', '.join(SECTIONS)})")
 
 
 class Override(str):

@@ -22,17 +22,18 @@ from typing import Any
 
 from nerft import __version__, process
 from nerft.config.llamafactory_args import check_train_args
-from nerft.config.load import LoadedConfig, load_config, read_yaml, resolve_config_path, resolve_paths
-from nerft.config.render import Resolved, flatten, render_llamafactory_args, to_llamafactory_yaml
+from nerft.config.load import LoadedConfig, load_config, resolve_config_path, resolve_paths
+from nerft.config.render import Resolved, flatten, flatten_config, render_llamafactory_args, to_llamafactory_yaml
 from nerft.config.schema import NerftConfig
 from nerft.data.prepare import CheckedInputs, check_inputs, read_dataset_info, read_prepare_meta, shared_folder_name
 from nerft.errors import ConfigError, DataError, EnvironmentProblem, NerftError
+from nerft.io import read_yaml
 from nerft.models.download import find_model
 from nerft.prompts import get_format
 from nerft.runfolder import LLAMAFACTORY_TRAIN, RunFolder
 from nerft.training import kernels, lengths
 from nerft.training.launch import deepspeed_config_path, describe_launch, train_command
-from nerft.training.settings import TrainingSettings, flatten_config
+from nerft.training.settings import TrainingSettings
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -268,7 +269,7 @@ def read_plan(path: str | os.PathLike, *, machine: kernels.Machine | None = None
     is planned by `plan_run`, exactly as `nerft train` plans it; a plain file of LLaMA-Factory
     arguments (every value a scalar, like a run's `llamafactory_train.yaml`) is read as it is."""
     path = resolve_config_path(path)
-    data, _ = read_yaml(path)
+    data, _ = read_yaml(path, error=ConfigError)
     if any(isinstance(value, dict) for value in data.values()):
         return plan_run(path, machine=machine)
     return RunPlan(TrainingSettings.from_args(flatten_config(data), source=str(path)), source=str(path))

@@ -88,31 +88,6 @@ class TrainingSettings:
         return [name for name in LINEAR_LAYERS if name in targets]
 
 
-def flatten_config(data: Mapping[str, Any]) -> dict[str, Any]:
-    """LLaMA-Factory's keys wherever they sit in a (possibly sectioned) config; the first wins.
-
-    `model:` given as a section (`model: {name_or_path: ...}`) or as a plain string both name the model.
-    """
-    flat: dict[str, Any] = {}
-    model = data.get("model")
-    if isinstance(model, str):
-        flat["model_name_or_path"] = model
-    elif isinstance(model, dict):
-        for key in ("name_or_path", "path", "name", "model_name_or_path"):
-            if isinstance(model.get(key), str):
-                flat["model_name_or_path"] = model[key]
-                break
-    stack = [data]
-    while stack:
-        section = stack.pop(0)
-        for key, value in section.items():
-            if isinstance(value, dict):
-                stack.append(value)
-            else:
-                flat.setdefault(str(key), value)
-    return flat
-
-
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
