@@ -22,13 +22,13 @@ from nerft.errors import ConfigError
 from nerft.inference.options import EngineOptions
 from nerft.inference.predict import predict
 from nerft.inference.predictions import PredictionCounts
-from nerft.metrics.evaluate import Evaluator, stream_gold
+from nerft.metrics.evaluate import EvalReport, Evaluator, stream_gold
 from nerft.runfolder import PREDICTIONS, RunFolder, RunInfo
 
 
 @dataclass
 class ModelEvaluation:
-    report: object  # nerft.metrics.evaluate.EvalReport: both CLUE scores, spans, errors
+    report: EvalReport  # both CLUE scores, spans, errors
     counts: PredictionCounts
     out_dir: Path
 
