@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from benchlib.streaming import CopyEngine
 
-from nerft.bench.streaming import CopyEngine
 from nerft.data.load import stream_records
 from nerft.data.records import CluenerRecord
 from nerft.errors import ConfigError, DataError
@@ -113,7 +113,8 @@ def test_hf_batches_by_length_and_answers_in_input_order(tiny_run):
 
 @pytest.mark.usefixtures("one_thread")
 def test_prompt_lookup_gives_the_learned_runs_answers_and_is_used_at_batch_size_one(learned_run, sample_dir):
-    from nerft.bench.inference import counted_forward_passes
+    from benchlib.inference import counted_forward_passes
+
     from nerft.data.load import load_records
 
     run = load_run(learned_run)

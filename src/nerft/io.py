@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from nerft.errors import DataError, NerftError
+
 
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike, *, encoding: str = "utf-8", binary: bool = False) -> Iterator[IO]:
@@ -101,7 +103,6 @@ def read_json(
 ) -> Any:
     """The JSON value in `path`, which must be of type `expect`, or an `error` (default `DataError`)
     naming the file, the line and the reason. `what` names the file in the message ("run manifest")."""
-    from nerft.errors import DataError
 
     error = error or DataError
     path = Path(path)
@@ -116,8 +117,6 @@ def read_yaml(
     YAML reader. Whatever is wrong ends in one `FILE[:LINE]: reason` `error` (default `DataError`);
     `mapping` says what the file should hold."""
     import yaml
-
-    from nerft.errors import DataError
 
     error = error or DataError
     path = Path(path)
@@ -153,7 +152,6 @@ def read_yaml(
 
 def read_text(path: str | os.PathLike, *, error: type | None = None, what: str = "", hint: str | None = None) -> str:
     """A UTF-8 text file (a byte-order mark allowed), or one `FILE[:LINE]: reason` error."""
-    from nerft.errors import DataError
 
     error = error or DataError
     path = Path(path)
@@ -183,7 +181,6 @@ def json_line(
 ) -> Any:
     """Decode one JSON document (a whole file, or line `lineno` of a JSON Lines file) the way
     `read_json` does: a value of type `expect`, else one `source:line: reason` error."""
-    from nerft.errors import DataError
 
     error = error or DataError
     label = f" ({what})" if what else ""
@@ -226,8 +223,6 @@ def locked(path: str | os.PathLike, *, timeout: float = LOCK_TIMEOUT) -> Iterato
     one is about to create); the kernel releases the lock when its holder dies, even by SIGKILL.
     """
     from filelock import FileLock, Timeout
-
-    from nerft.errors import NerftError
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

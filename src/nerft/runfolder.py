@@ -231,7 +231,6 @@ class RunFolder:
 
     def results(self) -> dict:
         """transformers' final metrics ({} when the run has none yet)."""
-        from nerft.io import read_json
 
         path = self.results_path()
         return {} if path is None else read_json(path, what="the trainer's final metrics")

@@ -24,6 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from nerft import io
+from nerft.config.llamafactory_args import argument_names
 from nerft.config.schema import (
     DEEPSPEED_PRESETS,
     LLAMAFACTORY_SECTIONS,
@@ -125,7 +126,6 @@ def passthrough_problems(data: dict) -> list[tuple[tuple[str, str], str]]:
         return []
     problems = []
     seen: dict[str, str] = {}
-    from nerft.config.llamafactory_args import argument_names
 
     known = argument_names()
     for section, keys in extras.items():

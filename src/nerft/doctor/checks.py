@@ -26,6 +26,7 @@ from nerft.doctor.compat import (
 )
 from nerft.doctor.memory import GIB, MemoryEstimate
 from nerft.doctor.snapshot import EnvironmentSnapshot
+from nerft.inference.vllm_env import SETUP_HINT
 from nerft.training.plan import RunPlan, can_run_here
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
@@ -231,7 +232,6 @@ def check_vllm(snapshot: EnvironmentSnapshot) -> Check:
 
 def check_vllm_environment(snapshot: EnvironmentSnapshot) -> Check:
     """The vLLM that `--engine vllm` (predict, eval, serve) runs, wherever it is installed."""
-    from nerft.inference.vllm_env import SETUP_HINT
 
     if snapshot.vllm_environment_error:
         return Check("vllm engine", FAIL, snapshot.vllm_environment_error, fix=SETUP_HINT)

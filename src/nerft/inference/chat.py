@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nerft.errors import ModelError
+
 # LLaMA-Factory 0.9.5, data/template.py, register_template(name="qwen", ...): the one home of the
 # Qwen chat format (bench/tokens.py counts training tokens with it, models/tiny.py writes the tiny
 # tokenizer's chat template from it).
@@ -54,8 +56,6 @@ class ChatTemplate:
             return cls(name, tokenizer, QWEN_STOP_WORDS)
         from llamafactory.data.template import TEMPLATES, get_template_and_fix_tokenizer
         from llamafactory.hparams import DataArguments
-
-        from nerft.errors import ModelError
 
         if name not in TEMPLATES:
             raise ModelError(f"unknown LLaMA-Factory template {name!r}")

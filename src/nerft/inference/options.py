@@ -8,6 +8,7 @@ together, so each mistake is refused in one place, before any model loads.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,18 @@ if TYPE_CHECKING:
 ENGINE_NAMES = ("hf", "vllm", "openai")
 DEFAULT_RETRIES = 4
 DEFAULT_TIMEOUT = 120.0
+
+
+def default_engine(*, endpoint: str | None) -> str:
+    """`openai` when an endpoint is given; else `vllm` on a CUDA machine that has it; else `hf`."""
+    if endpoint:
+        return "openai"
+    if importlib.util.find_spec("vllm") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return "vllm"
+    return "hf"
 
 
 @dataclass(frozen=True)
@@ -47,8 +60,6 @@ class EngineOptions:
         """The engine to open: the one asked for, else `openai` for an endpoint, else vllm or hf."""
         if self.engine is not None:
             return self.engine
-        from nerft.inference.engines import default_engine
-
         return default_engine(endpoint=self.endpoint)
 
     def local(self) -> EngineOptions:

@@ -14,7 +14,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 
+from nerft.data.load import format_errors
 from nerft.data.records import CluenerRecord
+from nerft.data.validate import CheckedRecord, check_json_record
 from nerft.errors import DataError, ServerError
 from nerft.inference.engines import ChatRequest, Engine
 from nerft.inference.engines.local import open_local_engine
@@ -133,8 +135,6 @@ def records_from_lines(
     Read as they are predicted, so a pipe of any length streams: the first record is read here
     (none at all is a `DataError` before any model is loaded), a bad later line raises its
     `DataError` when it is reached."""
-    from nerft.data.load import format_errors
-    from nerft.data.validate import CheckedRecord, check_json_record
 
     def checked_lines() -> Iterator[CheckedRecord]:
         for lineno, line in enumerate(lines, start=1):

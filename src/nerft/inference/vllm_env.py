@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from nerft.errors import EnvironmentProblem
+from nerft.inference.engines.vllm_worker import describe_environment
 from nerft.io import json_line
 from nerft.process import read_program
 
@@ -115,7 +116,6 @@ def require_vllm_environment() -> VllmEnvironment:
 
 
 def _in_process() -> VllmEnvironment:
-    from nerft.inference.engines.vllm_worker import describe_environment
 
     return VllmEnvironment(
         **{**describe_environment(), "python": sys.executable}, in_process=True, found_by="this Python"

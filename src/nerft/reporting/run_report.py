@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nerft.errors import ModelError
+from nerft.io import write_text_atomic
 from nerft.reporting.charts import grouped_bar_chart, loss_chart
 from nerft.reporting.errors_page import ERRORS_PAGE
 from nerft.reporting.eval_report import eval_blocks, load_eval_report, summary_line
@@ -289,7 +290,6 @@ def write_run_reports(run_dirs: list[str | os.PathLike], *, out: str | os.PathLi
 
 
 def _write_page(page: Page, out_dir: Path, stem: str, written: WrittenReport) -> None:
-    from nerft.io import write_text_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown, html = out_dir / f"{stem}.md", out_dir / f"{stem}.html"

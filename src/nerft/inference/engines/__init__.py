@@ -8,7 +8,6 @@ Decoding is greedy everywhere and stops at the template's end token or at the re
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -57,18 +56,6 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Free what the engine holds (GPU memory, HTTP connections)."""
-
-
-def default_engine(*, endpoint: str | None) -> str:
-    """`openai` when an endpoint is given; else `vllm` on a CUDA machine that has it; else `hf`."""
-    if endpoint:
-        return "openai"
-    if importlib.util.find_spec("vllm") is not None:
-        import torch
-
-        if torch.cuda.is_available():
-            return "vllm"
-    return "hf"
 
 
 def batched(items: Iterable, size: int) -> Iterator[list]:

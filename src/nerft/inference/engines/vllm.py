@@ -33,6 +33,7 @@ from pathlib import Path
 from nerft.errors import EnvironmentProblem, ModelError
 from nerft.inference.chat import ChatTemplate
 from nerft.inference.engines import ChatRequest, Generation, batched
+from nerft.inference.engines.vllm_worker import Generator
 from nerft.inference.source import ModelSource, vllm_max_lora_rank
 from nerft.inference.structured import output_constraint
 from nerft.inference.vllm_env import WORKER, VllmEnvironment, require_vllm_environment
@@ -203,8 +204,6 @@ class VLLMEngine:
             "structured": output_constraint(fmt) if structured else None,
         }
         if self.environment.in_process:
-            from nerft.inference.engines.vllm_worker import Generator
-
             self.generator = Generator(config)
         else:
             self.generator = WorkerProcess(self.environment.python, config)
