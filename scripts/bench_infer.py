@@ -2,7 +2,7 @@
 """Benchmark inference: predictions per second, one request at a time vs batched, in one run.
 
 One engine is loaded once (`hf` by default, `vllm` on a GPU) and answers the same CLUENER dev
-sentences with batch size 1, then with each --batch-size (`nerft.bench.inference`). The prompts
+sentences with batch size 1, then with each --batch-size (`benchlib.inference`). The prompts
 are nerft's (`ChatRequest.for_text`); the answers must come out identical.
 
 The model is a nerft run folder (--run), any model folder (--model), or by default a tiny random
@@ -25,7 +25,7 @@ and without prompt lookup, hf batched, vllm sequential and batched with and with
 speculation, and Ray with 2 CPU actors (a local cluster) running the hf engine batched and
 sequential with prompt lookup and the vllm engine batched. The hf rows count the model's forward
 passes per answer. It needs --run (the actors load a run folder); --cycle N makes N distinct
-sentences from the --dev records (`nerft.bench.synthetic`), e.g. from the sample the learned
+sentences from the --dev records (`benchlib.synthetic`), e.g. from the sample the learned
 quick-start run was trained on:
 
     .venv/bin/python scripts/bench_infer.py --engine scale --run runs/tiny --dev data/sample/train.jsonl --cycle 256 --threads 1
@@ -119,9 +119,10 @@ def open_bench_engine(name: str, source, fmt, *, structured: bool = True):
 
 def run_both(args) -> dict:
     """hf (batched) against vllm on the same model and sentences, measured in this one run."""
-    from nerft.bench.inference import compare_engines
-    from nerft.bench.machine import describe_machine
-    from nerft.bench.report import log
+    from benchlib.inference import compare_engines
+    from benchlib.machine import describe_machine
+    from benchlib.report import log
+
     from nerft.data.load import load_records
     from nerft.inference.engines import ChatRequest
     from nerft.inference.engines.hf import HFEngine
@@ -181,8 +182,8 @@ def compared_rows(engines: list[dict], *extra: str) -> list[list]:
 
 
 def format_both(result: dict) -> str:
-    from nerft.bench.machine import machine_line
-    from nerft.bench.report import format_table
+    from benchlib.machine import machine_line
+    from benchlib.report import format_table
 
     rows = compared_rows(result["engines"], "stopped", "hit_length_limit")
     hf, vllm = result["engines"]
@@ -215,9 +216,10 @@ def format_both(result: dict) -> str:
 
 
 def run(args) -> dict:
-    from nerft.bench.inference import compare_batching
-    from nerft.bench.machine import describe_machine
-    from nerft.bench.report import log
+    from benchlib.inference import compare_batching
+    from benchlib.machine import describe_machine
+    from benchlib.report import log
+
     from nerft.data.load import load_records
     from nerft.inference.engines import ChatRequest
 
@@ -262,8 +264,8 @@ def _torch_threads() -> int:
 
 
 def format_result(result: dict) -> str:
-    from nerft.bench.machine import machine_line
-    from nerft.bench.report import format_table
+    from benchlib.machine import machine_line
+    from benchlib.report import format_table
 
     seq = result["sequential"]
     rows = [
@@ -322,6 +324,7 @@ def scale_engines(args, source, fmt, batch: int) -> list:
     """The rows of the scale table: (label, batch size, a function that loads the engine)."""
     from nerft.inference.engines.hf import HFEngine
     from nerft.inference.engines.ray_actors import RayEngine
+    from nerft.inference.options import EngineOptions
     from nerft.runfolder import load_run
 
     run = load_run(args.run)
@@ -356,14 +359,9 @@ def scale_engines(args, source, fmt, batch: int) -> list:
 
     def ray(engine: str, size: int, **options):
         return lambda: RayEngine(
-            engine,
-            str(args.run),
-            address="local",
-            actors=2,
-            cpus_per_actor=1,
+            EngineOptions(engine=engine, batch_size=size, ray="local", ray_actors=2, ray_cpus=1, **options),
+            args.run,
             shard_size=size,
-            batch_size=size,
-            **options,
         )
 
     rows += [
@@ -377,10 +375,11 @@ def scale_engines(args, source, fmt, batch: int) -> list:
 
 def run_scale(args) -> dict:
     """The scale table: every engine and mode on the same model and sentences, in this one run."""
-    from nerft.bench.inference import compare_engines
-    from nerft.bench.machine import describe_machine
-    from nerft.bench.report import log
-    from nerft.bench.synthetic import synthetic_records
+    from benchlib.inference import compare_engines
+    from benchlib.machine import describe_machine
+    from benchlib.report import log
+    from benchlib.synthetic import synthetic_records
+
     from nerft.data.load import load_records
     from nerft.inference.engines import ChatRequest
 
@@ -411,8 +410,8 @@ def run_scale(args) -> dict:
 
 
 def format_scale(result: dict) -> str:
-    from nerft.bench.machine import machine_line
-    from nerft.bench.report import format_table
+    from benchlib.machine import machine_line
+    from benchlib.report import format_table
 
     rows = compared_rows(result["engines"], "forward_passes_per_answer")
     return "\n".join(
@@ -450,7 +449,7 @@ def main(argv=None) -> int:
     if not args.dev.is_file():
         print(f"bench_infer: error: {args.dev}: no such file (pass --dev)", file=sys.stderr)
         return 1
-    from nerft.bench.report import json_text
+    from benchlib.report import json_text
 
     if args.engine == "scale":
         if not args.run:

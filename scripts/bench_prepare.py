@@ -2,9 +2,9 @@
 """Benchmark `nerft prepare`: throughput on CLUENER train, and peak memory as the input grows.
 
 Each measurement runs `nerft.data.prepare.prepare_dataset` once in a fresh child process (see
-`nerft.bench.memory`): throughput is records per second of the call; memory is the child's peak
+`benchlib.memory`): throughput is records per second of the call; memory is the child's peak
 RSS. The growth check writes synthetic files of SMALL and LARGE records made from the train file
-(`nerft.bench.synthetic`) into a temporary folder, deleted afterwards.
+(`benchlib.synthetic`) into a temporary folder, deleted afterwards.
 
     .venv/bin/python scripts/bench_prepare.py                    # CLUENER train, 100k vs 1M records
     .venv/bin/python scripts/bench_prepare.py --small 1000 --large 10000 --json
@@ -38,10 +38,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run(train: Path, small: int, large: int, tmp: Path | None = None) -> dict:
-    from nerft.bench.machine import describe_machine
-    from nerft.bench.memory import measure_call
-    from nerft.bench.report import log
-    from nerft.bench.synthetic import write_synthetic_cluener
+    from benchlib.machine import describe_machine
+    from benchlib.memory import measure_call
+    from benchlib.report import log
+    from benchlib.synthetic import write_synthetic_cluener
+
     from nerft.data.load import load_records
 
     base = [record.to_clue() for record in load_records(train)]
@@ -85,8 +86,8 @@ def run(train: Path, small: int, large: int, tmp: Path | None = None) -> dict:
 
 
 def format_result(result: dict) -> str:
-    from nerft.bench.machine import machine_line
-    from nerft.bench.report import format_table
+    from benchlib.machine import machine_line
+    from benchlib.report import format_table
 
     tp, mem = result["throughput"], result["memory"]
     lines = [
@@ -122,7 +123,7 @@ def main(argv=None) -> int:
         print(f"bench_prepare: error: {args.train}: no such file (pass --train)", file=sys.stderr)
         return 1
     result = run(args.train, args.small, args.large, args.tmp)
-    from nerft.bench.report import json_text
+    from benchlib.report import json_text
 
     print(json_text(result) if args.json else format_result(result))
     return 0 if result["memory"]["passes"] else 1

@@ -2,11 +2,11 @@
 """Benchmark streaming: peak memory of `nerft predict --data --out` and `nerft eval --predictions`
 at 10k and 1M sentences.
 
-Each size runs, each once in a fresh child process (`nerft.bench.memory`), on a synthetic file
-made from the sample (`nerft.bench.synthetic`):
-- predict: `nerft.bench.streaming.predict_file` (the command's own reading, resuming and
+Each size runs, each once in a fresh child process (`benchlib.memory`), on a synthetic file
+made from the sample (`benchlib.synthetic`):
+- predict: `benchlib.streaming.predict_file` (the command's own reading, resuming and
   writing, with an engine that answers instantly);
-- eval: `nerft.bench.streaming.score_files` (the command's scoring of that file's predictions
+- eval: `benchlib.streaming.score_files` (the command's scoring of that file's predictions
   against the synthetic gold, streaming every wrong sentence into errors.jsonl, then report.json).
 The ratio of the two peaks of each command, from one run, is the check: flat memory is a ratio
 near 1.
@@ -24,8 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BASE = ROOT / "data" / "sample" / "train.jsonl"
-PREDICT = "nerft.bench.streaming:predict_file"
-SCORE = "nerft.bench.streaming:score_files"
+PREDICT = "benchlib.streaming:predict_file"
+SCORE = "benchlib.streaming:score_files"
 MAX_GROWTH = 1.5  # issue 14: memory flat from 10k to 1M sentences
 
 
@@ -45,9 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run(base_path: Path, small: int, large: int, tmp: Path | None = None) -> dict:
-    from nerft.bench.machine import describe_machine
-    from nerft.bench.report import log
-    from nerft.bench.synthetic import write_synthetic_cluener
+    from benchlib.machine import describe_machine
+    from benchlib.report import log
+    from benchlib.synthetic import write_synthetic_cluener
+
     from nerft.data.load import load_records
 
     base = [record.to_clue() for record in load_records(base_path)]
@@ -81,7 +82,7 @@ def run(base_path: Path, small: int, large: int, tmp: Path | None = None) -> dic
 
 def _measure(command: str, target: str, count: int, source: Path, written: Path, **arguments) -> dict:
     """One command on one file, in a child process: its time and memory, and what it wrote."""
-    from nerft.bench.memory import measure_call
+    from benchlib.memory import measure_call
 
     call = measure_call(target, **arguments)
     return {
@@ -99,8 +100,8 @@ def _measure(command: str, target: str, count: int, source: Path, written: Path,
 
 
 def format_result(result: dict) -> str:
-    from nerft.bench.machine import machine_line
-    from nerft.bench.report import format_table
+    from benchlib.machine import machine_line
+    from benchlib.report import format_table
 
     keys = ["command", "sentences", "rows_written", "input_mib", "output_mib", "seconds", "sentences_per_second"]
     keys += ["baseline_rss_mib", "peak_rss_mib", "growth_mib"]
@@ -132,7 +133,7 @@ def format_result(result: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     result = run(args.base, args.small, args.large, args.tmp)
-    from nerft.bench.report import json_text
+    from benchlib.report import json_text
 
     print(json_text(result) if args.json else format_result(result))
     return 0 if max(result["peak_ratio"].values()) <= MAX_GROWTH else 1

@@ -2,11 +2,11 @@
 """Benchmark the prompt formats: training tokens per sample and padding waste, seed vs compact.
 
 Every CLUENER train record is rendered in each format (`nerft.prompts`) and tokenized through the
-Qwen chat template exactly as LLaMA-Factory's `qwen` template encodes it (`nerft.bench.tokens`):
+Qwen chat template exactly as LLaMA-Factory's `qwen` template encodes it (`benchlib.tokens`):
 prompt tokens (masked) and response tokens (the loss). Padding is the share of computed positions
 that are padding when batching B samples in random order, grouped by length, or packed into rows
 of --cutoff-len (default: the pack length `nerft train` picks for each format's data, about
---batch-size mean samples) (`nerft.bench.padding`). Finally every compact answer is parsed back with the
+--batch-size mean samples) (`benchlib.padding`). Finally every compact answer is parsed back with the
 parser `nerft eval` uses, and scored against the record's entities: F1 must be 1.0.
 
     .venv/bin/python scripts/bench_tokens.py
@@ -55,12 +55,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def run(
     train: Path, tokenizer_dir: Path, *, limit: int | None = None, batch_size: int = 4, cutoff_len: int | None = None
 ) -> dict:
+    from benchlib.machine import describe_machine
+    from benchlib.report import log
+    from benchlib.roundtrip import round_trip_scores
+    from benchlib.tokens import compare_formats
     from transformers import AutoTokenizer
 
-    from nerft.bench.machine import describe_machine
-    from nerft.bench.report import log
-    from nerft.bench.roundtrip import round_trip_scores
-    from nerft.bench.tokens import compare_formats
     from nerft.data.load import load_records
     from nerft.prompts import get_format
 
@@ -98,8 +98,8 @@ def run(
 
 
 def format_result(result: dict) -> str:
-    from nerft.bench.machine import machine_line
-    from nerft.bench.report import format_table
+    from benchlib.machine import machine_line
+    from benchlib.report import format_table
 
     formats, ratios = result["formats"], result["ratios"]
     token_rows = [
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
             print(f"bench_tokens: error: {path}: not found (pass --train / --tokenizer)", file=sys.stderr)
             return 1
     result = run(args.train, args.tokenizer, limit=args.limit, batch_size=args.batch_size, cutoff_len=args.cutoff_len)
-    from nerft.bench.report import json_text
+    from benchlib.report import json_text
 
     print(json_text(result) if args.json else format_result(result))
     passes = result["ratios"]["tokens_per_sample"] <= MAX_RATIO and result["round_trip"]["f1"] == 1.0

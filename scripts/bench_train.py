@@ -3,7 +3,7 @@
 
 Meant for a GPU (it runs on a CPU too, with --shape tiny, to check the pipeline). Both runs train
 the same model for --steps optimizer steps through the real `llamafactory-cli`, without
-evaluation (`nerft.bench.training`):
+evaluation (`benchlib.training`):
 - tutorial: the tutorials' YAML on CLUENER train in the `seed` prompt format;
 - nerft: `nerft train PRESET` (default qwen7b) on the same records in the `compact` format.
 The model is --model, or one with random weights built from --shape (Qwen2.5-7B's by default;
@@ -59,11 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def run(args, work: Path) -> dict:
     import torch
     import yaml
-
-    from nerft.bench.machine import describe_machine
-    from nerft.bench.report import log
-    from nerft.bench.tokens import count_sample_tokens
-    from nerft.bench.training import (
+    from benchlib.machine import describe_machine
+    from benchlib.report import log
+    from benchlib.tokens import count_sample_tokens
+    from benchlib.training import (
         QWEN25_7B_SHAPE,
         build_random_model,
         nerft_overrides,
@@ -71,6 +70,7 @@ def run(args, work: Path) -> dict:
         throughput,
         tutorial_train_args,
     )
+
     from nerft.data.prepare import prepare_dataset
     from nerft.errors import NerftError
     from nerft.io import write_text_atomic
@@ -155,8 +155,8 @@ def run(args, work: Path) -> dict:
 
 
 def format_result(result: dict) -> str:
-    from nerft.bench.machine import machine_line
-    from nerft.bench.report import format_table
+    from benchlib.machine import machine_line
+    from benchlib.report import format_table
 
     rows = [
         [
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="nerft-bench-train-") as folder:
             result = run(args, Path(folder))
-    from nerft.bench.report import json_text
+    from benchlib.report import json_text
 
     print(json_text(result) if args.json else format_result(result))
     return 0

@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("NERFT_SHARED") or ROOT.parent / "shared")  # NERFT_SHARED: a checkout elsewhere
 SAMPLE = ROOT / "data" / "sample"
+sys.path.insert(0, str(ROOT / "scripts"))  # benchlib: what the benchmarks measure, beside the scripts that time it
 
 
 def load_script(name: str):

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from benchlib.inference import compare_batching, timed_generation
 from conftest import load_script
 
-from nerft.bench.inference import compare_batching, timed_generation
 from nerft.inference.engines import Generation, batched
 
 ROOT = Path(__file__).resolve().parents[1]

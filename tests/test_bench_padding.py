@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from nerft.bench.padding import (
+from benchlib.padding import (
     batch_padding,
     greedy_knapsack,
     grouped_batches,

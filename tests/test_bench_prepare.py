@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from benchlib.machine import machine_line
+from benchlib.memory import measure_call
+from benchlib.synthetic import synthetic_records, write_synthetic_cluener
 from conftest import load_script
 
-from nerft.bench.machine import lscpu_fields, machine_line
-from nerft.bench.memory import measure_call
-from nerft.bench.synthetic import synthetic_records, write_synthetic_cluener
 from nerft.data.load import load_records
 from nerft.errors import NerftError
+from nerft.machine import lscpu_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = [

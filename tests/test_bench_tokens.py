@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
+from benchlib.roundtrip import round_trip_scores
+from benchlib.tokens import SampleTokens, count_sample_tokens, packing_cutoff_len, qwen_segments, summarize_tokens
 from conftest import load_script
 
-from nerft.bench.roundtrip import round_trip_scores
-from nerft.bench.tokens import SampleTokens, count_sample_tokens, packing_cutoff_len, qwen_segments, summarize_tokens
 from nerft.data.load import load_records
 from nerft.data.records import CluenerRecord, Entity
 from nerft.prompts import get_format
@@ -75,14 +75,13 @@ def test_real_qwen2_counts(qwen2_tokenizer_dir):
 @pytest.mark.slow
 def test_counts_and_packing_match_llamafactory(qwen2_tokenizer_dir, sample_dir):
     """The counts are LLaMA-Factory's own: its alpaca converter and qwen template, on the sample data."""
+    from benchlib.padding import greedy_knapsack
     from llamafactory.data.converter import AlpacaDatasetConverter
     from llamafactory.data.parser import DatasetAttr
     from llamafactory.data.processor.processor_utils import greedy_knapsack as llamafactory_knapsack
     from llamafactory.data.template import TEMPLATES
     from llamafactory.hparams import DataArguments
     from transformers import AutoTokenizer
-
-    from nerft.bench.padding import greedy_knapsack
 
     tokenizer = AutoTokenizer.from_pretrained(str(qwen2_tokenizer_dir))
     converter = AlpacaDatasetConverter(DatasetAttr("file", "x", system="system"), DataArguments())

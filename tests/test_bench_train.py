@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from benchlib.training import TUTORIAL_TRAIN_ARGS, nerft_overrides, samples_per_row, throughput, tutorial_train_args
 from conftest import load_script
-
-from nerft.bench.training import TUTORIAL_TRAIN_ARGS, nerft_overrides, samples_per_row, throughput, tutorial_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -267,14 +267,14 @@ def test_qwen7b_dry_run_without_the_data_in_place_still_renders_the_yaml(tmp_pat
 
 @pytest.mark.parametrize("preset", ["qwen7b", "qwen7b-qlora", "qwen3-8b", "qwen2.5-1.5b"])
 def test_doctor_sizes_sequences_as_train_renders_them(preset, tmp_path, monkeypatch):
-    from nerft.doctor.preset import read_training_plan
+    from nerft.training.plan import read_plan
 
     monkeypatch.chdir(tmp_path)  # no data in place: train sizes by CLUENER's lengths, as the doctor does
     monkeypatch.setenv("NERFT_CACHE", str(tmp_path / "cache"))
     result = CliRunner().invoke(app, ["train", preset, "--dry-run"])
     assert result.exit_code == 0, result.output
     rendered = yaml.safe_load(result.stdout)
-    plan = read_training_plan(preset)
+    plan = read_plan(preset).settings
     assert (plan.cutoff_len, plan.per_device_train_batch_size, plan.packing) == (216, 1, True)
     assert (rendered["cutoff_len"], rendered["per_device_train_batch_size"], rendered["neat_packing"]) == (216, 1, True)
 

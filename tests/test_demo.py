@@ -53,6 +53,7 @@ def rgb(style: str) -> tuple[int, ...]:
 def sentence_and_entities(learned_run):
     """A training sentence of the learned run and what `nerft predict --engine hf` finds in it."""
     from nerft.data.load import load_records
+    from nerft.inference.options import EngineOptions
     from nerft.inference.predict import predict
     from nerft.runfolder import load_run
 
@@ -60,7 +61,7 @@ def sentence_and_entities(learned_run):
     predict(
         load_records(ROOT / "data" / "sample" / "train.jsonl")[:8],
         run=load_run(learned_run),
-        engine="hf",
+        options=EngineOptions(engine="hf"),
         sink=rows.append,
     )
     for row in rows:

@@ -21,14 +21,10 @@ from nerft.doctor.checks import (
 )
 from nerft.doctor.compat import TESTED_WITH, choose_torch_build, companions
 from nerft.doctor.diagnosis import diagnose, format_diagnosis
-from nerft.doctor.memory import TrainingPlan
-from nerft.doctor.snapshot import (
-    CacheDir,
-    EnvironmentSnapshot,
-    GpuInfo,
-    parse_gpu_query,
-    parse_nvidia_smi_header,
-)
+from nerft.doctor.snapshot import CacheDir, EnvironmentSnapshot
+from nerft.machine import GpuInfo, parse_gpu_query, parse_nvidia_smi_header
+from nerft.training.plan import RunPlan
+from nerft.training.settings import TrainingSettings
 
 GOOD_PACKAGES = {
     "llamafactory": "0.9.5",
@@ -302,6 +298,12 @@ def test_low_disk_warns():
 
 # --- a training config against the machine ---------------------------------------------------------
 
+
+def training_plan(*, source: str = "", **settings) -> RunPlan:
+    """The plan of a plain LLaMA-Factory file with these settings."""
+    return RunPlan(TrainingSettings(**settings), source=source)
+
+
 QWEN7B = dict(
     model="Qwen/Qwen2.5-7B-Instruct",
     bf16=True,
@@ -312,7 +314,7 @@ QWEN7B = dict(
 
 
 def test_bf16_without_cuda_fails_and_names_the_missing_gpu():
-    checks = plan_checks(TrainingPlan(**QWEN7B), cpu_machine(), None)
+    checks = plan_checks(training_plan(**QWEN7B), cpu_machine(), None)
     precision = by_name(checks, "precision")
     assert precision.status == FAIL
     assert "this machine has no NVIDIA GPU (nvidia-smi not found)" in precision.message
@@ -320,13 +322,13 @@ def test_bf16_without_cuda_fails_and_names_the_missing_gpu():
 
 
 def test_bf16_on_a_t4_fails_and_suggests_fp16():
-    precision = by_name(plan_checks(TrainingPlan(**QWEN7B), machine(gpus=[T4]), None), "precision")
+    precision = by_name(plan_checks(training_plan(**QWEN7B), machine(gpus=[T4]), None), "precision")
     assert precision.status == FAIL and "Tesla T4 (compute capability 7.5) has no bf16" in precision.message
     assert precision.fix == "set bf16: false and fp16: true in conf/qwen7b.yaml"
 
 
 def test_qlora_needs_bitsandbytes():
-    plan = TrainingPlan(**{**QWEN7B, "quantization_bit": 4})
+    plan = training_plan(**{**QWEN7B, "quantization_bit": 4})
     quantization = [check for check in plan_checks(plan, machine(), None) if check.name == "quantization"]
     assert [check.status for check in quantization] == [FAIL]
     assert quantization[0].fix == "pip install bitsandbytes"
@@ -335,7 +337,7 @@ def test_qlora_needs_bitsandbytes():
 
 
 def test_liger_requested_but_missing_fails_and_fa2_missing_warns():
-    plan = TrainingPlan(**{**QWEN7B, "enable_liger_kernel": True, "flash_attn": "fa2"})
+    plan = training_plan(**{**QWEN7B, "enable_liger_kernel": True, "flash_attn": "fa2"})
     checks = plan_checks(plan, machine(), None)
     assert by_name(checks, "liger-kernel").status == FAIL
     assert by_name(checks, "flash-attn").status == WARN
@@ -345,7 +347,7 @@ def test_liger_requested_but_missing_fails_and_fa2_missing_warns():
 
 
 def test_deepspeed_requested_but_missing_fails():
-    plan = TrainingPlan(**{**QWEN7B, "deepspeed": "zero2"})
+    plan = training_plan(**{**QWEN7B, "deepspeed": "zero2"})
     check = by_name(plan_checks(plan, machine(), None), "deepspeed")
     assert check.status == FAIL and check.fix.startswith("pip install deepspeed")
     with_deepspeed = machine(
@@ -355,10 +357,12 @@ def test_deepspeed_requested_but_missing_fails():
 
 
 def test_diagnose_7b_lora_fits_an_h100_and_a_4090_but_not_a_t4():
-    plan = TrainingPlan(**QWEN7B)  # estimate 19.7 GiB: see test_doctor_memory
+    plan = training_plan(**QWEN7B)  # estimate 19.7 GiB: see test_doctor_memory
     assert diagnose(plan=plan, snapshot=machine()).ok
     assert diagnose(plan=plan, snapshot=machine(gpus=[RTX4090])).ok
-    on_t4 = diagnose(plan=replace(plan, bf16=False, fp16=True), snapshot=machine(gpus=[T4]))
+    on_t4 = diagnose(
+        plan=replace(plan, settings=replace(plan.settings, bf16=False, fp16=True)), snapshot=machine(gpus=[T4])
+    )
     assert not on_t4.ok
     memory = by_name(on_t4.plan_results, "memory")
     assert "needs about 19.7 GiB per GPU; the largest GPU here, Tesla T4, has 15.0 GiB" in memory.message
@@ -366,14 +370,14 @@ def test_diagnose_7b_lora_fits_an_h100_and_a_4090_but_not_a_t4():
 
 
 def test_diagnose_qlora_fits_a_t4():
-    plan = TrainingPlan(**{**QWEN7B, "bf16": False, "fp16": True, "quantization_bit": 4})
+    plan = training_plan(**{**QWEN7B, "bf16": False, "fp16": True, "quantization_bit": 4})
     snapshot = machine(gpus=[T4], packages={**GOOD_PACKAGES, "bitsandbytes": "0.45.0"}, modules={"bitsandbytes": True})
     diagnosis = diagnose(plan=plan, snapshot=snapshot)
     assert diagnosis.ok, format_diagnosis(diagnosis)
 
 
 def test_diagnose_7b_on_this_cpu_machine_fails_naming_the_missing_gpu():
-    diagnosis = diagnose(plan=TrainingPlan(**QWEN7B), snapshot=cpu_machine())
+    diagnosis = diagnose(plan=training_plan(**QWEN7B), snapshot=cpu_machine())
     assert not diagnosis.ok
     memory = by_name(diagnosis.plan_results, "memory")
     assert memory.status == FAIL
@@ -387,7 +391,7 @@ def test_diagnose_7b_on_this_cpu_machine_fails_naming_the_missing_gpu():
 
 
 def test_diagnose_tiny_cpu_preset_passes_on_the_cpu():
-    plan = TrainingPlan(
+    plan = training_plan(
         model="nerft:tiny-qwen2", cutoff_len=512, per_device_train_batch_size=4, source="conf/tiny-cpu.yaml"
     )
     diagnosis = diagnose(plan=plan, snapshot=cpu_machine())
@@ -398,7 +402,7 @@ def test_diagnose_tiny_cpu_preset_passes_on_the_cpu():
 
 def test_a_gpu_torch_cannot_use_is_named_in_the_memory_verdict():
     snapshot = machine(driver_version="535.104.05", driver_cuda="12.2", torch_cuda_available=False)
-    memory = by_name(diagnose(plan=TrainingPlan(**QWEN7B), snapshot=snapshot).plan_results, "memory")
+    memory = by_name(diagnose(plan=training_plan(**QWEN7B), snapshot=snapshot).plan_results, "memory")
     assert memory.status == FAIL
     assert memory.message.startswith("needs about 19.7 GiB; NVIDIA H100 80GB HBM3 has 79.6 GiB and would fit it, but ")
     assert "torch 2.11.0+cu130 cannot use the GPU (torch CUDA build 13.0, driver CUDA 12.2" in memory.message
@@ -407,16 +411,16 @@ def test_a_gpu_torch_cannot_use_is_named_in_the_memory_verdict():
 
 def test_the_model_check_says_whether_the_base_model_is_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("NERFT_CACHE", str(tmp_path))
-    model = by_name(diagnose(plan=TrainingPlan(**QWEN7B), snapshot=machine()).plan_results, "model")
+    model = by_name(diagnose(plan=training_plan(**QWEN7B), snapshot=machine()).plan_results, "model")
     assert model.status == WARN
     assert model.message == "Qwen/Qwen2.5-7B-Instruct is not downloaded yet (about 14.2 GiB in bf16)"
     assert model.fix == "nerft download Qwen/Qwen2.5-7B-Instruct"
-    tiny = by_name(diagnose(plan=TrainingPlan(model="nerft:tiny-qwen2"), snapshot=cpu_machine()).plan_results, "model")
+    tiny = by_name(diagnose(plan=training_plan(model="nerft:tiny-qwen2"), snapshot=cpu_machine()).plan_results, "model")
     assert tiny.status == OK
 
 
 def test_an_unknown_model_warns_but_does_not_fail():
-    diagnosis = diagnose(plan=TrainingPlan(model="someone/unknown-model", source="x.yaml"), snapshot=machine())
+    diagnosis = diagnose(plan=training_plan(model="someone/unknown-model", source="x.yaml"), snapshot=machine())
     assert by_name(diagnosis.plan_results, "memory").status == WARN
     assert diagnosis.ok
 

@@ -6,19 +6,12 @@ import json
 
 import pytest
 
-from nerft.doctor.memory import (
-    GIB,
-    KNOWN_MODELS,
-    ModelShape,
-    TrainingPlan,
-    estimate_training_memory,
-    local_model_dir,
-    resolve_model_shape,
-    shape_from_config,
-    trainable_params,
-)
-from nerft.doctor.preset import read_training_plan
+from nerft.doctor.memory import GIB, estimate_training_memory, trainable_params
 from nerft.errors import ConfigError
+from nerft.models.download import find_model
+from nerft.models.shapes import KNOWN_MODELS, ModelShape, resolve_model_shape, shape_from_config
+from nerft.training.plan import read_plan
+from nerft.training.settings import TrainingSettings
 
 QWEN7B = KNOWN_MODELS["qwen2.5-7b-instruct"]
 
@@ -45,12 +38,12 @@ def test_qwen3_8b_parameters_and_lora_by_hand():
     assert shape.params() == 8_190_735_360 - 9_216
     # head_dim 128: q 4096 -> 32 x 128, k/v 4096 -> 8 x 128; r * (in + out) per linear layer:
     # q 8192, k 5120, v 5120, o 8192, gate/up 16384 twice, down 16384 = 75776; * 8 * 36 layers
-    assert trainable_params(TrainingPlan(model="m"), shape) == 8 * 75776 * 36 == 21_823_488
+    assert trainable_params(TrainingSettings(model="m"), shape) == 8 * 75776 * 36 == 21_823_488
 
 
 def test_the_presets_are_estimated():
     for preset, model, gib in (("qwen3-8b", "Qwen/Qwen3-8B", 19.9), ("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B", 5.4)):
-        plan = read_training_plan(preset)
+        plan = read_plan(preset).settings
         shape = resolve_model_shape(plan.model)
         assert (plan.model, shape is not None) == (model, True)
         assert round(estimate_training_memory(plan, shape, device="gpu").total / 2**30, 1) == gib
@@ -59,21 +52,21 @@ def test_the_presets_are_estimated():
 def test_lora_trainable_parameters_match_what_llamafactory_prints():
     # r * sum(in + out) per layer: q 3584+3584, k 3584+512, v 3584+512, o 3584+3584,
     # gate/up 3584+18944 twice, down 18944+3584 = 90112; * 8 * 28 layers
-    assert trainable_params(TrainingPlan(model="m"), QWEN7B) == 8 * 90112 * 28 == 20_185_088
+    assert trainable_params(TrainingSettings(model="m"), QWEN7B) == 8 * 90112 * 28 == 20_185_088
     # q and v only, rank 16: (7168 + 4096) * 16 * 28
-    assert trainable_params(TrainingPlan(model="m", lora_rank=16, lora_target="q_proj,v_proj"), QWEN7B) == 5_046_272
+    assert trainable_params(TrainingSettings(model="m", lora_rank=16, lora_target="q_proj,v_proj"), QWEN7B) == 5_046_272
 
 
 def test_full_and_freeze_trainable_parameters():
-    assert trainable_params(TrainingPlan(model="m", finetuning_type="full"), QWEN7B) == 7_615_616_512
+    assert trainable_params(TrainingSettings(model="m", finetuning_type="full"), QWEN7B) == 7_615_616_512
     # the last 2 layers: 233,050,624 linear weights and biases + 2 norms of 3584 each
     layer = 2 * 3584 * 3584 + 2 * 3584 * 512 + 3 * 3584 * 18944 + (3584 + 2 * 512)
     assert layer == 233_050_624
-    assert trainable_params(TrainingPlan(model="m", finetuning_type="freeze"), QWEN7B) == 2 * (layer + 2 * 3584)
+    assert trainable_params(TrainingSettings(model="m", finetuning_type="freeze"), QWEN7B) == 2 * (layer + 2 * 3584)
 
 
 def test_estimate_of_7b_lora_bf16_by_hand():
-    plan = TrainingPlan(model="m", bf16=True, cutoff_len=1024, per_device_train_batch_size=1)
+    plan = TrainingSettings(model="m", bf16=True, cutoff_len=1024, per_device_train_batch_size=1)
     estimate = estimate_training_memory(plan, QWEN7B, device="gpu")
     tokens = 1024
     assert estimate.parts["weights"] == 7_615_616_512 * 2
@@ -88,7 +81,7 @@ def test_estimate_of_7b_lora_bf16_by_hand():
 
 
 def test_estimate_of_7b_qlora_keeps_embeddings_and_lm_head_in_bf16():
-    plan = TrainingPlan(model="m", bf16=True, quantization_bit=4, cutoff_len=1024, per_device_train_batch_size=1)
+    plan = TrainingSettings(model="m", bf16=True, quantization_bit=4, cutoff_len=1024, per_device_train_batch_size=1)
     estimate = estimate_training_memory(plan, QWEN7B, device="gpu")
     linear = 28 * 233_050_624
     other = 7_615_616_512 - linear  # embeddings, lm_head, norms
@@ -98,7 +91,7 @@ def test_estimate_of_7b_qlora_keeps_embeddings_and_lm_head_in_bf16():
 
 
 def test_without_gradient_checkpointing_every_layer_keeps_its_activations():
-    plan = TrainingPlan(
+    plan = TrainingSettings(
         model="m", bf16=True, cutoff_len=1024, per_device_train_batch_size=1, gradient_checkpointing=False
     )
     estimate = estimate_training_memory(plan, QWEN7B, device="gpu")
@@ -106,7 +99,7 @@ def test_without_gradient_checkpointing_every_layer_keeps_its_activations():
 
 
 def test_full_fine_tuning_of_7b_needs_what_llamafactorys_table_says():
-    plan = TrainingPlan(model="m", finetuning_type="full", bf16=True, cutoff_len=512, per_device_train_batch_size=1)
+    plan = TrainingSettings(model="m", finetuning_type="full", bf16=True, cutoff_len=512, per_device_train_batch_size=1)
     estimate = estimate_training_memory(plan, QWEN7B, device="gpu")
     assert estimate.parts["weights"] == 0
     assert 16 * 7_615_616_512 / 1e9 == pytest.approx(121.8, abs=0.1)  # LLaMA-Factory's README: 120 GB
@@ -114,7 +107,7 @@ def test_full_fine_tuning_of_7b_needs_what_llamafactorys_table_says():
 
 
 def test_cpu_estimates_use_float32():
-    plan = TrainingPlan(model="m", cutoff_len=64, per_device_train_batch_size=2)
+    plan = TrainingSettings(model="m", cutoff_len=64, per_device_train_batch_size=2)
     estimate = estimate_training_memory(plan, QWEN7B, device="cpu")
     assert estimate.parts["weights"] == 7_615_616_512 * 4
     assert estimate.parts["logits"] == 128 * 152_064 * 16
@@ -154,7 +147,9 @@ def test_activation_formula_matches_what_autograd_saves():
     parameters = {parameter.untyped_storage().data_ptr() for parameter in model.parameters()}
     measured = sum(size for pointer, size in saved.items() if pointer not in parameters)
 
-    plan = TrainingPlan(model="m", cutoff_len=length, per_device_train_batch_size=batch, gradient_checkpointing=False)
+    plan = TrainingSettings(
+        model="m", cutoff_len=length, per_device_train_batch_size=batch, gradient_checkpointing=False
+    )
     estimate = estimate_training_memory(plan, shape_from_config(config.to_dict(), name="m"), device="cpu")
     assert estimate.parts["activations"] == batch * length * 4 * 3 * (6 * 256 + 2 * 128 + 4 * 704) == 14_155_776
     assert measured == pytest.approx(estimate.parts["activations"], rel=0.05)
@@ -210,10 +205,10 @@ def test_a_downloaded_hub_model_is_read_from_nerfts_model_cache(tmp_path, monkey
             }
         )
     )
-    assert local_model_dir("Qwen/Qwen2.5-0.5B-Instruct") == folder
+    assert find_model("Qwen/Qwen2.5-0.5B-Instruct", build=False) == folder
     shape = resolve_model_shape("Qwen/Qwen2.5-0.5B-Instruct")
     assert shape.name == "Qwen/Qwen2.5-0.5B-Instruct" and shape.params() == 494_032_768
-    assert local_model_dir("Qwen/Qwen2.5-7B-Instruct") is None
+    assert find_model("Qwen/Qwen2.5-7B-Instruct", build=False) is None
 
 
 def test_the_built_in_tiny_model_is_known():
@@ -234,7 +229,8 @@ def test_a_flat_llamafactory_yaml_is_read(tmp_path):
         "model_name_or_path: Qwen/Qwen2.5-7B-Instruct\nfinetuning_type: lora\nlora_target: [q_proj, v_proj]\n"
         "quantization_bit: 4\nbf16: true\ncutoff_len: 768\nper_device_train_batch_size: 2\ndisable_gradient_checkpointing: true\n"
     )
-    plan = read_training_plan(path)
+    read = read_plan(path)
+    plan = read.settings
     assert (plan.model, plan.quantization_bit, plan.bf16, plan.cutoff_len, plan.per_device_train_batch_size) == (
         "Qwen/Qwen2.5-7B-Instruct",
         4,
@@ -243,7 +239,7 @@ def test_a_flat_llamafactory_yaml_is_read(tmp_path):
         2,
     )
     assert plan.lora_target == "q_proj,v_proj" and plan.gradient_checkpointing is False
-    assert plan.source == str(path)
+    assert read.source == str(path)
 
 
 def test_a_sectioned_nerft_config_is_read(tmp_path):
@@ -253,7 +249,8 @@ def test_a_sectioned_nerft_config_is_read(tmp_path):
         "model:\n  model_name_or_path: nerft:tiny-qwen2\n  enable_liger_kernel: auto\n"
         "method:\n  lora_rank: 4\ndataset:\n  cutoff_len: auto\ntrain:\n  per_device_train_batch_size: 4\n  bf16: false\n"
     )
-    plan = read_training_plan(path)
+    read = read_plan(path)
+    plan = read.settings
     assert (plan.model, plan.lora_rank, plan.per_device_train_batch_size, plan.bf16) == (
         "nerft:tiny-qwen2",
         4,
@@ -261,39 +258,40 @@ def test_a_sectioned_nerft_config_is_read(tmp_path):
         False,
     )
     # no packing: the sample's longest example through the tiny tokenizer, 80 tokens (a multiple of 8); batch kept
-    assert (plan.cutoff_len, plan.per_device_train_batch_size, plan.cutoff_auto) == (80, 4, True)
+    assert (plan.cutoff_len, plan.per_device_train_batch_size, read.cutoff_auto) == (80, 4, True)
     packed = tmp_path / "packed.yaml"
     packed.write_text(path.read_text().replace("cutoff_len: auto\n", "cutoff_len: auto\n  neat_packing: true\n"))
-    plan = read_training_plan(packed)
+    read = read_plan(packed)
+    plan = read.settings
     # packing: one pack of about 4 mean examples, round_up(4 * 64.5 = 258) = 264, one pack per device
     assert (plan.cutoff_len, plan.per_device_train_batch_size, plan.packing) == (264, 1, True)
-    assert "holds about 4.1 examples" in plan.sequence_note
-    assert plan.nerft_config and plan.deepspeed is None
+    assert "holds about 4.1 examples" in read.sequence_note
+    assert read.nerft_config and plan.deepspeed is None
     zero2 = tmp_path / "zero2.yaml"
     zero2.write_text(path.read_text().replace("method:\n", "method:\n  deepspeed: zero2\n"))
-    assert read_training_plan(zero2).deepspeed == "zero2"
+    assert read_plan(zero2).settings.deepspeed == "zero2"
     flat = tmp_path / "flat.yaml"
     flat.write_text("model_name_or_path: x\ndeepspeed: ds.json\n")
-    assert (read_training_plan(flat).nerft_config, read_training_plan(flat).deepspeed) == (False, "ds.json")
+    assert (read_plan(flat).nerft_config, read_plan(flat).settings.deepspeed) == (False, "ds.json")
     assert plan.enable_liger_kernel is False
 
 
 def test_config_errors_name_the_file_and_line(tmp_path):
     with pytest.raises(ConfigError, match="no such config file"):
-        read_training_plan(tmp_path / "absent.yaml")
+        read_plan(tmp_path / "absent.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("model_name_or_path: x\nbf16: [true\n")
     with pytest.raises(ConfigError, match=r"broken\.yaml:\d+: broken YAML"):
-        read_training_plan(broken)
+        read_plan(broken)
     modelless = tmp_path / "modelless.yaml"
     modelless.write_text("bf16: true\n")
     with pytest.raises(ConfigError, match="modelless.yaml: no model_name_or_path"):
-        read_training_plan(modelless)
+        read_plan(modelless)
     bad_value = tmp_path / "bad.yaml"
     bad_value.write_text("model_name_or_path: x\ncutoff_len: lots\n")
     with pytest.raises(ConfigError, match="cutoff_len: cannot read 'lots'"):
-        read_training_plan(bad_value)
+        read_plan(bad_value)
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes(b"model_name_or_path: caf\xe9\n")
     with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text$"):
-        read_training_plan(latin1)
+        read_plan(latin1)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from nerft.doctor.checks import FAIL, check_torch_cuda
-from nerft.doctor.snapshot import GpuInfo, take_snapshot
+from nerft.doctor.snapshot import take_snapshot
+from nerft.machine import GpuInfo
 
 HEADER = """\
 +---------------------------------------------------------------------------------------+

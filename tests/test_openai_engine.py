@@ -14,6 +14,7 @@ from nerft.data.records import CluenerRecord
 from nerft.errors import ServerError
 from nerft.inference.engines import ChatRequest
 from nerft.inference.engines.openai import OpenAIEngine, normalize_base_url
+from nerft.inference.options import EngineOptions
 from nerft.inference.predict import open_engine, predict_records
 from nerft.prompts import get_format
 
@@ -126,7 +127,7 @@ def test_base_url_gets_v1_only_when_it_has_no_path():
 
 def test_request_is_greedy_bounded_stopped_and_authorised():
     with FakeServer() as server:
-        engine = open_engine("openai", fmt=COMPACT, endpoint=server.url, api_key="s3cret")
+        engine = open_engine(EngineOptions(engine="openai", endpoint=server.url, api_key="s3cret"))
         generations = list(engine.generate([ChatRequest.for_text(COMPACT, TEXTS[0])]))
     assert generations[0].text == "name:孙丽\naddress:南京" and generations[0].finish_reason == "stop"
     assert server.requests == [
@@ -143,7 +144,7 @@ def test_request_is_greedy_bounded_stopped_and_authorised():
 
 def test_structured_output_is_requested_in_vllm_s_field_when_asked():
     with FakeServer() as server:
-        engine = open_engine("openai", fmt=get_format("seed"), endpoint=server.url, structured=True)
+        engine = open_engine(EngineOptions(engine="openai", endpoint=server.url, prompt="seed", structured=True))
         list(engine.generate([ChatRequest.for_text(get_format("seed"), TEXTS[0])]))
     constraint = server.requests[0]["structured_outputs"]
     assert list(constraint) == ["json"] and constraint["json"]["items"]["properties"]["label"]["enum"][0] == "name"

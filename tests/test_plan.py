@@ -1,4 +1,4 @@
-"""`plan_run` is the one plan: `nerft doctor --config` and `nerft train --dry-run` print its figures."""
+"""`RunPlan` is the one plan: `nerft doctor --config` and `nerft train --dry-run` print its figures."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from typer.testing import CliRunner
 
 from nerft.cli.main import app
 from nerft.config.load import PRESETS_DIR
-from nerft.doctor.preset import read_training_plan
 from nerft.training import kernels
-from nerft.training.plan import can_run_here, plan_run
+from nerft.training.plan import can_run_here, plan_run, read_plan
 
 PRESETS = sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
 CPU = kernels.Machine(cuda=False)
@@ -32,7 +31,8 @@ def test_doctor_and_dry_run_agree_on_every_figure(preset, on_cpu):
     result = dry_run(preset)
     assert result.exit_code == 0, result.output
     rendered = yaml.safe_load(result.stdout)
-    plan = read_training_plan(preset, machine=CPU)
+    read = read_plan(preset, machine=CPU)
+    plan = read.settings
     doctor = {
         "cutoff_len": plan.cutoff_len,
         "per_device_train_batch_size": plan.per_device_train_batch_size,
@@ -61,22 +61,20 @@ def test_doctor_and_dry_run_agree_on_every_figure(preset, on_cpu):
     if plan.finetuning_type == "lora":
         assert (plan.lora_rank, plan.lora_target) == (rendered["lora_rank"], rendered["lora_target"])
     # the sizing note is the same sentence in both reports
-    assert f"sequences    {plan.sequence_note}" in result.stderr.splitlines()
+    assert f"sequences    {read.sequence_note}" in result.stderr.splitlines()
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_doctor_fails_where_train_stops(preset, on_cpu):
     """One rule (`can_run_here`): what stops `nerft train` on a CPU is what the doctor fails."""
-    plan = read_training_plan(preset, machine=CPU)
-    blockers = can_run_here(plan.run_plan, CPU)
-    assert [blocker.message for blocker in can_run_here(plan, CPU)] == [blocker.message for blocker in blockers]
+    blockers = can_run_here(read_plan(preset, machine=CPU), CPU)
     result = dry_run(preset)
     if blockers:
         assert f"note         on this machine training would stop here: {blockers[0].error()}" in result.stderr
     else:
         assert "would stop here" not in result.stderr
-    # the presets for GPUs stop on a CPU, tiny-cpu does not
-    assert bool(blockers) == (preset != "tiny-cpu")
+    # the presets for GPUs stop on a CPU, the CPU presets do not
+    assert bool(blockers) == (preset not in ("tiny-cpu", "smollm2-cpu"))
 
 
 def test_a_misspelt_section_is_refused_by_both(tmp_path, on_cpu):
@@ -92,17 +90,17 @@ def test_a_misspelt_section_is_refused_by_both(tmp_path, on_cpu):
 def test_cutoff_is_measured_on_the_data_by_both(on_cpu):
     # tiny-cpu packs data/sample: about 4 examples of mean length 63.0 tokens of the tiny tokenizer,
     # round_up(4 * 63.0 = 252) = 256; CLUENER's figures (53.2 mean) would have given 216
-    plan = plan_run("tiny-cpu")
-    assert plan.sequences.cutoff_len == read_training_plan("tiny-cpu", machine=CPU).cutoff_len == 256
-    assert plan.data.records == {"train": 32, "dev": 9}
-    assert "tiny-qwen2's tokenizer" in plan.sequences.note
+    job = plan_run("tiny-cpu").job
+    assert job.sequences.cutoff_len == read_plan("tiny-cpu", machine=CPU).settings.cutoff_len == 256
+    assert job.data.records == {"train": 32, "dev": 9}
+    assert "tiny-qwen2's tokenizer" in job.sequences.note
 
 
 def test_planning_writes_nothing(tmp_path, on_cpu):
     run_dir = tmp_path / "run"
-    plan = plan_run("tiny-cpu", output_dir=run_dir)
+    plan = plan_run("tiny-cpu", output_dir=run_dir).job
     assert plan.run_dir == run_dir and not run_dir.exists()
-    assert plan.argv == ["llamafactory-cli", "train", str(run_dir / "llamafactory_train.yaml")]
+    assert plan.argv == ("llamafactory-cli", "train", str(run_dir / "llamafactory_train.yaml"))
     assert plan.args["output_dir"] == str(run_dir) and plan.args["dataset_dir"] == str(run_dir / "data")
 
 
@@ -111,10 +109,12 @@ def test_train_prepares_the_data_once(tmp_path, on_cpu, monkeypatch):
     from conftest import FakeLauncher
 
     from nerft.data import prepare
+    from nerft.training import plan
 
     calls = []
     real = prepare.check_inputs
-    monkeypatch.setattr(prepare, "check_inputs", lambda *a, **k: calls.append(a) or real(*a, **k))
+    for module in (prepare, plan):  # the plan's check, and prepare's own when it is not handed one
+        monkeypatch.setattr(module, "check_inputs", lambda *a, **k: calls.append(a) or real(*a, **k))
     monkeypatch.setattr("nerft.process.run_program", FakeLauncher())
     result = CliRunner().invoke(app, ["train", "tiny-cpu", "-o", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output

@@ -10,6 +10,7 @@ from nerft.cli.main import app
 from nerft.data.records import CluenerRecord
 from nerft.errors import ConfigError, DataError, ServerError
 from nerft.inference.engines import ChatRequest, Generation
+from nerft.inference.options import EngineOptions
 from nerft.inference.predict import open_engine, predict_records, records_from_lines
 from nerft.inference.predictions import prediction_row
 from nerft.prompts import get_format
@@ -282,11 +283,11 @@ def test_stdin_bad_line_later_in_the_stream_stops_after_the_rows_before_it(tmp_p
 
 def test_openai_needs_an_endpoint_and_hf_needs_a_run():
     with pytest.raises(ConfigError, match="--engine openai needs --endpoint"):
-        open_engine("openai", fmt=COMPACT)
+        open_engine(EngineOptions(engine="openai"))
     with pytest.raises(ConfigError, match="--engine hf needs --run"):
-        open_engine("hf", fmt=COMPACT)
+        open_engine(EngineOptions(engine="hf"))
     with pytest.raises(ConfigError, match="unknown engine 'tgi'"):
-        open_engine("tgi", fmt=COMPACT)
+        open_engine(EngineOptions(engine="tgi"))
 
 
 def test_predict_without_run_or_endpoint_says_what_to_give():
@@ -338,6 +339,6 @@ def test_an_engine_that_answers_too_few_leaves_no_output_file(tmp_path):
     ],
 )
 def test_the_default_engine_is_the_faster_one_for_the_model_and_input(facts, expected):
-    from nerft.inference.engines import choose_engine
+    from nerft.inference.options import choose_engine
 
     assert choose_engine(**facts) == expected

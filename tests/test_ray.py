@@ -187,12 +187,15 @@ def test_eval_on_ray_scores_like_single_process(ray_cluster, learned_run, single
 def test_a_killed_actor_has_its_shard_retried(ray_cluster, learned_run, single_process):
     from nerft.inference.engines import ChatRequest
     from nerft.inference.engines.ray_actors import RayEngine
+    from nerft.inference.options import EngineOptions
     from nerft.runfolder import load_run
 
     fmt = load_run(learned_run).prompt_format()
     rows = [json.loads(line) for line in single_process.read_text(encoding="utf-8").splitlines()]
     requests = [ChatRequest.for_text(fmt, row["text"]) for row in rows]
-    engine = RayEngine("hf", str(learned_run), address=ray_cluster, actors=2, shard_size=2, batch_size=2)
+    engine = RayEngine(
+        EngineOptions(engine="hf", batch_size=2, ray=ray_cluster, ray_actors=2), learned_run, shard_size=2
+    )
     try:
         victim = engine.ray.get(engine.actors[1].pid.remote())
         answers = []

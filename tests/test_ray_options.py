@@ -5,17 +5,18 @@ from typer.testing import CliRunner
 
 from nerft.cli.main import app
 from nerft.errors import ConfigError
+from nerft.inference.options import EngineOptions
 from nerft.inference.predict import open_engine
 from nerft.runfolder import load_run
 
 
 def test_ray_runs_engines_of_a_run_not_an_endpoint(tiny_run):
     with pytest.raises(ConfigError, match="an endpoint has its own --concurrency"):
-        open_engine("openai", endpoint="http://127.0.0.1:9/v1", ray="default")
+        open_engine(EngineOptions(engine="openai", endpoint="http://127.0.0.1:9/v1", ray="default"))
     with pytest.raises(ConfigError, match="--ray needs --run RUN_DIR"):
-        open_engine("hf", ray="default")
+        open_engine(EngineOptions(engine="hf", ray="default"))
     with pytest.raises(ConfigError, match="--ray-actors and --ray-cpus are for --ray"):
-        open_engine("hf", run=load_run(tiny_run), ray_actors=2)
+        open_engine(EngineOptions(engine="hf", ray_actors=2), load_run(tiny_run))
 
 
 def test_predict_with_ray_options_but_no_ray_is_one_error_line(tiny_run):

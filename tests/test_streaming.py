@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from benchlib.streaming import CopyEngine
 
-from nerft.bench.streaming import CopyEngine
 from nerft.data.load import stream_records
 from nerft.data.records import CluenerRecord
 from nerft.errors import ConfigError, DataError
 from nerft.inference.engines import ChatRequest
+from nerft.inference.options import EngineOptions
 from nerft.inference.predict import open_engine, predict_records
 from nerft.prompts import get_format
 from nerft.runfolder import load_run
@@ -75,7 +76,7 @@ def test_stream_records_checks_the_whole_file_first_then_streams_it(tmp_path):
 def test_hf_batches_by_length_and_answers_in_input_order(tiny_run):
     from nerft.inference.engines.hf import BUCKET_BATCHES
 
-    engine = open_engine("hf", run=load_run(tiny_run), batch_size=2)
+    engine = open_engine(EngineOptions(engine="hf", batch_size=2), load_run(tiny_run))
     fmt = load_run(tiny_run).prompt_format()
     texts = ["北京" * (1 + (i * 7) % 11) for i in range(2 * BUCKET_BATCHES + 3)]  # lengths out of order
     requests = [ChatRequest.for_text(fmt, text) for text in texts]
@@ -112,13 +113,14 @@ def test_hf_batches_by_length_and_answers_in_input_order(tiny_run):
 
 @pytest.mark.usefixtures("one_thread")
 def test_prompt_lookup_gives_the_learned_runs_answers_and_is_used_at_batch_size_one(learned_run, sample_dir):
-    from nerft.bench.inference import counted_forward_passes
+    from benchlib.inference import counted_forward_passes
+
     from nerft.data.load import load_records
 
     run = load_run(learned_run)
     fmt = run.prompt_format()
     requests = [ChatRequest.for_text(fmt, record.text) for record in load_records(sample_dir / "train.jsonl")[:8]]
-    engine = open_engine("hf", run=run, batch_size=1)
+    engine = open_engine(EngineOptions(engine="hf", batch_size=1), run)
     lookups = []
     generate = engine.model.generate
 
@@ -148,7 +150,7 @@ def test_prompt_lookup_gives_the_learned_runs_answers_and_is_used_at_batch_size_
 
 def test_speculation_in_hf_batches_is_refused(tiny_run):
     with pytest.raises(ConfigError, match="needs --batch-size 1"):
-        open_engine("hf", run=load_run(tiny_run), speculation=True)
+        open_engine(EngineOptions(engine="hf", speculation=True), load_run(tiny_run))
 
 
 def test_vllm_runs_ngram_speculation_at_batch_size_one_unless_told():

@@ -22,8 +22,8 @@ from nerft.training.lengths import (
     plan_sequences,
     round_up,
 )
+from nerft.training.plan import latest_checkpoint
 from nerft.training.summary import read_summary
-from nerft.training.train import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = kernels.Machine(cuda=False)

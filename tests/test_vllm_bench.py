@@ -4,8 +4,8 @@ the same requests, compared with the first one's answers."""
 from __future__ import annotations
 
 import pytest
+from benchlib.inference import compare_engines
 
-from nerft.bench.inference import compare_engines
 from nerft.inference.engines import Generation, batched
 
 

@@ -7,6 +7,9 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class NerftError(Exception):
     """An error the user can fix. `hint` names the next thing to try."""
@@ -40,3 +43,19 @@ class ServerError(NerftError):
 
 class EnvironmentProblem(NerftError):
     """A missing program or a broken installation."""
+
+
+def validation_problem(error: Mapping[str, Any], *, loc: tuple[str, ...] | None = None) -> str:
+    """One pydantic validation error as `field.path: message`, in nerft's words where pydantic's
+    are vague: the one formatter of them (configs, run manifests). `loc` overrides the error's own."""
+    loc = tuple(str(part) for part in (error["loc"] if loc is None else loc))
+    kind, message = error["type"], error["msg"]
+    if kind == "missing":
+        message = "missing (required)"
+    elif kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        message = "unknown key"
+    else:
+        message = message.removeprefix("Value error, ")
+        if "input" in error and not isinstance(error["input"], (dict, list)):
+            message += f" (got {error['input']!r})"
+    return f"{'.'.join(loc)}: {message}" if loc else message

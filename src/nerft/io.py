@@ -7,8 +7,9 @@
   each other's entries.
 - `staging_dir(target)`: a fresh, unique temporary folder beside `target` for a build;
   `replace_dir(staging, target)` swaps it in so that `target` is never missing.
-- `read_json(path)` and `json_line(...)`: the one JSON reader of every file nerft reads; whatever
-  is wrong with the file ends in one `FILE[:LINE]: reason` error of the caller's type.
+- `read_json(path)` and `json_line(...)`: the one JSON reader of every file nerft reads, and
+  `read_yaml(path)` the one YAML reader; whatever is wrong with the file ends in one
+  `FILE[:LINE]: reason` error of the caller's type.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from nerft.errors import DataError, NerftError
 
 
 @contextlib.contextmanager
@@ -100,7 +103,6 @@ def read_json(
 ) -> Any:
     """The JSON value in `path`, which must be of type `expect`, or an `error` (default `DataError`)
     naming the file, the line and the reason. `what` names the file in the message ("run manifest")."""
-    from nerft.errors import DataError
 
     error = error or DataError
     path = Path(path)
@@ -108,9 +110,48 @@ def read_json(
     return json_line(text, f"{path}", None, expect=expect, error=error, what=what, hint=hint)
 
 
+def read_yaml(
+    path: str | os.PathLike, *, error: type | None = None, mapping: str = "a mapping"
+) -> tuple[dict, dict[tuple, int]]:
+    """The YAML mapping in `path` and the line of every key path in it (for error messages): the one
+    YAML reader. Whatever is wrong ends in one `FILE[:LINE]: reason` `error` (default `DataError`);
+    `mapping` says what the file should hold."""
+    import yaml
+
+    error = error or DataError
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{path}{line}: broken YAML ({reason})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected {mapping}, got {type(data).__name__}")
+    lines: dict[tuple, int] = {}
+
+    def walk(current, prefix: tuple) -> None:
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                loc = (*prefix, str(key_node.value))
+                lines[loc] = key_node.start_mark.line + 1
+                walk(value_node, loc)
+
+    walk(node, ())
+    return data, lines
+
+
 def read_text(path: str | os.PathLike, *, error: type | None = None, what: str = "", hint: str | None = None) -> str:
     """A UTF-8 text file (a byte-order mark allowed), or one `FILE[:LINE]: reason` error."""
-    from nerft.errors import DataError
 
     error = error or DataError
     path = Path(path)
@@ -140,7 +181,6 @@ def json_line(
 ) -> Any:
     """Decode one JSON document (a whole file, or line `lineno` of a JSON Lines file) the way
     `read_json` does: a value of type `expect`, else one `source:line: reason` error."""
-    from nerft.errors import DataError
 
     error = error or DataError
     label = f" ({what})" if what else ""
@@ -183,8 +223,6 @@ def locked(path: str | os.PathLike, *, timeout: float = LOCK_TIMEOUT) -> Iterato
     one is about to create); the kernel releases the lock when its holder dies, even by SIGKILL.
     """
     from filelock import FileLock, Timeout
-
-    from nerft.errors import NerftError
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

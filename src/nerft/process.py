@@ -14,12 +14,17 @@ Rules it enforces for every caller:
 - a program that is not installed raises `EnvironmentProblem` saying what to install;
 - the child's PATH starts with the folder the program was found in (`child_path`), so what it
   starts by name comes from the same environment.
+
+`start_program(..., talk=True)` keeps the child's stdin and stdout for a protocol (the vLLM
+worker) and streams its stderr; `read_program` runs a probe whose output is data (nvidia-smi,
+lscpu, a worker's `--probe`): captured, not logged.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import io
 import os
 import re
 import shlex
@@ -104,13 +109,29 @@ def run_program(
     return code
 
 
+def read_program(
+    argv: Sequence[str | os.PathLike], *, timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a probe and capture its output (text), stdin closed, nothing logged. An `OSError` when
+    it cannot start, a `TimeoutError` (an `OSError` too) after `timeout` seconds."""
+    args = [str(arg) for arg in argv]
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"{args[0]} did not answer within {timeout:g} s") from None
+
+
 class RunningProgram:
-    """A child started by `start_program`, its output streamed by background threads."""
+    """A child started by `start_program`, its output streamed by background threads.
+
+    Started with `talk=True`, `stdin` and `stdout` are text streams to and from the child."""
 
     def __init__(self, child: subprocess.Popen, pumps: list[threading.Thread], own_group: bool):
         self.child = child
         self.pumps = pumps
         self.own_group = own_group
+        self.stdin: io.TextIOWrapper | None = None
+        self.stdout: io.TextIOWrapper | None = None
 
     def poll(self) -> int | None:
         return self.child.poll()
@@ -151,11 +172,13 @@ def start_program(
     on_line: Callable[[str], None] | None = None,
     log: Callable[[str], None] | None = None,
     own_group: bool = False,
+    talk: bool = False,
 ) -> RunningProgram:
     """Start `argv` like `run_program` does, without waiting: for servers that run until stopped.
 
     `own_group=True` starts it in its own process group, so a Ctrl-C in the terminal reaches only
     nerft, which then stops the child and everything it started (`RunningProgram.stop`).
+    `talk=True` gives the caller the child's stdin and stdout (UTF-8 text); only stderr is streamed.
     """
     if isinstance(argv, (str, bytes)):
         raise TypeError("run_program takes an argument list, not a string")
@@ -177,7 +200,7 @@ def start_program(
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if talk else subprocess.DEVNULL,
             bufsize=0,
             start_new_session=own_group,
         )
@@ -209,10 +232,12 @@ def start_program(
                 break
         stream.close()
 
-    pumps = [
-        threading.Thread(target=pump, args=(child.stdout, out), daemon=True),
-        threading.Thread(target=pump, args=(child.stderr, sys.stderr), daemon=True),
-    ]
+    streams = [(child.stderr, sys.stderr)] if talk else [(child.stdout, out), (child.stderr, sys.stderr)]
+    pumps = [threading.Thread(target=pump, args=stream, daemon=True) for stream in streams]
     for thread in pumps:
         thread.start()
-    return RunningProgram(child, pumps, own_group)
+    program = RunningProgram(child, pumps, own_group)
+    if talk:
+        program.stdin = io.TextIOWrapper(io.BufferedWriter(child.stdin), encoding="utf-8")
+        program.stdout = io.TextIOWrapper(io.BufferedReader(child.stdout), encoding="utf-8")
+    return program

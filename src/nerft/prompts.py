@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from nerft.data.records import CluenerRecord
 from nerft.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nerft.data.records import CluenerRecord
 
 CLUENER_LABELS = (
     "name",
@@ -87,14 +90,17 @@ class PromptFormat:
         In `compact` the sentence is the instruction and `input` is empty, which renders as the bare
         sentence in the user turn (LLaMA-Factory joins instruction and input with a newline).
         """
-        output = self.render_output(record.mentions()) if record.labelled else ""
+        return self.alpaca(record.text, self.render_output(record.mentions()) if record.labelled else "")
+
+    def alpaca(self, text: str, output: str = "") -> dict:
+        """The alpaca example of a sentence and its answer (`output`, empty at inference)."""
         if self.name == "compact":
-            return {"instruction": record.text, "input": "", "output": output, "system": self.system}
-        return {"instruction": self.instruction, "input": record.text, "output": output, "system": self.system}
+            return {"instruction": text, "input": "", "output": output, "system": self.system}
+        return {"instruction": self.instruction, "input": text, "output": output, "system": self.system}
 
     def user_message(self, text: str) -> str:
         """The user turn at inference, exactly as LLaMA-Factory renders it at training."""
-        return alpaca_user_turn(self.example(CluenerRecord(text=text, labelled=False)))
+        return alpaca_user_turn(self.alpaca(text))
 
     def max_new_tokens(self, text: str) -> int:
         """A bound on the answer's length: every character of the sentence in an entity, plus markup.

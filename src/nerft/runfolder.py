@@ -18,16 +18,19 @@ prompt at inference is the prompt at training.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
+from nerft.config.render import flatten_config
 from nerft.config.schema import known_prompt
-from nerft.errors import ModelError
+from nerft.errors import ModelError, validation_problem
+from nerft.io import json_line, locked, read_json, read_text, read_yaml, write_json_atomic
 from nerft.prompts import CLUENER_LABELS, PromptFormat, get_format
 
 RUN_MANIFEST = "run.json"
@@ -87,8 +90,6 @@ class RunInfo:
 
 
 def write_run(info: RunInfo) -> Path:
-    from nerft.io import write_json_atomic
-
     path = Path(info.run_dir) / RUN_MANIFEST
     write_json_atomic(path, info.to_json())
     return path
@@ -99,8 +100,6 @@ def update_run(run_dir: str | os.PathLike, **changes) -> RunInfo:
     one run each keep their change)."""
     from dataclasses import replace
 
-    from nerft.io import locked
-
     with locked(Path(run_dir) / RUN_MANIFEST):
         info = replace(load_run(run_dir), **changes)
         write_run(info)
@@ -109,8 +108,6 @@ def update_run(run_dir: str | os.PathLike, **changes) -> RunInfo:
 
 def load_run(run_dir: str | os.PathLike) -> RunInfo:
     """Read and validate a run folder's manifest, or fail with a message that says what is wrong."""
-    from nerft.io import read_json
-
     run_dir = Path(run_dir)
     manifest = run_dir / RUN_MANIFEST
     if not manifest.is_file():
@@ -129,8 +126,7 @@ def load_run(run_dir: str | os.PathLike) -> RunInfo:
         info = _RUN_INFO.validate_python({**data, "run_dir": run_dir})
     except ValidationError as exc:
         problems = [
-            f"{manifest}: {'.'.join(str(part) for part in error['loc']) or 'run.json'}: {_reason(error)}"
-            for error in exc.errors()
+            f"{manifest}: {validation_problem(error, loc=error['loc'] or (RUN_MANIFEST,))}" for error in exc.errors()
         ]
         raise ModelError(
             "\n".join(
@@ -147,19 +143,6 @@ def load_run(run_dir: str | os.PathLike) -> RunInfo:
     return info
 
 
-def _reason(error: dict) -> str:
-    kind, message = error["type"], error["msg"]
-    if kind == "missing":
-        return "missing (required)"
-    if kind == "unexpected_keyword_argument":
-        return "unknown key"
-    if kind == "value_error":
-        return message.removeprefix("Value error, ")
-    if not isinstance(error.get("input"), (dict, list)):
-        message += f" (got {error.get('input')!r})"
-    return message
-
-
 _RUN_INFO = TypeAdapter(RunInfo)
 
 
@@ -170,10 +153,6 @@ def read_trainer_log(path: Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    import json
-
-    from nerft.io import json_line, read_text
-
     text = read_text(path)
     lines = text.splitlines()
     rows = []
@@ -240,9 +219,18 @@ class RunFolder:
     def results_path(self) -> Path | None:
         return next((self.path / name for name in RESULT_FILES if (self.path / name).is_file()), None)
 
+    def settings(self) -> dict[str, Any]:
+        """The LLaMA-Factory arguments that ran (`llamafactory_train.yaml`); nerft.yaml's values fill
+        what the rendered file lacks; {} for neither."""
+        settings: dict[str, Any] = {}
+        for path in (self.train_yaml, self.config_path):
+            if path.is_file():
+                for key, value in flatten_config(read_yaml(path)[0]).items():
+                    settings.setdefault(key, value)
+        return settings
+
     def results(self) -> dict:
         """transformers' final metrics ({} when the run has none yet)."""
-        from nerft.io import read_json
 
         path = self.results_path()
         return {} if path is None else read_json(path, what="the trainer's final metrics")

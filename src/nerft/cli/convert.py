@@ -40,7 +40,7 @@ def command(
     json_output: JsonOutput = False,
 ) -> None:
     """Convert records or predictions for Label Studio / doccano (predictions become pre-annotations to correct) or back to CLUE."""
-    from nerft.data.annotation import convert_file
+    from nerft.data.convert import convert_file
 
     label_list = [label.strip() for label in labels.split(",") if label.strip()] if labels else None
     written = convert_file(source, to=to, out=out, model_version=model_version, labels=label_list)

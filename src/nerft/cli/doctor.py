@@ -24,10 +24,11 @@ def command(
     json_output: JsonOutput = False,
 ) -> None:
     """Check Python, torch, the NVIDIA driver, GPUs and package versions; with --config, estimate the GPU memory it needs. Exits 1 when something fails."""
-    from nerft.doctor import diagnose, diagnosis, format_diagnosis, read_training_plan
+    from nerft.doctor import diagnose, diagnosis, format_diagnosis
+    from nerft.training.plan import read_plan
 
     snapshot = diagnosis.take_snapshot()
-    plan = read_training_plan(config, machine=snapshot.machine()) if config is not None else None
+    plan = read_plan(config, machine=snapshot.machine()) if config is not None else None
     result = diagnose(plan=plan, snapshot=snapshot)
     if json_output:
         print_json(result.to_dict())

@@ -10,32 +10,14 @@ from typing import Annotated, Optional
 import typer
 
 from nerft.cli.common import log, print_json, split_labels
-from nerft.cli.options import (
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT,
-    ApiKey,
-    BatchSize,
-    Concurrency,
-    Endpoint,
-    Engine,
-    JsonOutput,
-    Model,
-    OptionalRunDir,
-    Prompt,
-    Ray,
-    RayActors,
-    RayCpus,
-    Retries,
-    Speculation,
-    Structured,
-    Timeout,
-    choice,
-)
+from nerft.cli.options import JsonOutput, OptionalRunDir, engine_options
 from nerft.errors import ConfigError
+from nerft.inference.options import EngineOptions
 
 NAME = "eval"
 
 
+@engine_options()
 def command(
     gold: Annotated[
         Path,
@@ -70,9 +52,6 @@ def command(
         ),
     ] = None,
     run_dir: OptionalRunDir = None,
-    engine: Engine = None,
-    endpoint: Endpoint = None,
-    prompt: Prompt = None,
     out_dir: Annotated[
         Optional[Path],
         typer.Option(
@@ -80,23 +59,14 @@ def command(
             help="With --run/--endpoint: where predictions.jsonl (resumable), report.json and errors.jsonl go (default: RUN/eval/GOLD_NAME).",
         ),
     ] = None,
-    model: Model = None,
-    api_key: ApiKey = None,
-    batch_size: BatchSize = None,
-    concurrency: Concurrency = None,
-    structured: Structured = None,
-    speculation: Speculation = None,
-    ray: Ray = None,
-    ray_actors: RayActors = None,
-    ray_cpus: RayCpus = None,
-    retries: Retries = DEFAULT_RETRIES,
-    timeout: Timeout = DEFAULT_TIMEOUT,
     json_output: JsonOutput = False,
+    *,
+    options: EngineOptions,
 ) -> None:
     """Score predictions with CLUE's per-label P/R/F1 and seqeval's span F1; --run/--endpoint predict them first."""
     label_list = split_labels(labels)
     if predictions is None:
-        if run_dir is None and endpoint is None:
+        if run_dir is None and options.endpoint is None:
             raise ConfigError(
                 "give --predictions FILE, or --run RUN_DIR / --endpoint URL to predict the gold sentences first"
             )
@@ -108,29 +78,11 @@ def command(
         folder = scoring_folder(gold, run, out_dir)
         with errors_file(errors or folder / ERRORS) as on_error:
             evaluation = predict_and_score(
-                gold=gold,
-                run=run,
-                engine=choice(engine),
-                endpoint=endpoint,
-                prompt=choice(prompt),
-                labels=label_list,
-                out_dir=folder,
-                on_error=on_error,
-                model=model,
-                api_key=api_key,
-                batch_size=batch_size,
-                concurrency=concurrency,
-                structured=structured,
-                retries=retries,
-                timeout=timeout,
-                speculation=speculation,
-                ray=ray,
-                ray_actors=ray_actors,
-                ray_cpus=ray_cpus,
+                gold=gold, run=run, options=options, labels=label_list, out_dir=folder, on_error=on_error
             )
         finish(evaluation, report=report or folder / REPORT, json_output=json_output)
         return
-    if run_dir is not None or endpoint is not None or engine is not None or prompt is not None:
+    if run_dir is not None or options.endpoint is not None or options.engine is not None or options.prompt is not None:
         raise ConfigError(
             "--predictions scores a file; --run, --endpoint, --engine and --prompt predict: give one or the other"
         )

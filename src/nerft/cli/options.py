@@ -1,16 +1,23 @@
 """Options shared by several commands, defined once.
 
 The engine options are `nerft predict`'s and `nerft eval`'s alike (eval predicts the gold sentences
-first when given --run/--endpoint); choices are Enums so that `--help` and a wrong value list them.
+first when given --run/--endpoint), and `nerft demo` takes some of them: `engine_options` adds
+them to a command, which receives them as one `EngineOptions`. Choices are Enums so that `--help`
+and a wrong value list them.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+
+from nerft.inference.options import DEFAULT_RETRIES, DEFAULT_TIMEOUT, EngineOptions
 
 
 class EngineName(str, Enum):
@@ -104,10 +111,57 @@ Retries = Annotated[
     int, typer.Option("--retries", min=0, help="openai: retries of a failed request, with exponential backoff.")
 ]
 Timeout = Annotated[float, typer.Option("--timeout", min=0.001, help="openai: seconds to wait for one answer.")]
-DEFAULT_RETRIES = 4
-DEFAULT_TIMEOUT = 120.0
 
 
-def choice(value: Enum | None) -> str | None:
-    """An Enum option's plain value (what the library functions take)."""
-    return None if value is None else value.value
+ENGINE_OPTIONS: dict[str, tuple[Any, Any]] = {  # EngineOptions field: (its option, default)
+    "engine": (Engine, None),
+    "endpoint": (Endpoint, None),
+    "prompt": (Prompt, None),
+    "model": (Model, None),
+    "api_key": (ApiKey, None),
+    "batch_size": (BatchSize, None),
+    "concurrency": (Concurrency, None),
+    "structured": (Structured, None),
+    "speculation": (Speculation, None),
+    "ray": (Ray, None),
+    "ray_actors": (RayActors, None),
+    "ray_cpus": (RayCpus, None),
+    "retries": (Retries, DEFAULT_RETRIES),
+    "timeout": (Timeout, DEFAULT_TIMEOUT),
+}
+DEMO_OPTIONS = ("engine", "endpoint", "model", "api_key", "structured")
+
+
+def engine_options(names: tuple[str, ...] = tuple(ENGINE_OPTIONS)) -> Callable[[Callable], Callable]:
+    """Give a command the engine options `names` (all by default), after its own; the command
+    takes them as one keyword argument, `options: EngineOptions`, built and typed here."""
+
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command, eval_str=True)
+        own = [parameter for name, parameter in signature.parameters.items() if name != "options"]
+        added = [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=ENGINE_OPTIONS[name][0],
+                default=ENGINE_OPTIONS[name][1],
+            )
+            for name in names
+        ]
+
+        @functools.wraps(command)
+        def with_options(**values):
+            chosen = {name: choice(values.pop(name)) for name in names}
+            return command(**values, options=EngineOptions(**chosen))
+
+        with_options.__signature__ = signature.replace(
+            parameters=[parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in own] + added
+        )
+        return with_options
+
+    return decorate
+
+
+def choice(value: Any) -> Any:
+    """An Enum option's plain value (what the library functions take); other values as they are."""
+    return value.value if isinstance(value, Enum) else value

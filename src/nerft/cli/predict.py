@@ -10,31 +10,13 @@ from typing import Annotated, Optional
 import typer
 
 from nerft.cli.common import log, print_json
-from nerft.cli.options import (
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT,
-    ApiKey,
-    BatchSize,
-    Concurrency,
-    Endpoint,
-    Engine,
-    JsonOutput,
-    Model,
-    OptionalRunDir,
-    Prompt,
-    Ray,
-    RayActors,
-    RayCpus,
-    Retries,
-    Speculation,
-    Structured,
-    Timeout,
-    choice,
-)
+from nerft.cli.options import JsonOutput, OptionalRunDir, engine_options
+from nerft.inference.options import EngineOptions
 
 NAME = "predict"
 
 
+@engine_options()
 def command(
     run_dir: OptionalRunDir = None,
     data: Annotated[
@@ -42,27 +24,15 @@ def command(
         typer.Option("--data", help="Records to predict: CLUE NER JSON/JSONL or BIO/BMES (labels optional)."),
     ] = None,
     text: Annotated[Optional[str], typer.Option("--text", help="One sentence; its entities are printed.")] = None,
-    engine: Engine = None,
-    endpoint: Endpoint = None,
-    model: Model = None,
-    api_key: ApiKey = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Predictions JSON Lines; resumable (default: stdout).")
     ] = None,
-    batch_size: BatchSize = None,
-    concurrency: Concurrency = None,
-    structured: Structured = None,
-    speculation: Speculation = None,
-    ray: Ray = None,
-    ray_actors: RayActors = None,
-    ray_cpus: RayCpus = None,
     keep_unsupported: Annotated[
         bool, typer.Option("--keep-unsupported", help="Keep entities that are not substrings of their sentence.")
     ] = False,
-    prompt: Prompt = None,
-    retries: Retries = DEFAULT_RETRIES,
-    timeout: Timeout = DEFAULT_TIMEOUT,
     json_output: JsonOutput = False,
+    *,
+    options: EngineOptions,
 ) -> None:
     """Predict entities: --data FILE, --text "...", or sentences on stdin (one a line, or JSON records)."""
     from nerft.data.records import CluenerRecord
@@ -73,7 +43,7 @@ def command(
     if data is not None and text is not None:
         raise ConfigError("give --data or --text, not both")
     run = load_run(run_dir) if run_dir is not None else None
-    if run is None and endpoint is None:
+    if run is None and options.endpoint is None:
         raise ConfigError("nothing to predict with: give --run RUN_DIR (a trained run) or --endpoint URL (a server)")
     labels = run.labels if run else None
     if text is not None:
@@ -89,27 +59,7 @@ def command(
 
     rows: list[dict] = []
     write_row = rows.append if text is not None else (None if out is not None else _print_row)
-    counts = predict(
-        records,
-        run=run,
-        engine=choice(engine),
-        endpoint=endpoint,
-        prompt=choice(prompt),
-        out=out,
-        sink=write_row,
-        keep_unsupported=keep_unsupported,
-        model=model,
-        api_key=api_key,
-        batch_size=batch_size,
-        concurrency=concurrency,
-        structured=structured,
-        retries=retries,
-        timeout=timeout,
-        speculation=speculation,
-        ray=ray,
-        ray_actors=ray_actors,
-        ray_cpus=ray_cpus,
-    )
+    counts = predict(records, run=run, options=options, out=out, sink=write_row, keep_unsupported=keep_unsupported)
     if text is not None:
         _show_entities(rows[0], json_output)
         return

@@ -25,11 +25,12 @@ that question with "yes"; whether *this* machine can run bf16 is nerft's own che
 from __future__ import annotations
 
 import contextlib
-import json
 from importlib import metadata
 from typing import Any
 
-from nerft.errors import ConfigError
+from nerft.errors import ConfigError, EnvironmentProblem, NerftError
+from nerft.io import read_json, write_json_atomic
+from nerft.resources import cache_dir
 
 LLAMAFACTORY_CLI = "llamafactory-cli"
 INSTALL_HINT = "pip install llamafactory==0.9.5 (nerft's dependency; is nerft's virtual environment active?)"
@@ -47,20 +48,14 @@ def installed_versions() -> dict[str, str]:
 
 def argument_names() -> frozenset[str]:
     """Every argument LLaMA-Factory's `train` accepts (cached per installed version)."""
-    from nerft.models.download import cache_dir
-
     versions = installed_versions()
     if versions["llamafactory"] == "absent":
-        from nerft.errors import EnvironmentProblem
-
         raise EnvironmentProblem("LLaMA-Factory is not installed", hint=INSTALL_HINT)
     path = cache_dir() / f"llamafactory-{versions['llamafactory']}-transformers-{versions['transformers']}-args.json"
     if path.is_file():
-        with contextlib.suppress(ValueError, OSError):
-            return frozenset(json.loads(path.read_text(encoding="utf-8")))
+        with contextlib.suppress(NerftError):  # a broken cache is made again
+            return frozenset(read_json(path, expect=list))
     names = _argument_names_from_source()
-    from nerft.io import write_json_atomic
-
     with contextlib.suppress(OSError):  # a read-only cache only costs time
         write_json_atomic(path, sorted(names), indent=None)
     return names
@@ -126,12 +121,6 @@ def _check_ddp_backend(backend: Any, source: str) -> None:
 
 
 def _check_deepspeed_file(path: str, source: str) -> None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"{source}: deepspeed: cannot read {path} ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: broken DeepSpeed JSON ({exc.msg})") from None
+    config = read_json(path, error=ConfigError, what=f"DeepSpeed config of {source}")
     if not isinstance(config.get("zero_optimization"), dict):
         raise ConfigError(f"{path}: a DeepSpeed config needs a zero_optimization section")

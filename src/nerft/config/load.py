@@ -23,6 +23,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError
 
+from nerft import io
+from nerft.config.llamafactory_args import argument_names
 from nerft.config.schema import (
     DEEPSPEED_PRESETS,
     LLAMAFACTORY_SECTIONS,
@@ -30,7 +32,7 @@ from nerft.config.schema import (
     SECTIONS,
     NerftConfig,
 )
-from nerft.errors import ConfigError
+from nerft.errors import ConfigError, validation_problem
 from nerft.resources import bundled_path, presets_dir
 
 PRESETS_DIR = presets_dir()  # conf/ in a checkout
@@ -99,20 +101,14 @@ def load_config(name_or_path: str | os.PathLike, *, overrides: list[str] | tuple
 
 
 def describe(loc: tuple[str, ...], error: dict) -> str:
-    """One pydantic error as `section.key: message`, in nerft's words where pydantic's are vague."""
-    kind, message = error["type"], error["msg"]
-    if kind == "extra_forbidden":
-        if len(loc) == 1:
-            message = f"unknown section (sections: {', '.join(SECTIONS)})"
-        else:
-            message = "unknown key" + _suggestion(loc[-1], _declared_keys(loc[0]))
-    elif kind == "missing":
-        message = "missing (required)"
-    elif message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    if "input" in error and kind not in ("missing", "extra_forbidden") and not isinstance(error["input"], dict):
-        message += f" (got {error['input']!r})"
-    return f"{'.'.join(loc)}: {message}" if loc else message
+    """One pydantic error as `section.key: message`; an unknown section or key names the known ones."""
+    if error["type"] != "extra_forbidden":
+        return validation_problem(error, loc=loc)
+    if len(loc) == 1:
+        message = f"unknown section (sections: {', '.join(SECTIONS)})"
+    else:
+        message = "unknown key" + _suggestion(loc[-1], _declared_keys(loc[0]))
+    return f"{'.'.join(loc)}: {message}"
 
 
 def passthrough_problems(data: dict) -> list[tuple[tuple[str, str], str]]:
@@ -130,7 +126,6 @@ def passthrough_problems(data: dict) -> list[tuple[tuple[str, str], str]]:
         return []
     problems = []
     seen: dict[str, str] = {}
-    from nerft.config.llamafactory_args import argument_names
 
     known = argument_names()
     for section, keys in extras.items():
@@ -163,35 +158,8 @@ def _suggestion(key: str, candidates) -> str:
 
 
 def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
-    """The YAML mapping in `path` and the line of every key path in it (for error messages)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}{line}: broken YAML ({reason})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
-    lines: dict[tuple, int] = {}
-
-    def walk(current, prefix: tuple) -> None:
-        if isinstance(current, yaml.MappingNode):
-            for key_node, value_node in current.value:
-                loc = (*prefix, str(key_node.value))
-                lines[loc] = key_node.start_mark.line + 1
-                walk(value_node, loc)
-
-    walk(node, ())
-    return data, lines
+    """A config file's mapping of sections and the line of every key path in it."""
+    return io.read_yaml(path, error=ConfigError, mapping=f"a mapping of sections ({', '.join(SECTIONS)})")
 
 
 class Override(str):

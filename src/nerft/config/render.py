@@ -8,6 +8,7 @@ config passes through.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,31 @@ def _transformers_major() -> int:
 
 def flatten(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {key: value for section in sections.values() for key, value in section.items()}
+
+
+def flatten_config(data: Mapping[str, Any]) -> dict[str, Any]:
+    """LLaMA-Factory's keys wherever they sit in a (possibly sectioned) config; the first wins.
+
+    `model:` given as a section (`model: {name_or_path: ...}`) or as a plain string both name the model.
+    """
+    flat: dict[str, Any] = {}
+    model = data.get("model")
+    if isinstance(model, str):
+        flat["model_name_or_path"] = model
+    elif isinstance(model, dict):
+        for key in ("name_or_path", "path", "name", "model_name_or_path"):
+            if isinstance(model.get(key), str):
+                flat["model_name_or_path"] = model[key]
+                break
+    stack = [data]
+    while stack:
+        section = stack.pop(0)
+        for key, value in section.items():
+            if isinstance(value, dict):
+                stack.append(value)
+            else:
+                flat.setdefault(str(key), value)
+    return flat
 
 
 def to_llamafactory_yaml(sections: dict[str, dict[str, Any]], *, header: str = "") -> str:

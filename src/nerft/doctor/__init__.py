@@ -2,11 +2,10 @@
 
 - `snapshot.take_snapshot()` looks at the machine once (torch, driver, GPUs, packages, disks);
 - `checks` are pure functions of that snapshot, each known trap with its exact fix;
-- `memory` estimates the GPU memory a training config needs (formula in its docstring);
+- `memory` estimates the memory a training plan needs (formula in its docstring);
 - `diagnosis.diagnose()` puts them together; `format_diagnosis` prints them.
 """
 
 from nerft.doctor.diagnosis import Diagnosis, diagnose, format_diagnosis
-from nerft.doctor.preset import read_training_plan
 
-__all__ = ["Diagnosis", "diagnose", "format_diagnosis", "read_training_plan"]
+__all__ = ["Diagnosis", "diagnose", "format_diagnosis"]

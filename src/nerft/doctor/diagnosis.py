@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from nerft.doctor.checks import (
     FAIL,
@@ -16,15 +16,11 @@ from nerft.doctor.checks import (
     machine_summary,
     plan_checks,
 )
-from nerft.doctor.memory import (
-    GIB,
-    MemoryEstimate,
-    TrainingPlan,
-    estimate_training_memory,
-    local_model_dir,
-    resolve_model_shape,
-)
+from nerft.doctor.memory import GIB, MemoryEstimate, estimate_training_memory
 from nerft.doctor.snapshot import EnvironmentSnapshot, take_snapshot
+from nerft.models.download import find_model
+from nerft.models.shapes import resolve_model_shape
+from nerft.training.plan import RunPlan
 
 MARKS = {OK: "✔", INFO: "ℹ", WARN: "⚠", FAIL: "✘"}
 
@@ -33,7 +29,7 @@ MARKS = {OK: "✔", INFO: "ℹ", WARN: "⚠", FAIL: "✘"}
 class Diagnosis:
     snapshot: EnvironmentSnapshot
     checks: list[Check]
-    plan: TrainingPlan | None = None
+    plan: RunPlan | None = None
     estimate: MemoryEstimate | None = None
     plan_results: list[Check] = field(default_factory=list)
 
@@ -61,7 +57,12 @@ class Diagnosis:
         if self.plan is not None:
             data["config"] = {
                 "path": self.plan.source,
-                "plan": {key: value for key, value in vars(self.plan).items() if key not in ("source", "run_plan")},
+                "plan": {
+                    **asdict(self.plan.settings),
+                    "cutoff_auto": self.plan.cutoff_auto,
+                    "sequence_note": self.plan.sequence_note,
+                    "nerft_config": self.plan.nerft_config,
+                },
                 "estimate": None
                 if self.estimate is None
                 else {
@@ -76,7 +77,7 @@ class Diagnosis:
         return data
 
 
-def diagnose(*, plan: TrainingPlan | None = None, snapshot: EnvironmentSnapshot | None = None) -> Diagnosis:
+def diagnose(*, plan: RunPlan | None = None, snapshot: EnvironmentSnapshot | None = None) -> Diagnosis:
     """Check this machine (or `snapshot`), and whether `plan` can train here."""
     snapshot = snapshot if snapshot is not None else take_snapshot()
     checks = [machine_summary(snapshot), gpu_summary(snapshot), *environment_checks(snapshot)]
@@ -85,13 +86,14 @@ def diagnose(*, plan: TrainingPlan | None = None, snapshot: EnvironmentSnapshot 
         diagnosis.checks += check_disk(snapshot)
         return diagnosis
     diagnosis.plan = plan
-    shape = resolve_model_shape(plan.model)
+    model = plan.settings.model
+    shape = resolve_model_shape(model)
     if shape is not None:
-        device = "gpu" if plan.needs_cuda or snapshot.has_cuda_gpu else "cpu"
-        diagnosis.estimate = estimate_training_memory(plan, shape, device=device)
+        device = "gpu" if plan.requirements.needs_cuda or snapshot.has_cuda_gpu else "cpu"
+        diagnosis.estimate = estimate_training_memory(plan.settings, shape, device=device)
     # a hub model is downloaded as bf16 safetensors; leave 5 GiB for checkpoints either way
-    model_dir = local_model_dir(plan.model)
-    download = 0 if model_dir is not None or shape is None or plan.model.startswith("nerft:") else shape.params() * 2
+    model_dir = find_model(model, build=False)
+    download = 0 if model_dir is not None or shape is None or model.startswith("nerft:") else shape.params() * 2
     diagnosis.checks += check_disk(snapshot, needed=download + 5 * GIB)
     diagnosis.plan_results = plan_checks(
         plan, snapshot, diagnosis.estimate, model_dir=str(model_dir) if model_dir else None
@@ -105,20 +107,22 @@ def format_diagnosis(diagnosis: Diagnosis) -> str:
     lines += _format_checks(diagnosis.checks)
     plan, estimate = diagnosis.plan, diagnosis.estimate
     if plan is not None:
+        settings = plan.settings
         lines += ["", f"Config {plan.source}"]
-        lines.append(f"  model           {plan.model}")
-        method = plan.finetuning_type
-        if plan.finetuning_type == "lora":
-            method += f" (rank {plan.lora_rank}, target {plan.lora_target})"
-        if plan.quantization_bit:
-            method += f", {plan.quantization_bit}-bit base model"
-        precision = ", ".join(plan.mixed_precision) or "float32 (no bf16/fp16)"
+        lines.append(f"  model           {settings.model}")
+        method = settings.finetuning_type
+        if settings.finetuning_type == "lora":
+            method += f" (rank {settings.lora_rank}, target {settings.lora_target})"
+        if settings.quantization_bit:
+            method += f", {settings.quantization_bit}-bit base model"
+        precision = ", ".join(plan.requirements.mixed_precision) or "float32 (no bf16/fp16)"
         lines.append(f"  method          {method}; {precision}")
-        rows = "pack" if plan.packing else "sequence"
-        batch = f"{plan.per_device_train_batch_size} {rows}{'s' if plan.per_device_train_batch_size > 1 else ''} of {plan.cutoff_len} tokens"
+        rows = "pack" if settings.packing else "sequence"
+        batch_size = settings.per_device_train_batch_size
+        batch = f"{batch_size} {rows}{'s' if batch_size > 1 else ''} of {settings.cutoff_len} tokens"
         batch += " (cutoff_len: auto, sized as nerft train sizes it)" if plan.cutoff_auto else " (cutoff_len)"
         lines.append(
-            f"  batch           {batch}; gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}"
+            f"  batch           {batch}; gradient checkpointing {'on' if settings.gradient_checkpointing else 'off'}"
         )
         if plan.sequence_note:
             lines.append(f"  sequences       {plan.sequence_note}")

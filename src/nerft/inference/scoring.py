@@ -19,13 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nerft.errors import ConfigError
+from nerft.inference.options import EngineOptions
+from nerft.inference.predict import predict
 from nerft.inference.predictions import PredictionCounts
+from nerft.metrics.evaluate import EvalReport, Evaluator, stream_gold
 from nerft.runfolder import PREDICTIONS, RunFolder, RunInfo
 
 
 @dataclass
 class ModelEvaluation:
-    report: object  # nerft.metrics.evaluate.EvalReport: both CLUE scores, spans, errors
+    report: EvalReport  # both CLUE scores, spans, errors
     counts: PredictionCounts
     out_dir: Path
 
@@ -56,25 +59,19 @@ def predict_and_score(
     *,
     gold: str | os.PathLike,
     run: RunInfo | None = None,
-    engine: str | None = None,
-    endpoint: str | None = None,
-    prompt: str | None = None,
+    options: EngineOptions = EngineOptions(),
     labels: list[str] | None = None,
     out_dir: str | os.PathLike | None = None,
     on_error: Callable[[dict], None] | None = None,
-    **engine_options,
 ) -> ModelEvaluation:
     """Predict every gold sentence (resumably, into `out_dir/predictions.jsonl`) and score each
     answer as it comes (`nerft.metrics.evaluate.Evaluator`): the gold file is read as a stream,
     twice (once by the predictor, once beside it for scoring), so memory stays flat.
 
-    The prompt format is the run's (`prompt` names one for an endpoint without a run), and so are
+    The prompt format is the run's (`options.prompt` names one for an endpoint without a run), and so are
     the dataset's labels unless `labels` names them; `on_error` gets each wrong sentence's row.
 
     `nerft eval` writes the report and errors beside the predictions (`nerft.runfolder.EVAL_REPORT`, `ERRORS`)."""
-    from nerft.inference.predict import predict
-    from nerft.metrics.evaluate import Evaluator, stream_gold
-
     out_dir = scoring_folder(gold, run, out_dir)
     records = stream_gold(gold)
     evaluator = Evaluator(labels or (run.labels if run is not None else None), on_error=on_error)
@@ -86,14 +83,5 @@ def predict_and_score(
             raise RuntimeError(f"prediction {evaluator.records + 1} is for another sentence than the gold record")
         evaluator.add(record, row["predict"])
 
-    counts = predict(
-        records,
-        run=run,
-        engine=engine,
-        endpoint=endpoint,
-        prompt=prompt,
-        out=out_dir / PREDICTIONS,
-        sink=score,
-        **engine_options,
-    )
+    counts = predict(records, run=run, options=options, out=out_dir / PREDICTIONS, sink=score)
     return ModelEvaluation(evaluator.report(), counts, out_dir)

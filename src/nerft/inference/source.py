@@ -9,13 +9,14 @@ tutorials' hand-started servers failed with "LoRA rank 64 is greater than max_lo
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from nerft.errors import ModelError
-from nerft.io import locked, replace_dir, staging_dir
+from nerft.io import locked, read_json, replace_dir, staging_dir
+from nerft.models.download import find_model
+from nerft.resources import cache_dir
 from nerft.runfolder import RunInfo
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -71,8 +72,6 @@ def merged_copy(source: ModelSource) -> ModelSource:
     """
     if source.adapter is None:
         return source
-    from nerft.models.download import cache_dir, find_model
-
     base = find_model(source.model) or Path(source.model)
     key = hashlib.sha256(str(Path(base).resolve()).encode())
     for path in sorted(Path(source.adapter).glob("adapter_*")):
@@ -115,12 +114,7 @@ def _check_base_model(run: RunInfo) -> None:
 def lora_rank(adapter_dir: Path) -> int:
     """The largest rank of the adapter (its `r`, or the largest in `rank_pattern`)."""
     path = Path(adapter_dir) / ADAPTER_CONFIG
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+    config = read_json(path, error=ModelError, what="the adapter's config")
     ranks = [config.get("r")] + list((config.get("rank_pattern") or {}).values())
     ranks = [rank for rank in ranks if isinstance(rank, int) and rank > 0]
     if not ranks:

@@ -15,15 +15,16 @@ repository root and nerft runs vLLM there (the engine through `vllm_worker.py`, 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from nerft.errors import EnvironmentProblem
+from nerft.inference.engines.vllm_worker import describe_environment
+from nerft.io import json_line
+from nerft.process import read_program
 
 VLLM_PYTHON_ENV = "NERFT_VLLM_PYTHON"
 VLLM_VENV = ".venv-vllm"
@@ -115,7 +116,6 @@ def require_vllm_environment() -> VllmEnvironment:
 
 
 def _in_process() -> VllmEnvironment:
-    from nerft.inference.engines.vllm_worker import describe_environment
 
     return VllmEnvironment(
         **{**describe_environment(), "python": sys.executable}, in_process=True, found_by="this Python"
@@ -126,18 +126,12 @@ def _in_process() -> VllmEnvironment:
 def probe(python: str, *, found_by: str) -> VllmEnvironment:
     """What `python` has, asked from the worker's `--probe` (package metadata: well under a second)."""
     try:
-        result = subprocess.run(
-            [python, str(WORKER), "--probe"],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        result = read_program([python, WORKER, "--probe"], timeout=PROBE_TIMEOUT)
+    except OSError as exc:
         raise EnvironmentProblem(f"{python} ({found_by}) does not run: {exc}", hint=SETUP_HINT) from None
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise EnvironmentProblem(f"{python} ({found_by}) does not run: {last}", hint=SETUP_HINT)
-    described = json.loads(result.stdout)
+    described = json_line(result.stdout.strip(), f"{python} {WORKER} --probe", None, error=EnvironmentProblem)
     described["python"] = python
     return VllmEnvironment(**described, in_process=False, found_by=found_by)

@@ -19,21 +19,16 @@ import os
 import re
 from pathlib import Path
 
-from nerft.errors import ModelError
+from nerft.errors import EnvironmentProblem, ModelError
 from nerft.io import locked, replace_dir
 from nerft.models.smollm2 import CACHE_NAME as SMOLLM2_CACHE_NAME
 from nerft.models.smollm2 import SMOLLM2_MODEL, build_smollm2
+from nerft.models.tiny import build_tiny_qwen2
+from nerft.resources import cache_dir
 
-CACHE_VARIABLE = "NERFT_CACHE"
 TINY_MODEL = "nerft:tiny-qwen2"
 MODELSCOPE_ENDPOINT = "https://www.modelscope.cn"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def cache_dir() -> Path:
-    """nerft's cache folder: $NERFT_CACHE, else ~/.cache/nerft."""
-    configured = os.environ.get(CACHE_VARIABLE)
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "nerft"
 
 
 def model_cache_path(model_id: str) -> Path:
@@ -45,14 +40,12 @@ def is_hub_id(name: str) -> bool:
     return bool(HUB_ID.match(name)) and ".." not in name
 
 
-def find_model(name: str) -> Path | None:
-    """The local folder of a model name if it is on disk (building the tiny model if asked), else None."""
-    if name == TINY_MODEL:
-        from nerft.models.tiny import build_tiny_qwen2
-
-        return build_tiny_qwen2(model_cache_path("nerft/tiny-qwen2")).resolve()
-    if name == SMOLLM2_MODEL:
-        return build_smollm2(model_cache_path(SMOLLM2_CACHE_NAME)).resolve()
+def find_model(name: str, *, build: bool = True) -> Path | None:
+    """The local folder of a model name if it is on disk, else None: the one place a model is
+    looked up. A `nerft:` model is built on first use; with `build=False` (the doctor only looks)
+    it is found once built."""
+    if name.startswith("nerft:"):
+        return _nerft_model(name, build=build)
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
@@ -63,14 +56,33 @@ def find_model(name: str) -> Path | None:
     return None
 
 
+def _nerft_model(name: str, *, build: bool) -> Path | None:
+    """The models nerft makes itself, each built into nerft's cache on first use."""
+    builders = {TINY_MODEL: ("nerft/tiny-qwen2", build_tiny_qwen2), SMOLLM2_MODEL: (SMOLLM2_CACHE_NAME, build_smollm2)}
+    if name not in builders:
+        return None
+    cache_name, builder = builders[name]
+    folder = model_cache_path(cache_name)
+    if build:
+        return builder(folder).resolve()
+    return folder.resolve() if (folder / "config.json").is_file() else None
+
+
 def require_model(name: str) -> Path:
     """The local folder of a model, or a `ModelError` that says how to get it."""
     found = find_model(name)
-    if found is not None:
-        return found
+    if found is None:
+        raise missing_model(name)
+    return found
+
+
+def missing_model(name: str) -> ModelError:
+    """The error for a model that is not on disk: what to give instead, or what to fetch."""
     if not is_hub_id(name):
-        raise ModelError(f"model {name!r}: no such folder", hint=f"give a model folder with config.json, a hub id, {TINY_MODEL} or {SMOLLM2_MODEL}")
-    raise ModelError(
+        return ModelError(
+            f"model {name!r}: no such folder", hint=f"give a model folder with config.json, a hub id, {TINY_MODEL} or {SMOLLM2_MODEL}"
+        )
+    return ModelError(
         f"model {name} is not downloaded (looked in {model_cache_path(name)})",
         hint=f"run `nerft download {name}`, or copy the model folder there",
     )
@@ -120,8 +132,6 @@ def download_model(model_id: str, *, revision: str = "master", timeout: float = 
     try:
         from modelscope.hub.snapshot_download import snapshot_download
     except ImportError:
-        from nerft.errors import EnvironmentProblem
-
         raise EnvironmentProblem("modelscope is not installed", hint="pip install modelscope") from None
     # Download into a sibling `.partial` folder (modelscope resumes there after an interruption)
     # and rename it into place at the end: a folder at `target` is always a complete model.

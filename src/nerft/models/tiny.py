@@ -14,6 +14,8 @@ from pathlib import Path
 
 from nerft.inference.chat import IM_END, IM_START
 from nerft.io import replace_dir, staging_dir
+from nerft.prompts import CLUENER_LABELS, SEED_INSTRUCTION
+from nerft.resources import sample_dir
 
 SPECIAL_TOKENS = ["<|endoftext|>", IM_START, IM_END]
 # Qwen2's own tokenizer template (its default system prompt differs from LLaMA-Factory's), written
@@ -37,6 +39,7 @@ TINY_CONFIG = dict(
     tie_word_embeddings=True,
 )
 MARKER = "nerft_tiny.json"
+TINY_VOCAB = 1024
 
 
 def mid_size(hidden: int, layers: int) -> dict:
@@ -55,10 +58,8 @@ def mid_size(hidden: int, layers: int) -> dict:
 
 def default_corpus() -> list[str]:
     """Texts to train the tiny tokenizer on: the bundled sample and the prompt vocabulary."""
-    from nerft.prompts import CLUENER_LABELS, SEED_INSTRUCTION
 
     texts = [SEED_INSTRUCTION, " ".join(CLUENER_LABELS), "NER 无 You are a helpful assistant."]
-    from nerft.resources import sample_dir
 
     sample = sample_dir()
     for path in sorted(sample.glob("*.jsonl")) if sample.is_dir() else []:
@@ -73,7 +74,7 @@ def build_tiny_qwen2(
     *,
     tokenizer_dir: str | os.PathLike | None = None,
     corpus: list[str] | None = None,
-    vocab_size: int = 1024,
+    vocab_size: int = TINY_VOCAB,
     seed: int = 0,
     size: dict | None = None,
 ) -> Path:

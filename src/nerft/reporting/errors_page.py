@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nerft.io import write_text_atomic
 from nerft.metrics.confusion import KINDS
 from nerft.metrics.evaluate import EvalReport, ScoredSentence
 from nerft.metrics.spans import Span, gold_spans, ground_mentions
@@ -60,7 +61,6 @@ class ErrorViews:
     report: EvalReport
 
     def write_page(self, path: str | os.PathLike, *, title: str = "Errors") -> Path:
-        from nerft.io import write_text_atomic
 
         path = Path(path)
         write_text_atomic(path, self.render(title=title))

@@ -11,6 +11,9 @@ import os
 from pathlib import Path
 
 from nerft.errors import DataError
+from nerft.io import read_json, write_text_atomic
+from nerft.metrics.clue import format_other_labels
+from nerft.metrics.confusion import Confusion
 from nerft.reporting.charts import confusion_heatmap, f1_bar_chart
 from nerft.reporting.page import (
     Block,
@@ -28,7 +31,6 @@ ERRORS_SHOWN = 10
 
 def load_eval_report(path: str | os.PathLike) -> dict:
     """Read a report.json; a `DataError` naming the file when it is not one."""
-    from nerft.io import read_json
 
     path = Path(path)
     if not path.is_file():
@@ -56,7 +58,6 @@ def eval_paths(target: str | os.PathLike) -> tuple[Path, Path]:
 
 def write_eval_report(report: dict, target: str | os.PathLike, *, title: str = "Evaluation") -> list[Path]:
     """Write `report.md` and the per-label F1 chart for `report`; return their paths."""
-    from nerft.io import write_text_atomic
 
     check_eval_report(report)
     markdown, chart = eval_paths(target)
@@ -79,8 +80,6 @@ def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Bl
     blocks.append(Heading("Per label (CLUE: label and entity text must both match)", heading_level))
     blocks.append(label_table(report))
     if report.get("other_labels"):
-        from nerft.metrics.clue import format_other_labels
-
         blocks.append(Paragraph(format_other_labels(report["other_labels"]) + "."))
     blocks.append(Image(chart, "F1 by label"))
     in_text = report.get("in_text") or {}
@@ -131,7 +130,6 @@ def confusion_chart_path(chart: Path) -> Path:
 
 def confusion_blocks(data: dict, chart: Path, heading_level: int) -> list[Block]:
     """The confusion table of report.json's "confusion" (`nerft.metrics.confusion`) and its heatmap."""
-    from nerft.metrics.confusion import Confusion
 
     table = Confusion(**data)
     rows, columns, counts = table.table()

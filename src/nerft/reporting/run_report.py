@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nerft.errors import DataError, ModelError
+from nerft.errors import ModelError
+from nerft.io import write_text_atomic
 from nerft.reporting.charts import grouped_bar_chart, loss_chart
 from nerft.reporting.errors_page import ERRORS_PAGE
 from nerft.reporting.eval_report import eval_blocks, load_eval_report, summary_line
@@ -32,10 +33,10 @@ from nerft.runfolder import (
     EVAL_DIR,
     EVAL_REPORT,
     LLAMAFACTORY_TRAIN,
-    RUN_CONFIG,
     RUN_MANIFEST,
     TRAINER_LOG,
     RunFolder,
+    RunInfo,
     logged_values,
 )
 
@@ -70,7 +71,7 @@ class RunRecord:
 
     run_dir: Path
     name: str
-    manifest: dict[str, Any] = field(default_factory=dict)  # run.json
+    manifest: RunInfo | None = None  # run.json (a plain LLaMA-Factory output folder has none)
     settings: dict[str, Any] = field(default_factory=dict)  # LLaMA-Factory arguments that ran
     log: list[dict[str, Any]] = field(default_factory=list)  # trainer_log.jsonl rows
     results: dict[str, Any] = field(default_factory=dict)  # all_results.json
@@ -100,39 +101,23 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord:
     folder = RunFolder(run_dir)
     record = RunRecord(run_dir=run_dir, name=run_dir.resolve().name)
     if folder.manifest_path.is_file():
-        record.manifest = _read_json(folder.manifest_path)
-    record.settings = _settings(run_dir)
+        record.manifest = folder.info()
+    record.settings = folder.settings()
     record.log = folder.trainer_log()
-    results = folder.results_path()
-    if results is not None:
-        record.results = _read_json(results)
+    record.results = folder.results()
     record.evaluations = {name: load_eval_report(path) for name, path in folder.eval_reports()}
     return record
-
-
-def _settings(run_dir: Path) -> dict[str, Any]:
-    """The LLaMA-Factory arguments that ran; nerft.yaml's values fill what the rendered file lacks."""
-    from nerft.doctor.preset import flatten_config
-
-    settings: dict[str, Any] = {}
-    for name in (LLAMAFACTORY_TRAIN, RUN_CONFIG):
-        path = run_dir / name
-        if path.is_file():
-            for key, value in flatten_config(_read_yaml(path)).items():
-                settings.setdefault(key, value)
-    return settings
 
 
 def run_page(record: RunRecord, out_dir: Path) -> Page:
     """The page of one run; its charts are drawn into `out_dir`."""
     page = Page(f"Run {record.name}")
     manifest = record.manifest
-    model = manifest.get("base_model") or record.setting("model_name_or_path") or "unknown"
+    model = (manifest.base_model if manifest else None) or record.setting("model_name_or_path") or "unknown"
     facts = [f"Run folder {record.run_dir}", f"base model {model}"]
-    if manifest.get("prompt"):
-        facts.append(f"prompt format {manifest['prompt']}")
-    if manifest.get("labels"):
-        facts.append(f"{len(manifest['labels'])} labels")
+    if manifest is not None:
+        facts.append(f"prompt format {manifest.prompt}")
+        facts.append(f"{len(manifest.labels)} labels")
     page.add(Paragraph(", ".join(facts) + "."))
 
     page.add(Heading("Config"))
@@ -305,7 +290,6 @@ def write_run_reports(run_dirs: list[str | os.PathLike], *, out: str | os.PathLi
 
 
 def _write_page(page: Page, out_dir: Path, stem: str, written: WrittenReport) -> None:
-    from nerft.io import write_text_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown, html = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
@@ -326,24 +310,6 @@ def _unique_names(records: list[RunRecord]) -> None:
             name = f"{record.name}-{number}"
         used.add(name)
         record.name = name
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    from nerft.io import read_json
-
-    data = read_json(path, expect=object)
-    return data if isinstance(data, dict) else {}
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise DataError(f"{path}:{mark.line + 1 if mark else '?'}: broken YAML") from None
-    return data if isinstance(data, dict) else {}
 
 
 def _eval_title(name: str) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from nerft.config.llamafactory_args import INSTALL_HINT, LLAMAFACTORY_CLI
 from nerft.errors import ConfigError
+from nerft.inference.engines.vllm import vllm_settings
 from nerft.inference.source import ModelSource, resolve_model, vllm_max_lora_rank
 from nerft.inference.vllm_env import SETUP_HINT, VllmEnvironment, find_vllm_environment
 from nerft.runfolder import RunInfo
@@ -104,7 +105,6 @@ def vllm_server_command(
 ) -> ServerCommand:
     """`<python> -m vllm.entrypoints.openai.api_server ...` for the run, `python` being the one
     with vLLM (`environment`, found when not given)."""
-    from nerft.inference.engines.vllm import vllm_settings
 
     source = resolve_model(run)
     environment = environment or find_vllm_environment()

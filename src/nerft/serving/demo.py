@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from nerft.data.records import CluenerRecord
 from nerft.inference.engines import Engine
+from nerft.inference.predict import predict_records
 from nerft.prompts import PromptFormat
 from nerft.reporting.errors_page import label_colours
 
@@ -19,8 +21,6 @@ EXAMPLE = "浙商银行企业信贷部叶老桂博士则从另一个角度对五
 
 def predict_text(text: str, engine: Engine, fmt: PromptFormat) -> list[dict]:
     """`nerft predict`'s rows for the non-blank lines of `text`."""
-    from nerft.data.records import CluenerRecord
-    from nerft.inference.predict import predict_records
 
     records = [CluenerRecord(text=line.strip(), labelled=False) for line in text.splitlines() if line.strip()]
     rows: list[dict] = []

@@ -19,9 +19,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from nerft.errors import EnvironmentProblem, ServerError
+from nerft.errors import ConfigError, EnvironmentProblem, ServerError
+from nerft.inference.engines.openai import answer_json, listed_models
+from nerft.io import write_text_atomic
 from nerft.process import RunningProgram, start_program
-from nerft.serving.commands import ServerCommand
+from nerft.runfolder import load_run
+from nerft.serving.commands import SERVER_ENGINES, ServerCommand, llamafactory_api_command, vllm_server_command
 
 DEFAULT_STARTUP_TIMEOUT = 900.0  # a 7B model on a slow disk takes minutes
 
@@ -88,8 +91,6 @@ def wait_until_ready(
                 pass
             else:
                 if response.status_code == 200:
-                    from nerft.inference.engines.openai import answer_json, listed_models
-
                     url = server.url + "/models"
                     served = [entry["id"] for entry in listed_models(answer_json(response, url), url)]
                     if server.model in served:
@@ -118,8 +119,6 @@ def running_server(
     """Start `command`, yield once it answers, stop it (Ctrl-C, then harder) when the block ends."""
     if command.config_file is not None:
         import yaml
-
-        from nerft.io import write_text_atomic
 
         write_text_atomic(command.config_file, yaml.safe_dump(command.config, sort_keys=False, allow_unicode=True))
     if command.missing:
@@ -195,10 +194,6 @@ def server_command(
 ) -> ServerCommand:
     """The command that serves the run in `run_dir` (named after the folder unless `model_name`)."""
     from pathlib import Path
-
-    from nerft.errors import ConfigError
-    from nerft.runfolder import load_run
-    from nerft.serving.commands import SERVER_ENGINES, llamafactory_api_command, vllm_server_command
 
     if engine not in SERVER_ENGINES:
         raise ConfigError(f"unknown server engine {engine!r} (choose from: {', '.join(SERVER_ENGINES)})")

@@ -19,10 +19,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from nerft import __version__
+from nerft import __version__, process
+from nerft.config.llamafactory_args import INSTALL_HINT
+from nerft.config.render import to_llamafactory_yaml
 from nerft.errors import ModelError
 from nerft.io import replace_dir, staging_dir, write_text_atomic
 from nerft.runfolder import RunInfo, load_run, update_run
+from nerft.training.launch import export_command
 
 LLAMAFACTORY_EXPORT = "llamafactory_export.yaml"
 EXPORT_SHARD_GB = 5
@@ -69,9 +72,6 @@ def export_run(
     log: Callable[[str], None] = print,
 ) -> tuple[int, Path]:
     """Merge the run's adapter into `out`; return (llamafactory-cli's exit code, the merged folder)."""
-    from nerft.config.llamafactory_args import INSTALL_HINT
-    from nerft.config.render import to_llamafactory_yaml
-    from nerft.training.launch import export_command
 
     info = load_run(Path(run_dir).resolve())
     check_exportable(info)
@@ -91,7 +91,6 @@ def export_run(
     export_yaml = Path(info.run_dir) / LLAMAFACTORY_EXPORT
     header = f"Rendered by nerft {__version__}: export_dir is renamed to {out} once the export succeeded."
     write_text_atomic(export_yaml, to_llamafactory_yaml({"export": args}, header=header))
-    from nerft import process
 
     code = process.run_program(export_command(export_yaml), install_hint=INSTALL_HINT, stdout_to_stderr=True)
     if code != 0:

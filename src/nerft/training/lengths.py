@@ -21,13 +21,15 @@ tokens than bytes.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nerft.errors import DataError
+from nerft.data.prepare import DATASET_INFO, read_dataset_info
+from nerft.errors import ConfigError, DataError
+from nerft.inference.chat import llamafactory_template
+from nerft.io import read_json
 from nerft.prompts import alpaca_user_turn
 
 TEMPLATE_OVERHEAD_BOUND = 32  # special tokens, role names and newlines of any chat template, generously
@@ -66,24 +68,15 @@ def round_up(value: float, multiple: int = 8) -> int:
 
 def iter_alpaca_examples(dataset_dir: Path, dataset_names: Iterable[str]) -> Iterator[dict]:
     """The alpaca examples of registered datasets, read through dataset_info.json."""
-    from nerft.data.prepare import DATASET_INFO, read_dataset_info
-
     info_path = Path(dataset_dir) / DATASET_INFO
     info = read_dataset_info(dataset_dir)
     for name in dataset_names:
         if info[name].get("formatting", "alpaca") != "alpaca":
-            from nerft.errors import ConfigError
-
             raise ConfigError(
                 f"dataset.cutoff_len: auto measures alpaca datasets, and {name!r} in {info_path} is {info[name]['formatting']}",
                 hint="set dataset.cutoff_len to a number",
             )
-        path = Path(dataset_dir) / info[name]["file_name"]
-        try:
-            examples = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"{path}: cannot read the prepared dataset ({exc})") from None
-        yield from examples
+        yield from read_json(Path(dataset_dir) / info[name]["file_name"], expect=list, what="a prepared dataset")
 
 
 def measure_token_lengths(examples: Iterable[dict], *, tokenizer_dir: str | Path, template: str) -> LengthStats:
@@ -94,12 +87,10 @@ def measure_token_lengths(examples: Iterable[dict], *, tokenizer_dir: str | Path
     string), and once more reading the token ids from that batch, so the counts are exactly
     LLaMA-Factory's.
     """
-    from llamafactory.data import get_template_and_fix_tokenizer
-    from llamafactory.hparams import DataArguments
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=True)
-    chat = get_template_and_fix_tokenizer(tokenizer, DataArguments(template=template))
+    chat = llamafactory_template(tokenizer, template)
     extra = 1 if chat.efficient_eos else 0
     conversations = [
         (

@@ -13,17 +13,29 @@ into nerft's cache on first use, is the one exception: it is a cache fill).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nerft import __version__, process
-from nerft.config.load import LoadedConfig, load_config, resolve_paths
-from nerft.config.render import Resolved, flatten, render_llamafactory_args, to_llamafactory_yaml
+from nerft.config.llamafactory_args import check_train_args
+from nerft.config.load import LoadedConfig, load_config, resolve_config_path, resolve_paths
+from nerft.config.render import Resolved, flatten, flatten_config, render_llamafactory_args, to_llamafactory_yaml
 from nerft.config.schema import NerftConfig
+from nerft.data.prepare import CheckedInputs, check_inputs, read_dataset_info, read_prepare_meta, shared_folder_name
 from nerft.errors import ConfigError, DataError, EnvironmentProblem, NerftError
+from nerft.io import read_yaml
+from nerft.models.download import find_model
+from nerft.prompts import get_format
 from nerft.runfolder import LLAMAFACTORY_TRAIN, RunFolder
-from nerft.training import kernels
+from nerft.training import kernels, lengths
+from nerft.training.launch import deepspeed_config_path, describe_launch, train_command
+from nerft.training.settings import TrainingSettings
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,16 @@ class Requirements:
     quantization_bit: int | None = None
     nerft_config: bool = True  # keys are nerft's (train.bf16, fixed with --set); else a flat LLaMA-Factory file
     source: str = ""
+
+    @property
+    def mixed_precision(self) -> list[str]:
+        """The precision flags that are on: bf16, fp16, pure_bf16."""
+        return [name for name in ("bf16", "fp16", "pure_bf16") if getattr(self, name)]
+
+    @property
+    def needs_cuda(self) -> bool:
+        """bf16/fp16 mixed precision and bitsandbytes quantization fail without a CUDA GPU."""
+        return bool(self.mixed_precision) or self.quantization_bit is not None
 
     def key(self, section: str, name: str) -> str:
         return f"{section}.{name}" if self.nerft_config else name
@@ -69,12 +91,12 @@ class Blocker:
         return kind(self.message, hint=self.hint)
 
 
-def can_run_here(plan: RunPlan | Any, machine: kernels.Machine) -> list[Blocker]:
-    """Why `plan` (anything with `requirements`: a `RunPlan`, the doctor's `TrainingPlan`) cannot
-    train on `machine`; empty when it can. `nerft train` stops on the first, the doctor lists them all."""
-    needs: Requirements = plan.requirements
+def can_run_here(plan: RunPlan, machine: kernels.Machine) -> list[Blocker]:
+    """Why `plan` cannot train on `machine`; empty when it can. `nerft train` stops on the first,
+    the doctor lists them all."""
+    needs = plan.requirements
     blockers = []
-    mixed = [name for name in ("bf16", "fp16", "pure_bf16") if getattr(needs, name)]
+    mixed = needs.mixed_precision
     if mixed and not machine.cuda:
         flag = mixed[0]
         fix = needs.fix(*(("train", name, "false") for name in mixed))
@@ -138,7 +160,7 @@ def can_run_here(plan: RunPlan | Any, machine: kernels.Machine) -> list[Blocker]
     return blockers
 
 
-@dataclass
+@dataclass(frozen=True)
 class PlannedData:
     """The datasets a run trains on: where LLaMA-Factory finds them and what is in them."""
 
@@ -147,38 +169,44 @@ class PlannedData:
     eval_name: str | None
     prompt: str
     labels: tuple[str, ...]
-    records: dict[str, int] = field(default_factory=dict)  # per split, when the data was read
-    checked: object | None = None  # nerft.data.prepare.CheckedInputs: `prepare` skips its own check
-    findings: list = field(default_factory=list)
+    checked: CheckedInputs | None = None  # the data validated by the plan: `prepare` does not check it again
+
+    @property
+    def records(self) -> dict[str, int]:
+        """Records per split, when the data was read."""
+        return self.checked.split_records if self.checked is not None else {}
 
     @property
     def all_names(self) -> list[str]:
         """The dataset names, split and stripped as LLaMA-Factory does with `dataset: a, b`."""
-        return [
-            name.strip() for name in (*self.train_name.split(","), *(self.eval_name or "").split(",")) if name.strip()
-        ]
+        return dataset_names(self.train_name, self.eval_name)
 
 
-@dataclass
-class RunPlan:
-    """What `nerft train` will do, decided without doing any of it."""
+def dataset_names(train: str, eval_: str | None) -> list[str]:
+    return [name.strip() for name in (*train.split(","), *(eval_ or "").split(",")) if name.strip()]
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What `nerft train` carries out for a nerft config: the run folder, the data, the sequences,
+    LLaMA-Factory's arguments and the launch."""
 
     loaded: LoadedConfig
     config: NerftConfig  # paths resolved
-    overrides: list[str]
+    overrides: tuple[str, ...]
     run_dir: Path
     machine: kernels.Machine
     model_path: Path | None  # None: not on disk (the YAML names the model as configured)
     data: PlannedData
-    sequences: object  # nerft.training.lengths.SequencePlan
+    sequences: lengths.SequencePlan
     resolved: Resolved
-    sections: dict[str, dict[str, Any]]  # the LLaMA-Factory arguments, by section
-    argv: list[str]
-    env: dict[str, str]
-    report: list[str]  # the choices made, one line each (train's log and summary)
-    notes: list[str]  # what the data holds, and what is not in place yet (data, model)
+    sections: Mapping[str, Mapping[str, Any]]  # the LLaMA-Factory arguments, by section
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    choices: tuple[tuple[str, str], ...]  # (topic, the choice made and why): train's log and summary
+    notes: tuple[tuple[str, str], ...]  # (topic, note): what the data holds, and what is not in place yet
     checkpoint: Path | None = None
-    missing_data: list[str] = field(default_factory=list)  # data files not in place: planned, not measured
+    missing_data: tuple[str, ...] = ()  # data files not in place: planned, not measured
 
     @property
     def args(self) -> dict[str, Any]:
@@ -192,28 +220,43 @@ class RunPlan:
     def train_yaml(self) -> Path:
         return self.run_dir / LLAMAFACTORY_TRAIN
 
-    @property
-    def requirements(self) -> Requirements:
-        args = self.args
-        return Requirements(
-            bf16=bool(args.get("bf16")),
-            fp16=bool(args.get("fp16")),
-            pure_bf16=bool(args.get("pure_bf16")),
-            flash_attn=self.resolved.flash_attn,
-            liger=self.resolved.enable_liger_kernel,
-            deepspeed=bool(self.resolved.deepspeed),
-            quantization_bit=self.config.model.quantization_bit,
-            source=str(self.loaded.path),
-        )
-
     def rendered_yaml(self) -> str:
         """`llamafactory_train.yaml`: the arguments, headed by where they came from and the exact launch."""
         overrides_text = f" with {' '.join('--set ' + item for item in self.overrides)}" if self.overrides else ""
         header = (
             f"Rendered by nerft {__version__} from {self.loaded.path}{overrides_text}.\n"
-            f"Run: {process.format_command(self.argv, self.env)}"  # with the launch environment (torchrun, nodes) nerft adds
+            f"Run: {process.format_command(list(self.argv), dict(self.env))}"  # with the launch environment (torchrun, nodes) nerft adds
         )
         return to_llamafactory_yaml(self.sections, header=header)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One training, decided before any of it is done: its settings (what the doctor and the memory
+    estimate read) and, for a nerft config, the job `nerft train` carries out."""
+
+    settings: TrainingSettings
+    source: str = ""  # the config file
+    nerft_config: bool = False  # a nerft config: `nerft train` runs it, and stops where LLaMA-Factory would only warn
+    cutoff_auto: bool = False  # cutoff_len: auto, sized on the data (or CLUENER's lengths) as train sizes it
+    sequence_note: str = ""  # how cutoff_len and the batch size were sized
+    job: TrainingJob | None = None  # None for a plain LLaMA-Factory file, which train does not run
+
+    @property
+    def requirements(self) -> Requirements:
+        """What the plan needs of a machine (`can_run_here` reads it)."""
+        settings = self.settings
+        return Requirements(
+            bf16=settings.bf16,
+            fp16=settings.fp16,
+            pure_bf16=settings.pure_bf16,
+            flash_attn=settings.flash_attn,
+            liger=settings.enable_liger_kernel,
+            deepspeed=bool(settings.deepspeed),
+            quantization_bit=settings.quantization_bit,
+            nerft_config=self.nerft_config,
+            source=self.source,
+        )
 
 
 def default_run_dir(loaded: LoadedConfig) -> Path:
@@ -221,59 +264,78 @@ def default_run_dir(loaded: LoadedConfig) -> Path:
     return Path(configured) if configured else Path("runs") / loaded.path.stem
 
 
+def read_plan(path: str | os.PathLike, *, machine: kernels.Machine | None = None) -> RunPlan:
+    """The plan of the config at `path` (or a preset name), as the doctor judges it: a nerft config
+    is planned by `plan_run`, exactly as `nerft train` plans it; a plain file of LLaMA-Factory
+    arguments (every value a scalar, like a run's `llamafactory_train.yaml`) is read as it is."""
+    path = resolve_config_path(path)
+    data, _ = read_yaml(path, error=ConfigError)
+    if any(isinstance(value, dict) for value in data.values()):
+        return plan_run(path, machine=machine)
+    return RunPlan(TrainingSettings.from_args(flatten_config(data), source=str(path)), source=str(path))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint-N folder with the highest N (as transformers' get_last_checkpoint)."""
+    if not run_dir.is_dir():
+        return None
+    found = [
+        (int(match.group(1)), path)
+        for path in run_dir.iterdir()
+        if path.is_dir() and (match := CHECKPOINT.match(path.name))
+    ]
+    return max(found)[1] if found else None
+
+
 def plan_run(
-    config: str | Path | LoadedConfig,
+    config: str | os.PathLike | LoadedConfig,
     overrides: list[str] | tuple[str, ...] = (),
     *,
     output_dir: Path | None = None,
-    checkpoint: Path | None = None,
+    resume: bool = False,
     machine: kernels.Machine | None = None,
 ) -> RunPlan:
     """The plan of training `config` (a path, preset name or loaded config) with `--set` `overrides`
-    on `machine` (default: this one), resuming from `checkpoint`. Raises what the config, the data
-    or LLaMA-Factory's argument parser refuse; machine problems are left to `can_run_here`."""
-    from nerft.config.llamafactory_args import check_train_args
-    from nerft.training import lengths
-    from nerft.training.launch import deepspeed_config_path, describe_launch, train_command
-
+    on `machine` (default: this one), with `resume` from the run folder's latest checkpoint. Raises
+    what the config, the data or LLaMA-Factory's argument parser refuse; machine problems are left
+    to `can_run_here`."""
     loaded = config if isinstance(config, LoadedConfig) else load_config(config, overrides=list(overrides))
     cfg = resolve_paths(loaded.config)
     run_dir = Path(output_dir or default_run_dir(loaded)).expanduser().resolve()
+    checkpoint = latest_checkpoint(run_dir) if resume else None
     machine = machine if machine is not None else kernels.detect_machine()
     flash_attn, attention_reason = kernels.choose_attention(cfg.model.flash_attn, machine)
     liger, liger_reason = kernels.choose_liger(cfg.model.enable_liger_kernel, machine)
     deepspeed = deepspeed_config_path(cfg.method.deepspeed)
-    report = [
-        f"machine      {machine.describe()}",
-        f"attention    {flash_attn} ({attention_reason})",
-        f"liger        {'on' if liger else 'off'} ({liger_reason})",
+    choices = [
+        ("machine", machine.describe()),
+        ("attention", f"{flash_attn} ({attention_reason})"),
+        ("liger", f"{'on' if liger else 'off'} ({liger_reason})"),
     ]
-    notes: list[str] = []
-
-    from nerft.models.download import find_model
+    notes: list[tuple[str, str]] = []
 
     model_path = find_model(cfg.model.model_name_or_path)
     if model_path is None:
         name = cfg.model.model_name_or_path
-        notes.append(f"note         {name} is not on disk: the YAML names it as is; `nerft download {name}` fetches it")
+        notes.append(("note", f"{name} is not on disk: the YAML names it as is; `nerft download {name}` fetches it"))
 
     packing = bool(cfg.dataset.packing or cfg.dataset.neat_packing)
     measure = cfg.dataset.cutoff_len == "auto" or packing
-    missing = [str(path) for path in (cfg.data.train, cfg.data.dev) if path is not None and not Path(path).is_file()]
+    missing = tuple(
+        str(path) for path in (cfg.data.train, cfg.data.dev) if path is not None and not Path(path).is_file()
+    )
     examples: list[dict] = []
     if missing:
         # The plan of a run whose data is not in place yet: the datasets prepare will register,
         # sequences sized by CLUENER's measured lengths.
-        notes.append(
-            f"note         {', '.join(missing)} not found: sequences sized by CLUENER's lengths, not this data"
-        )
+        notes.append(("note", f"{', '.join(missing)} not found: sequences sized by CLUENER's lengths, not this data"))
         data = _planned_data(cfg, run_dir)
         stats = lengths.CLUENER_QWEN2_LENGTHS.get(cfg.data.prompt, lengths.CLUENER_QWEN2_LENGTHS["seed"])
     elif cfg.data.train is not None:
         data = _checked_data(cfg, run_dir, examples if measure else None)
-        notes += [str(finding) for finding in data.findings[:20]]
+        notes += [("", str(finding)) for finding in data.checked.findings[:20]]
         counts = ", ".join(f"{split} {count}" for split, count in data.records.items())
-        notes.append(f"data         {counts} records, prompt {data.prompt}")
+        notes.append(("data", f"{counts} records, prompt {data.prompt}"))
         stats = None
     else:
         data = _registered_data(cfg)
@@ -292,7 +354,7 @@ def plan_run(
         per_device_train_batch_size=cfg.train.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.eval.per_device_eval_batch_size,
     )
-    report.append(f"sequences    {sequences.note}")
+    choices.append(("sequences", sequences.note))
 
     resolved = Resolved(
         run_dir=run_dir,
@@ -309,56 +371,63 @@ def plan_run(
         resume_from_checkpoint=str(checkpoint) if checkpoint else None,
     )
     sections = render_llamafactory_args(cfg, resolved)
-    check_train_args(flatten(sections), source=str(run_dir / LLAMAFACTORY_TRAIN))
-    plan = RunPlan(
-        loaded,
-        cfg,
-        [str(item) for item in overrides],
-        run_dir,
-        machine,
-        model_path,
-        data,
-        sequences,
-        resolved,
-        sections,
-        argv=[],
-        env={},
-        report=report,
-        notes=notes,
+    args = flatten(sections)
+    train_yaml = run_dir / LLAMAFACTORY_TRAIN
+    check_train_args(args, source=str(train_yaml))
+    # The doctor reads the arguments as configured: the model's name rather than its folder, and
+    # DeepSpeed's preset rather than its JSON file.
+    configured = {**args, "model_name_or_path": cfg.model.model_name_or_path, "deepspeed": cfg.method.deepspeed}
+    settings = TrainingSettings.from_args(configured, source=str(loaded.path))
+    unplaced = RunPlan(settings, source=str(loaded.path), nerft_config=True)
+    # A plan that cannot run here (a dry run of a GPU config on a laptop) shows the launch of the GPU it is written for.
+    on_cpu = not machine.cuda and not can_run_here(unplaced, machine)
+    argv, env = train_command(
+        train_yaml, cfg.launch, deepspeed=bool(deepspeed), gpu_count=machine.gpu_count, cpu=on_cpu
+    )
+    if env:
+        choices.append(("launch", describe_launch(env)))
+    job = TrainingJob(
+        loaded=loaded,
+        config=cfg,
+        overrides=tuple(str(item) for item in overrides),
+        run_dir=run_dir,
+        machine=machine,
+        model_path=model_path,
+        data=data,
+        sequences=sequences,
+        resolved=resolved,
+        sections=sections,
+        argv=tuple(argv),
+        env=env,
+        choices=tuple(choices),
+        notes=tuple(notes),
         checkpoint=checkpoint,
         missing_data=missing,
     )
-    # A plan that cannot run here (a dry run of a GPU config on a laptop) shows the launch of the GPU it is written for.
-    on_cpu = not machine.cuda and not can_run_here(plan, machine)
-    plan.argv, plan.env = train_command(
-        plan.train_yaml, cfg.launch, deepspeed=bool(deepspeed), gpu_count=machine.gpu_count, cpu=on_cpu
+    return RunPlan(
+        settings,
+        source=str(loaded.path),
+        nerft_config=True,
+        cutoff_auto=cfg.dataset.cutoff_len == "auto",
+        sequence_note=sequences.note,
+        job=job,
     )
-    if plan.env:
-        report.append(f"launch       {describe_launch(plan.env)}")
-    return plan
 
 
-def _planned_data(cfg: NerftConfig, run_dir: Path) -> PlannedData:
-    """The datasets `prepare` will register for this config, without reading the data."""
-    from nerft.prompts import get_format
-
+def _planned_data(cfg: NerftConfig, run_dir: Path, checked: CheckedInputs | None = None) -> PlannedData:
+    """The datasets `prepare` will register for this config (`checked`: the data as validated)."""
     has_dev = cfg.data.dev is not None or cfg.data.val_size > 0
     fmt = get_format(cfg.data.prompt, cfg.data.labels)
     name = dataset_name(cfg)
     return PlannedData(
-        _dataset_dir(cfg, run_dir), f"{name}_train", f"{name}_dev" if has_dev else None, fmt.name, fmt.labels
+        _dataset_dir(cfg, run_dir), f"{name}_train", f"{name}_dev" if has_dev else None, fmt.name, fmt.labels, checked
     )
 
 
 def _checked_data(cfg: NerftConfig, run_dir: Path, examples: list[dict] | None) -> PlannedData:
     """The data validated as `prepare` validates it (one pass), its examples collected to measure."""
-    from nerft.data.prepare import check_inputs
-
-    data = _planned_data(cfg, run_dir)
     if not 0 <= cfg.data.val_size < 1:
         raise DataError(f"data.val_size must be in [0, 1), got {cfg.data.val_size}")
-    from nerft.prompts import get_format
-
     fmt = get_format(cfg.data.prompt, cfg.data.labels)
     inputs = {
         split: Path(path) for split, path in (("train", cfg.data.train), ("dev", cfg.data.dev)) if path is not None
@@ -367,8 +436,7 @@ def _checked_data(cfg: NerftConfig, run_dir: Path, examples: list[dict] | None) 
     checked = check_inputs(
         inputs, labels=cfg.data.labels, skip_invalid=cfg.data.skip_invalid, val_size=cfg.data.val_size, on_valid=collect
     )
-    data.checked, data.findings, data.records = checked, checked.findings, checked.split_records
-    return data
+    return _planned_data(cfg, run_dir, checked)
 
 
 def _dataset_dir(cfg: NerftConfig, run_dir: Path) -> Path:
@@ -379,25 +447,19 @@ def dataset_name(cfg: NerftConfig) -> str:
     """data.name; in a data.dataset_dir that other trainings may share, a name of this data's own."""
     if cfg.data.dataset_dir is None:
         return cfg.data.name
-    from nerft.data.prepare import shared_folder_name
-
     return shared_folder_name(cfg.data)
 
 
 def _registered_data(cfg: NerftConfig) -> PlannedData:
     """A dataset already registered in a dataset_info.json (data.train absent): check that it exists."""
-    from nerft.prompts import get_format
-
     dataset_dir = Path(cfg.dataset.dataset_dir)
     info_path = dataset_dir / "dataset_info.json"
     if not info_path.is_file():
         raise DataError(
             f"dataset.dataset_dir: {info_path} does not exist", hint="prepare data with `nerft prepare --out DIR`"
         )
-    from nerft.data.prepare import read_dataset_info, read_prepare_meta
-
     info = read_dataset_info(dataset_dir)
-    names = PlannedData(dataset_dir, cfg.dataset.dataset, cfg.dataset.eval_dataset, "", ()).all_names
+    names = dataset_names(cfg.dataset.dataset, cfg.dataset.eval_dataset)
     for name in names:
         if name not in info:
             raise DataError(

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from nerft.errors import ServerError
 from nerft.inference.engines import ChatRequest, Generation
+from nerft.io import json_line
 
 DEFAULT_CONCURRENCY = 8
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -149,7 +150,6 @@ class OpenAIEngine:
 
 def answer_json(response, url: str) -> dict:
     """A server's JSON object answer, or a `ServerError` naming the URL and what came instead."""
-    from nerft.io import json_line
 
     if not response.text.strip():
         raise ServerError(f"{url}: answered {response.status_code} with an empty body, not JSON")

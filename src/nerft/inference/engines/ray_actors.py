@@ -1,9 +1,9 @@
 """Scale-out on Ray: the sentences sharded over Ray actors, each running one of nerft's engines.
 
 `RayEngine` is an `Engine` like the others, so `predict_records` streams, writes rows in input
-order and resumes through it unchanged. It starts `actors` actors on a Ray cluster (one per GPU
-of the cluster, or CPU actors of `cpus_per_actor` CPUs each), each loading the run's weights
-with `open_engine` (hf, or vllm where installed): the answers are the single-process engine's.
+order and resumes through it unchanged. It starts `options.ray_actors` actors on the Ray cluster at
+`options.ray` (one per GPU of the cluster, or CPU actors of `options.ray_cpus` CPUs each), each
+loading the run's weights with `open_local_engine(options.local(), run)` (hf, or vllm where installed): the answers are the single-process engine's.
 Requests go out in shards of `shard_size` (default: a vllm batch, four hf batches), at most two in flight per actor; finished shards are
 held until every shard before them is done, so rows come back in input order and what is held
 stays bounded. A shard whose actor died (a killed process, a lost node) goes to a fresh actor
@@ -19,12 +19,21 @@ better choice for one multi-GPU machine; this path is for many machines with one
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nerft.errors import ConfigError, ServerError
 from nerft.inference import RAY_DEFAULT
-from nerft.inference.engines import ChatRequest, Generation, batched
+from nerft.inference.engines import ChatRequest, Generation, batched, hf, vllm
+from nerft.inference.engines.local import open_local_engine
+from nerft.inference.options import EngineOptions
+from nerft.runfolder import load_run
+
+if TYPE_CHECKING:
+    from nerft.inference.engines import Engine
 
 DEFAULT_CPU_ACTORS = 2
 HF_SHARD_BATCHES = 4
@@ -38,22 +47,17 @@ def log(message: str) -> None:
 class EngineActor:
     """One engine inside a Ray worker process (made a Ray actor class by `RayEngine`)."""
 
-    def __init__(self, engine: str, run_dir: str, options: dict, threads: int | None):
+    def __init__(self, options: EngineOptions, run_dir: str, threads: int | None):
         if threads:
             import torch
 
             torch.set_num_threads(threads)
-        from nerft.inference.predict import open_engine
-        from nerft.runfolder import load_run
-
-        self.engine = open_engine(engine, run=load_run(run_dir), **options)
+        self.engine: Engine = open_local_engine(options, load_run(run_dir))
 
     def describe(self) -> dict:
         return self.engine.describe()
 
     def pid(self) -> int:
-        import os
-
         return os.getpid()
 
     def generate(self, shard: list[ChatRequest]) -> list[Generation]:
@@ -65,22 +69,18 @@ class RayEngine:
 
     def __init__(
         self,
-        engine: str,
-        run_dir: str,
+        options: EngineOptions,
+        run_dir: str | Path,
         *,
-        address: str,
-        actors: int | None = None,
-        cpus_per_actor: float | None = None,
         shard_size: int | None = None,
         attempts: int = 3,
-        **options,
     ):
         try:
             import ray
         except ImportError:
             raise ConfigError("--ray needs Ray, which is not installed", hint="pip install 'nerft[ray]'") from None
-        if engine not in ("hf", "vllm"):
-            raise ConfigError(f"--ray runs the hf or vllm engine in its actors, not {engine}")
+        engine, address = options.engine_name, options.ray or RAY_DEFAULT
+        actors, cpus_per_actor = options.ray_actors, options.ray_cpus
         self.ray = ray
         try:
             ray.init(address=None if address == RAY_DEFAULT else address, log_to_driver=False, configure_logging=False)
@@ -92,7 +92,7 @@ class RayEngine:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         self.inner, self.shard_size, self.attempts = (
             engine,
-            shard_size or self._default_shard(engine, options),
+            shard_size or self._default_shard(engine, options.batch_size),
             attempts,
         )
         if gpus:
@@ -101,7 +101,7 @@ class RayEngine:
         else:
             self.resources = {"num_cpus": cpus_per_actor or 1}
             count, threads = actors or DEFAULT_CPU_ACTORS, math.ceil(cpus_per_actor or 1)
-        self._arguments = (engine, str(run_dir), options, threads)
+        self._arguments = (options.local(), str(run_dir), threads)
         self.actors = [self._start_actor() for _ in range(count)]
         self.retried = 0  # shards sent again because their actor died
         where = f"{gpus} GPUs" if gpus else f"{self.resources['num_cpus']:g} CPU each"
@@ -110,14 +110,12 @@ class RayEngine:
         self._description = self._get(self.actors[0].describe.remote())
 
     @staticmethod
-    def _default_shard(engine: str, options: dict) -> int:
+    def _default_shard(engine: str, batch_size: int | None) -> int:
         """vllm: one of its batches (it schedules a whole batch at once); hf: `HF_SHARD_BATCHES` of
         its batches, enough to sort by length, few enough that a small input still spreads."""
-        from nerft.inference.engines import hf, vllm
-
         if engine == "vllm":
-            return options.get("batch_size") or vllm.DEFAULT_BATCH_SIZE
-        return (options.get("batch_size") or hf.DEFAULT_BATCH_SIZE) * HF_SHARD_BATCHES
+            return batch_size or vllm.DEFAULT_BATCH_SIZE
+        return (batch_size or hf.DEFAULT_BATCH_SIZE) * HF_SHARD_BATCHES
 
     def _start_actor(self):
         remote = self.ray.remote(**self.resources)(EngineActor)

@@ -26,8 +26,6 @@ import json
 import math
 import os
 import subprocess
-import sys
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +33,12 @@ from pathlib import Path
 from nerft.errors import EnvironmentProblem, ModelError
 from nerft.inference.chat import ChatTemplate
 from nerft.inference.engines import ChatRequest, Generation, batched
+from nerft.inference.engines.vllm_worker import Generator
 from nerft.inference.source import ModelSource, merged_copy, vllm_max_lora_rank
 from nerft.inference.structured import output_constraint
-from nerft.inference.vllm_env import VllmEnvironment, require_vllm_environment
+from nerft.inference.vllm_env import WORKER, VllmEnvironment, require_vllm_environment
+from nerft.models.shapes import MODEL_CONFIG, read_model_config
+from nerft.process import start_program
 from nerft.prompts import PromptFormat
 
 DEFAULT_BATCH_SIZE = 1024
@@ -69,13 +70,8 @@ class VllmSettings:
 
 
 def model_config(model: str) -> dict:
-    path = Path(model) / "config.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}  # a hub id: vLLM reads the config itself
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+    """The model folder's config.json; {} for a hub id, whose config vLLM reads itself."""
+    return read_model_config(model) if (Path(model) / MODEL_CONFIG).is_file() else {}
 
 
 def max_model_len(cutoff_len: int | None, fmt: PromptFormat, config: dict) -> int:
@@ -211,8 +207,6 @@ class VLLMEngine:
             "structured": output_constraint(fmt) if structured else None,
         }
         if self.environment.in_process:
-            from nerft.inference.engines.vllm_worker import Generator
-
             self.generator = Generator(config)
         else:
             self.generator = WorkerProcess(self.environment.python, config)
@@ -256,42 +250,25 @@ class WorkerProcess:
     """
 
     def __init__(self, python: str, config: dict):
-        from nerft.inference.vllm_env import WORKER
-        from nerft.process import format_command
-
-        argv = [python, str(WORKER)]
-        print(f"$ {format_command(argv)}", file=sys.stderr, flush=True)
         self.tail: list[str] = []
-        self.child = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            bufsize=1,
-        )
-        self._pump = threading.Thread(target=self._pass_log, daemon=True)
-        self._pump.start()
+        self.program = start_program([python, str(WORKER)], talk=True, on_line=self._keep_line)
+        self.child = self.program.child
         self.hello = self._receive("hello")
         self._send(config)
         self._receive("ready")
 
-    def _pass_log(self) -> None:
-        for line in self.child.stderr:
-            sys.stderr.write(line)
-            self.tail = [*self.tail[-19:], line.rstrip()]
-        sys.stderr.flush()
+    def _keep_line(self, line: str) -> None:
+        self.tail = [*self.tail[-19:], line.rstrip()]
 
     def _send(self, message: dict) -> None:
         try:
-            self.child.stdin.write(json.dumps(message, ensure_ascii=False) + "\n")
-            self.child.stdin.flush()
+            self.program.stdin.write(json.dumps(message, ensure_ascii=False) + "\n")
+            self.program.stdin.flush()
         except BrokenPipeError:
             self._fail("stopped")
 
     def _receive(self, key: str):
-        line = self.child.stdout.readline()
+        line = self.program.stdout.readline()
         if not line:
             self._fail(f"exited with code {self.child.wait()}")
         message = json.loads(line)
@@ -300,7 +277,7 @@ class WorkerProcess:
         return message[key]
 
     def _fail(self, what: str):
-        self._pump.join(timeout=5)
+        self._join_log()
         last = next((line for line in reversed(self.tail) if line.strip()), "")
         raise EnvironmentProblem(
             f"the vLLM worker ({self.child.args[0]}) {what}" + (f"; its last log line: {last}" if last else "")
@@ -312,10 +289,14 @@ class WorkerProcess:
 
     def close(self) -> None:
         if self.child.poll() is None:
-            self.child.stdin.close()  # end of input: the worker exits
+            self.program.stdin.close()  # end of input: the worker exits
             try:
                 self.child.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.child.kill()
                 self.child.wait()
-        self._pump.join(timeout=5)
+        self._join_log()
+
+    def _join_log(self) -> None:
+        for pump in self.program.pumps:
+            pump.join(timeout=5)

@@ -1,6 +1,6 @@
 """Time and peak resident memory of one function call, run in a child process of its own.
 
-A fresh interpreter (`python -m nerft.bench.memory TARGET KWARGS`) imports the target's module,
+A fresh interpreter (`python -m benchlib.memory TARGET KWARGS`) imports the target's module,
 resets its peak RSS to its current RSS (Linux: `/proc/self/clear_refs`, so what imports allocated
 and freed does not hide the call's own peak), notes that baseline, calls the target once with the
 keyword arguments, then reports its own peak RSS and the call's duration on a marker line. The
@@ -17,13 +17,16 @@ from __future__ import annotations
 import gc
 import importlib
 import json
+import os
 import resource
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from nerft.errors import NerftError
 
+SCRIPTS = Path(__file__).resolve().parent.parent
 MARKER = "NERFT_BENCH_MEASURED "
 
 
@@ -59,8 +62,10 @@ def measure_call(target: str, **kwargs) -> MeasuredCall:
         if line.startswith(MARKER):
             reports.append(line[len(MARKER) :])
 
-    argv = [sys.executable, "-m", "nerft.bench.memory", target, json.dumps(kwargs, default=str)]
-    code = run_program(argv, stdout_to_stderr=True, on_line=catch, log=lambda message: None)
+    argv = [sys.executable, "-m", "benchlib.memory", target, json.dumps(kwargs, default=str)]
+    # benchlib lives in scripts/, beside the scripts that use it: the child finds it there too
+    path = os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))
+    code = run_program(argv, env={"PYTHONPATH": path}, stdout_to_stderr=True, on_line=catch, log=lambda message: None)
     if code != 0 or not reports:
         raise NerftError(f"measuring {target} failed: the child exited with {code}")
     report = json.loads(reports[-1])

@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import os
-import platform
-import shutil
-import subprocess
 
-
-def lscpu_fields(text: str) -> dict[str, str]:
-    """`lscpu`'s `Key: value` lines as a dict."""
-    fields = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields[key.strip()] = value.strip()
-    return fields
+from nerft.machine import cpu_name, memory_bytes, query_gpus
 
 
 def describe_machine() -> dict:
     """CPU model and usable cores (from lscpu and the scheduler), memory, and GPUs when nvidia-smi answers."""
-    cpu = platform.processor() or platform.machine()
-    if shutil.which("lscpu"):
-        fields = lscpu_fields(subprocess.run(["lscpu"], capture_output=True, text=True).stdout)
-        cpu = fields.get("Model name", cpu)
-        if fields.get("Hypervisor vendor"):
-            cpu += f" ({fields['Hypervisor vendor']} guest)"
+    cpu = cpu_name()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    from nerft.doctor.snapshot import memory_bytes, query_gpus
-
     total, _ = memory_bytes()
     memory_gib = round(total / 2**30, 1) if total else None
     gpus = [f"{gpu.name}, {gpu.memory_total_mib} MiB" for gpu in query_gpus()]  # as nvidia-smi's csv wrote them

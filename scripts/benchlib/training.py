@@ -9,7 +9,7 @@
 Both train a model of Qwen2.5-7B's shape with random weights (speed does not depend on the
 values) for `max_steps` optimizer steps, without evaluation. Samples per second counts training
 samples (sentences): a packed row holds several, so nerft's rows are converted with the
-samples-per-row ratio of LLaMA-Factory's own packing (`nerft.bench.padding.greedy_knapsack`).
+samples-per-row ratio of LLaMA-Factory's own packing (`benchlib.padding.greedy_knapsack`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nerft.doctor.memory import KNOWN_MODELS
+from nerft.models.shapes import KNOWN_MODELS
 
 # Qwen/Qwen2.5-7B-Instruct's config.json (architecture only): the doctor's shape, and the numbers
 # a shape does not hold.
@@ -117,7 +117,7 @@ def nerft_overrides(
 
 def samples_per_row(lengths: list[int], args: dict) -> float:
     """Training samples per sequence the model runs: 1 without packing, else LLaMA-Factory's packing ratio."""
-    from nerft.bench.padding import packed_padding
+    from benchlib.padding import packed_padding
 
     if not (args.get("packing") or args.get("neat_packing")):
         return 1.0

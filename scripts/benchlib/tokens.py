@@ -131,7 +131,7 @@ def compare_formats(
     longest one). Returns `{format: {"tokens": TokenSummary, "cutoff_len": int,
     "padding": {strategy: PaddingStats}}}`.
     """
-    from nerft.bench.padding import STRATEGIES, padding_stats
+    from benchlib.padding import STRATEGIES, padding_stats
     from nerft.prompts import get_format
 
     results = {}

@@ -1,0 +1,84 @@
+"""`nerft convert`: a file of records (or of `nerft predict` rows) written for an annotation tool.
+
+The per-record converters (Label Studio, doccano, CLUE) are `nerft.data.annotation`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from nerft.data.annotation import (
+    FORMATS,
+    label_studio_config,
+    record_of_prediction,
+    to_doccano,
+    to_label_studio,
+)
+from nerft.data.load import load_records
+from nerft.data.readers import detect_format, iter_json_objects
+from nerft.data.records import CluenerRecord, Finding
+from nerft.errors import ConfigError, DataError
+from nerft.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+
+
+def is_predictions_file(path) -> bool:
+    """Whether the file's first object is a `nerft predict` row (raw answer and placed entities)."""
+    if detect_format(path) != "json":
+        return False
+    for _, value in iter_json_objects(path):
+        return isinstance(value, dict) and "predict" in value and isinstance(value.get("entities"), list)
+    return False
+
+
+def read_prediction_records(path) -> list[CluenerRecord]:
+    """The rows of a `nerft predict` file as records of their placed entities."""
+    records = []
+    for line, value in iter_json_objects(path):
+        if isinstance(value, Finding):
+            raise DataError(str(value))
+        entities = value.get("entities")
+        if (
+            not isinstance(value.get("text"), str)
+            or not isinstance(entities, list)
+            or not all(isinstance(e, dict) and {"label", "text", "start", "end"} <= set(e) for e in entities)
+        ):
+            raise DataError(
+                f'{path}:{line}: expected a `nerft predict` row with "text" and "entities" '
+                '[{"label", "text", "start", "end"}] (predict them again with this nerft)'
+            )
+        records.append(record_of_prediction(value))
+    return records
+
+
+def convert_file(source, *, to: str, out, model_version: str = "nerft", labels: Iterable[str] | None = None) -> dict:
+    """Write the records of `source` (any file `nerft prepare` reads, or a `nerft predict` file) in
+    the format `to`; for Label Studio also the labelling config beside it (`OUT.label_config.xml`),
+    with `labels` and every label the records have (a person correcting them may need a label the
+    model never predicted). Predictions become Label Studio `predictions` (pre-annotations) or doccano labels."""
+    if to not in FORMATS:
+        raise ConfigError(f"--to {to!r}: expected one of {', '.join(FORMATS)}")
+    predictions = is_predictions_file(source)
+    records = read_prediction_records(source) if predictions else load_records(source)
+    out = Path(out)
+    written = {
+        "records": len(records),
+        "entities": sum(len(r.entities) for r in records),
+        "from": "predictions" if predictions else "records",
+        "to": to,
+        "out": str(out),
+    }
+    if to == "doccano":
+        write_jsonl_atomic(out, [to_doccano(record) for record in records])
+    elif to == "clue":
+        write_jsonl_atomic(out, [record.to_clue() for record in records])
+    else:
+        write_json_atomic(
+            out, [to_label_studio(r, as_prediction=predictions, model_version=model_version) for r in records]
+        )
+        config = out.with_name(out.stem + ".label_config.xml")
+        write_text_atomic(
+            config, label_studio_config([*(labels or ()), *(e.label for r in records for e in r.entities)])
+        )
+        written["label_config"] = str(config)
+    return written
