@@ -71,6 +71,26 @@ def test_the_doctor_reports_the_model_and_what_is_missing():
     assert (check_smollm2(missing).status, check_smollm2(missing).fix) == (WARN, smollm2.INSTALL)
 
 
+def test_a_folder_counts_as_built_only_with_its_config_and_a_marker_of_the_same_file(tmp_path):
+    settings = {"build": smollm2.BUILD, "gguf": "/x/SmolLM2.gguf", "bytes": 7, "version": "0.1.2"}
+    assert not smollm2._is_built(tmp_path, settings)
+    (tmp_path / smollm2.MARKER).write_text(json.dumps(settings))
+    assert not smollm2._is_built(tmp_path, settings)  # no config.json: an interrupted copy
+    (tmp_path / "config.json").write_text("{}")
+    assert smollm2._is_built(tmp_path, settings)
+    assert not smollm2._is_built(tmp_path, {**settings, "bytes": 8})  # another file: convert again
+    (tmp_path / smollm2.MARKER).write_text('{"build": ')
+    assert not smollm2._is_built(tmp_path, settings)  # a damaged marker: convert again
+
+
+def test_its_shape_is_known_before_it_is_converted(tmp_path, monkeypatch):
+    from nerft.models.shapes import resolve_model_shape
+
+    monkeypatch.setenv("NERFT_CACHE", str(tmp_path))  # nothing converted there
+    shape = resolve_model_shape(smollm2.SMOLLM2_MODEL)
+    assert (shape.layers, shape.hidden, shape.vocab, shape.params()) == (30, 576, 49152, 134_515_008)
+
+
 @pytest.fixture(scope="session")
 def smollm2_model(tmp_path_factory):
     """The converted model in the session's NERFT_CACHE, built once through the model name."""
@@ -91,6 +111,10 @@ def test_the_name_resolves_to_a_converted_model_that_is_reused(smollm2_model, tm
     assert smollm2_model == session_cache_dir(tmp_path_factory) / "models" / "nerft" / "smollm2-135m"
     config = json.loads((smollm2_model / "config.json").read_text())
     assert (config["model_type"], config["num_hidden_layers"], config["hidden_size"]) == ("llama", 30, 576)
+    from nerft.models.shapes import KNOWN_MODELS, read_model_config, shape_from_config
+
+    converted = shape_from_config(read_model_config(smollm2_model), name="SmolLM2-135M-Instruct")
+    assert converted == KNOWN_MODELS["smollm2-135m-instruct"]  # the doctor's shape before conversion
     tokenizer = json.loads((smollm2_model / "tokenizer_config.json").read_text())
     assert (tokenizer["eos_token"], tokenizer["pad_token"]) == ("<|im_end|>", "<|im_end|>")
     built = (smollm2_model / "model.safetensors").stat().st_mtime_ns

@@ -9,6 +9,7 @@ from pathlib import Path
 from nerft.errors import ModelError
 from nerft.io import read_json
 from nerft.models.download import TINY_MODEL, find_model
+from nerft.models.smollm2 import SMOLLM2_MODEL
 from nerft.models.tiny import TINY_CONFIG, TINY_VOCAB
 
 MODEL_CONFIG = "config.json"
@@ -98,6 +99,8 @@ KNOWN_MODELS: dict[str, ModelShape] = {
         _qwen25("Qwen2.5-7B-Instruct", 28, 3584, 18944, 28, 4, 152064, False),
         _qwen25("Qwen2.5-14B-Instruct", 48, 5120, 13824, 40, 8, 152064, False),
         ModelShape("Qwen3-8B", 36, 4096, 12288, 32, 8, 151936, False, head_dim=128, attention_bias=False),
+        # HuggingFaceTB/SmolLM2-135M-Instruct, nerft:smollm2-135m (a Llama: no attention biases)
+        ModelShape("SmolLM2-135M-Instruct", 30, 576, 1536, 9, 3, 49152, True, head_dim=64, attention_bias=False),
     )
 }
 
@@ -110,6 +113,8 @@ def resolve_model_shape(model: str) -> ModelShape | None:
     folder = find_model(model, build=False)
     if folder is not None:
         return shape_from_config(read_model_config(folder), name=model, source=str(folder / MODEL_CONFIG))
+    if model == SMOLLM2_MODEL:  # converted on first use: its shape is known before it is
+        return KNOWN_MODELS["smollm2-135m-instruct"]
     name = model.rstrip("/").rsplit("/", 1)[-1].lower()
     return KNOWN_MODELS.get(name) or KNOWN_MODELS.get(f"{name}-instruct")
 

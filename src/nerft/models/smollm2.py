@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from nerft.errors import ModelError
-from nerft.io import locked, replace_dir, staging_dir
+from nerft.io import locked, read_json, replace_dir, staging_dir
 
 SMOLLM2_MODEL = "nerft:smollm2-135m"
 CACHE_NAME = "nerft/smollm2-135m"  # its folder in nerft's model cache (`nerft.models.download.model_cache_path`)
@@ -93,10 +93,13 @@ def build_smollm2(out_dir: str | os.PathLike) -> Path:
 
 
 def _is_built(out_dir: Path, settings: dict) -> bool:
+    """A complete build of the same file: a damaged or missing marker means build again."""
     marker = out_dir / MARKER
+    if not (marker.is_file() and (out_dir / "config.json").is_file()):
+        return False
     try:
-        return json.loads(marker.read_text()) == settings and (out_dir / "config.json").is_file()
-    except (OSError, ValueError):
+        return read_json(marker, error=ModelError) == settings
+    except ModelError:
         return False
 
 

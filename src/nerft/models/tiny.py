@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from nerft.inference.chat import IM_END, IM_START
-from nerft.io import replace_dir, staging_dir
+from nerft.io import read_json, replace_dir, staging_dir
 from nerft.prompts import CLUENER_LABELS, SEED_INSTRUCTION
 from nerft.resources import sample_dir
 
@@ -88,7 +88,7 @@ def build_tiny_qwen2(
     architecture = {**TINY_CONFIG, **(size or {})}
     settings = {"tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None, "vocab_size": vocab_size, "seed": seed, **architecture}
     marker = out_dir / MARKER
-    if marker.is_file() and json.loads(marker.read_text()) == settings and (out_dir / "config.json").is_file():
+    if marker.is_file() and read_json(marker) == settings and (out_dir / "config.json").is_file():
         return out_dir
 
     import torch
