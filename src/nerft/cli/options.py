@@ -52,7 +52,7 @@ Engine = Annotated[
     Optional[EngineName],
     typer.Option(
         "--engine",
-        help="hf (transformers), vllm (GPU; on a CPU from .venv-vllm) or openai (any OpenAI-compatible endpoint).",
+        help="hf (transformers), vllm (GPU; on a CPU from .venv-vllm, on the adapter merged into a cached copy) or openai (any OpenAI-compatible endpoint). Default: openai with --endpoint; else vllm where it is faster (a GPU with vLLM; on a CPU with .venv-vllm, a model of 50M+ parameters and 64+ sentences); else hf.",
     ),
 ]
 Endpoint = Annotated[
