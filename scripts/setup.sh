@@ -19,7 +19,9 @@ PYTHON="${PYTHON:-python3}"
 if [ -z "${NERFT_SKIP_LABEL_STUDIO:-}" ]; then
   [ -x .venv-labelstudio/bin/python ] || "$PYTHON" -m venv .venv-labelstudio
   .venv-labelstudio/bin/python -m pip install --quiet --upgrade pip
-  .venv-labelstudio/bin/python -m pip install --quiet "label-studio==1.23.2"
+  # sentry-sdk 3 (released 2026-12) refuses an option label-studio 1.23.2 passes it
+  # ("TypeError: Unknown option 'send_default_pii'"), and the server dies at start-up: keep 2.x.
+  .venv-labelstudio/bin/python -m pip install --quiet "label-studio==1.23.2" "sentry-sdk<3"
 fi
 # Headless Chromium (and a font with Chinese glyphs) for the browser tests of errors.html and
 # `nerft demo` (Debian/Ubuntu, as root).
