@@ -80,6 +80,13 @@ Structured = Annotated[
         help="Constrain decoding to the output format (vllm: on; openai: sends vLLM's structured_outputs).",
     ),
 ]
+Grounded = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--grounded/--no-grounded",
+        help="Grounded decoding: the model can only write the run's labels and entities that are substrings of their sentence, each (label, entity) once (hf, vllm: on; openai: on for a vLLM server, whose structured_outputs it uses).",
+    ),
+]
 Speculation = Annotated[
     Optional[bool],
     typer.Option(
@@ -122,6 +129,7 @@ ENGINE_OPTIONS: dict[str, tuple[Any, Any]] = {  # EngineOptions field: (its opti
     "batch_size": (BatchSize, None),
     "concurrency": (Concurrency, None),
     "structured": (Structured, None),
+    "grounded": (Grounded, None),
     "speculation": (Speculation, None),
     "ray": (Ray, None),
     "ray_actors": (RayActors, None),
@@ -129,7 +137,7 @@ ENGINE_OPTIONS: dict[str, tuple[Any, Any]] = {  # EngineOptions field: (its opti
     "retries": (Retries, DEFAULT_RETRIES),
     "timeout": (Timeout, DEFAULT_TIMEOUT),
 }
-DEMO_OPTIONS = ("engine", "endpoint", "model", "api_key", "structured")
+DEMO_OPTIONS = ("engine", "endpoint", "model", "api_key", "structured", "grounded")
 
 
 def engine_options(names: tuple[str, ...] = tuple(ENGINE_OPTIONS)) -> Callable[[Callable], Callable]:

@@ -92,6 +92,7 @@ class EngineOptions:
     batch_size: int | None = None
     concurrency: int | None = None  # openai: requests in flight
     structured: bool | None = None  # vllm: on; openai: off (vLLM's structured_outputs field)
+    grounded: bool | None = None  # entities from the sentence (hf, vllm: on; openai: on for a vLLM server)
     speculation: bool | None = None  # prompt-lookup decoding; None: on with batch size 1
     retries: int = DEFAULT_RETRIES
     timeout: float = DEFAULT_TIMEOUT

@@ -77,7 +77,7 @@ def predict_records(
         for generation in progress(engine.generate(requests()), total=todo, desc="predicting"):
             if not pending:  # an engine bug; never rename an incomplete file into place
                 raise RuntimeError(f"the {engine.name} engine answered more requests than it was given")
-            row = prediction_row(pending.popleft(), generation, keep_unsupported=keep_unsupported)
+            row = prediction_row(pending.popleft(), generation, fmt=fmt, keep_unsupported=keep_unsupported)
             if store:
                 store.append(row)
             if sink:

@@ -32,29 +32,46 @@ from pathlib import Path
 from nerft.data.records import CluenerRecord
 from nerft.errors import DataError
 from nerft.inference.engines import Generation
+from nerft.inference.grounding import answer_confidence, item_confidences
 from nerft.io import json_line, json_row, read_json, write_json_atomic
 from nerft.metrics.clue import split_in_text
 from nerft.metrics.parse import Mention, parse_output
 from nerft.metrics.spans import occurrences
+from nerft.prompts import PromptFormat
 
 
-def prediction_row(record: CluenerRecord, generation: Generation, *, keep_unsupported: bool = False) -> dict:
-    """The predictions-file row of one record: raw answer, parsed entities, dropped entities."""
+def prediction_row(
+    record: CluenerRecord,
+    generation: Generation,
+    *,
+    fmt: PromptFormat | None = None,
+    keep_unsupported: bool = False,
+) -> dict:
+    """The predictions-file row of one record: raw answer, parsed entities (each with its
+    `confidence`, None where the engine reported no log-probabilities), dropped entities, and the
+    answer's own `confidence`."""
 
     mentions = parse_output(generation.text)
     if keep_unsupported:
         kept, dropped = list(dict.fromkeys(mentions or [])), []
     else:
         kept, dropped = split_in_text(mentions or [], record.text)
+    confidences: dict = {}
+    if generation.tokens is not None and fmt is not None:
+        confidences = item_confidences(fmt, generation.tokens)
+    entities = ground_entities(record.text, kept)
+    for entity in entities:
+        entity["confidence"] = confidences.get((entity["label"], entity["text"]))
     row: dict = {} if record.id is None else {"id": record.id}
     row.update(
         text=record.text,
         predict=generation.text,
-        entities=ground_entities(record.text, kept),
+        entities=entities,
         dropped=[{"label": label, "text": text} for label, text in dropped],
     )
     row["unparseable"] = mentions is None
     row["finish_reason"] = generation.finish_reason
+    row["confidence"] = answer_confidence(generation.tokens) if generation.tokens is not None else None
     return row
 
 

@@ -9,7 +9,7 @@ Decoding is greedy everywhere and stops at the template's end token or at the re
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from nerft.prompts import PromptFormat
@@ -39,10 +39,12 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class Generation:
-    """A model's answer: the decoded text (special tokens removed) and why it ended."""
+    """A model's answer: the decoded text (special tokens removed), why it ended, and, where the
+    engine reports them, its tokens as (bytes, log-probability) pairs, the end token as b""."""
 
     text: str
     finish_reason: str  # "stop" (end token) or "length" (hit max_new_tokens)
+    tokens: tuple[tuple[bytes, float], ...] | None = field(default=None, compare=False)  # not the answer itself
 
 
 class Engine(Protocol):

@@ -30,7 +30,9 @@ from collections.abc import Iterable, Iterator
 from nerft.errors import ModelError
 from nerft.inference.chat import ChatTemplate
 from nerft.inference.engines import ChatRequest, Generation, batched
+from nerft.inference.grounding import AnswerGrammar, token_bytes_table
 from nerft.inference.source import ModelSource
+from nerft.prompts import PromptFormat
 
 DEFAULT_BATCH_SIZE = 8
 BUCKET_BATCHES = 16  # batches read ahead and sorted by length: fewer pad tokens, a bounded read-ahead
@@ -40,11 +42,21 @@ PROMPT_LOOKUP_TOKENS = 4  # drafted tokens per step: see below
 class HFEngine:
     name = "hf"
 
-    def __init__(self, source: ModelSource, *, batch_size: int | None = None, speculation: bool | None = None):
+    def __init__(
+        self,
+        source: ModelSource,
+        fmt: PromptFormat | None = None,
+        *,
+        batch_size: int | None = None,
+        speculation: bool | None = None,
+        grounded: bool = False,
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.source = source
+        self.fmt = fmt
+        self.grounded = grounded and fmt is not None
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         self.speculation = speculation
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -64,6 +76,7 @@ class HFEngine:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.template = ChatTemplate.load(source.template, self.tokenizer)
         self.stop_ids = self.template.stop_token_ids
+        self.token_bytes = token_bytes_table(self.tokenizer)
 
     def _dtype(self, config):
         """LLaMA-Factory's choice at inference (`infer_optim_dtype`): bf16 for a bf16 model where
@@ -77,7 +90,8 @@ class HFEngine:
         return torch.float16
 
     def describe(self) -> dict:
-        return self.source.describe(self.name)  # prompt lookup changes speed, not answers: not recorded
+        # prompt lookup changes speed, not answers: not recorded
+        return {**self.source.describe(self.name), "grounded": self.grounded}
 
     def encode(self, request: ChatRequest) -> list[int]:
         return self.template.encode(request.system, request.user)
@@ -117,15 +131,25 @@ class HFEngine:
             pad_token_id=pad,
             prompt_lookup_num_tokens=PROMPT_LOOKUP_TOKENS if self.prompt_lookup and len(batch) == 1 else None,
         )
+        grammars = [AnswerGrammar(self.fmt, request.text) if self.grounded else None for request in batch]
+        decoding = GroundedDecoding(grammars, width, self.token_bytes, self.stop_ids)
         with torch.inference_mode():
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=config,
+                logits_processor=[decoding],
+            )
         generations = []
-        for request, row in zip(batch, output[:, width:].tolist()):
+        for index, (request, row) in enumerate(zip(batch, output[:, width:].tolist())):
             row = row[: request.max_new_tokens]
             stop = next((i for i, token in enumerate(row) if token in self.stop_ids), None)
             tokens = row if stop is None else row[:stop]
             text = self.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=True)
-            generations.append(Generation(text, "length" if stop is None else "stop"))
+            answered = row if stop is None else row[: stop + 1]
+            generations.append(
+                Generation(text, "length" if stop is None else "stop", decoding.token_logprobs(index, answered))
+            )
         return generations
 
     def close(self) -> None:
@@ -137,3 +161,81 @@ class HFEngine:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+class GroundedDecoding:
+    """A logits processor for greedy decoding: it picks each row's next token, and remembers the
+    token's log-probability under the model's own (unconstrained) distribution.
+
+    With a grammar (`AnswerGrammar`, see nerft.inference.grounding) the pick is the best-scoring
+    token the grammar allows after the answer so far: an end token only where the answer is
+    complete, any other token only when its bytes extend a grounded answer. The best
+    `FIRST_CANDIDATES` are tried first, then the rest in order of score; when no token at all is
+    allowed, the answer ends. Without a grammar the pick is the model's own greedy choice. Every
+    other token's score is set to -inf, so greedy search takes the pick.
+
+    Under prompt lookup (assisted decoding) the processor is called once per drafted position: the
+    log-probabilities are kept by position, so the draft that is kept has its own.
+    """
+
+    FIRST_CANDIDATES = 32
+
+    def __init__(self, grammars: list, width: int, token_bytes: list, stop_ids: list[int]):
+        self.grammars = grammars
+        self.width = width
+        self.token_bytes = token_bytes
+        self.stop_ids = frozenset(stop_ids)
+        self.first_stop = stop_ids[0] if stop_ids else None
+        self.picked: list[dict[int, tuple[int, float]]] = [{} for _ in grammars]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        logsumexp = torch.logsumexp(scores.float(), dim=-1)
+        generated = input_ids[:, self.width :].tolist()
+        for row, tokens in enumerate(generated):
+            if self.stop_ids.intersection(tokens):
+                continue  # answered: the rest of the row is padding
+            grammar = self.grammars[row]
+            if grammar is None:
+                token = int(scores[row].argmax())
+            else:
+                answer = b"".join(self.token_bytes[t] or b"" for t in tokens if t < len(self.token_bytes))
+                token = self._pick(grammar, answer, scores[row])
+                kept = scores[row, token].clone()
+                scores[row] = float("-inf")
+                scores[row, token] = kept
+            self.picked[row][len(tokens)] = (token, float(scores[row, token].float() - logsumexp[row]))
+        return scores
+
+    def _pick(self, grammar, answer: bytes, scores) -> int:
+        import torch
+
+        complete = grammar.complete(answer)
+
+        def allowed(token: int) -> bool:
+            if token in self.stop_ids:
+                return complete
+            data = self.token_bytes[token] if token < len(self.token_bytes) else None
+            return bool(data) and grammar.allows(answer + data)
+
+        first = torch.topk(scores, min(self.FIRST_CANDIDATES, scores.shape[-1])).indices.tolist()
+        for token in first:
+            if allowed(token):
+                return token
+        for token in torch.argsort(scores, descending=True)[len(first) :].tolist():
+            if allowed(token):
+                return token
+        return self.first_stop if self.first_stop is not None else first[0]
+
+    def token_logprobs(self, row: int, tokens: list[int]) -> tuple[tuple[bytes, float], ...] | None:
+        """The answer's tokens as (bytes, log-probability), end token b""; None if one is missing."""
+        picked = self.picked[row]
+        pairs = []
+        for position, token in enumerate(tokens):
+            kept = picked.get(position)
+            if kept is None or kept[0] != token:
+                return None
+            data = b"" if token in self.stop_ids else (self.token_bytes[token] or b"")
+            pairs.append((data, kept[1]))
+        return tuple(pairs)

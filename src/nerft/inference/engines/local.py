@@ -34,10 +34,19 @@ def open_local_engine(options: EngineOptions, run: RunInfo | None) -> Engine:
             backoff=options.backoff,
             stop=QWEN_STOP_WORDS if template in NATIVE_TEMPLATES else (),
             extra_body={"structured_outputs": output_constraint(fmt)} if options.structured else None,
+            fmt=fmt,
+            grounded=options.grounded,
         )
     source = resolve_model(run)
+    grounded = options.grounded is not False
     if name == "hf":
-        return HFEngine(source, batch_size=options.batch_size, speculation=options.speculation)
+        return HFEngine(
+            source,
+            run.prompt_format(),
+            batch_size=options.batch_size,
+            speculation=options.speculation,
+            grounded=grounded,
+        )
     return VLLMEngine(
         source,
         run.prompt_format(),
@@ -45,4 +54,5 @@ def open_local_engine(options: EngineOptions, run: RunInfo | None) -> Engine:
         structured=True if options.structured is None else options.structured,
         cutoff_len=run.cutoff_len,
         speculation=options.speculation,
+        grounded=grounded,
     )

@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 
 from nerft.errors import ServerError
 from nerft.inference.engines import ChatRequest, Generation
+from nerft.inference.grounding import grounded_regex
 from nerft.io import json_line
+from nerft.prompts import PromptFormat
 
 DEFAULT_CONCURRENCY = 8
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -48,6 +50,8 @@ class OpenAIEngine:
         backoff: float = 0.5,
         stop: Iterable[str] = (),
         extra_body: dict | None = None,
+        fmt: PromptFormat | None = None,
+        grounded: bool | None = None,
     ):
         import httpx
 
@@ -65,14 +69,25 @@ class OpenAIEngine:
             limits=httpx.Limits(max_connections=self.concurrency),
             trust_env=False,
         )
+        self.listed: list[dict] | None = None
         self.model = model or self.served_model()
+        self.fmt = fmt
+        if grounded is None:  # vLLM's server constrains decoding; other servers ignore the field
+            grounded = any(entry.get("owned_by") == "vllm" for entry in self.models())
+        self.grounded = bool(grounded) and fmt is not None
 
     def describe(self) -> dict:
-        return {"engine": self.name, "endpoint": self.base_url, "model": self.model}
+        return {"engine": self.name, "endpoint": self.base_url, "model": self.model, "grounded": self.grounded}
+
+    def models(self) -> list[dict]:
+        """The server's `GET /v1/models` entries (asked once)."""
+        if self.listed is None:
+            self.listed = listed_models(self._call("GET", "/models"), f"{self.base_url}/models")
+        return self.listed
 
     def served_model(self) -> str:
         """The model to ask for: the only one served, or the only LoRA adapter among them."""
-        models = listed_models(self._call("GET", "/models"), f"{self.base_url}/models")
+        models = self.models()
         if len(models) == 1:
             return models[0]["id"]
         adapters = [
@@ -94,7 +109,10 @@ class OpenAIEngine:
         }
         if self.stop:
             body["stop"] = self.stop
+        body["logprobs"] = True  # OpenAI's and vLLM's: each token's log-probability (entity confidences)
         body.update(self.extra_body)
+        if self.grounded:
+            body["structured_outputs"] = {"regex": grounded_regex(self.fmt, request.text)}
         return body
 
     def complete(self, request: ChatRequest) -> Generation:
@@ -106,7 +124,11 @@ class OpenAIEngine:
             raise ServerError(
                 f"{self.base_url}/chat/completions: answer without choices[0].message: {str(data)[:200]}"
             ) from None
-        return Generation(text, "length" if choice.get("finish_reason") == "length" else "stop")
+        if not isinstance(text, str):
+            text = str(text)
+        return Generation(
+            text, "length" if choice.get("finish_reason") == "length" else "stop", answer_tokens(choice, text)
+        )
 
     def generate(self, requests: Iterable[ChatRequest]) -> Iterator[Generation]:
         executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="nerft-openai")
@@ -181,3 +203,27 @@ def _error_detail(response) -> str:
             error = error.get("message", error)
         return str(error)[:200]
     return str(data)[:200]
+
+
+def answer_tokens(choice: dict, text: str) -> tuple[tuple[bytes, float], ...] | None:
+    """The answer's tokens as (bytes, log-probability) from a choice's `logprobs.content`
+    (`{"token", "logprob", "bytes"}` each), the tokens after the answer's text (an end token a
+    server lists) as b""; None when the server sent none or they do not spell the answer."""
+    content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+    if not isinstance(content, list) or not content:
+        return None
+    answer = text.encode()
+    tokens = []
+    written = 0
+    for entry in content:
+        if not isinstance(entry, dict) or not isinstance(entry.get("logprob"), (int, float)):
+            return None
+        raw = entry.get("bytes")
+        data = bytes(raw) if isinstance(raw, list) else str(entry.get("token", "")).encode()
+        if written >= len(answer):
+            data = b""  # past the answer: its end token
+        elif answer[written : written + len(data)] != data:
+            return None
+        written += len(data)
+        tokens.append((data, max(float(entry["logprob"]), -1e4)))
+    return tuple(tokens) if written >= len(answer) else None

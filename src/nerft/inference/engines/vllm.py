@@ -34,6 +34,7 @@ from nerft.errors import EnvironmentProblem, ModelError
 from nerft.inference.chat import ChatTemplate
 from nerft.inference.engines import ChatRequest, Generation, batched
 from nerft.inference.engines.vllm_worker import Generator
+from nerft.inference.grounding import grounded_regex, token_bytes_table
 from nerft.inference.source import ModelSource, merged_copy, vllm_max_lora_rank
 from nerft.inference.structured import output_constraint
 from nerft.inference.vllm_env import WORKER, VllmEnvironment, require_vllm_environment
@@ -177,12 +178,15 @@ class VLLMEngine:
         speculation: bool | None = None,
         environment: VllmEnvironment | None = None,
         merge_adapter: bool = True,
+        grounded: bool = False,
     ):
         from transformers import AutoTokenizer
 
         self.environment = environment or require_vllm_environment()
         self.source = source  # what answers, as predictions record it: the run's base and adapter
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
+        self.fmt = fmt
+        self.grounded = grounded
         cpu = self.environment.cpu
         if cpu and merge_adapter:
             source = merged_copy(source)  # vLLM's LoRA on a CPU is 4.7x slower, answers identical
@@ -194,6 +198,7 @@ class VLLMEngine:
         except OSError as exc:
             raise ModelError(f"cannot load the tokenizer of {source.model}: {str(exc).splitlines()[0]}") from None
         self.template = ChatTemplate.load(source.template, tokenizer)
+        self.token_bytes = token_bytes_table(tokenizer)
         config = {
             "env": self.settings.env,
             "llm": self.settings.llm,
@@ -203,8 +208,10 @@ class VLLMEngine:
                 "temperature": 0.0,
                 "stop_token_ids": self.template.stop_token_ids,
                 "skip_special_tokens": True,
+                "logprobs": 0,  # the chosen token's log-probability: entity confidences
             },
-            "structured": output_constraint(fmt) if structured else None,
+            # grounded: each prompt carries its own expression (`prompt`)
+            "structured": output_constraint(fmt) if structured and not grounded else None,
         }
         if self.environment.in_process:
             self.generator = Generator(config)
@@ -212,7 +219,7 @@ class VLLMEngine:
             self.generator = WorkerProcess(self.environment.python, config)
 
     def describe(self) -> dict:
-        return self.source.describe(self.name)
+        return {**self.source.describe(self.name), "grounded": self.grounded}
 
     def prompt(self, request: ChatRequest) -> dict:
         """The request as vLLM gets it: the training prompt's token ids and the answer budget left."""
@@ -223,12 +230,29 @@ class VLLMEngine:
                 f"a sentence's prompt has {len(ids)} tokens, more than vLLM's max_model_len {self.settings.max_model_len} "
                 f"(the run's cutoff_len and answer budget): {request.text[:40]!r}"
             )
-        return {"prompt_token_ids": ids, "max_tokens": min(request.max_new_tokens, room)}
+        prompt = {"prompt_token_ids": ids, "max_tokens": min(request.max_new_tokens, room)}
+        if self.grounded:
+            prompt["structured"] = {"regex": grounded_regex(self.fmt, request.text)}
+        return prompt
 
     def generate(self, requests: Iterable[ChatRequest]) -> Iterator[Generation]:
         for batch in batched(requests, self.batch_size):
             for answer in self.generator.generate([self.prompt(request) for request in batch]):
-                yield Generation(self.decode(answer["token_ids"]), answer["finish_reason"])
+                yield Generation(self.decode(answer["token_ids"]), answer["finish_reason"], self.token_logprobs(answer))
+
+    def token_logprobs(self, answer: dict) -> tuple[tuple[bytes, float], ...] | None:
+        """The answer's tokens as (bytes, log-probability), the end token as b"" (see `Generation`)."""
+        logprobs = answer.get("logprobs")
+        if not logprobs or len(logprobs) != len(answer["token_ids"]):
+            return None
+        stop = set(self.template.stop_token_ids)
+        return tuple(
+            (
+                b"" if token in stop else (self.token_bytes[token] or b"") if token < len(self.token_bytes) else b"",
+                logprob,
+            )
+            for token, logprob in zip(answer["token_ids"], logprobs)
+        )
 
     def decode(self, token_ids: list[int]) -> str:
         """The answer's text, decoded as the hf engine decodes it. vLLM's own text comes from an

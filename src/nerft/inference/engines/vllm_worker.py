@@ -9,7 +9,8 @@ then runs this file by path with that venv's interpreter and talks to it in JSON
                "sampling": {...SamplingParams keywords but max_tokens}, "structured": {"regex": ...} | {"json": ...} | null}
     worker -> {"ready": true}
     nerft  -> {"prompts": [{"prompt_token_ids": [...], "max_tokens": N}, ...]}
-    worker -> {"outputs": [{"text": "...", "token_ids": [...], "finish_reason": "stop" | "length"}, ...]}
+    worker -> {"outputs": [{"text": "...", "token_ids": [...], "finish_reason": "stop" | "length",
+                            "logprobs": [...] | null}, ...]}
     ...       (end of input: the worker exits 0)
     worker -> {"error": "..."} on a failure, then exits 1
 
@@ -115,11 +116,17 @@ class Generator:
         answers = []
         for output in outputs:
             completion = output.outputs[0]
+            token_ids = list(completion.token_ids)
+            logprobs = None
+            if completion.logprobs is not None and len(completion.logprobs) == len(token_ids):
+                # one {token id: Logprob} per position; the chosen token is among them
+                logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs, token_ids)]
             answers.append(
                 {
                     "text": completion.text,
-                    "token_ids": list(completion.token_ids),
+                    "token_ids": token_ids,
                     "finish_reason": "length" if completion.finish_reason == "length" else "stop",
+                    "logprobs": logprobs,
                 }
             )
         return answers
