@@ -228,16 +228,11 @@ def test_grounded_hf_answers_of_a_random_model_name_only_the_sentence_s_strings(
     free = hf_generations(tiny_run, dev_records, grounded=False)
     grounded = hf_generations(tiny_run, dev_records, grounded=True)
     # Unconstrained, the random model writes anything; grounded, every item is from the sentence.
-    assert (
-        sum(
-            1
-            for g in free
-            if parse_output(g.text) is None
-            or any(label not in fmt.labels or entity not in r.text for label, entity in parse_output(g.text) or [])
-            for r in dev_records
-        )
-        > 0
-    )
+    def ungrounded(record, text):
+        mentions = parse_output(text)
+        return mentions is None or any(label not in fmt.labels or entity not in record.text for label, entity in mentions)
+
+    assert sum(ungrounded(record, g.text) for record, g in zip(dev_records, free)) >= len(dev_records) // 2
     for record, generation in zip(dev_records, grounded):
         grammar = AnswerGrammar(fmt, record.text)
         assert generation.tokens is not None
