@@ -105,6 +105,7 @@ def test_report_and_errors_files(files, tmp_path):
         "errors.html",
         "errors.jsonl",
         "f1_by_label.png",
+        "report.html",
         "report.json",
         "report.md",
     ]

@@ -227,10 +227,13 @@ def test_grounded_hf_answers_of_a_random_model_name_only_the_sentence_s_strings(
     fmt = load_run(tiny_run).prompt_format()
     free = hf_generations(tiny_run, dev_records, grounded=False)
     grounded = hf_generations(tiny_run, dev_records, grounded=True)
+
     # Unconstrained, the random model writes anything; grounded, every item is from the sentence.
     def ungrounded(record, text):
         mentions = parse_output(text)
-        return mentions is None or any(label not in fmt.labels or entity not in record.text for label, entity in mentions)
+        return mentions is None or any(
+            label not in fmt.labels or entity not in record.text for label, entity in mentions
+        )
 
     assert sum(ungrounded(record, g.text) for record, g in zip(dev_records, free)) >= len(dev_records) // 2
     for record, generation in zip(dev_records, grounded):

@@ -137,6 +137,7 @@ def test_request_is_greedy_bounded_stopped_and_authorised():
             "temperature": 0,
             "max_tokens": 16 + 10 * 2,
             "stop": ["<|im_end|>"],
+            "logprobs": True,
         }
     ]
     assert server.headers[0]["Authorization"] == "Bearer s3cret"

@@ -62,19 +62,22 @@ def test_row_keeps_substrings_drops_the_rest_and_counts_each_pair_once():
         "text": "孙丽在南京开了书店。",
         "predict": "name:孙丽\naddress:南京\naddress:北京\nname:孙丽",
         "entities": [
-            {"label": "name", "text": "孙丽", "start": 0, "end": 2, "ambiguous": False},
-            {"label": "address", "text": "南京", "start": 3, "end": 5, "ambiguous": False},
+            {"label": "name", "text": "孙丽", "start": 0, "end": 2, "ambiguous": False, "confidence": None},
+            {"label": "address", "text": "南京", "start": 3, "end": 5, "ambiguous": False, "confidence": None},
         ],
         "dropped": [{"label": "address", "text": "北京"}],
         "unparseable": False,
         "finish_reason": "stop",
+        "confidence": None,  # the engine gave no log-probabilities
     }
 
 
 def test_keep_unsupported_keeps_entities_not_in_the_sentence():
     record = CluenerRecord(text="孙丽在南京开了书店。", labelled=False)
     row = prediction_row(record, Generation('[{"label": "address", "text": "北京"}]', "stop"), keep_unsupported=True)
-    assert row["entities"] == [{"label": "address", "text": "北京", "start": None, "end": None, "ambiguous": False}]
+    assert row["entities"] == [
+        {"label": "address", "text": "北京", "start": None, "end": None, "ambiguous": False, "confidence": None}
+    ]
     assert row["dropped"] == []
     assert "id" not in row
 

@@ -97,8 +97,9 @@ def has_colour(path: Path, rgb: tuple[int, int, int], *, at_least: int = 200) ->
 def test_eval_report_writes_the_table_and_a_real_chart(tmp_path):
     report = eval_report({"name": 0.8, "address": 0.25}, micro_f1=0.6)
     (tmp_path / "report.json").write_text(json.dumps(report))
-    markdown, chart = write_eval_report(report, tmp_path / "report.json")
-    assert (markdown, chart) == (tmp_path / "report.md", tmp_path / "f1_by_label.png")
+    markdown, html, chart = write_eval_report(report, tmp_path / "report.json")
+    assert (markdown, html, chart) == (tmp_path / "report.md", tmp_path / "report.html", tmp_path / "f1_by_label.png")
+    assert "F1 by label" in html.read_text(encoding="utf-8")
     text = markdown.read_text(encoding="utf-8")
     assert (
         "20 records, 1 unparseable answers, 2 sentences with errors. Micro F1 0.6000 (precision 0.6000, recall 0.6000); macro F1 0.5000."
@@ -136,7 +137,7 @@ def test_eval_report_refuses_something_else():
 
 
 def test_chinese_labels_still_draw(tmp_path):
-    markdown, chart = write_eval_report(eval_report({"公司名": 0.5, "name": 0.9}, 0.7), tmp_path)
+    markdown, _, chart = write_eval_report(eval_report({"公司名": 0.5, "name": 0.9}, 0.7), tmp_path)
     assert has_colour(chart, BAR_BLUE)
     assert "| 公司名 | 0.5000 |" in markdown.read_text(encoding="utf-8")
 

@@ -35,7 +35,9 @@ def test_each_row_is_written_before_the_next_sentence_is_read(tmp_path):
     assert counts.records == 100 and counts.entities == 100
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [row["text"] for row in rows] == [f"张三在北京{i}" for i in range(100)]
-    assert rows[0]["entities"] == [{"label": "name", "text": "张三", "start": 0, "end": 2, "ambiguous": False}]
+    assert rows[0]["entities"] == [
+        {"label": "name", "text": "张三", "start": 0, "end": 2, "ambiguous": False, "confidence": None}
+    ]
 
 
 def test_a_stream_resumes_from_its_kept_rows(tmp_path):

@@ -194,6 +194,7 @@ def test_generate_sends_training_prompt_ids_greedy_bounded_with_lora_and_regex(f
         max_tokens=16 + len(TEXTS[0]) * 2,
         stop_token_ids=[im_end],
         skip_special_tokens=True,
+        logprobs=0,
         structured_outputs=classes.StructuredOutputsParams(regex=output_regex(fmt)),
     )
     assert first["lora_request"] == classes.LoRARequest("nerft", 1, str(tiny_run))

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from nerft.cli.common import log, print_json, split_labels
-from nerft.cli.options import JsonOutput, OptionalRunDir, engine_options
+from nerft.cli.options import JsonOutput, MinConfidence, OptionalRunDir, engine_options
 from nerft.errors import ConfigError
 from nerft.inference.options import EngineOptions
 
@@ -59,6 +59,7 @@ def command(
             help="With --run/--endpoint: where predictions.jsonl (resumable), report.json and errors.jsonl go (default: RUN/eval/GOLD_NAME).",
         ),
     ] = None,
+    min_confidence: MinConfidence = None,
     json_output: JsonOutput = False,
     *,
     options: EngineOptions,
@@ -78,7 +79,13 @@ def command(
         folder = scoring_folder(gold, run, out_dir)
         with errors_file(errors or folder / ERRORS) as on_error:
             evaluation = predict_and_score(
-                gold=gold, run=run, options=options, labels=label_list, out_dir=folder, on_error=on_error
+                gold=gold,
+                run=run,
+                options=options,
+                labels=label_list,
+                out_dir=folder,
+                on_error=on_error,
+                min_confidence=min_confidence,
             )
         finish(evaluation, report=report or folder / REPORT, json_output=json_output)
         return
@@ -89,7 +96,9 @@ def command(
     from nerft.metrics.evaluate import score_prediction_files
 
     with errors_file(errors) as on_error:
-        result = score_prediction_files(gold=gold, predictions=predictions, labels=label_list, on_error=on_error)
+        result = score_prediction_files(
+            gold=gold, predictions=predictions, labels=label_list, on_error=on_error, min_confidence=min_confidence
+        )
     finish(result, report=report, json_output=json_output)
 
 
@@ -123,5 +132,5 @@ def write_readable_report(data: dict, report: Path) -> None:
     """report.md (per-label table) and the per-label F1 chart beside report.json."""
     from nerft.reporting import write_eval_report
 
-    markdown, chart = write_eval_report(data, report)
-    log(f"wrote {markdown} and {chart}")
+    markdown, html, chart = write_eval_report(data, report)
+    log(f"wrote {markdown}, {html} and {chart}")

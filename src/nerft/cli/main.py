@@ -9,7 +9,20 @@ from __future__ import annotations
 import typer
 
 from nerft import __version__
-from nerft.cli import convert, demo, doctor, download, evaluate, export, predict, prepare, report, serve, train
+from nerft.cli import (
+    convert,
+    demo,
+    doctor,
+    download,
+    evaluate,
+    export,
+    predict,
+    prepare,
+    report,
+    select,
+    serve,
+    train,
+)
 from nerft.cli.common import NerftCommand, guarded
 
 app = typer.Typer(
@@ -20,7 +33,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for module in (prepare, train, export, serve, predict, evaluate, convert, demo, download, doctor, report):
+for module in (prepare, train, export, serve, predict, evaluate, select, convert, demo, download, doctor, report):
     app.command(name=module.NAME, help=module.command.__doc__, cls=NerftCommand)(guarded(module.command))
 
 

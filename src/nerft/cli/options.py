@@ -46,6 +46,15 @@ class ServerBackend(str, Enum):
     sglang = "sglang"
 
 
+MinConfidence = Annotated[
+    Optional[float],
+    typer.Option(
+        "--min-confidence",
+        min=0.0,
+        max=1.0,
+        help="Leave out entities whose confidence is below this (0-1); entities without one (an engine that reports no log-probabilities) stay.",
+    ),
+]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OptionalRunDir = Annotated[Optional[Path], typer.Option("--run", help="A training run folder (made by `nerft train`).")]
 Engine = Annotated[

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from nerft.cli.common import log, print_json
-from nerft.cli.options import JsonOutput, OptionalRunDir, engine_options
+from nerft.cli.options import JsonOutput, MinConfidence, OptionalRunDir, engine_options
 from nerft.inference.options import EngineOptions
 
 NAME = "predict"
@@ -30,6 +30,7 @@ def command(
     keep_unsupported: Annotated[
         bool, typer.Option("--keep-unsupported", help="Keep entities that are not substrings of their sentence.")
     ] = False,
+    min_confidence: MinConfidence = None,
     json_output: JsonOutput = False,
     *,
     options: EngineOptions,
@@ -59,7 +60,15 @@ def command(
 
     rows: list[dict] = []
     write_row = rows.append if text is not None else (None if out is not None else _print_row)
-    counts = predict(records, run=run, options=options, out=out, sink=write_row, keep_unsupported=keep_unsupported)
+    counts = predict(
+        records,
+        run=run,
+        options=options,
+        out=out,
+        sink=write_row,
+        keep_unsupported=keep_unsupported,
+        min_confidence=min_confidence,
+    )
     if text is not None:
         _show_entities(rows[0], json_output)
         return
@@ -77,10 +86,13 @@ def _show_entities(row: dict, json_output: bool) -> None:
         print_json(row)
         return
     for entity in row["entities"]:
-        typer.echo(f"{entity['label']}\t{entity['text']}")
+        confidence = entity.get("confidence")
+        typer.echo(f"{entity['label']}\t{entity['text']}" + (f"\t{confidence:.3f}" if confidence is not None else ""))
     if row["unparseable"]:
         log(f"the answer could not be read: {row['predict']!r}")
     elif not row["entities"]:
         log("no entity")
     for entity in row["dropped"]:
         log(f"dropped, not in the sentence: {entity['label']}\t{entity['text']}")
+    for entity in row.get("uncertain", []):
+        log(f"below --min-confidence: {entity['label']}\t{entity['text']}\t{entity['confidence']:.3f}")

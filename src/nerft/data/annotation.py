@@ -25,7 +25,7 @@ project.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from html import escape
 
 from nerft.data.records import CluenerRecord, Entity, Finding
@@ -169,32 +169,52 @@ def _checked(text, entities, record_id, labelled, source, line, labels, findings
 # ---- writing ----------------------------------------------------------------------------------
 
 
-def to_doccano(record: CluenerRecord) -> dict:
-    """doccano's JSONL shape; `end` exclusive."""
+EntityScores = Mapping[Entity, float]  # a predicted entity's confidence (`nerft predict`'s rows)
+
+
+def to_doccano(record: CluenerRecord, *, scores: EntityScores | None = None) -> dict:
+    """doccano's JSONL shape; `end` exclusive. With `scores` (predictions) that know some
+    confidence, the confidence of each label in `scores`, in the order of `label` (doccano keeps
+    unknown keys as metadata)."""
     row: dict = {} if record.id is None else {"id": record.id}
     row["text"] = record.text
     row["label"] = [[entity.start, entity.end + 1, entity.label] for entity in record.entities]
+    if scores is not None and any(scores.get(entity) is not None for entity in record.entities):
+        row["scores"] = [scores.get(entity) for entity in record.entities]
     return row
 
 
-def to_label_studio(record: CluenerRecord, *, as_prediction: bool = False, model_version: str = "nerft") -> dict:
+def to_label_studio(
+    record: CluenerRecord,
+    *,
+    as_prediction: bool = False,
+    model_version: str = "nerft",
+    scores: EntityScores | None = None,
+    score: float | None = None,
+) -> dict:
     """A Label Studio task: the entities as an annotation, or as a prediction (pre-annotations a
-    person corrects) with `as_prediction`."""
-    result = [
-        {
+    person corrects) with `as_prediction`; a prediction's regions carry their entity's confidence as
+    `score`, and the prediction the answer's (`score`), which Label Studio shows and sorts tasks by."""
+    result = []
+    for index, entity in enumerate(record.entities):
+        region = {
             "id": f"e{index}",
             "from_name": FROM_NAME,
             "to_name": TO_NAME,
             "type": "labels",
             "value": {"start": entity.start, "end": entity.end + 1, "text": entity.text, "labels": [entity.label]},
         }
-        for index, entity in enumerate(record.entities)
-    ]
+        if as_prediction and scores is not None and scores.get(entity) is not None:
+            region["score"] = scores[entity]
+        result.append(region)
     task: dict = {"data": {"text": record.text}}
     if record.id is not None:
         task["data"]["id"] = record.id
     if as_prediction:
-        task["predictions"] = [{"model_version": model_version, "result": result}]
+        prediction: dict = {"model_version": model_version, "result": result}
+        if score is not None:
+            prediction["score"] = score
+        task["predictions"] = [prediction]
     elif record.labelled:
         task["annotations"] = [{"result": result}]
     return task
@@ -203,13 +223,19 @@ def to_label_studio(record: CluenerRecord, *, as_prediction: bool = False, model
 def record_of_prediction(row: dict) -> CluenerRecord:
     """The entities of one `nerft predict` row that have a place in the sentence (`start`/`end`,
     end exclusive), as a record."""
-    text = row["text"]
-    entities = {
-        Entity(e["start"], e["end"] - 1, e["label"], e["text"])
-        for e in row.get("entities", [])
-        if e.get("start") is not None
-    }
-    return CluenerRecord(text=text, entities=sorted(entities), id=row.get("id"))
+    return CluenerRecord(text=row["text"], entities=sorted(prediction_scores(row)), id=row.get("id"))
+
+
+def prediction_scores(row: dict) -> dict[Entity, float | None]:
+    """The placed entities of one `nerft predict` row and their confidences (None when unknown)."""
+    found: dict[Entity, float | None] = {}
+    for e in row.get("entities", []):
+        if e.get("start") is None:
+            continue
+        confidence = e.get("confidence")
+        known = isinstance(confidence, (int, float)) and not isinstance(confidence, bool)
+        found.setdefault(Entity(e["start"], e["end"] - 1, e["label"], e["text"]), float(confidence) if known else None)
+    return found
 
 
 def label_studio_config(labels: Iterable[str]) -> str:

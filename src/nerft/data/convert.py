@@ -11,6 +11,7 @@ from pathlib import Path
 from nerft.data.annotation import (
     FORMATS,
     label_studio_config,
+    prediction_scores,
     record_of_prediction,
     to_doccano,
     to_label_studio,
@@ -33,6 +34,11 @@ def is_predictions_file(path) -> bool:
 
 def read_prediction_records(path) -> list[CluenerRecord]:
     """The rows of a `nerft predict` file as records of their placed entities."""
+    return [record for record, _ in read_prediction_rows(path)]
+
+
+def read_prediction_rows(path) -> list[tuple[CluenerRecord, dict]]:
+    """The rows of a `nerft predict` file, each with its record of placed entities."""
     records = []
     for line, value in iter_json_objects(path):
         if isinstance(value, Finding):
@@ -47,7 +53,7 @@ def read_prediction_records(path) -> list[CluenerRecord]:
                 f'{path}:{line}: expected a `nerft predict` row with "text" and "entities" '
                 '[{"label", "text", "start", "end"}] (predict them again with this nerft)'
             )
-        records.append(record_of_prediction(value))
+        records.append((record_of_prediction(value), value))
     return records
 
 
@@ -59,7 +65,25 @@ def convert_file(source, *, to: str, out, model_version: str = "nerft", labels: 
     if to not in FORMATS:
         raise ConfigError(f"--to {to!r}: expected one of {', '.join(FORMATS)}")
     predictions = is_predictions_file(source)
-    records = read_prediction_records(source) if predictions else load_records(source)
+    rows = read_prediction_rows(source) if predictions else [(record, None) for record in load_records(source)]
+    return write_converted(rows, to=to, out=out, model_version=model_version, labels=labels, source=predictions)
+
+
+def write_converted(
+    rows: list[tuple[CluenerRecord, dict | None]],
+    *,
+    to: str,
+    out,
+    model_version: str = "nerft",
+    labels: Iterable[str] | None = None,
+    source: bool = False,
+) -> dict:
+    """Write records (with their `nerft predict` row, for predictions: `source` True) in the format
+    `to` (one of `FORMATS`); the entities' confidences go along (`score` in Label Studio, `scores`
+    in doccano)."""
+    predictions = source
+    records = [record for record, _ in rows]
+    scores = [prediction_scores(row) if row is not None else None for _, row in rows]
     out = Path(out)
     written = {
         "records": len(records),
@@ -69,12 +93,22 @@ def convert_file(source, *, to: str, out, model_version: str = "nerft", labels: 
         "out": str(out),
     }
     if to == "doccano":
-        write_jsonl_atomic(out, [to_doccano(record) for record in records])
+        write_jsonl_atomic(out, [to_doccano(record, scores=score) for record, score in zip(records, scores)])
     elif to == "clue":
         write_jsonl_atomic(out, [record.to_clue() for record in records])
     else:
         write_json_atomic(
-            out, [to_label_studio(r, as_prediction=predictions, model_version=model_version) for r in records]
+            out,
+            [
+                to_label_studio(
+                    record,
+                    as_prediction=predictions,
+                    model_version=model_version,
+                    scores=score,
+                    score=row.get("confidence") if row is not None else None,
+                )
+                for (record, row), score in zip(rows, scores)
+            ],
         )
         config = out.with_name(out.stem + ".label_config.xml")
         write_text_atomic(

@@ -49,6 +49,7 @@ def predict_records(
     out: str | os.PathLike | None = None,
     sink: Callable[[dict], None] | None = None,
     keep_unsupported: bool = False,
+    min_confidence: float | None = None,
 ) -> PredictionCounts:
     """Answer every record, in order, into `out` (resumable) and/or `sink` (called per row).
 
@@ -77,7 +78,13 @@ def predict_records(
         for generation in progress(engine.generate(requests()), total=todo, desc="predicting"):
             if not pending:  # an engine bug; never rename an incomplete file into place
                 raise RuntimeError(f"the {engine.name} engine answered more requests than it was given")
-            row = prediction_row(pending.popleft(), generation, fmt=fmt, keep_unsupported=keep_unsupported)
+            row = prediction_row(
+                pending.popleft(),
+                generation,
+                fmt=fmt,
+                keep_unsupported=keep_unsupported,
+                min_confidence=min_confidence,
+            )
             if store:
                 store.append(row)
             if sink:
@@ -115,6 +122,7 @@ def predict(
     out: str | os.PathLike | None = None,
     sink: Callable[[dict], None] | None = None,
     keep_unsupported: bool = False,
+    min_confidence: float | None = None,
 ) -> PredictionCounts:
     """Open the engine of `options`, answer `records`, close the engine.
 
@@ -126,7 +134,15 @@ def predict(
     opened = open_engine(options, run)
     try:
         fmt = options.prompt_format(run)
-        return predict_records(records, opened, fmt, out=out, sink=sink, keep_unsupported=keep_unsupported)
+        return predict_records(
+            records,
+            opened,
+            fmt,
+            out=out,
+            sink=sink,
+            keep_unsupported=keep_unsupported,
+            min_confidence=min_confidence,
+        )
     finally:
         opened.close()
 

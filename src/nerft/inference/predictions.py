@@ -15,6 +15,11 @@ whose string occurs more than once in the sentence is marked `"ambiguous": true`
 rule's choice, not the model's. An entity kept with `--keep-unsupported` that is not in the
 sentence has `start` and `end` null.
 
+Each entity has a `confidence` in [0, 1] (None where the engine reported no log-probabilities):
+the probability the model gave the tokens that wrote it (`nerft.inference.grounding`); the row's
+own `confidence` is that of the whole answer, "no entity" included. With `--min-confidence` the
+entities below it move from `entities` to `uncertain`.
+
 While predicting, rows are appended to `<out>.partial` as they come, flushed one by one, so a run
 cut short (a server that went away, Ctrl-C) keeps them; the next run with the same output checks
 that the kept rows are the first sentences of its input and predicts only the rest. Input, kept
@@ -46,6 +51,7 @@ def prediction_row(
     *,
     fmt: PromptFormat | None = None,
     keep_unsupported: bool = False,
+    min_confidence: float | None = None,
 ) -> dict:
     """The predictions-file row of one record: raw answer, parsed entities (each with its
     `confidence`, None where the engine reported no log-probabilities), dropped entities, and the
@@ -62,6 +68,10 @@ def prediction_row(
     entities = ground_entities(record.text, kept)
     for entity in entities:
         entity["confidence"] = confidences.get((entity["label"], entity["text"]))
+    uncertain = []
+    if min_confidence is not None:
+        uncertain = [e for e in entities if e["confidence"] is not None and e["confidence"] < min_confidence]
+        entities = [e for e in entities if e not in uncertain]
     row: dict = {} if record.id is None else {"id": record.id}
     row.update(
         text=record.text,
@@ -72,6 +82,8 @@ def prediction_row(
     row["unparseable"] = mentions is None
     row["finish_reason"] = generation.finish_reason
     row["confidence"] = answer_confidence(generation.tokens) if generation.tokens is not None else None
+    if min_confidence is not None:
+        row["uncertain"] = uncertain  # below --min-confidence, left out of "entities"
     return row
 
 
@@ -107,6 +119,7 @@ class PredictionCounts:
     dropped: int = 0
     unparseable: int = 0
     truncated: int = 0
+    uncertain: int = 0
     seconds: float = 0.0
     engine: dict = field(default_factory=dict)
 
@@ -115,6 +128,7 @@ class PredictionCounts:
         self.dropped += len(row["dropped"])
         self.unparseable += row["unparseable"]
         self.truncated += row["finish_reason"] == "length"
+        self.uncertain += len(row.get("uncertain", ()))
 
     @property
     def predicted(self) -> int:
@@ -133,6 +147,7 @@ class PredictionCounts:
             f"wrote {self.records} predictions{where}{resumed}{rate}: {self.entities} entities, "
             f"{self.dropped} dropped (not in their sentence), {self.unparseable} unparseable, "
             f"{self.truncated} cut at the token limit"
+            + (f", {self.uncertain} below --min-confidence" if self.uncertain else "")
         )
 
     def to_dict(self) -> dict:
@@ -144,6 +159,7 @@ class PredictionCounts:
             "dropped_not_in_text": self.dropped,
             "unparseable": self.unparseable,
             "truncated": self.truncated,
+            "uncertain": self.uncertain,
             "seconds": round(self.seconds, 3),
             "per_second": round(self.predicted / self.seconds, 3) if self.seconds else None,
             "engine": self.engine,

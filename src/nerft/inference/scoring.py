@@ -22,6 +22,7 @@ from nerft.errors import ConfigError
 from nerft.inference.options import EngineOptions
 from nerft.inference.predict import predict
 from nerft.inference.predictions import PredictionCounts
+from nerft.metrics.confidence import row_confidences
 from nerft.metrics.evaluate import EvalReport, Evaluator, stream_gold
 from nerft.runfolder import PREDICTIONS, RunFolder, RunInfo
 
@@ -63,6 +64,7 @@ def predict_and_score(
     labels: list[str] | None = None,
     out_dir: str | os.PathLike | None = None,
     on_error: Callable[[dict], None] | None = None,
+    min_confidence: float | None = None,
 ) -> ModelEvaluation:
     """Predict every gold sentence (resumably, into `out_dir/predictions.jsonl`) and score each
     answer as it comes (`nerft.metrics.evaluate.Evaluator`): the gold file is read as a stream,
@@ -74,14 +76,16 @@ def predict_and_score(
     `nerft eval` writes the report and errors beside the predictions (`nerft.runfolder.EVAL_REPORT`, `ERRORS`)."""
     out_dir = scoring_folder(gold, run, out_dir)
     records = stream_gold(gold)
-    evaluator = Evaluator(labels or (run.labels if run is not None else None), on_error=on_error)
+    evaluator = Evaluator(
+        labels or (run.labels if run is not None else None), on_error=on_error, min_confidence=min_confidence
+    )
     scored = iter(records)
 
     def score(row: dict) -> None:
         record = next(scored)
         if row["text"] != record.text:  # the rows come in input order; anything else is a bug
             raise RuntimeError(f"prediction {evaluator.records + 1} is for another sentence than the gold record")
-        evaluator.add(record, row["predict"])
+        evaluator.add(record, row["predict"], row_confidences(row))
 
     counts = predict(records, run=run, options=options, out=out_dir / PREDICTIONS, sink=score)
     return ModelEvaluation(evaluator.report(), counts, out_dir)

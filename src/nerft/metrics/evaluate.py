@@ -28,6 +28,7 @@ from nerft.data.records import CluenerRecord
 from nerft.errors import DataError
 from nerft.io import json_line
 from nerft.metrics.clue import ClueScores, ClueTally, SentenceDiff, format_table, split_in_text
+from nerft.metrics.confidence import ConfidenceTally, row_confidences
 from nerft.metrics.confusion import Confusion, SentenceMistakes, classify_sentence
 from nerft.metrics.parse import Mention, parse_output
 from nerft.metrics.spans import SpanScores, SpanTally
@@ -45,6 +46,7 @@ class ScoredSentence:
     mentions: list[Mention] | None  # None: the answer could not be read
     diff: SentenceDiff
     mistakes: SentenceMistakes
+    confidences: dict[Mention, float | None] | None = None  # the predicted entities' (predict rows)
 
     @property
     def wrong(self) -> bool:
@@ -75,6 +77,9 @@ class EvalReport:
     mistakes: Counter  # every mistake of every sentence, by kind (`nerft.metrics.confusion.KINDS`)
     sentences_with_errors: int
     listed: list[ScoredSentence]  # the first sentences with a mistake (`Evaluator(listed=...)`)
+    confidence: dict | None = None  # scores by confidence threshold, calibration (`nerft.metrics.confidence`)
+    min_confidence: float | None = None  # entities below it were not scored
+    below_min_confidence: int = 0
 
     def errors(self) -> list[dict]:
         """One row per listed sentence with a mistake (every one, unless more than were listed)."""
@@ -91,6 +96,12 @@ class EvalReport:
             "sentences_with_errors": self.sentences_with_errors,
             "errors_listed": len(self.listed),
             "errors": self.errors(),
+            **({"confidence": self.confidence} if self.confidence else {}),
+            **(
+                {"min_confidence": self.min_confidence, "below_min_confidence": self.below_min_confidence}
+                if self.min_confidence is not None
+                else {}
+            ),
         }
 
     def format(self) -> str:
@@ -106,8 +117,25 @@ class EvalReport:
                 f"span F1 (seqeval, micro): {micro['f1']:.4f} (precision {micro['precision']:.4f}, recall {micro['recall']:.4f})",
                 f"predicted strings left out of span scoring: {self.spans.not_in_text} not in their sentence, "
                 f"{self.spans.overlapping} overlapping a longer one",
+                *self._confidence_lines(),
             ]
         )
+
+    def _confidence_lines(self) -> list[str]:
+        lines = []
+        if self.min_confidence is not None:
+            lines.append(
+                f"--min-confidence {self.min_confidence}: {self.below_min_confidence} entities below it not scored"
+            )
+        found = self.confidence
+        if found:
+            high, best = found["high_confidence"], found["best"]
+            lines.append(
+                f"confidence: entities >= {high['threshold']}: precision {high['precision']:.4f} ({high['entities']} entities), "
+                f"all: {found['all_precision']:.4f} ({found['entities'] + found['unknown']}); best threshold "
+                f"{best['threshold']:.2f} (F1 {best['f1']:.4f}); calibration error (ECE) {found['ece']:.4f}"
+            )
+        return lines
 
 
 class Evaluator:
@@ -124,8 +152,12 @@ class Evaluator:
         *,
         on_error: Callable[[dict], None] | None = None,
         listed: int | None = None,
+        min_confidence: float | None = None,
     ):
         self.labels, self.on_error = labels, on_error
+        self.min_confidence = min_confidence
+        self.confidence = ConfidenceTally()
+        self.below_min_confidence = 0
         self.limit = ERRORS_LISTED if listed is None else listed
         self.clue, self.clue_in_text, self.spans = ClueTally(), ClueTally(), SpanTally()
         self.confusion = Confusion()
@@ -133,10 +165,21 @@ class Evaluator:
         self.records = self.unparseable = self.not_in_text = self.sentences_with_errors = 0
         self.listed: list[ScoredSentence] = []
 
-    def add(self, record: CluenerRecord, answer: str) -> ScoredSentence:
+    def add(
+        self, record: CluenerRecord, answer: str, confidences: dict[Mention, float | None] | None = None
+    ) -> ScoredSentence:
+        """Score one answer; `confidences` (a prediction row's, `row_confidences`) feed the
+        confidence tables, and `min_confidence` leaves the entities below it unscored."""
         parsed = parse_output(answer)
         predicted = parsed or []
         gold = record.mentions()
+        if confidences is not None:
+            in_text = split_in_text(predicted, record.text)[0]
+            self.confidence.add(gold, {mention: confidences.get(mention) for mention in dict.fromkeys(in_text)})
+            if self.min_confidence is not None:
+                sure = [m for m in predicted if confidences.get(m) is None or confidences[m] >= self.min_confidence]
+                self.below_min_confidence += len(set(predicted) - set(sure))
+                predicted = sure
         kept, dropped = split_in_text(predicted, record.text)
         diff = self.clue.add(gold, predicted)
         self.clue_in_text.add(gold, kept)
@@ -144,7 +187,7 @@ class Evaluator:
         mistakes = classify_sentence(record, predicted)
         self.confusion.add(mistakes)
         self.mistakes.update(mistake.kind for mistake in mistakes.mistakes)
-        sentence = ScoredSentence(self.records, record, answer, parsed, diff, mistakes)
+        sentence = ScoredSentence(self.records, record, answer, parsed, diff, mistakes, confidences)
         self.records += 1
         self.unparseable += parsed is None
         self.not_in_text += len(dropped)
@@ -169,6 +212,9 @@ class Evaluator:
             mistakes=self.mistakes,
             sentences_with_errors=self.sentences_with_errors,
             listed=self.listed,
+            confidence=self.confidence.report(),
+            min_confidence=self.min_confidence,
+            below_min_confidence=self.below_min_confidence,
         )
 
 
@@ -193,6 +239,13 @@ def iter_predictions(path: str | os.PathLike) -> Iterator[str]:
 
     Other fields ("prompt", "label", ...) are ignored; blank lines are skipped.
     """
+    for answer, _ in iter_prediction_rows(path):
+        yield answer
+
+
+def iter_prediction_rows(path: str | os.PathLike) -> Iterator[tuple[str, dict[Mention, float | None] | None]]:
+    """(answer, entity confidences) of each line: the confidences of `nerft predict`'s rows
+    (`nerft.metrics.confidence.row_confidences`), None for a file of answers only."""
     with open_text(path) as handle:
         try:
             for lineno, line in enumerate(handle, start=1):
@@ -205,7 +258,7 @@ def iter_predictions(path: str | os.PathLike) -> Iterator[str]:
                     raise DataError(
                         f'{path}:{lineno}: "predict" must be a string, found {type(row["predict"]).__name__}'
                     )
-                yield row["predict"]
+                yield row["predict"], row_confidences(row)
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
 
@@ -216,20 +269,21 @@ def score_prediction_files(
     predictions: str | os.PathLike,
     labels: Sequence[str] | None = None,
     on_error: Callable[[dict], None] | None = None,
+    min_confidence: float | None = None,
 ) -> EvalReport:
     """Score a predictions file against gold records (any shape `nerft prepare` reads), reading
     both as streams: a first pass checks every gold record and counts the answers, so a bad line
     or a count that differs is reported before anything is scored."""
     records = stream_gold(gold)
-    found = sum(1 for _ in iter_predictions(predictions))
+    found = sum(1 for _ in iter_prediction_rows(predictions))
     if found != len(records):
         raise DataError(
             f"{predictions} has {found} predictions but the gold file has {len(records)} records; "
             "they must be the same records in the same order"
         )
-    evaluator = Evaluator(labels, on_error=on_error)
-    for record, answer in zip(records, iter_predictions(predictions)):
-        evaluator.add(record, answer)
+    evaluator = Evaluator(labels, on_error=on_error, min_confidence=min_confidence)
+    for record, (answer, confidences) in zip(records, iter_prediction_rows(predictions)):
+        evaluator.add(record, answer, confidences)
     return evaluator.report()
 
 

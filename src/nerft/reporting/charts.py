@@ -164,6 +164,46 @@ def _heatmap(plt, rows, columns, counts, path, *, title: str) -> Path:
     return _save(figure, path, plt)
 
 
+def threshold_chart(curve: Sequence[Sequence[float]], best: float, path: str | os.PathLike, *, title: str) -> Path:
+    """Precision, recall and F1 (y) of the entities at or above each confidence threshold (x),
+    from rows `[threshold, precision, recall, f1]`; the best threshold marked."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7.5, 4.2))
+    thresholds = [row[0] for row in curve]
+    for index, name in enumerate(("precision", "recall", "F1")):
+        axes.plot(thresholds, [row[index + 1] for row in curve], color=COLORS[index], linewidth=1.6, label=name)
+    axes.axvline(best, color="#444444", linestyle=":", linewidth=1.2, label=f"best F1 at {best:.2f}")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel("confidence threshold (entities at or above it kept)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return _save(figure, path, plt)
+
+
+def reliability_diagram(calibration: Sequence[Mapping], path: str | os.PathLike, *, title: str) -> Path:
+    """Precision (y) of the entities in each confidence bin (x), against the diagonal of a
+    calibrated model; each bar's entity count above it."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.0, 5.0))
+    width = 1.0 / max(len(calibration), 1)
+    for index, row in enumerate(calibration):
+        if not row.get("entities"):
+            continue
+        left = index * width
+        axes.bar(left + width / 2, row["precision"], width=width * 0.9, color=COLORS[0], edgecolor="white")
+        axes.text(left + width / 2, row["precision"] + 0.01, str(row["entities"]), ha="center", fontsize=7)
+    axes.plot([0, 1], [0, 1], color="#444444", linestyle="--", linewidth=1.0, label="calibrated")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.08)
+    axes.set_xlabel("confidence")
+    axes.set_ylabel("precision (fraction right)")
+    axes.set_title(title)
+    axes.legend(fontsize=8, loc="upper left")
+    return _save(figure, path, plt)
+
+
 def _pyplot():
     import matplotlib
 

@@ -113,7 +113,14 @@ class ErrorViews:
         correct = set(sentence.mistakes.correct)
         gold_line = highlight(record.text, gold_spans(record)[0], colours, wrong=lambda pair: pair not in correct)
         placed = ground_mentions(record, mentions or [])
-        predicted_line = highlight(record.text, placed.spans, colours, wrong=lambda pair: pair not in correct)
+        confidences = sentence.confidences or {}
+        predicted_line = highlight(
+            record.text,
+            placed.spans,
+            colours,
+            wrong=lambda pair: pair not in correct,
+            confidence=confidences.get,
+        )
         items = []
         for mistake in sentence.mistakes.mistakes:
             labels = " ".join(mistake.labels())
@@ -135,18 +142,29 @@ class ErrorViews:
         )
 
 
-def highlight(text: str, spans: Sequence[Span], colours: dict[str, str], *, wrong=lambda pair: False) -> str:
+def highlight(
+    text: str,
+    spans: Sequence[Span],
+    colours: dict[str, str],
+    *,
+    wrong=lambda pair: False,
+    confidence=lambda pair: None,
+) -> str:
     """`text` as HTML with each (start, inclusive end, label) span in a coloured `<mark>`; spans
-    must not overlap. `wrong((label, entity))` outlines the span in red."""
+    must not overlap. `wrong((label, entity))` outlines the span in red; `confidence((label,
+    entity))`, when known, is written after the label."""
     out, position = [], 0
     for start, end, label in sorted(spans):
         entity = text[start : end + 1]
         out.append(html.escape(text[position:start]))
         classes = "ent wrong" if wrong((label, entity)) else "ent"
+        sure = confidence((label, entity))
+        caption = label if sure is None else f"{label} {sure:.2f}"
+        title = label if sure is None else f"{label}, confidence {sure:.3f}"
         out.append(
             f'<mark class="{classes}" data-label="{html.escape(label, quote=True)}" '
-            f'style="background:{colours.get(label, "#eee")}" title="{html.escape(label, quote=True)}">'
-            f"{html.escape(entity)}<sub>{html.escape(label)}</sub></mark>"
+            f'style="background:{colours.get(label, "#eee")}" title="{html.escape(title, quote=True)}">'
+            f"{html.escape(entity)}<sub>{html.escape(caption)}</sub></mark>"
         )
         position = end + 1
     out.append(html.escape(text[position:]))

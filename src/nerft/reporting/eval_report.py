@@ -14,7 +14,7 @@ from nerft.errors import DataError
 from nerft.io import read_json, write_text_atomic
 from nerft.metrics.clue import format_other_labels
 from nerft.metrics.confusion import Confusion
-from nerft.reporting.charts import confusion_heatmap, f1_bar_chart
+from nerft.reporting.charts import confusion_heatmap, f1_bar_chart, reliability_diagram, threshold_chart
 from nerft.reporting.page import (
     Block,
     Heading,
@@ -22,6 +22,7 @@ from nerft.reporting.page import (
     Page,
     Paragraph,
     Table,
+    render_html,
     render_markdown,
 )
 
@@ -57,13 +58,16 @@ def eval_paths(target: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def write_eval_report(report: dict, target: str | os.PathLike, *, title: str = "Evaluation") -> list[Path]:
-    """Write `report.md` and the per-label F1 chart for `report`; return their paths."""
+    """Write `report.md`, the same page as `report.html`, and the charts for `report`; return the
+    page's paths and the per-label F1 chart's."""
 
     check_eval_report(report)
     markdown, chart = eval_paths(target)
     page = Page(title).add(*eval_blocks(report, chart))
     write_text_atomic(markdown, render_markdown(page, base_dir=markdown.parent))
-    return [markdown, chart]
+    html = markdown.with_suffix(".html")
+    write_text_atomic(html, render_html(page, base_dir=html.parent))
+    return [markdown, html, chart]
 
 
 def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Block]:
@@ -99,6 +103,8 @@ def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Bl
         ]
         blocks.append(Heading("Spans (seqeval: the entity found at its place in the sentence)", heading_level))
         blocks.append(Table(["Average", "Precision", "Recall", "F1"], rows))
+    if report.get("confidence"):
+        blocks += confidence_blocks(report, chart, heading_level)
     if report.get("confusion"):
         blocks += confusion_blocks(report["confusion"], confusion_chart_path(chart), heading_level)
     errors = report.get("errors") or []
@@ -120,6 +126,61 @@ def eval_blocks(report: dict, chart: Path, *, heading_level: int = 2) -> list[Bl
                 numeric=[True, False, False, False],
             )
         )
+    return blocks
+
+
+def confidence_blocks(report: dict, chart: Path, heading_level: int) -> list[Block]:
+    """What confidence buys (report.json's "confidence", `nerft.metrics.confidence`): scores by
+    threshold with their curve, and the calibration table with its reliability diagram."""
+    data = report["confidence"]
+    curve_path = chart.with_name(chart.name.replace(CHART_NAME[:-4], "confidence_threshold", 1))
+    diagram_path = chart.with_name(chart.name.replace(CHART_NAME[:-4], "reliability", 1))
+    best, high = data["best"], data["high_confidence"]
+    threshold_chart(
+        data["curve"], best["threshold"], curve_path, title="Entities kept at or above a confidence threshold"
+    )
+    reliability_diagram(data["calibration"], diagram_path, title=f"Reliability (ECE {data['ece']:.3f})")
+    blocks: list[Block] = [
+        Heading("Confidence", heading_level),
+        Paragraph(
+            f"Entities with confidence >= {high['threshold']}: precision {_score(high['precision'])} "
+            f"({high['entities']} entities), against {_score(data['all_precision'])} for all "
+            f"({data['entities'] + data['unknown']}). The best threshold for F1 is {best['threshold']:.2f} "
+            f"(precision {_score(best['precision'])}, recall {_score(best['recall'])}, F1 {_score(best['f1'])})."
+            + (
+                f" {data['unknown']} entities had no confidence and are kept at every threshold."
+                if data["unknown"]
+                else ""
+            )
+        ),
+        Table(
+            ["Threshold", "Entities", "Precision", "Recall", "F1"],
+            [
+                [
+                    f"{row['threshold']:.2f}",
+                    str(row["entities"]),
+                    *(_score(row[key]) for key in ("precision", "recall", "f1")),
+                ]
+                for row in data["thresholds"]
+            ],
+            numeric=[True] * 5,
+        ),
+        Image(curve_path, "Precision, recall and F1 by confidence threshold"),
+        Heading("Calibration", heading_level + 1),
+        Paragraph(
+            "A calibrated model is right as often as it is confident: precision equals the mean confidence in each bin. "
+            f"Expected calibration error: {data['ece']:.4f}."
+        ),
+        Table(
+            ["Confidence", "Entities", "Mean confidence", "Precision"],
+            [
+                [row["bin"], str(row["entities"]), _score(row["mean_confidence"]), _score(row["precision"])]
+                for row in data["calibration"]
+            ],
+            numeric=[False, True, True, True],
+        ),
+        Image(diagram_path, "Reliability diagram"),
+    ]
     return blocks
 
 

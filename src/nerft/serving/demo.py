@@ -1,5 +1,5 @@
 """`nerft demo`: a page on 127.0.0.1 to try a run: paste sentences, see the entities highlighted
-with a label legend, and the prediction rows as JSON.
+with a label legend, each entity's confidence (least confident first), and the prediction rows as JSON.
 
 It answers with the engine `nerft predict` opens (`open_engine`, the run's prompt format, system
 prompt and template), and each sentence's row is `nerft predict`'s row (`predict_records`), so the
@@ -47,6 +47,17 @@ def highlighted(rows: Sequence[dict]) -> dict:
     return {"text": text.rstrip("\n"), "entities": entities}
 
 
+def confidence_table(rows: Sequence[dict]) -> list[list]:
+    """One line per predicted entity: sentence number, label, text and confidence (blank when the
+    engine reports none), the least confident first: what to check by eye."""
+    table = [
+        [index, entity["label"], entity["text"], entity.get("confidence")]
+        for index, row in enumerate(rows, start=1)
+        for entity in row["entities"]
+    ]
+    return sorted(table, key=lambda line: (line[3] is None, line[3] if line[3] is not None else 0.0, line[0]))
+
+
 def build_demo(engine: Engine, fmt: PromptFormat, *, title: str):
     """The gradio Blocks of the page (not launched)."""
     import gradio as gr
@@ -55,7 +66,7 @@ def build_demo(engine: Engine, fmt: PromptFormat, *, title: str):
 
     def answer(text: str):
         rows = predict_text(text, engine, fmt)
-        return highlighted(rows), rows
+        return highlighted(rows), confidence_table(rows), rows
 
     # system fonts: the default theme would fetch Google fonts, and the page must work offline
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
@@ -66,7 +77,13 @@ def build_demo(engine: Engine, fmt: PromptFormat, *, title: str):
         entities = gr.HighlightedText(
             label="Entities", color_map=colours, show_legend=True, combine_adjacent=False, elem_id="entities"
         )
+        confidences = gr.Dataframe(
+            headers=["sentence", "label", "entity", "confidence"],
+            label="Entities, least confident first",
+            interactive=False,
+            elem_id="confidences",
+        )
         rows = gr.JSON(label="Predictions (the rows of nerft predict)", open=True, elem_id="rows")
-        submit.click(answer, inputs=sentences, outputs=[entities, rows])
-        sentences.submit(answer, inputs=sentences, outputs=[entities, rows])
+        submit.click(answer, inputs=sentences, outputs=[entities, confidences, rows])
+        sentences.submit(answer, inputs=sentences, outputs=[entities, confidences, rows])
     return demo

@@ -191,6 +191,11 @@ class GroundedDecoding:
     def __call__(self, input_ids, scores):
         import torch
 
+        if bool((scores == scores.flatten()[0]).all()):
+            # transformers' prompt lookup asks whether a drafted token is allowed by calling the
+            # processors on uniform fake logits; every draft is let through, and verifying it (a
+            # real call) keeps only what the grammar allows
+            return scores
         logsumexp = torch.logsumexp(scores.float(), dim=-1)
         generated = input_ids[:, self.width :].tolist()
         for row, tokens in enumerate(generated):

@@ -73,11 +73,19 @@ class OpenAIEngine:
         self.model = model or self.served_model()
         self.fmt = fmt
         if grounded is None:  # vLLM's server constrains decoding; other servers ignore the field
-            grounded = any(entry.get("owned_by") == "vllm" for entry in self.models())
+            grounded = self.served_by_vllm()
         self.grounded = bool(grounded) and fmt is not None
 
     def describe(self) -> dict:
         return {"engine": self.name, "endpoint": self.base_url, "model": self.model, "grounded": self.grounded}
+
+    def served_by_vllm(self) -> bool:
+        """Whether the server is vLLM's (its `/v1/models` entries are `owned_by` vllm); a server
+        that does not list its models is not."""
+        try:
+            return any(entry.get("owned_by") == "vllm" for entry in self.models())
+        except ServerError:
+            return False
 
     def models(self) -> list[dict]:
         """The server's `GET /v1/models` entries (asked once)."""

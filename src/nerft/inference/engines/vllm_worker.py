@@ -118,9 +118,10 @@ class Generator:
             completion = output.outputs[0]
             token_ids = list(completion.token_ids)
             logprobs = None
-            if completion.logprobs is not None and len(completion.logprobs) == len(token_ids):
+            steps = getattr(completion, "logprobs", None)
+            if steps is not None and len(steps) == len(token_ids):
                 # one {token id: Logprob} per position; the chosen token is among them
-                logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs, token_ids)]
+                logprobs = [float(step[token].logprob) for step, token in zip(steps, token_ids)]
             answers.append(
                 {
                     "text": completion.text,
