@@ -17,7 +17,8 @@ per step (start-up excluded), and the arm then trains `budget / seconds per step
 full learning-rate schedule, so each arm is the recipe a user would run for that long. Each arm
 reports dev micro and macro F1 (CLUE's scoring, `nerft eval`) with a bootstrap 95% interval over
 sentences, the examples seen and the training time. Nothing is timed in the test suite: this
-script is run by hand on an otherwise idle machine (about 50 minutes here with the defaults).
+script is run by hand on an otherwise idle machine (about 50 minutes here with the defaults);
+run again with the same --work, it keeps the arms that finished and a trained arm's run.
 
     .venv/bin/python scripts/bench_quality.py --work /tmp/bench-quality
     .venv/bin/python scripts/bench_quality.py --arms "compact r16,full" --budget 120 --dev 100
@@ -212,6 +213,12 @@ def run_arm(arm: Arm, args, done: dict[str, ArmResult]) -> ArmResult:
 
     work = args.work / arm.name.replace(" ", "-")
     work.mkdir(parents=True, exist_ok=True)
+    finished = work / "result.json"
+    if finished.is_file():  # a rerun in the same --work keeps the arms that finished
+        kept = json.loads(finished.read_text())
+        result = ArmResult(**{**kept, "micro": tuple(kept["micro"]), "macro": tuple(kept["macro"])})
+        print(result.row() + " (kept from an earlier run)", flush=True)
+        return result
     log = work / "log.txt"
     overrides = [*arm.overrides, f"data.train={args.train}", f"data.dev={args.dev_file}"]
     if arm.same_examples_as:
@@ -220,11 +227,13 @@ def run_arm(arm: Arm, args, done: dict[str, ArmResult]) -> ArmResult:
         speed = float("nan")
     else:
         probe = work / "probe"
-        train(args.preset, probe, overrides, PROBE_STEPS, log, logging_steps=1)
+        if not (probe / "trainer_log.jsonl").is_file():
+            train(args.preset, probe, overrides, PROBE_STEPS, log, logging_steps=1)
         speed = seconds_per_step(probe)
         steps = max(1, int(args.budget / speed))
     run_dir = work / "run"
-    train(args.preset, run_dir, overrides, steps, log, logging_steps=max(1, steps // 20))
+    if not (run_dir / "adapter_config.json").is_file() and not (run_dir / "config.json").is_file():
+        train(args.preset, run_dir, overrides, steps, log, logging_steps=max(1, steps // 20))
     results = RunFolder(run_dir).results()
     train_seconds = float(results.get("train_runtime", 0.0))
     if arm.same_examples_as:
@@ -289,7 +298,10 @@ def main(argv=None) -> int:
     done: dict[str, ArmResult] = {}
     for arm in ARMS:
         if arm.name in chosen:
-            done[arm.name] = run_arm(arm, args, done)
+            try:
+                done[arm.name] = run_arm(arm, args, done)
+            except SystemExit as failure:  # one arm's failure leaves the others to run
+                print(f"| {arm.name} | failed: {failure} |", flush=True)
     print(f"\n{len(done)} arms in {(time.perf_counter() - started) / 60:.1f} minutes", flush=True)
     return 0
 

@@ -281,12 +281,24 @@ def test_cpu_settings_float32_eager_a_kv_cache_for_64_sequences_and_no_binding_o
     from nerft.inference.engines.vllm import cpu_settings, model_config
 
     config = model_config(str(tiny_model))  # 2 layers, 2 KV heads of 32: 2 * 2 * 2 * 32 * 4 bytes a token
-    llm, env = cpu_settings(config, 512, cpus=2)
+    llm, env = cpu_settings(config, 512, cpus=2, available=8 << 30)
     assert llm == {"dtype": "float32", "enforce_eager": True, "kv_cache_memory_bytes": 1024 * 512 * 64}
     assert env == {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}
     assert cpu_settings(config, 512, cpus=32)[1] == {}  # vLLM's NUMA-aware binding on a large machine
     qwen7b = {"num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "hidden_size": 3584}
-    assert cpu_settings(qwen7b, 1024, cpus=32)[0]["kv_cache_memory_bytes"] == 2 * 28 * 4 * 128 * 4 * 1024 * 64  # 7 GiB
+    seven_gib = 2 * 28 * 4 * 128 * 4 * 1024 * 64
+    assert cpu_settings(qwen7b, 1024, cpus=32, available=64 << 30)[0]["kv_cache_memory_bytes"] == seven_gib
+
+
+def test_the_cpu_kv_cache_takes_at_most_a_quarter_of_the_available_memory_and_at_least_one_sequence():
+    from nerft.inference.engines.vllm import cpu_settings
+
+    # SmolLM2-135M: 30 layers, 3 KV heads of 64; the seed format's 8192 tokens asked 22.5 GiB for 64 sequences
+    smollm2 = {"num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "hidden_size": 576}
+    per_token = 2 * 30 * 3 * 64 * 4
+    assert per_token * 8192 * 64 == 22.5 * (1 << 30)
+    assert cpu_settings(smollm2, 8192, cpus=2, available=20 << 30)[0]["kv_cache_memory_bytes"] == 5 << 30
+    assert cpu_settings(smollm2, 8192, cpus=2, available=1 << 20)[0]["kv_cache_memory_bytes"] == per_token * 8192
 
 
 def test_offline_engine_on_a_cpu_keeps_vllm_in_the_worker_process(tiny_run, monkeypatch):

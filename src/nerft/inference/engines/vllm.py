@@ -38,6 +38,7 @@ from nerft.inference.grounding import grounded_regex, token_bytes_table
 from nerft.inference.source import ModelSource, merged_copy, vllm_max_lora_rank
 from nerft.inference.structured import output_constraint
 from nerft.inference.vllm_env import WORKER, VllmEnvironment, require_vllm_environment
+from nerft.machine import memory_bytes
 from nerft.models.shapes import MODEL_CONFIG, read_model_config
 from nerft.process import start_program
 from nerft.prompts import PromptFormat
@@ -51,6 +52,7 @@ FALLBACK_MAX_MODEL_LEN = 2048
 # The KV cache on a CPU holds this many sequences of max_model_len at once. A CPU is compute-bound
 # long before that many sequences decode together, and vLLM queues what does not fit.
 CPU_KV_CACHE_SEQUENCES = 64
+CPU_KV_CACHE_MEMORY_SHARE = 0.25  # of the memory available when the engine starts, at most
 # At most this many logical CPUs: vLLM's automatic OpenMP binding takes one CPU per physical core
 # and reserves CPUs for its front end, which on a small machine (2 virtual CPUs reported as one
 # hyper-threaded core) leaves a single CPU computing: 5x slower than no binding. On a larger
@@ -100,7 +102,9 @@ def kv_cache_bytes_per_token(config: dict, dtype_bytes: int = 4) -> int | None:
     return 2 * layers * kv_heads * head_dim * dtype_bytes
 
 
-def cpu_settings(config: dict, length: int, *, cpus: int | None = None) -> tuple[dict, dict[str, str]]:
+def cpu_settings(
+    config: dict, length: int, *, cpus: int | None = None, available: int | None = None
+) -> tuple[dict, dict[str, str]]:
     """What vLLM's CPU build needs that its defaults get wrong for nerft (keywords, environment).
 
     - float32: bf16 is 4-6x slower on a CPU without AVX512-BF16/AMX, and float32 is what the hf
@@ -109,13 +113,21 @@ def cpu_settings(config: dict, length: int, *, cpus: int | None = None) -> tuple
     - an explicit KV cache (`kv_cache_memory_bytes`) sized for `CPU_KV_CACHE_SEQUENCES` sequences
       of max_model_len: by default vLLM reserves 90% of the machine's memory for it, and fails at
       start-up on a machine where other programs hold some. With an explicit size and eager mode
-      vLLM also skips its warm-up pass;
+      vLLM also skips its warm-up pass. It never takes more than `CPU_KV_CACHE_MEMORY_SHARE` of
+      the memory available now (`available`, default /proc/meminfo's), nor less than one sequence:
+      a long prompt format makes max_model_len long (the seed format's, 8192 tokens for SmolLM2,
+      asked 22.5 GiB for 64 sequences and vLLM refused to start);
     - no OpenMP thread binding on a small machine (see `SMALL_MACHINE_CPUS`).
     """
     llm: dict = {"dtype": "float32", "enforce_eager": True}
     per_token = kv_cache_bytes_per_token(config)
     if per_token is not None:
-        llm["kv_cache_memory_bytes"] = per_token * length * CPU_KV_CACHE_SEQUENCES
+        wanted = per_token * length * CPU_KV_CACHE_SEQUENCES
+        if available is None:
+            available = memory_bytes()[1]
+        if available:
+            wanted = min(wanted, max(int(available * CPU_KV_CACHE_MEMORY_SHARE), per_token * length))
+        llm["kv_cache_memory_bytes"] = wanted
     env: dict[str, str] = {}
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
