@@ -42,6 +42,21 @@ def test_highlighted_shifts_each_line_and_keeps_the_outer_entity_of_a_nest():
     }
 
 
+def test_the_confidence_table_lists_the_least_confident_entity_first():
+    from nerft.serving.demo import confidence_table
+
+    rows = [
+        {
+            "entities": [
+                {"label": "name", "text": "甲", "confidence": 0.9},
+                {"label": "name", "text": "乙", "confidence": None},
+            ]
+        },
+        {"entities": [{"label": "address", "text": "丙", "confidence": 0.2}]},
+    ]
+    assert confidence_table(rows) == [[2, "address", "丙", 0.2], [1, "name", "甲", 0.9], [1, "name", "乙", None]]
+
+
 def rgb(style: str) -> tuple[int, ...]:
     """The red, green and blue of the first colour in an inline style ("background-color: rgb(1, 2, 3)")."""
     import re
@@ -128,7 +143,9 @@ def test_the_page_highlights_what_predict_finds_in_a_training_sentence(demo_url,
     assert found == [(e["text"], e["label"]) for e in sorted(entities, key=lambda e: e["start"])]
     assert all(span.is_displayed() and span.size["width"] > 10 for span in spans)
     rows = WebDriverWait(chrome, 30).until(lambda d: d.find_element(By.ID, "rows").text or False)
-    assert entities[0]["text"] in rows and '"start"' in rows
+    assert entities[0]["text"] in rows and '"start"' in rows and '"confidence"' in rows
+    table = chrome.find_element(By.ID, "confidences").text
+    assert all(entity["text"] in table for entity in entities)
     shot = Path(os.environ.get("NERFT_SCREENSHOTS", ROOT / "runs")) / "demo.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     assert chrome.save_screenshot(str(shot))

@@ -258,3 +258,32 @@ def test_grounding_leaves_a_learned_model_s_answers_as_they_are(learned_run, sam
     fmt = load_run(learned_run).prompt_format()
     for generation in grounded:  # a model that learned its answers is sure of them
         assert min(item_confidences(fmt, generation.tokens).values(), default=1.0) > 0.5, generation.text
+
+
+def test_bench_grounding_prints_a_row_per_engine_and_grounding(learned_run, sample_dir, tmp_path, capsys, one_thread):
+    from conftest import load_script
+
+    bench = load_script("bench_grounding")
+    gold = sample_dir / "dev.jsonl"
+    assert (
+        bench.main(
+            [
+                "--run",
+                str(learned_run),
+                "--gold",
+                str(gold),
+                "--out",
+                str(tmp_path),
+                "--rows",
+                "hf:0,hf:1",
+                "--bootstrap",
+                "50",
+            ]
+        )
+        == 0
+    )
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| hf")]
+    assert [line.split(" | ")[1] for line in lines] == ["no", "yes"]
+    assert lines[1].split(" | ")[2] == "0"  # grounded: no entity outside its sentence
+    report = json.loads((tmp_path / "hf-grounded" / "report.json").read_text())
+    assert report["prediction"]["engine"]["grounded"] is True and report["records"] == len(load_records(gold))

@@ -164,3 +164,47 @@ def test_cluener_dev_imported_as_annotations_exports_the_same_records(label_stud
     exported = load_records(export(label_studio, project, tmp_path / "export.json"))
     # Label Studio's export order is its own: compare as a multiset of (text, entities)
     assert sorted((r.text, r.entities) for r in exported) == sorted((r.text, r.entities) for r in gold)
+
+
+def test_select_round_trip_the_least_confident_sentences_through_label_studio(
+    label_studio, tmp_path, learned_run, sample_dir
+):
+    # predict -> select: the learned run answers the unlabelled test sentences; the 3 least confident become tasks
+    unlabelled = sample_dir / "test.jsonl"
+    out = tmp_path / "tasks.json"
+    result = run("select", "--run", learned_run, "--data", unlabelled, "-n", "3", "--out", out, "--engine", "hf")
+    assert "least confident of" in result.stdout
+    tasks = json.loads(out.read_text(encoding="utf-8"))
+    scores = [task["predictions"][0]["score"] for task in tasks]
+    assert len(tasks) == 3 and scores == sorted(scores) and all(0.0 <= s <= 1.0 for s in scores)
+    every = load_records(unlabelled)
+    assert {task["data"]["text"] for task in tasks} <= {record.text for record in every}
+
+    # -> Label Studio: the tasks and their scored pre-annotations go in
+    project = new_project(label_studio, (tmp_path / "tasks.label_config.xml").read_text(encoding="utf-8"), "select")
+    imported = label_studio.post(f"/api/projects/{project}/import", json=tasks)
+    assert imported.status_code == 201, imported.text
+    assert (imported.json()["task_count"], imported.json()["prediction_count"]) == (3, 3)
+    listed = label_studio.get("/api/tasks", params={"project": project, "page_size": 1000}).json()["tasks"]
+    by_text = {task["data"]["text"]: task["id"] for task in listed}
+    stored = label_studio.get("/api/predictions", params={"task": by_text[tasks[0]["data"]["text"]]}).json()
+    assert stored and stored[0]["score"] == pytest.approx(scores[0])
+
+    # -> a person accepts the pre-annotations of each task -> export -> nerft prepare
+    for task in tasks:
+        response = label_studio.post(
+            f"/api/tasks/{by_text[task['data']['text']]}/annotations", json={"result": task["predictions"][0]["result"]}
+        )
+        assert response.status_code == 201, response.text
+    exported = export(label_studio, project, tmp_path / "export.json")
+    prepared_dir = tmp_path / "prepared"
+    run("prepare", "--train", exported, "--out", prepared_dir, "--val-size", "0")
+    prepared = load_records(prepared_dir / "cluener_train.gold.jsonl")
+    expected = {
+        task["data"]["text"]: sorted(
+            (r["value"]["start"], r["value"]["end"] - 1, r["value"]["labels"][0], r["value"]["text"])
+            for r in task["predictions"][0]["result"]
+        )
+        for task in tasks
+    }
+    assert {r.text: sorted((e.start, e.end, e.label, e.text) for e in r.entities) for r in prepared} == expected

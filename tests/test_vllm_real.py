@@ -5,8 +5,11 @@
 - the learned quick-start run: hf, LLaMA-Factory's API server and vLLM give the same greedy answers
   on the bundled sentences and each scores micro F1 >= 0.9 on the training sentences; the compact
   regex leaves its learned answers unchanged, the seed JSON schema constrains what it writes;
+- grounded decoding (on by default): the learned run's grounded answers are the same from hf and
+  vLLM, with a confidence for every entity;
 - `nerft serve --engine vllm` for the LoRA run: vLLM's OpenAI server with `--enable-lora` and an
-  API key (401 without it), scored through `nerft eval --endpoint`, stopped by SIGTERM.
+  API key (401 without it), scored through `nerft eval --endpoint` (grounded by default, the same
+  answers as offline vLLM, confidences from the server's logprobs), stopped by SIGTERM.
 
 Each engine and the server start once (a vLLM start takes 15-50 s here); an engine lives for its
 class only, so two never hold memory at once. Skipped only where no vLLM is found at all.
@@ -228,6 +231,30 @@ class TestLearnedRun:
         for answers in (hf, server_answers, vllm_answers):
             assert micro_f1(TRAIN, answers[:train]) >= 0.9
 
+    def test_grounded_vllm_answers_like_grounded_hf_with_confidences(self, learned_copy, vllm_environment, one_thread):
+        from nerft.inference.engines.hf import HFEngine
+        from nerft.inference.engines.vllm import VLLMEngine
+
+        run = load_run(learned_copy)
+        fmt = run.prompt_format()
+        hf = HFEngine(resolve_model(run), fmt, batch_size=8, grounded=True)
+        try:
+            by_hf = rows_of(hf, fmt, BUNDLED)
+        finally:
+            hf.close()
+        engine = VLLMEngine(
+            resolve_model(run), fmt, cutoff_len=run.cutoff_len, environment=vllm_environment, grounded=True
+        )
+        try:
+            by_vllm = rows_of(engine, fmt, BUNDLED)
+        finally:
+            engine.close()
+        assert [row["predict"] for row in by_vllm] == [row["predict"] for row in by_hf]
+        for rows in (by_hf, by_vllm):
+            assert sum(len(row["dropped"]) for row in rows) == 0
+            assert all(0.0 <= e["confidence"] <= 1.0 for row in rows for e in row["entities"])
+        assert micro_f1(TRAIN, [row["predict"] for row in by_vllm[: len(TRAIN)]]) >= 0.9
+
     def test_every_answer_to_a_training_sentence_ends_at_the_stop_token(self, by_vllm):
         assert {row["finish_reason"] for row in by_vllm[: len(TRAIN)]} == {"stop"}
 
@@ -312,6 +339,7 @@ def test_eval_endpoint_scores_the_served_lora_and_it_answers_like_the_hf_engine(
             str(dev),
             "--out-dir",
             str(out_dir),
+            "--no-grounded",  # the engines compared alone; grounded answers are the next test's
         ],
     )
     assert result.exit_code == 0, result.output
@@ -320,6 +348,38 @@ def test_eval_endpoint_scores_the_served_lora_and_it_answers_like_the_hf_engine(
     assert report["prediction"]["engine"]["model"] == tiny_run.name
     rows = [json.loads(line) for line in (out_dir / "predictions.jsonl").read_text().splitlines()]
     assert [row["predict"] for row in rows] == hf_answers(tiny_run, load_records(dev))
+
+
+def test_served_answers_are_grounded_by_default_like_offline_vllm_with_confidences(
+    vllm_server, tiny_run, tmp_path, vllm_environment, one_thread
+):
+    from nerft.inference.engines.vllm import VLLMEngine
+    from nerft.inference.grounding import AnswerGrammar
+
+    dev = SAMPLE / "dev.jsonl"
+    out_dir = tmp_path / "eval"
+    args = ["eval", "--endpoint", vllm_server["url"], "--run", str(tiny_run), "--api-key", API_KEY]
+    result = CliRunner().invoke(app, [*args, "--gold", str(dev), "--out-dir", str(out_dir)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["prediction"]["engine"]["grounded"] is True  # the server is vLLM's: grounded by default
+    assert report["in_text"]["not_in_text"] == 0
+    rows = [json.loads(line) for line in (out_dir / "predictions.jsonl").read_text().splitlines()]
+    run = load_run(tiny_run)
+    fmt = run.prompt_format()
+    for row in rows:
+        if row["finish_reason"] == "stop":
+            assert AnswerGrammar(fmt, row["text"]).complete(row["predict"].encode()), row["predict"]
+        assert all(0.0 <= e["confidence"] <= 1.0 for e in row["entities"]), row  # from the server's logprobs
+    # the random adapter's answers, grounded, are offline vLLM's grounded answers
+    engine = VLLMEngine(
+        resolve_model(run), fmt, environment=vllm_environment, merge_adapter=False, grounded=True, structured=False
+    )
+    try:
+        offline = answers_of(engine, fmt, load_records(dev))
+    finally:
+        engine.close()
+    assert [row["predict"] for row in rows] == offline
 
 
 def test_sigterm_stops_the_server_and_its_vllm_child(vllm_server):

@@ -315,3 +315,27 @@ def _exchange(first: Path, second: Path) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
         return False  # a filesystem or kernel without the exchange
     raise OSError(code, os.strerror(code), str(second))
+
+
+def refuse_collisions(inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """A `ConfigError` when an output path is an input path or another output's path (resolved,
+    through links): checked before any work, so nothing is written. Keys name the options
+    ("--gold"), values are paths or None (not given)."""
+    from nerft.errors import ConfigError
+
+    def resolved(path) -> str:
+        return os.path.realpath(os.fspath(path))
+
+    seen = {resolved(path): name for name, path in inputs.items() if path is not None}
+    kinds = {resolved(path): "input" for path in seen}
+    for name, path in outputs.items():
+        if path is None:
+            continue
+        where = resolved(path)
+        if where in seen:
+            other = seen[where]
+            role = "the input" if kinds[where] == "input" else "the output"
+            raise ConfigError(
+                f"{name} {path} is {role} {other}: nerft would overwrite it", hint=f"give {name} another path"
+            )
+        seen[where], kinds[where] = name, "output"

@@ -41,7 +41,11 @@ def command(
 ) -> None:
     """Convert records or predictions for Label Studio / doccano (predictions become pre-annotations to correct) or back to CLUE."""
     from nerft.data.convert import convert_file
+    from nerft.io import refuse_collisions
 
+    refuse_collisions(
+        {"SOURCE": source}, {"--out": out, "the labelling config": out.with_name(out.stem + ".label_config.xml")}
+    )
     label_list = [label.strip() for label in labels.split(",") if label.strip()] if labels else None
     written = convert_file(source, to=to, out=out, model_version=model_version, labels=label_list)
     if json_output:

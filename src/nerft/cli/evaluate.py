@@ -13,6 +13,7 @@ from nerft.cli.common import log, print_json, split_labels
 from nerft.cli.options import JsonOutput, MinConfidence, OptionalRunDir, engine_options
 from nerft.errors import ConfigError
 from nerft.inference.options import EngineOptions
+from nerft.io import refuse_collisions
 
 NAME = "eval"
 
@@ -72,11 +73,16 @@ def command(
                 "give --predictions FILE, or --run RUN_DIR / --endpoint URL to predict the gold sentences first"
             )
         from nerft.inference.scoring import predict_and_score, scoring_folder
-        from nerft.runfolder import ERRORS, load_run
+        from nerft.runfolder import ERRORS, PREDICTIONS, load_run
         from nerft.runfolder import EVAL_REPORT as REPORT
 
         run = load_run(run_dir) if run_dir is not None else None
         folder = scoring_folder(gold, run, out_dir)
+        report = report or folder / REPORT
+        refuse_collisions(
+            {"--gold": gold},
+            {**report_outputs(report), "--errors": errors or folder / ERRORS, "predictions": folder / PREDICTIONS},
+        )
         with errors_file(errors or folder / ERRORS) as on_error:
             evaluation = predict_and_score(
                 gold=gold,
@@ -87,7 +93,7 @@ def command(
                 on_error=on_error,
                 min_confidence=min_confidence,
             )
-        finish(evaluation, report=report or folder / REPORT, json_output=json_output)
+        finish(evaluation, report=report, json_output=json_output)
         return
     if run_dir is not None or options.endpoint is not None or options.engine is not None or options.prompt is not None:
         raise ConfigError(
@@ -95,11 +101,30 @@ def command(
         )
     from nerft.metrics.evaluate import score_prediction_files
 
+    refuse_collisions(
+        {"--gold": gold, "--predictions": predictions},
+        {**(report_outputs(report) if report is not None else {}), "--errors": errors},
+    )
     with errors_file(errors) as on_error:
         result = score_prediction_files(
             gold=gold, predictions=predictions, labels=label_list, on_error=on_error, min_confidence=min_confidence
         )
     finish(result, report=report, json_output=json_output)
+
+
+def report_outputs(report: Path) -> dict[str, Path]:
+    """Every file `finish` writes for a --report path, by what it is."""
+    from nerft.reporting.errors_page import errors_page_path
+    from nerft.reporting.eval_report import eval_paths
+
+    markdown, chart = eval_paths(report)
+    return {
+        "--report": report,
+        "the report's Markdown": markdown,
+        "the report's HTML": markdown.with_suffix(".html"),
+        "the report's chart": chart,
+        "the errors page": errors_page_path(report),
+    }
 
 
 def finish(result, *, report: Path | None, json_output: bool) -> None:

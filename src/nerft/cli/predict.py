@@ -43,6 +43,10 @@ def command(
 
     if data is not None and text is not None:
         raise ConfigError("give --data or --text, not both")
+    if out is not None:
+        from nerft.io import refuse_collisions
+
+        refuse_collisions({"--data": data}, {"--out": out, "its partial file": out.with_name(out.name + ".partial")})
     run = load_run(run_dir) if run_dir is not None else None
     if run is None and options.endpoint is None:
         raise ConfigError("nothing to predict with: give --run RUN_DIR (a trained run) or --endpoint URL (a server)")

@@ -42,10 +42,15 @@ def command(
     from nerft.data.convert import write_converted
     from nerft.errors import ConfigError
     from nerft.inference.select import LeastConfident, check_confidences, describe, rows_of_predictions
+    from nerft.io import refuse_collisions
     from nerft.runfolder import load_run
 
     if (data is None) == (predictions is None):
         raise ConfigError("give --data FILE (sentences to predict) or --predictions FILE (a `nerft predict` output)")
+    refuse_collisions(
+        {"--data": data, "--predictions": predictions},
+        {"--out": out, "the labelling config": out.with_name(out.stem + ".label_config.xml")},
+    )
     chosen = LeastConfident(count)
     run = load_run(run_dir) if run_dir is not None else None
     if predictions is not None:
