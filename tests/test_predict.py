@@ -204,7 +204,17 @@ def test_a_partial_file_of_another_model_is_refused(tmp_path):
         predict_records(records(), ScriptedEngine(ANSWERS, fail_after=2), COMPACT, out=out)
     with pytest.raises(DataError) as info:
         predict_records(records(), ScriptedEngine(ANSWERS, model="m2"), COMPACT, out=out)
-    assert "was started with engine scripted, model m1, not engine scripted, model m2" in str(info.value)
+    assert "was started with model m1, not m2" in str(info.value)
+
+
+def test_a_partial_file_of_another_prompt_format_is_refused(tmp_path):
+    # killed with the compact format, rerun with seed: the kept rows would mix two formats' answers
+    out = tmp_path / "pred.jsonl"
+    with pytest.raises(ServerError):
+        predict_records(records(), ScriptedEngine(ANSWERS, fail_after=2), COMPACT, out=out)
+    with pytest.raises(DataError) as info:
+        predict_records(records(), ScriptedEngine(ANSWERS), get_format("seed"), out=out)
+    assert "was started with prompt compact, not seed" in str(info.value)
 
 
 def test_without_out_rows_go_to_the_sink_only(tmp_path):

@@ -57,7 +57,9 @@ def predict_records(
     so `records` may be a stream of any length (`nerft.data.load.stream_records`)."""
     total = len(records) if isinstance(records, Sized) else None
     counts = PredictionCounts(engine=engine.describe())
-    store = ResumablePredictions(out, engine.describe()) if out is not None else None
+    # what decides an answer, kept beside the partial file: a resumed run must answer alike
+    source = {**engine.describe(), "prompt": fmt.name, "labels": ",".join(fmt.labels)}
+    store = ResumablePredictions(out, source) if out is not None else None
     remaining = iter(records)
     for row in store.resume(remaining) if store else ():
         counts.add(row)

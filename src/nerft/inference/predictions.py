@@ -186,7 +186,7 @@ class ResumablePredictions:
             started = read_json(self.meta, expect=object, hint=f"delete {self.partial} to start over")
             if started != self.source:
                 raise DataError(
-                    f"{self.partial} was started with {_describe(started)}, not {_describe(self.source)}",
+                    f"{self.partial} was started with {_difference(started, self.source)}",
                     hint=f"delete {self.partial} to start over",
                 )
         complete_bytes = 0
@@ -234,5 +234,9 @@ class ResumablePredictions:
             self._handle = None
 
 
-def _describe(source: dict) -> str:
-    return ", ".join(f"{key} {value}" for key, value in source.items() if value is not None) or "unknown settings"
+def _difference(started, now: dict) -> str:
+    """What differs between the settings a partial file was started with and the current ones."""
+    if not isinstance(started, dict):
+        return "settings of another kind"
+    keys = [key for key in dict.fromkeys([*started, *now]) if started.get(key) != now.get(key)]
+    return "; ".join(f"{key} {started.get(key)}, not {now.get(key)}" for key in keys)
