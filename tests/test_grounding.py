@@ -2,6 +2,7 @@
 the confidence of each entity, checked by hand; the hf engine's grounded decoding on the tiny runs."""
 
 import itertools
+import json
 import math
 
 import pytest
