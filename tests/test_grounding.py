@@ -170,6 +170,44 @@ def test_openai_logprobs_become_tokens_and_an_end_token_after_the_answer():
     )
     assert answer_tokens({"logprobs": {"content": content}}, "name:李") is None  # they do not spell it
     assert answer_tokens({"logprobs": None}, "name:张") is None
+
+
+def test_tokens_a_server_spells_as_a_replacement_character_take_the_bytes_between_whole_tokens():
+    # "《" is e3 80 8a, written as two tokens; vLLM's `bytes` for each is U+FFFD's (ef bf bd)
+    fffd = list("\ufffd".encode())
+    content = [
+        {"token": "book", "logprob": -0.1, "bytes": list(b"book")},
+        {"token": ":", "logprob": 0.0, "bytes": [58]},
+        {"token": "\ufffd", "logprob": -0.2, "bytes": fffd},
+        {"token": "\ufffd", "logprob": -0.3, "bytes": fffd},
+        {"token": "围城", "logprob": -0.4, "bytes": list("围城".encode())},
+        {"token": "", "logprob": -0.5, "bytes": []},
+    ]
+    tokens = answer_tokens({"logprobs": {"content": content}}, "book:《围城")
+    assert [data for data, _ in tokens] == [b"book", b":", b"\xe3\x80", b"\x8a", "围城".encode(), b""]
+    assert [logprob for _, logprob in tokens] == [-0.1, 0.0, -0.2, -0.3, -0.4, -0.5]
+    # at the end of an answer cut inside a character, and with a whole character beside the part
+    content[4:] = [{"token": "围\ufffd", "logprob": -0.4, "bytes": list("围".encode()) + fffd}]
+    cut = answer_tokens({"logprobs": {"content": content}}, "book:《围\ufffd")
+    assert [data for data, _ in cut][2:] == [b"\xe3\x80", b"\x8a", "围\ufffd".encode()]
+    assert answer_tokens({"logprobs": {"content": content}}, "book:abc") is None  # ASCII is never part of a character
+    # vLLM's server spells the tokens before a character's last one as "" (no bytes), and a token
+    # that ends one character and holds all of the next but one byte as U+FFFD + that character
+    served = [
+        {"token": "book:", "logprob": -0.1, "bytes": list(b"book:")},
+        {"token": "", "logprob": -0.2, "bytes": []},
+        {"token": "", "logprob": -0.3, "bytes": []},
+        {"token": "\u300a", "logprob": -0.4, "bytes": list("《".encode())},
+        {"token": "", "logprob": -0.5, "bytes": []},
+        {"token": "\ufffd城", "logprob": -0.6, "bytes": fffd + list("城".encode())},
+        {"token": "", "logprob": -0.7, "bytes": []},
+        {"token": "\u300b", "logprob": -0.8, "bytes": list("》".encode())},
+        {"token": "<|im_end|>", "logprob": -0.9, "bytes": list(b"<|im_end|>")},
+    ]
+    tokens = answer_tokens({"logprobs": {"content": served}}, "book:《围城》")
+    assert b"".join(data for data, _ in tokens) == "book:《围城》".encode()
+    # the "" before "\ufffd城" stays b"" where 围 starts (inside the same item: the same confidence)
+    assert [data for data, _ in tokens][4:] == [b"", "围城".encode(), b"", "》".encode(), b""]
     assert answer_tokens({}, "name:张") is None
 
 

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 
 import pytest
 from typer.testing import CliRunner
@@ -9,7 +10,7 @@ from typer.testing import CliRunner
 from nerft.cli.main import app
 from nerft.data.records import CluenerRecord
 from nerft.errors import ConfigError, DataError, ServerError
-from nerft.inference.engines import ChatRequest, Generation
+from nerft.inference.engines import ChatRequest, Generation, whole_characters
 from nerft.inference.options import EngineOptions
 from nerft.inference.predict import open_engine, predict_records, records_from_lines
 from nerft.inference.predictions import prediction_row
@@ -70,6 +71,29 @@ def test_row_keeps_substrings_drops_the_rest_and_counts_each_pair_once():
         "finish_reason": "stop",
         "confidence": None,  # the engine gave no log-probabilities
     }
+
+
+def test_an_answer_cut_inside_a_character_ends_at_its_last_whole_character():
+    # "央" is e5 a4 ae: the token limit came after its first two bytes, which decode to U+FFFD
+    tokens = ((b"name:", -0.1), ("央视".encode()[:3], -0.2), (b"\xe5", -0.3), (b"\xa4", -0.4))
+    cut = Generation("name:央\ufffd", "length", tokens)
+    row = prediction_row(CluenerRecord(text="央视新闻", labelled=False), cut, fmt=get_format("compact", ["name"]))
+    assert row["predict"] == "name:央"
+    assert [(e["text"], e["start"], e["end"]) for e in row["entities"]] == [("央", 0, 1)]
+    assert row["dropped"] == []
+    assert row["confidence"] == round(math.exp(-0.3), 6)  # the partial character's tokens are gone
+
+
+def test_only_the_unfinished_character_of_a_cut_answer_is_trimmed():
+    eye = "👁".encode()  # four bytes
+    assert whole_characters(Generation("name:👁", "length", ((b"name:", 0.0), (eye, -1.0)))).text == "name:👁"
+    assert whole_characters(Generation("a\ufffd", "stop")).text == "a\ufffd"  # a stop answer is what it is
+    straddling = whole_characters(Generation("央\ufffd", "length", (("央".encode() + b"\xe8", -0.5),)))
+    assert straddling == Generation("央", "length")
+    assert straddling.tokens == (("央".encode(), -0.5),)  # the token cut in two keeps its log-probability
+    # a server's answer spells the part as U+FFFD itself (ef bf bd): the same end is dropped
+    served = whole_characters(Generation("央\ufffd", "length", (("央\ufffd".encode(), -0.5),)))
+    assert (served.text, served.tokens) == ("央", (("央".encode(), -0.5),))
 
 
 def test_keep_unsupported_keeps_entities_not_in_the_sentence():

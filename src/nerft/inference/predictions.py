@@ -18,7 +18,8 @@ sentence has `start` and `end` null.
 Each entity has a `confidence` in [0, 1] (None where the engine reported no log-probabilities):
 the probability the model gave the tokens that wrote it (`nerft.inference.grounding`); the row's
 own `confidence` is that of the whole answer, "no entity" included. With `--min-confidence` the
-entities below it move from `entities` to `uncertain`.
+entities below it move from `entities` to `uncertain`. An answer cut at the token limit inside a
+character (a token can hold part of one) loses that part: `predict` ends at its last whole character.
 
 While predicting, rows are appended to `<out>.partial` as they come, flushed one by one, so a run
 cut short (a server that went away, Ctrl-C) keeps them; the next run with the same output checks
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from nerft.data.records import CluenerRecord
 from nerft.errors import DataError
-from nerft.inference.engines import Generation
+from nerft.inference.engines import Generation, whole_characters
 from nerft.inference.grounding import answer_confidence, item_confidences
 from nerft.io import json_line, json_row, read_json, write_json_atomic
 from nerft.metrics.clue import split_in_text
@@ -57,6 +58,7 @@ def prediction_row(
     `confidence`, None where the engine reported no log-probabilities), dropped entities, and the
     answer's own `confidence`."""
 
+    generation = whole_characters(generation)
     mentions = parse_output(generation.text)
     if keep_unsupported:
         kept, dropped = list(dict.fromkeys(mentions or [])), []

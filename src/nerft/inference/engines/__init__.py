@@ -47,6 +47,27 @@ class Generation:
     tokens: tuple[tuple[bytes, float], ...] | None = field(default=None, compare=False)  # not the answer itself
 
 
+def whole_characters(generation: Generation) -> Generation:
+    """The answer without the part of a character it ends in. A token can hold part of a UTF-8
+    character (byte-level BPE), so an answer cut at `max_new_tokens` can end inside one: decoded, it
+    ends in U+FFFD, which is in no sentence. That end is dropped from the text and its tokens (a
+    token cut in two keeps its log-probability: the model did write it)."""
+    if generation.finish_reason != "length" or not generation.text.endswith("\ufffd"):
+        return generation
+    text = generation.text.rstrip("\ufffd")
+    tokens = generation.tokens
+    if tokens is not None:
+        keep = len(text.encode())
+        trimmed, at = [], 0
+        for piece, logprob in tokens:
+            if at >= keep:
+                break
+            trimmed.append((piece[: keep - at], logprob))
+            at += len(piece)
+        tokens = tuple(trimmed) if b"".join(piece for piece, _ in trimmed) == text.encode() else None
+    return Generation(text, generation.finish_reason, tokens)
+
+
 class Engine(Protocol):
     name: str
 

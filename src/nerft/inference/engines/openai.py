@@ -10,6 +10,7 @@ is what makes predicting over a server resumable.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -213,25 +214,59 @@ def _error_detail(response) -> str:
     return str(data)[:200]
 
 
+REPLACEMENT = "\ufffd".encode()
+
+
 def answer_tokens(choice: dict, text: str) -> tuple[tuple[bytes, float], ...] | None:
     """The answer's tokens as (bytes, log-probability) from a choice's `logprobs.content`
     (`{"token", "logprob", "bytes"}` each), the tokens after the answer's text (an end token a
-    server lists) as b""; None when the server sent none or they do not spell the answer."""
+    server lists) as b""; None when the server sent none or they do not spell the answer.
+
+    A token that holds part of a UTF-8 character (byte-level BPE writes "《" as two tokens) is
+    spelled by servers as U+FFFD, vLLM's `bytes` included: such a token stands for one to three
+    non-ASCII bytes of the answer, found by matching the run of them up to the next whole token."""
     content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
     if not isinstance(content, list) or not content:
         return None
     answer = text.encode()
-    tokens = []
+    tokens: list[tuple[bytes, float]] = []
     written = 0
+    partial: list[tuple[bytes, float]] = []  # tokens spelled with U+FFFD, not placed yet
+
+    def place(after: bytes | None) -> bool:
+        """Give the partial tokens the answer's bytes from `written`, up to `after` (the next whole
+        token) or, with None, up to the answer's end."""
+        nonlocal written
+        pattern = b"".join(
+            b"(" + rb"[\x80-\xff]{1,3}".join(map(re.escape, data.split(REPLACEMENT))) + b")" for data, _ in partial
+        )
+        found = re.compile(pattern + (b"\\Z" if after is None else b"(?=" + re.escape(after) + b")"), re.S).match(
+            answer, written
+        )
+        if found is None:
+            return False
+        tokens.extend((found.group(n + 1), logprob) for n, (_, logprob) in enumerate(partial))
+        written = found.end()
+        partial.clear()
+        return True
+
     for entry in content:
         if not isinstance(entry, dict) or not isinstance(entry.get("logprob"), (int, float)):
             return None
         raw = entry.get("bytes")
         data = bytes(raw) if isinstance(raw, list) else str(entry.get("token", "")).encode()
+        logprob = max(float(entry["logprob"]), -1e4)
+        if (REPLACEMENT in data or (partial and not data)) and written < len(answer):
+            partial.append((data, logprob))  # vLLM spells the tokens before a character's last as b""
+            continue
+        if partial and not (data and place(data)) and not place(None):
+            return None
         if written >= len(answer):
             data = b""  # past the answer: its end token
         elif answer[written : written + len(data)] != data:
             return None
         written += len(data)
-        tokens.append((data, max(float(entry["logprob"]), -1e4)))
+        tokens.append((data, logprob))
+    if partial and not place(None):
+        return None
     return tuple(tokens) if written >= len(answer) else None
