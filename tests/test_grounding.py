@@ -41,7 +41,7 @@ SENTENCE = "张三在北京大学读书"
         ("name:张三", True, True),
         ("name:张三\n", True, False),  # a newline promises another item
         ("name:张三\norganization:北京大学", True, True),
-        ("name:张三\nname:张三", True, False),  # may still become 张三丰..., cannot end as a repeat
+        ("name:张三\nname:张三", True, True),  # may still become 张三丰..., or end: a repeat ends the loop
         ("name:张三\nname:张三\n", False, False),  # the repeat is complete: refused
         ("foo:", False, False),  # not a label of the run
         ("name:李", False, False),  # not in the sentence
@@ -52,6 +52,23 @@ SENTENCE = "张三在北京大学读书"
 def test_compact_grammar(answer, ok, complete):
     walk = AnswerGrammar(COMPACT, SENTENCE).walk(answer.encode())
     assert (walk.ok, walk.complete) == (ok, complete)
+
+
+def test_hf_ends_an_answer_that_goes_on_after_a_repeated_item():
+    import torch
+
+    from nerft.inference.engines.hf import GroundedDecoding
+
+    vocab = [b"name", b":", "张三".encode(), b"\n", "丰".encode(), "在".encode(), b""]  # 6: the end token
+    answer = [0, 1, 2, 3, 0, 1, 2]  # name:张三\nname:张三, the second time
+    decoding = GroundedDecoding([AnswerGrammar(COMPACT, SENTENCE)], 0, vocab, [6])
+
+    def pick(scores: list[float]) -> int:
+        return int(decoding(torch.tensor([answer]), torch.tensor([scores], dtype=torch.float)).argmax())
+
+    assert pick([0, 0, 0, 5, 0, 4, 1]) == 6  # wants "\n" (the loop goes on): ends instead of writing 张三在
+    assert pick([0, 0, 0, 1, 0, 5, 2]) == 5  # wants 在: 张三在 is a new entity, grounded, written
+    assert pick([0, 0, 0, 1, 5, 0, 2]) == 6  # wants 丰 (not in the sentence): the best allowed is the end
 
 
 def test_a_token_may_end_inside_a_character():

@@ -8,13 +8,17 @@ as training wrote them (`PromptFormat.render_output`):
 
 `walk` reads an answer, or the start of one, against that spelling. Given the sentence and the
 run's labels it also checks what grounds an answer: every label one of the run's, every entity a
-non-empty substring of the sentence (JSON-escaped in `seed`), no (label, entity) item twice, at most
-`MAX_ITEMS` items. Engines constrain decoding with it:
+non-empty substring of the sentence (JSON-escaped in `seed`), at most `MAX_ITEMS` items, and an
+item written twice only as the answer's last: a repeat is a loop, and the loop ends there. Engines
+constrain decoding with it:
 
 - hf: a logits processor (engines/hf.py) asks `AnswerGrammar.allows` of the answer so far plus a
   candidate token, best-scoring candidates first, and keeps the first that passes. The check is on
   the decoded bytes, not on token ids, because a model may tokenize an entity differently from the
-  sentence, and a token may end inside a UTF-8 character.
+  sentence, and a token may end inside a UTF-8 character. When the model's first choice goes on
+  after a repeated item (`AnswerGrammar.repeats`), the answer ends: measured on SmolLM2 (docs/
+  PERFORMANCE.md, section 8), forbidding the repeat instead made the model stretch it into new,
+  wrong entities ("曼联" written again became "曼联之后枪手").
 - vLLM (offline, and its server through `nerft serve`): `grounded_regex`, one regular expression per
   sentence whose entities are the sentence's substrings (a suffix trie written as nested optional
   groups). A regular expression cannot forbid a repeated item; `MAX_ITEMS` bounds the lines instead.
@@ -47,8 +51,8 @@ from dataclasses import dataclass, field
 from nerft.prompts import COMPACT_NONE, PromptFormat
 
 # At most this many items in an answer: twice the most entities of any CLUENER train sentence (10).
-# A grounded hf answer cannot loop anyway (no item twice); for vLLM's regular expression this is
-# the bound that stops a loop.
+# A grounded hf answer cannot loop anyway (a repeated item ends it); for vLLM's regular expression
+# this is the bound that stops a loop.
 MAX_ITEMS = 20
 # Longer texts are constrained to the answer's spelling and labels only: the substring expression
 # grows with the square of the length (vLLM compiles one per sentence).
@@ -132,9 +136,12 @@ def walk(
     labels: frozenset[bytes] | None = None,
     sentence: bytes | None = None,
     max_items: int | None = None,
+    repeats: bool = False,
 ) -> Walk:
     """Read `answer` (or its beginning) in `shape`. With `labels`, `sentence` (its escaped bytes
-    in `seed`) and `max_items` it must also be grounded; without them, the spelling alone counts."""
+    in `seed`) and `max_items` it must also be grounded; without them, the spelling alone counts.
+    A grounded item written a second time can only be the answer's last (compact: the end token
+    may follow it, nothing else; it is not listed twice), unless `repeats` lets it be anywhere."""
     if shape.none.startswith(answer):
         return Walk(True, answer == shape.none)
     n = len(answer)
@@ -181,10 +188,12 @@ def walk(
             return Walk(False)
         if sentence is not None and entity not in sentence:
             return Walk(False)
-        repeated = sentence is not None and (label, entity) in seen
+        repeated = sentence is not None and not repeats and (label, entity) in seen
         if entity_end == n:
-            if shape.after_entity or not entity or repeated or not _whole_characters(entity):  # still being written
+            if shape.after_entity or not entity or not _whole_characters(entity):  # still being written
                 return Walk(True, items=items)
+            if repeated:  # a repeat may end the answer (the loop stops there) or grow into a new entity
+                return Walk(True, True, items)
             # compact: the entity may also be the answer's last (its end token stands at n)
             items.append(Item(label.decode("utf-8", "replace"), _entity_text(shape, entity) or "", start, n + 1))
             return Walk(True, True, items)
@@ -264,6 +273,12 @@ class AnswerGrammar:
 
     def complete(self, answer: bytes) -> bool:
         return self.walk(answer).complete
+
+    def repeats(self, answer: bytes) -> bool:
+        """`answer` is refused only because it writes an item a second time: the model is looping."""
+        return not self.allows(answer) and walk(
+            self.shape, answer, labels=self.labels, sentence=self.sentence, max_items=self.max_items, repeats=True
+        ).ok
 
 
 # --- vLLM: the same language as one regular expression -------------------------------------------

@@ -171,7 +171,7 @@ class GroundedDecoding:
     token the grammar allows after the answer so far: an end token only where the answer is
     complete, any other token only when its bytes extend a grounded answer. The best
     `FIRST_CANDIDATES` are tried first, then the rest in order of score; when no token at all is
-    allowed, the answer ends. Without a grammar the pick is the model's own greedy choice. Every
+    allowed, or the best one would go on after an item written twice (a loop), the answer ends. Without a grammar the pick is the model's own greedy choice. Every
     other token's score is set to -inf, so greedy search takes the pick.
 
     Under prompt lookup (assisted decoding) the processor is called once per drafted position: the
@@ -225,6 +225,11 @@ class GroundedDecoding:
             return bool(data) and grammar.allows(answer + data)
 
         first = torch.topk(scores, min(self.FIRST_CANDIDATES, scores.shape[-1])).indices.tolist()
+        top = self.token_bytes[first[0]] if first[0] < len(self.token_bytes) else None
+        if complete and top and self.first_stop is not None and grammar.repeats(answer + top):
+            # the model goes on after an item it has already written: a loop, which ends here
+            # (made to write something else instead, it wrote new, wrong entities)
+            return self.first_stop
         for token in first:
             if allowed(token):
                 return token
