@@ -114,6 +114,7 @@ def test_eval_reports_confidence_tables_and_min_confidence_drops_the_unsure(tmp_
     assert confidence["high_confidence"] == {"threshold": 0.9, "precision": 1.0, "entities": 1}
     assert confidence["best"]["f1"] == 0.8 and confidence["best"]["threshold"] == 0.19  # 上海 (0.1827) left out
     assert "best threshold 0.19" in result.stdout
+    assert "confidence: entities >= 0.9: precision 1.0000 (1 entities), all:" in result.stdout
     html = (tmp_path / "report.html").read_text()
     assert "Reliability diagram" in html and (tmp_path / "confidence_threshold.png").is_file()
     assert (tmp_path / "reliability.png").is_file()

@@ -276,9 +276,12 @@ class AnswerGrammar:
 
     def repeats(self, answer: bytes) -> bool:
         """`answer` is refused only because it writes an item a second time: the model is looping."""
-        return not self.allows(answer) and walk(
-            self.shape, answer, labels=self.labels, sentence=self.sentence, max_items=self.max_items, repeats=True
-        ).ok
+        return (
+            not self.allows(answer)
+            and walk(
+                self.shape, answer, labels=self.labels, sentence=self.sentence, max_items=self.max_items, repeats=True
+            ).ok
+        )
 
 
 # --- vLLM: the same language as one regular expression -------------------------------------------

@@ -130,8 +130,9 @@ class EvalReport:
         found = self.confidence
         if found:
             high, best = found["high_confidence"], found["best"]
+            sure = f"precision {high['precision']:.4f} ({high['entities']} entities)" if high["entities"] else "none"
             lines.append(
-                f"confidence: entities >= {high['threshold']}: precision {high['precision']:.4f} ({high['entities']} entities), "
+                f"confidence: entities >= {high['threshold']}: {sure}, "
                 f"all: {found['all_precision']:.4f} ({found['entities'] + found['unknown']}); best threshold "
                 f"{best['threshold']:.2f} (F1 {best['f1']:.4f}); calibration error (ECE) {found['ece']:.4f}"
             )
