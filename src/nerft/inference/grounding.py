@@ -265,8 +265,10 @@ class AnswerGrammar:
         self.sentence = "".join(escape_units(self.shape, text)).encode()
         self.max_items = max_items
 
-    def walk(self, answer: bytes) -> Walk:
-        return walk(self.shape, answer, labels=self.labels, sentence=self.sentence, max_items=self.max_items)
+    def walk(self, answer: bytes, *, repeats: bool = False) -> Walk:
+        return walk(
+            self.shape, answer, labels=self.labels, sentence=self.sentence, max_items=self.max_items, repeats=repeats
+        )
 
     def allows(self, answer: bytes) -> bool:
         return self.walk(answer).ok
@@ -275,13 +277,9 @@ class AnswerGrammar:
         return self.walk(answer).complete
 
     def repeats(self, answer: bytes) -> bool:
-        """`answer` is refused only because it writes an item a second time: the model is looping."""
-        return (
-            not self.allows(answer)
-            and walk(
-                self.shape, answer, labels=self.labels, sentence=self.sentence, max_items=self.max_items, repeats=True
-            ).ok
-        )
+        """`answer` would be allowed if an item could be written twice: refused by `allows`, the
+        model is looping."""
+        return self.walk(answer, repeats=True).ok
 
 
 # --- vLLM: the same language as one regular expression -------------------------------------------

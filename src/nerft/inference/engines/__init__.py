@@ -57,14 +57,14 @@ def whole_characters(generation: Generation) -> Generation:
     text = generation.text.rstrip("\ufffd")
     tokens = generation.tokens
     if tokens is not None:
-        keep = len(text.encode())
+        whole = text.encode()
         trimmed, at = [], 0
         for piece, logprob in tokens:
-            if at >= keep:
+            if at >= len(whole):
                 break
-            trimmed.append((piece[: keep - at], logprob))
+            trimmed.append((piece[: len(whole) - at], logprob))
             at += len(piece)
-        tokens = tuple(trimmed) if b"".join(piece for piece, _ in trimmed) == text.encode() else None
+        tokens = tuple(trimmed) if b"".join(piece for piece, _ in trimmed) == whole else None
     return Generation(text, generation.finish_reason, tokens)
 
 

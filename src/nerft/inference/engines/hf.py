@@ -171,8 +171,9 @@ class GroundedDecoding:
     token the grammar allows after the answer so far: an end token only where the answer is
     complete, any other token only when its bytes extend a grounded answer. The best
     `FIRST_CANDIDATES` are tried first, then the rest in order of score; when no token at all is
-    allowed, or the best one would go on after an item written twice (a loop), the answer ends. Without a grammar the pick is the model's own greedy choice. Every
-    other token's score is set to -inf, so greedy search takes the pick.
+    allowed, or the best one would go on after an item written twice (a loop), the answer ends.
+    Without a grammar the pick is the model's own greedy choice. Every other token's score is set
+    to -inf, so greedy search takes the pick.
 
     Under prompt lookup (assisted decoding) the processor is called once per drafted position: the
     log-probabilities are kept by position, so the draft that is kept has its own.
@@ -225,12 +226,14 @@ class GroundedDecoding:
             return bool(data) and grammar.allows(answer + data)
 
         first = torch.topk(scores, min(self.FIRST_CANDIDATES, scores.shape[-1])).indices.tolist()
+        if allowed(first[0]):
+            return first[0]
         top = self.token_bytes[first[0]] if first[0] < len(self.token_bytes) else None
         if complete and top and self.first_stop is not None and grammar.repeats(answer + top):
             # the model goes on after an item it has already written: a loop, which ends here
             # (made to write something else instead, it wrote new, wrong entities)
             return self.first_stop
-        for token in first:
+        for token in first[1:]:
             if allowed(token):
                 return token
         for token in torch.argsort(scores, descending=True)[len(first) :].tolist():
