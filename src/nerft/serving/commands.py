@@ -21,8 +21,8 @@ parent. The runs must share everything the server holds once (`check_servable_to
 base, the chat template, and, so that the prompts clients render from a run are the ones all the
 runs were trained on, the prompt format and the labels. The server always takes vLLM's LoRA path,
 also on a CPU, where nerft's offline vLLM engine merges an adapter into a cached copy of the base
-because that is 4.7x faster (docs/PERFORMANCE.md): merged copies would be one base per run, which
-is what several runs behind one server avoid. LLaMA-Factory's server loads one adapter (its
+because that answers 4.8x faster (docs/PERFORMANCE.md, section 8): merged copies would be one base
+per run in memory, which is what several runs behind one server avoid. LLaMA-Factory's server loads one adapter (its
 issue 5172), so it serves one run.
 """
 
