@@ -22,8 +22,8 @@ base, the chat template, and, so that the prompts clients render from a run are 
 runs were trained on, the prompt format and the labels. The server always takes vLLM's LoRA path,
 also on a CPU, where nerft's offline vLLM engine merges an adapter into a cached copy of the base
 because that answers 4.8x faster (docs/PERFORMANCE.md, section 8): merged copies would be one base
-per run in memory, which is what several runs behind one server avoid. LLaMA-Factory's server loads one adapter (its
-issue 5172), so it serves one run.
+per run in memory, which is what several runs behind one server avoid. LLaMA-Factory's server
+loads one adapter (its issue 5172), so it serves one run.
 """
 
 from __future__ import annotations
