@@ -74,18 +74,28 @@ def tiny_run(tmp_path_factory, tiny_model) -> Path:
     The adapter is random and large enough (lora_B ~ N(0, 0.2)) that answers differ from sentence
     to sentence, so comparing two engines' answers means something.
     """
+    return random_lora_run(tmp_path_factory.mktemp("runs") / "tiny-lora", tiny_model, seed=0, rank=8)
+
+
+@pytest.fixture(scope="session")
+def other_tiny_run(tmp_path_factory, tiny_model) -> Path:
+    """A second run like `tiny_run` on the same tiny model, with another random adapter of rank 16
+    (another seed): two runs one server can serve side by side."""
+    return random_lora_run(tmp_path_factory.mktemp("runs") / "tiny-lora-b", tiny_model, seed=1, rank=16)
+
+
+def random_lora_run(run_dir: Path, base: Path, *, seed: int, rank: int) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from nerft.runfolder import RunInfo, write_run
 
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny-lora"
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
     lora = LoraConfig(
-        r=8,
-        lora_alpha=16,
+        r=rank,
+        lora_alpha=2 * rank,
         task_type="CAUSAL_LM",
         init_lora_weights=False,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -96,7 +106,7 @@ def tiny_run(tmp_path_factory, tiny_model) -> Path:
             if "lora_B" in name:
                 parameter.normal_(0.0, 0.2)
     model.save_pretrained(run_dir)
-    write_run(RunInfo(run_dir=run_dir, base_model=str(tiny_model), template="qwen", adapter_dir=run_dir))
+    write_run(RunInfo(run_dir=run_dir, base_model=str(base), template="qwen", adapter_dir=run_dir))
     return run_dir
 
 

@@ -162,6 +162,20 @@ def test_the_model_is_the_one_served_or_the_only_lora_adapter():
         assert OpenAIEngine(server.url, model="b").model == "b"
 
 
+def test_a_server_of_several_runs_answers_under_the_name_chosen_and_refuses_one_it_does_not_serve():
+    served = ["base", {"id": "a", "parent": "base"}, {"id": "b", "parent": "base"}]  # vLLM: two LoRA runs
+    with FakeServer(models=served) as server:
+        with pytest.raises(ServerError) as unnamed:
+            OpenAIEngine(server.url)
+        engine = OpenAIEngine(server.url, model="b")
+        list(engine.generate([ChatRequest.for_text(COMPACT, TEXTS[0])]))
+        with pytest.raises(ServerError) as unknown:
+            OpenAIEngine(server.url, model="c")
+    assert str(unnamed.value) == f"{server.url}/models lists 3 models (base, a, b) (choose one with --model)"
+    assert server.requests[0]["model"] == "b"
+    assert str(unknown.value) == f"{server.url}/models lists base, a, b, not 'c' (choose one with --model)"
+
+
 def test_answers_come_back_in_request_order_whatever_order_they_finish():
     # The first request takes longest: one at a time this takes 2.1 s, four at a time about 0.9 s.
     slow_first = {text: 0.1 * (len(TEXTS) - i) for i, text in enumerate(TEXTS)}

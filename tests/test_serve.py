@@ -4,11 +4,13 @@ The life-cycle tests use a small Python HTTP server as the child, so they take a
 `llamafactory-cli api` runs in tests/test_serve_e2e.py.
 """
 
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -47,7 +49,7 @@ def fake_command(port: int, **env) -> ServerCommand:
     return ServerCommand(
         [sys.executable, "-c", FAKE_SERVER],
         {"API_PORT": str(port), "API_MODEL_NAME": "ner", **env},
-        "ner",
+        ("ner",),
         "nothing to install",
     )
 
@@ -141,7 +143,7 @@ def test_a_taken_port_fails_before_anything_starts():
 def test_a_server_serving_another_name_is_an_error():
     port = free_port()
     command = fake_command(port)
-    command.model_name = "other"
+    command.model_names = ("ner", "other")
     with pytest.raises(ServerError, match=r"/models lists \['ner'\], not 'other'"):
         with running_server(command, host="127.0.0.1", port=port, startup_timeout=30):
             pass
@@ -203,6 +205,117 @@ def test_dry_run_prints_the_command_and_starts_nothing(tiny_run, monkeypatch):
         "--generation-config vllm --max-model-len 2048"
     ]
     assert refuses_connections(8011)
+
+
+def test_dry_run_of_two_runs_serves_both_adapters_on_their_base(tiny_run, other_tiny_run, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nerft.cli.main import app
+    from nerft.inference.vllm_env import VllmEnvironment
+    from nerft.serving import commands
+
+    gpu = VllmEnvironment(
+        python="/gpu/bin/python", in_process=False, found_by="test", distribution="vllm", vllm="0.11.0"
+    )
+    monkeypatch.setattr(commands, "find_vllm_environment", lambda: gpu)
+    result = CliRunner().invoke(
+        app, ["serve", str(tiny_run), str(other_tiny_run), "--engine", "vllm", "--port", "8011", "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"/gpu/bin/python -m vllm.entrypoints.openai.api_server --model {load_run(tiny_run).base_model} "
+        f"--host 127.0.0.1 --port 8011 --enable-lora --lora-modules tiny-lora={tiny_run} "
+        f"tiny-lora-b={other_tiny_run} --max-lora-rank 16 --max-loras 2 --generation-config vllm --max-model-len 2048"
+    ]
+
+
+def variant_of(run_dir, folder, **changes):
+    """A copy of the run in `folder` with some of run.json's values changed."""
+    from dataclasses import replace
+
+    from nerft.runfolder import write_run
+
+    shutil.copytree(run_dir, folder)
+    write_run(replace(load_run(folder), adapter_dir=folder, **changes))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("changes", "difference"),
+    [
+        ({"base_model": "Qwen/Qwen2.5-7B-Instruct"}, "their base models differ ({base} vs Qwen/Qwen2.5-7B-Instruct)"),
+        ({"template": "llama3"}, "their chat templates differ (qwen vs llama3)"),
+        ({"prompt": "seed"}, "their prompt formats differ (compact vs seed)"),
+        ({"labels": ["name", "company"]}, "their labels differ ({labels} vs name,company)"),
+    ],
+)
+def test_runs_that_cannot_share_a_server_are_refused_naming_both_and_the_difference(
+    tiny_run, other_tiny_run, tmp_path, changes, difference
+):
+    from typer.testing import CliRunner
+
+    from nerft.cli.main import app
+
+    variant = variant_of(other_tiny_run, tmp_path / "variant", **changes)
+    run = load_run(tiny_run)
+    result = CliRunner().invoke(app, ["serve", str(tiny_run), str(variant), "--engine", "vllm", "--dry-run"])
+    difference = difference.format(base=Path(run.base_model).resolve(), labels=",".join(run.labels))
+    assert (result.exit_code, result.stderr.strip()) == (
+        1,
+        f"nerft: error: runs {tiny_run} and {variant} cannot share one server: {difference}",
+    )
+
+
+def test_runs_with_different_saved_chat_templates_are_refused(tiny_run, other_tiny_run, tmp_path):
+    from nerft.errors import ConfigError
+    from nerft.serving.commands import check_servable_together
+
+    one = variant_of(tiny_run, tmp_path / "one")
+    other = variant_of(other_tiny_run, tmp_path / "other")
+    (one / "chat_template.jinja").write_text("{{ messages }}")
+    check_servable_together([load_run(one), load_run(other)])  # one saved its template, the other did not: alike
+    (other / "chat_template.jinja").write_text("{{ messages | tojson }}")
+    with pytest.raises(ConfigError) as info:
+        check_servable_together([load_run(one), load_run(other)])
+    assert str(info.value) == (
+        f"runs {one} and {other} cannot share one server: the chat templates saved with them (chat_template.jinja) differ"
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (
+            ["--engine", "llamafactory"],
+            "LLaMA-Factory's API server serves one adapter (its issue 5172): serve several runs with --engine vllm",
+        ),
+        (
+            ["--engine", "vllm", "--model-name", "ner"],
+            "--model-name names the model of one run; several runs are served under their folders' names",
+        ),
+    ],
+)
+def test_two_runs_are_refused_by_llamafactory_and_with_one_model_name(tiny_run, other_tiny_run, option, message):
+    from typer.testing import CliRunner
+
+    from nerft.cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", str(tiny_run), str(other_tiny_run), *option, "--dry-run"])
+    assert (result.exit_code, result.stderr.strip()) == (1, f"nerft: error: {message}")
+
+
+def test_two_runs_of_one_folder_name_are_refused(tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from nerft.cli.main import app
+
+    twin = variant_of(tiny_run, tmp_path / "elsewhere" / tiny_run.name)
+    result = CliRunner().invoke(app, ["serve", str(tiny_run), str(twin), "--engine", "vllm", "--dry-run"])
+    assert (result.exit_code, result.stderr.strip()) == (
+        1,
+        f"nerft: error: runs {tiny_run} and {twin} would both be served as 'tiny-lora' "
+        "(give one of the folders another name)",
+    )
 
 
 @pytest.mark.parametrize(

@@ -399,7 +399,7 @@ def test_seed_schema_lists_the_labels_and_requires_both_keys():
 def test_vllm_server_command_line(rank64_run):
     run = load_run(rank64_run)
     (rank64_run / "chat_template.jinja").write_text("{{ messages }}")  # LLaMA-Factory saves the training template here
-    command = vllm_server_command(run, host="127.0.0.1", port=8001, model_name="ner", api_key="k3y", environment=GPU)
+    command = vllm_server_command({"ner": run}, host="127.0.0.1", port=8001, api_key="k3y", environment=GPU)
     assert command.argv == [
         sys.executable,
         "-m",
@@ -425,7 +425,7 @@ def test_vllm_server_command_line(rank64_run):
         "2048",
     ]
     assert command.env == {"VLLM_API_KEY": "k3y"}  # not in argv, which is logged
-    assert command.model_name == "ner"
+    assert command.model_names == ("ner",)
     assert command.private_tmpdir and command.missing is None
 
 
@@ -433,7 +433,7 @@ def test_vllm_server_on_a_cpu_runs_the_vllm_venv_with_the_derived_cpu_settings(t
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
     run = load_run(tiny_run)
     run.cutoff_len = 100
-    command = vllm_server_command(run, host="127.0.0.1", port=8001, model_name="ner", environment=CPU)
+    command = vllm_server_command({"ner": run}, host="127.0.0.1", port=8001, environment=CPU)
     assert command.argv[:3] == ["/venv-vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     assert command.argv[-9:] == [
         "--generation-config",
@@ -455,7 +455,7 @@ def test_vllm_server_for_a_merged_model_serves_it_under_the_name(tiny_run, tmp_p
     merged.mkdir()
     (merged / "config.json").write_text("{}")
     run.merged_model = merged
-    command = vllm_server_command(run, host="0.0.0.0", port=8000, model_name="ner", environment=GPU)
+    command = vllm_server_command({"ner": run}, host="0.0.0.0", port=8000, environment=GPU)
     assert command.argv[3:] == [
         "--model",
         str(merged),
@@ -473,13 +473,43 @@ def test_vllm_server_for_a_merged_model_serves_it_under_the_name(tiny_run, tmp_p
     assert command.env == {}
 
 
+def test_vllm_server_of_two_runs_serves_their_adapters_on_one_base(tiny_run, other_tiny_run, tmp_path):
+    one, other = load_run(tiny_run), load_run(other_tiny_run)
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    (merged / "config.json").write_text("{}")
+    other.merged_model = merged  # exported: beside another run it is still served as its adapter
+    command = vllm_server_command({"a": one, "b": other}, host="127.0.0.1", port=8001, environment=GPU)
+    assert command.argv[3:] == [
+        "--model",
+        one.base_model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8001",
+        "--enable-lora",
+        "--lora-modules",
+        f"a={tiny_run}",
+        f"b={other_tiny_run}",
+        "--max-lora-rank",
+        "16",  # the larger of ranks 8 and 16
+        "--max-loras",
+        "2",
+        "--generation-config",
+        "vllm",
+        "--max-model-len",
+        "2048",
+    ]
+    assert command.model_names == ("a", "b")
+
+
 def test_without_vllm_the_server_command_says_why_it_cannot_start(tiny_run, monkeypatch):
     from nerft.errors import EnvironmentProblem
     from nerft.serving import commands
     from nerft.serving.server import running_server
 
     monkeypatch.setattr(commands, "find_vllm_environment", lambda: None)
-    command = vllm_server_command(load_run(tiny_run), host="127.0.0.1", port=8001, model_name="ner")
+    command = vllm_server_command({"ner": load_run(tiny_run)}, host="127.0.0.1", port=8001)
     assert command.argv[0] == sys.executable and command.missing.startswith("no vLLM found")
     with pytest.raises(EnvironmentProblem, match="no vLLM found"):
         with running_server(command, host="127.0.0.1", port=8001):

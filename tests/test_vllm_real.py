@@ -9,7 +9,9 @@
   vLLM, with a confidence for every entity;
 - `nerft serve --engine vllm` for the LoRA run: vLLM's OpenAI server with `--enable-lora` and an
   API key (401 without it), scored through `nerft eval --endpoint` (grounded by default, the same
-  answers as offline vLLM, confidences from the server's logprobs), stopped by SIGTERM.
+  answers as offline vLLM, confidences from the server's logprobs), stopped by SIGTERM;
+- two LoRA runs behind one vLLM server: `/v1/models` lists each with the base as parent, and
+  `nerft eval --endpoint URL --model NAME` gives each run the answers and F1 it gets alone.
 
 Each engine and the server start once (a vLLM start takes 15-50 s here); an engine lives for its
 class only, so two never hold memory at once. Skipped only where no vLLM is found at all.
@@ -394,3 +396,55 @@ def test_sigterm_stops_the_server_and_its_vllm_child(vllm_server):
     with pytest.raises(httpx.TransportError):
         httpx.get(vllm_server["url"] + "/models", trust_env=False, timeout=5)
     assert "server stopped" in vllm_server["log"].read_text()
+
+
+# ---- nerft serve A B --engine vllm: two LoRA runs on one base ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_run_server(tiny_run, other_tiny_run, vllm_environment, tmp_path_factory):
+    """`nerft serve A B --engine vllm` (the real command): the two tiny runs' adapters on their one base."""
+    log = tmp_path_factory.mktemp("vllm-serve-two") / "serve.log"
+    args = [str(tiny_run), str(other_tiny_run), "--engine", "vllm", "--port", "0"]
+    process, info = start_nerft_serve(args, log, timeout=STARTUP_TIMEOUT)
+    yield {**info, "process": process, "log": log}
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def test_two_runs_behind_one_server_answer_under_their_names_as_each_does_alone(
+    two_run_server, tiny_run, other_tiny_run, tmp_path, one_thread
+):
+    url = two_run_server["url"]
+    names = [tiny_run.name, other_tiny_run.name]
+    assert two_run_server["models"] == names
+    base = load_run(tiny_run).base_model
+    listed = httpx.get(f"{url}/models", trust_env=False).json()["data"]
+    assert {entry["id"]: entry.get("parent") for entry in listed} == {base: None, names[0]: base, names[1]: base}
+    assert "--max-loras 2" in two_run_server["log"].read_text()
+
+    dev = SAMPLE / "dev.jsonl"
+    gold = load_records(dev)
+    answers = {}
+    for run_dir in (tiny_run, other_tiny_run):
+        out_dir = tmp_path / run_dir.name
+        args = ["eval", "--endpoint", url, "--model", run_dir.name, "--run", str(run_dir), "--gold", str(dev)]
+        # --no-grounded: the served runs compared with the hf engine alone, which answers as each run
+        # served alone does (test_eval_endpoint_scores_the_served_lora_and_it_answers_like_the_hf_engine)
+        result = CliRunner().invoke(app, [*args, "--out-dir", str(out_dir), "--no-grounded"])
+        assert result.exit_code == 0, result.output
+        report = json.loads((out_dir / "report.json").read_text())
+        assert report["prediction"]["engine"]["model"] == run_dir.name
+        rows = [json.loads(line) for line in (out_dir / "predictions.jsonl").read_text().splitlines()]
+        answers[run_dir.name] = [row["predict"] for row in rows]
+        alone = hf_answers(run_dir, gold)
+        assert answers[run_dir.name] == alone
+        assert report["micro"]["f1"] == micro_f1(gold, alone)
+    assert answers[names[0]] != answers[names[1]]  # each request got its own run's adapter
+
+    result = CliRunner().invoke(app, ["eval", "--endpoint", url, "--run", str(tiny_run), "--gold", str(dev)])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"nerft: error: {url}/models lists 3 models ({base}, {names[0]}, {names[1]}) (choose one with --model)"
+    )

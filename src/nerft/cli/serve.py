@@ -1,4 +1,5 @@
-"""`nerft serve`: an OpenAI-compatible server for a trained run (base model + adapter)."""
+"""`nerft serve`: an OpenAI-compatible server for a trained run (base model + adapter), or for
+several LoRA runs of one base model behind one vLLM server."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ NAME = "serve"
 
 
 def command(
-    run_dir: Annotated[Path, typer.Argument(help="A training run folder (made by `nerft train`).", show_default=False)],
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Training run folders (made by `nerft train`). Several (--engine vllm): LoRA runs of one base model, each served under its folder's name.",
+            show_default=False,
+        ),
+    ],
     engine: Annotated[
         ServerName,
         typer.Option(
@@ -31,7 +38,8 @@ def command(
         Optional[str], typer.Option("--api-key", envvar="NERFT_API_KEY", help="Require this bearer token from clients.")
     ] = None,
     model_name: Annotated[
-        Optional[str], typer.Option("--model-name", help="Model name clients ask for (default: the run folder's name).")
+        Optional[str],
+        typer.Option("--model-name", help="Model name clients ask for (default: the run folder's name); one run only."),
     ] = None,
     backend: Annotated[
         ServerBackend, typer.Option("--backend", help="LLaMA-Factory's inference backend.")
@@ -46,13 +54,13 @@ def command(
     ] = False,
     json_output: JsonOutput = False,
 ) -> None:
-    """Serve a trained run over an OpenAI-compatible API until Ctrl-C."""
+    """Serve trained runs over an OpenAI-compatible API until Ctrl-C; clients pick a run with --model NAME."""
     from nerft.serving.server import free_port, serve, server_command
 
     if not dry_run:
         port = port or free_port(host)
     command = server_command(
-        run_dir,
+        run_dirs,
         engine=choice(engine),
         host=host,
         port=port,
@@ -66,11 +74,14 @@ def command(
         return
 
     def ready(server) -> None:
+        names = list(server.models)
         if json_output:
-            typer.echo(json.dumps({"url": server.url, "model": server.model, "pid": server.program.child.pid}))
+            named = {"model": names[0]} if len(names) == 1 else {}
+            typer.echo(json.dumps({"url": server.url, **named, "models": names, "pid": server.program.child.pid}))
         else:
-            typer.echo(f"serving {server.model} at {server.url}")
-        log(f"score it: nerft eval --endpoint {server.url} --gold FILE ... ; stop it with Ctrl-C")
+            typer.echo(f"serving {', '.join(names)} at {server.url}")
+        pick = "" if len(names) == 1 else " --model NAME"
+        log(f"score it: nerft eval --endpoint {server.url}{pick} --gold FILE ... ; stop it with Ctrl-C")
 
     code = serve(
         command, host=host, port=port, api_key=api_key, startup_timeout=startup_timeout, on_ready=ready, log=log

@@ -51,14 +51,25 @@ def resolve_model(run: RunInfo) -> ModelSource:
             )
         return ModelSource(str(run.merged_model), None, run.template)
     if run.adapter_dir is not None:
-        adapter = Path(run.adapter_dir)
-        if not (adapter / ADAPTER_CONFIG).is_file():
-            raise ModelError(f"{adapter}: no {ADAPTER_CONFIG} (did training finish?)")
-        _check_base_model(run)
-        return ModelSource(run.base_model, adapter, run.template)
+        return adapter_source(run)
     if (Path(run.run_dir) / "config.json").is_file():  # full or freeze fine-tuning saves the whole model
         return ModelSource(str(run.run_dir), None, run.template)
     raise ModelError(f"{run.run_dir}: run.json names no adapter and the folder holds no model (no config.json)")
+
+
+def adapter_source(run: RunInfo) -> ModelSource:
+    """Base + LoRA adapter of `run`, even when `nerft export` merged them: what a server that
+    applies several runs' adapters to one shared base loads."""
+    if run.adapter_dir is None:
+        raise ModelError(
+            f"{run.run_dir}: a {run.finetuning_type} fine-tuning run has no LoRA adapter",
+            hint="several runs share one server as LoRA adapters of one base; serve this run alone",
+        )
+    adapter = Path(run.adapter_dir)
+    if not (adapter / ADAPTER_CONFIG).is_file():
+        raise ModelError(f"{adapter}: no {ADAPTER_CONFIG} (did training finish?)")
+    _check_base_model(run)
+    return ModelSource(run.base_model, adapter, run.template)
 
 
 def merged_copy(source: ModelSource) -> ModelSource:

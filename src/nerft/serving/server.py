@@ -1,9 +1,9 @@
 """Starting a server, waiting until it answers, and stopping it cleanly.
 
     with running_server(command, host="127.0.0.1", port=8000) as server:
-        ...  # server.url answers OpenAI requests for server.model
+        ...  # server.url answers OpenAI requests for each of server.models
 
-A server is ready when `GET /v1/models` answers 200 and lists the model name clients will use;
+A server is ready when `GET /v1/models` answers 200 and lists the model names clients will use;
 until then nerft watches the child, so a server that dies while loading fails at once with its
 exit code instead of after the start-up timeout. The child runs in its own process group: Ctrl-C
 reaches nerft only, which then stops the child and whatever it started (vLLM's workers).
@@ -23,7 +23,7 @@ from nerft.errors import ConfigError, EnvironmentProblem, ServerError
 from nerft.inference.engines.openai import answer_json, listed_models
 from nerft.io import write_text_atomic
 from nerft.process import RunningProgram, start_program
-from nerft.runfolder import load_run
+from nerft.runfolder import RunInfo, load_run
 from nerft.serving.commands import SERVER_ENGINES, ServerCommand, llamafactory_api_command, vllm_server_command
 
 DEFAULT_STARTUP_TIMEOUT = 900.0  # a 7B model on a slow disk takes minutes
@@ -32,8 +32,13 @@ DEFAULT_STARTUP_TIMEOUT = 900.0  # a 7B model on a slow disk takes minutes
 @dataclass
 class Server:
     url: str  # base URL of the OpenAI API, ending in /v1
-    model: str
+    models: tuple[str, ...]  # the names clients ask for: one per run
     program: RunningProgram
+
+    @property
+    def model(self) -> str:
+        """The name of the first run's model (of a one-run server, its only one)."""
+        return self.models[0]
 
 
 def client_host(host: str) -> str:
@@ -93,9 +98,10 @@ def wait_until_ready(
                 if response.status_code == 200:
                     url = server.url + "/models"
                     served = [entry["id"] for entry in listed_models(answer_json(response, url), url)]
-                    if server.model in served:
+                    absent = [name for name in server.models if name not in served]
+                    if not absent:
                         return
-                    raise ServerError(f"{server.url}/models lists {served}, not {server.model!r}")
+                    raise ServerError(f"{server.url}/models lists {served}, not {', '.join(map(repr, absent))}")
                 if response.status_code in (401, 403):
                     raise ServerError(f"{server.url}/models refused nerft's API key (HTTP {response.status_code})")
             if time.monotonic() > deadline:
@@ -131,7 +137,7 @@ def running_server(
         program = start_program(
             command.argv, env=env, install_hint=command.install_hint, stdout_to_stderr=True, log=log, own_group=True
         )
-        server = Server(base_url(host, port), command.model_name, program)
+        server = Server(base_url(host, port), command.model_names, program)
         try:
             wait_until_ready(server, api_key=api_key, timeout=startup_timeout)
             yield server
@@ -182,7 +188,7 @@ def _interrupt(signum, frame):
 
 
 def server_command(
-    run_dir,
+    run_dirs,
     *,
     engine: str = "llamafactory",
     host: str = "127.0.0.1",
@@ -192,7 +198,8 @@ def server_command(
     backend: str = "huggingface",
     log_requests: bool = False,
 ) -> ServerCommand:
-    """The command that serves the run in `run_dir` (named after the folder unless `model_name`)."""
+    """The command that serves the runs in `run_dirs`, each named after its folder (one run: or
+    `model_name`). Several runs need vLLM, which serves them as LoRA adapters of one base."""
     from pathlib import Path
 
     if engine not in SERVER_ENGINES:
@@ -201,10 +208,28 @@ def server_command(
         raise ConfigError("--backend chooses LLaMA-Factory's backend; it does not apply to --engine vllm")
     if engine == "vllm" and log_requests:
         raise ConfigError("--log-requests is LLaMA-Factory's option; it does not apply to --engine vllm")
-    run = load_run(run_dir)
-    name = model_name or Path(run.run_dir).resolve().name
+    if len(run_dirs) > 1:
+        if engine == "llamafactory":
+            raise ConfigError(
+                "LLaMA-Factory's API server serves one adapter (its issue 5172): serve several runs with --engine vllm"
+            )
+        if model_name is not None:
+            raise ConfigError(
+                "--model-name names the model of one run; several runs are served under their folders' names"
+            )
+    runs = [load_run(run_dir) for run_dir in run_dirs]
+    served: dict[str, RunInfo] = {}
+    for run in runs:
+        name = model_name or Path(run.run_dir).resolve().name
+        if name in served:
+            raise ConfigError(
+                f"runs {served[name].run_dir} and {run.run_dir} would both be served as {name!r}",
+                hint="give one of the folders another name",
+            )
+        served[name] = run
     if engine == "llamafactory":
+        ((name, run),) = served.items()
         return llamafactory_api_command(
             run, host=host, port=port, model_name=name, api_key=api_key, backend=backend, log_requests=log_requests
         )
-    return vllm_server_command(run, host=host, port=port, model_name=name, api_key=api_key)
+    return vllm_server_command(served, host=host, port=port, api_key=api_key)

@@ -72,6 +72,8 @@ class OpenAIEngine:
         )
         self.listed: list[dict] | None = None
         self.model = model or self.served_model()
+        if model is not None:
+            self.check_served(model)
         self.fmt = fmt
         if grounded is None:  # vLLM's server constrains decoding; other servers ignore the field
             grounded = self.served_by_vllm()
@@ -83,10 +85,25 @@ class OpenAIEngine:
     def served_by_vllm(self) -> bool:
         """Whether the server is vLLM's (its `/v1/models` entries are `owned_by` vllm); a server
         that does not list its models is not."""
+        return any(entry.get("owned_by") == "vllm" for entry in self.models_if_listed())
+
+    def check_served(self, model: str) -> None:
+        """A `ServerError` when the server lists its models and `model` is not one of them (a
+        server of several runs: a name mistyped fails here, once, not at every request)."""
+        names = [entry["id"] for entry in self.models_if_listed()]
+        if names and model not in names:
+            raise ServerError(
+                f"{self.base_url}/models lists {', '.join(names)}, not {model!r}", hint="choose one with --model"
+            )
+
+    def models_if_listed(self) -> list[dict]:
+        """`models()`, or [] from a server that does not list them (the requests will say why);
+        a failed listing is not asked for again."""
         try:
-            return any(entry.get("owned_by") == "vllm" for entry in self.models())
+            return self.models()
         except ServerError:
-            return False
+            self.listed = []
+            return []
 
     def models(self) -> list[dict]:
         """The server's `GET /v1/models` entries (asked once)."""
