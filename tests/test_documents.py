@@ -154,7 +154,7 @@ def piece_row(text, answer, confidence, entity_confidence, *, uncertain=None, fi
     return row
 
 
-def test_confidences_are_kept_and_the_answers_confidence_is_their_product():
+def test_confidences_are_kept_and_the_row_s_is_its_least_confident_piece_s():
     record = CluenerRecord(text="孙丽在南京。他读了《围城》。", labelled=False)
     spans = [Span(0, 6), Span(6, 14)]
     rows = [
@@ -177,7 +177,7 @@ def test_confidences_are_kept_and_the_answers_confidence_is_their_product():
     assert row["uncertain"] == [
         {"label": "name", "text": "他", "start": 6, "end": 7, "ambiguous": False, "confidence": 0.1}
     ]
-    assert row["confidence"] == 0.4
+    assert row["confidence"] == 0.5
     assert row["finish_reason"] == "length"  # some piece was cut at the token limit
 
 

@@ -124,8 +124,10 @@ def document_row(record: CluenerRecord, spans: Sequence[Span], rows: Sequence[di
     written in the run's answer format (each (label, entity) once, in order of first mention),
     so `nerft eval` reads it like any answer; it is the pieces' raw answers, one a line, when none
     could be read. `dropped` holds each entity not in its piece once; `unparseable` and a
-    `finish_reason` of "length" say that some piece was; the `confidence` is that of all the
-    answers together (their product), None when a piece has none.
+    `finish_reason` of "length" say that some piece was; the `confidence` is that of the least
+    confident piece's answer (None when a piece has none): the product of the pieces' would be the
+    probability of all the answers, but it falls to 0 for any long document, which would leave
+    `nerft select` nothing to rank documents by.
     """
     if len(spans) == 1 and spans[0] == (0, len(record.text)):
         return rows[0]
@@ -133,14 +135,13 @@ def document_row(record: CluenerRecord, spans: Sequence[Span], rows: Sequence[di
     uncertain: list[dict] = []
     mentions: dict = {}
     dropped: dict = {}
-    confidence: float | None = 1.0
     for span, row in zip(spans, rows, strict=True):
         entities += [_moved(entity, span.start) for entity in row["entities"]]
         uncertain += [_moved(entity, span.start) for entity in row.get("uncertain", ())]
         mentions.update(dict.fromkeys(parse_output(row["predict"]) or ()))
         dropped.update(dict.fromkeys((entity["label"], entity["text"]) for entity in row["dropped"]))
-        confidence = None if confidence is None or row["confidence"] is None else confidence * row["confidence"]
     unparseable = [row for row in rows if row["unparseable"]]
+    confidences = [row["confidence"] for row in rows]
     answer = fmt.render_output(list(mentions))
     if rows and len(unparseable) == len(rows):
         answer = "\n".join(row["predict"] for row in rows)
@@ -152,7 +153,7 @@ def document_row(record: CluenerRecord, spans: Sequence[Span], rows: Sequence[di
         dropped=[{"label": label, "text": text} for label, text in dropped],
         unparseable=bool(unparseable),
         finish_reason="length" if any(row["finish_reason"] == "length" for row in rows) else "stop",
-        confidence=None if confidence is None else round(confidence, 6),
+        confidence=None if None in confidences else min(confidences),
     )
     if rows and "uncertain" in rows[0]:
         document["uncertain"] = uncertain
