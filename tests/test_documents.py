@@ -255,3 +255,13 @@ def test_a_folder_without_text_files_or_with_one_not_in_utf8_is_refused(tmp_path
     (tmp_path / "gbk.txt").write_bytes("中文".encode("gbk"))
     with pytest.raises(DataError, match=r"gbk\.txt: not UTF-8 text"):
         list(TextFolder(tmp_path))
+
+
+def test_the_demo_predicts_a_long_line_as_one_row_and_highlights_it_in_place():
+    from nerft.serving.demo import highlighted, predict_text
+
+    engine = ScriptedEngine(ANSWERS)
+    rows = predict_text(f"他读了《围城》。\n{DOCUMENT}\n", engine, COMPACT, max_chars=10)
+    assert [row["text"] for row in rows] == ["他读了《围城》。", DOCUMENT]
+    shown = highlighted(rows)
+    assert [shown["text"][e["start"] : e["end"]] for e in shown["entities"]] == ["围城", "孙丽", "南京", "围城"]
