@@ -93,7 +93,7 @@ def predict_records(
     def answered_rows() -> Iterator[dict]:
         nonlocal answered
         for generation in engine.generate(requests()):
-            yield from finished(pending)
+            yield from finished()
             if not pending:  # an engine bug; never rename an incomplete file into place
                 raise RuntimeError(f"the {engine.name} engine answered more requests than it was given")
             document = pending[0]
@@ -107,14 +107,15 @@ def predict_records(
                 )
             )
             answered += 1
-            yield from finished(pending)
-        yield from finished(pending)
+            yield from finished()
+        yield from finished()
         if pending:
             raise RuntimeError(f"the {engine.name} engine answered {answered} of {asked} requests")
 
-    def finished(documents: deque[_Document]) -> Iterator[dict]:
-        while documents and len(documents[0].rows) == len(documents[0].pieces):
-            document = documents.popleft()
+    def finished() -> Iterator[dict]:
+        """The rows of the documents at the front whose pieces are all answered."""
+        while pending and len(pending[0].rows) == len(pending[0].pieces):
+            document = pending.popleft()
             if not document.spans:  # nothing to ask (blank, or punctuation only): "no entity", from no model
                 yield prediction_row(
                     document.record,
