@@ -272,6 +272,29 @@ def test_predict_cli_over_an_endpoint_writes_the_file_and_a_summary(tmp_path):
     assert "3 entities, 1 dropped (not in their sentence), 0 unparseable, 0 cut at the token limit" in result.output
 
 
+def test_a_document_longer_than_cluener_s_sentences_is_asked_about_sentence_by_sentence(tmp_path):
+    document = "".join(TEXTS) + "\n" + "".join(TEXTS)  # 48 + 1 + 48 characters: over an endpoint's 50
+    data = tmp_path / "docs.jsonl"
+    data.write_text(json.dumps({"id": "d1", "text": document}, ensure_ascii=False) + "\n", encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    with FakeServer() as server:
+        result = CliRunner().invoke(app, ["predict", "--endpoint", server.url, "--data", str(data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(server.texts()) == sorted(TEXTS * 2)  # each sentence its own request
+    [row] = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert (row["id"], row["text"]) == ("d1", document)
+    assert [(e["label"], e["text"], e["start"], e["end"]) for e in row["entities"]] == [
+        ("name", "孙丽", 0, 2),
+        ("address", "南京", 3, 5),
+        ("company", "京东", 10, 12),
+        ("name", "孙丽", 49, 51),
+        ("address", "南京", 52, 54),
+        ("company", "京东", 59, 61),
+    ]
+    assert row["dropped"] == [{"label": "company", "text": "阿里"}]
+    assert f"wrote 1 predictions to {out}" in result.output
+
+
 def test_predict_text_prints_the_entities_and_tells_what_was_dropped():
     with FakeServer() as server:
         result = CliRunner().invoke(app, ["predict", "--endpoint", server.url, "--text", "京东与沃尔玛合作。"])

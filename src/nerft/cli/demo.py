@@ -26,6 +26,7 @@ def command(
     options: EngineOptions,
 ) -> None:
     """Try a run in the browser: paste sentences, see the entities highlighted and the JSON (same engine and prompt as predict)."""
+    from nerft.inference.documents import piece_chars
     from nerft.inference.predict import open_engine
     from nerft.runfolder import load_run
     from nerft.serving.demo import build_demo
@@ -34,7 +35,7 @@ def command(
     fmt = run.prompt_format()
     opened = open_engine(options, run)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = build_demo(opened, fmt, title=f"nerft demo: {Path(run_dir).resolve().name}")
+    demo = build_demo(opened, fmt, title=f"nerft demo: {Path(run_dir).resolve().name}", max_chars=piece_chars(run))
     try:
         demo.queue().launch(
             server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True, quiet=True

@@ -21,7 +21,10 @@ def command(
     run_dir: OptionalRunDir = None,
     data: Annotated[
         Optional[Path],
-        typer.Option("--data", help="Records to predict: CLUE NER JSON/JSONL or BIO/BMES (labels optional)."),
+        typer.Option(
+            "--data",
+            help="Records to predict: CLUE NER JSON/JSONL or BIO/BMES (labels optional), or a folder of .txt files (one document each, its id the file name). Texts of any length.",
+        ),
     ] = None,
     text: Annotated[Optional[str], typer.Option("--text", help="One sentence; its entities are printed.")] = None,
     out: Annotated[
@@ -53,6 +56,10 @@ def command(
     labels = run.labels if run else None
     if text is not None:
         records = [CluenerRecord(text=text.strip(), labelled=False)]
+    elif data is not None and data.is_dir():
+        from nerft.inference.documents import TextFolder
+
+        records = TextFolder(data)
     elif data is not None:
         from nerft.data.load import stream_records
 

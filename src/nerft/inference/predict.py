@@ -19,7 +19,15 @@ from nerft.data.load import format_errors
 from nerft.data.records import CluenerRecord
 from nerft.data.validate import CheckedRecord, check_json_record
 from nerft.errors import DataError, ServerError
-from nerft.inference.engines import ChatRequest, Engine
+from nerft.inference.documents import (
+    CLUENER_LONGEST_CHARS,
+    Span,
+    document_row,
+    piece_chars,
+    piece_record,
+    split_document,
+)
+from nerft.inference.engines import ChatRequest, Engine, Generation
 from nerft.inference.engines.local import open_local_engine
 from nerft.inference.engines.ray_actors import RayEngine
 from nerft.inference.options import EngineOptions, default_engine
@@ -50,15 +58,18 @@ def predict_records(
     sink: Callable[[dict], None] | None = None,
     keep_unsupported: bool = False,
     min_confidence: float | None = None,
+    max_chars: int = CLUENER_LONGEST_CHARS,
 ) -> PredictionCounts:
     """Answer every record, in order, into `out` (resumable) and/or `sink` (called per row).
 
     Records are read as the engine asks for them and each row is written as soon as it is known,
-    so `records` may be a stream of any length (`nerft.data.load.stream_records`)."""
+    so `records` may be a stream of any length (`nerft.data.load.stream_records`). A text longer
+    than `max_chars` is asked about in pieces (`nerft.inference.documents`), which the engine
+    batches like any requests; its row is still one row, with offsets in the whole text."""
     total = len(records) if isinstance(records, Sized) else None
     counts = PredictionCounts(engine=engine.describe())
     # what decides an answer, kept beside the partial file: a resumed run must answer alike
-    source = {**engine.describe(), "prompt": fmt.name, "labels": ",".join(fmt.labels)}
+    source = {**engine.describe(), "prompt": fmt.name, "labels": ",".join(fmt.labels), "piece_chars": max_chars}
     store = ResumablePredictions(out, source) if out is not None else None
     remaining = iter(records)
     for row in store.resume(remaining) if store else ():
@@ -66,37 +77,68 @@ def predict_records(
         counts.resumed += 1
         if sink:
             sink(row)
-    pending: deque[CluenerRecord] = deque()  # asked of the engine, not answered yet (its read-ahead)
+    # records asked of the engine, not fully answered yet (its read-ahead), with their pieces
+    pending: deque[_Document] = deque()
+    asked = answered = 0
 
     def requests() -> Iterator[ChatRequest]:
+        nonlocal asked
         for record in remaining:
-            pending.append(record)
-            yield ChatRequest.for_text(fmt, record.text)
+            document = _Document(record, split_document(record.text, max_chars))
+            pending.append(document)
+            for piece in document.pieces:
+                asked += 1
+                yield ChatRequest.for_text(fmt, piece.text)
+
+    def answered_rows() -> Iterator[dict]:
+        nonlocal answered
+        for generation in engine.generate(requests()):
+            yield from finished()
+            if not pending:  # an engine bug; never rename an incomplete file into place
+                raise RuntimeError(f"the {engine.name} engine answered more requests than it was given")
+            document = pending[0]
+            document.rows.append(
+                prediction_row(
+                    document.pieces[len(document.rows)],
+                    generation,
+                    fmt=fmt,
+                    keep_unsupported=keep_unsupported,
+                    min_confidence=min_confidence,
+                )
+            )
+            answered += 1
+            yield from finished()
+        yield from finished()
+        if pending:
+            raise RuntimeError(f"the {engine.name} engine answered {answered} of {asked} requests")
+
+    def finished() -> Iterator[dict]:
+        """The rows of the documents at the front whose pieces are all answered."""
+        while pending and len(pending[0].rows) == len(pending[0].pieces):
+            document = pending.popleft()
+            if not document.spans:  # nothing to ask (blank, or punctuation only): "no entity", from no model
+                yield prediction_row(
+                    document.record,
+                    Generation(fmt.render_output([]), "stop"),
+                    fmt=fmt,
+                    min_confidence=min_confidence,
+                )
+            else:
+                yield document_row(document.record, document.spans, document.rows, fmt)
 
     start = time.perf_counter()
     done = 0
     try:
         todo = None if total is None else total - counts.resumed
-        for generation in progress(engine.generate(requests()), total=todo, desc="predicting"):
-            if not pending:  # an engine bug; never rename an incomplete file into place
-                raise RuntimeError(f"the {engine.name} engine answered more requests than it was given")
-            row = prediction_row(
-                pending.popleft(),
-                generation,
-                fmt=fmt,
-                keep_unsupported=keep_unsupported,
-                min_confidence=min_confidence,
-            )
+        for row in progress(answered_rows(), total=todo, desc="predicting"):
             if store:
                 store.append(row)
             if sink:
                 sink(row)
             counts.add(row)
             done += 1
-        if pending:
-            raise RuntimeError(f"the {engine.name} engine answered {done} of {done + len(pending)} requests")
         if next(remaining, None) is not None:
-            raise RuntimeError(f"the {engine.name} engine stopped asking for requests after {done}")
+            raise RuntimeError(f"the {engine.name} engine stopped asking for requests after {answered}")
         if store:
             store.finish()
     except ServerError as exc:
@@ -116,6 +158,15 @@ def predict_records(
     return counts
 
 
+class _Document:
+    """A record being predicted: its pieces (`nerft.inference.documents`) and their rows so far."""
+
+    def __init__(self, record: CluenerRecord, spans: list[Span]):
+        self.record, self.spans = record, spans
+        self.pieces = [piece_record(record, span) for span in spans]
+        self.rows: list[dict] = []
+
+
 def predict(
     records: Iterable[CluenerRecord],
     *,
@@ -129,6 +180,7 @@ def predict(
     """Open the engine of `options`, answer `records`, close the engine.
 
     The prompt format is the run's; `options.prompt` names one only for an endpoint without a run folder.
+    Texts longer than the run was trained on are predicted in pieces (`nerft.inference.documents.piece_chars`).
     """
     if options.engine is None and not options.endpoint:
         sentences = len(records) if isinstance(records, Sized) else None
@@ -144,6 +196,7 @@ def predict(
             sink=sink,
             keep_unsupported=keep_unsupported,
             min_confidence=min_confidence,
+            max_chars=piece_chars(run),
         )
     finally:
         opened.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nerft.data.records import CluenerRecord
+from nerft.inference.documents import CLUENER_LONGEST_CHARS
 from nerft.inference.engines import Engine
 from nerft.inference.predict import predict_records
 from nerft.prompts import PromptFormat
@@ -19,13 +20,14 @@ from nerft.reporting.errors_page import label_colours
 EXAMPLE = "浙商银行企业信贷部叶老桂博士则从另一个角度对五道门槛进行了解读。"
 
 
-def predict_text(text: str, engine: Engine, fmt: PromptFormat) -> list[dict]:
-    """`nerft predict`'s rows for the non-blank lines of `text`."""
+def predict_text(text: str, engine: Engine, fmt: PromptFormat, max_chars: int = CLUENER_LONGEST_CHARS) -> list[dict]:
+    """`nerft predict`'s rows for the non-blank lines of `text` (a line longer than `max_chars`
+    is predicted in pieces, `nerft.inference.documents`)."""
 
     records = [CluenerRecord(text=line.strip(), labelled=False) for line in text.splitlines() if line.strip()]
     rows: list[dict] = []
     if records:
-        predict_records(records, engine, fmt, sink=rows.append)
+        predict_records(records, engine, fmt, sink=rows.append, max_chars=max_chars)
     return rows
 
 
@@ -58,20 +60,20 @@ def confidence_table(rows: Sequence[dict]) -> list[list]:
     return sorted(table, key=lambda line: (line[3] is None, line[3] if line[3] is not None else 0.0, line[0]))
 
 
-def build_demo(engine: Engine, fmt: PromptFormat, *, title: str):
+def build_demo(engine: Engine, fmt: PromptFormat, *, title: str, max_chars: int = CLUENER_LONGEST_CHARS):
     """The gradio Blocks of the page (not launched)."""
     import gradio as gr
 
     colours = label_colours(fmt.labels)
 
     def answer(text: str):
-        rows = predict_text(text, engine, fmt)
+        rows = predict_text(text, engine, fmt, max_chars)
         return highlighted(rows), confidence_table(rows), rows
 
     # system fonts: the default theme would fetch Google fonts, and the page must work offline
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     with gr.Blocks(title=title, theme=theme, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {title}\nOne sentence a line. Labels: {', '.join(fmt.labels)}.")
+        gr.Markdown(f"# {title}\nOne sentence or document a line. Labels: {', '.join(fmt.labels)}.")
         sentences = gr.Textbox(label="Sentences", lines=4, value="", placeholder=EXAMPLE, elem_id="sentences")
         submit = gr.Button("Find entities", variant="primary", elem_id="submit")
         entities = gr.HighlightedText(
