@@ -21,6 +21,7 @@ from nerft.errors import ServerError
 from nerft.inference.engines import ChatRequest, Generation
 from nerft.inference.grounding import grounded_regex
 from nerft.io import json_line
+from nerft.metrics.parse import not_text
 from nerft.prompts import PromptFormat
 
 DEFAULT_CONCURRENCY = 8
@@ -128,13 +129,11 @@ class OpenAIEngine:
         data = self._call("POST", "/chat/completions", json=self.request_body(request))
         try:
             choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
+            text = message_text(choice["message"].get("content"))
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ServerError(
                 f"{self.base_url}/chat/completions: answer without choices[0].message: {str(data)[:200]}"
             ) from None
-        if not isinstance(text, str):
-            text = str(text)
         return Generation(
             text, "length" if choice.get("finish_reason") == "length" else "stop", answer_tokens(choice, text)
         )
@@ -177,6 +176,25 @@ class OpenAIEngine:
 
     def close(self) -> None:
         self.client.close()
+
+
+def message_text(content: object) -> str:
+    """The text of a chat answer's `message.content`: a string as it is; OpenAI's list of content
+    parts (`{"type": "text", "text": ...}`, or bare strings) joined; anything else (null, a number,
+    an object, a refusal part) is no text, kept in the form the parser counts as unparseable."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [part if isinstance(part, str) else _text_part(part) for part in content]
+        if all(part is not None for part in parts):
+            return "".join(parts)
+    return not_text(content)
+
+
+def _text_part(part: object) -> str | None:
+    if isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
+        return part["text"]
+    return None
 
 
 def answer_json(response, url: str) -> dict:
