@@ -30,9 +30,14 @@ RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 def normalize_base_url(url: str) -> str:
     """`http://host:port` and `http://host:port/` mean `http://host:port/v1`; a path is kept as given."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ServerError(f"{url}: not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
+    example = "e.g. http://127.0.0.1:8000/v1"
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number 0-65535
+    except ValueError as exc:
+        raise ServerError(f"{url}: not a valid URL ({exc}; {example})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ServerError(f"{url}: not an http(s) URL ({example})")
     base = url.strip().rstrip("/")
     return base + "/v1" if parts.path in ("", "/") else base
 
