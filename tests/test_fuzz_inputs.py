@@ -312,6 +312,7 @@ HOSTILE_RECORDS = {
     ),
     "a lone surrogate": (b'{"text": "\\ud800\xe5\xbc\xa0", "label": {}}\n', ":2: error: 'text' holds a lone surrogate"),
     "invalid UTF-8": (b'{"text": "\xe5\xbc\xa0\xff", "label": {}}\n', ":2: not UTF-8 text"),
+    "a lone surrogate in its id": (b'{"id": ["\\udfff"], "text": "x", "label": {}}\n', ":2: error: 'id' holds a lone"),
 }
 FIRST_RECORD = TRAIN.split(b"\n", 1)[0] + b"\n"
 

@@ -239,3 +239,20 @@ def test_entities_that_look_like_json_or_chat_tokens(entity, prompt, refused):
         assert problem is None and parse_output(fmt.render_output([("name", entity)])) == [("name", entity)]
     else:
         assert problem.startswith(f"name {entity!r}: the {prompt} answer ") and problem.endswith(refused)
+
+
+LONG = "9" * 5_000  # longer than Python converts to an int (4,300 digits)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (f"name:[{LONG}]", None),
+        (f"[{LONG}]", None),
+        (f'x {{"a": {LONG}}}', None),
+        (f'[{{"label": "a", "text": "b"}}, {LONG}', [("a", "b")]),  # cut off: the complete items
+        (f"name:张三\nbook:[{LONG}]", [("name", "张三")]),
+    ],
+)
+def test_an_answer_with_an_integer_too_long_to_convert_is_read_or_unparseable(raw, expected):
+    assert parse_output(raw) == expected

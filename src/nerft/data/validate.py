@@ -21,6 +21,7 @@ Warnings (written as they are, reported in the summary):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ def check_json_record(value: dict, source: str, line: int, labels: Iterable[str]
         return error(
             f"'text' holds a lone surrogate (\\u{ord(text[position]):04x} at character {position}), not Unicode text"
         )
+    if "id" in value and lone_surrogate(json.dumps(value["id"], ensure_ascii=False)) is not None:
+        return error("'id' holds a lone surrogate, not Unicode text")
     raw_label = value.get("label")
     labelled = "label" in value and raw_label is not None
     entities: list[Entity] = []

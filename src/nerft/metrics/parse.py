@@ -104,6 +104,8 @@ def _is_json(entity: str) -> bool:
         return True
     except json.JSONDecodeError:
         return False
+    except ValueError:  # JSON, with an integer longer than Python converts (4,300 digits)
+        return True
 
 
 def _cut_at_end_token(text: str) -> str:
@@ -158,6 +160,8 @@ def _json_mentions(text: str) -> list[Mention] | None:
             recovered = _truncated_list_mentions(text, start) if char == "[" else []
             if recovered:
                 return recovered
+            continue
+        except ValueError:  # an integer longer than Python converts: no answer of a known shape
             continue
         mentions = mentions_from_json(value)
         if mentions is not None:
@@ -219,7 +223,7 @@ def _truncated_list_mentions(text: str, start: int) -> list[Mention]:
             return mentions
         try:
             item, position = _DECODER.raw_decode(text, position)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # JSONDecodeError, or an integer too long to convert
             return mentions
         mention = _mention_object(item)
         if mention is not None:
