@@ -137,3 +137,30 @@ def test_only_the_machines_faults_become_one_line():
     assert environment_fault(OSError(errno.ENOSPC, "No space left on device")) == "no space left on the device"
     assert environment_fault(OSError(errno.EBADF, "Bad file descriptor", "/x")) is None  # a bug: its traceback
     assert environment_fault(ValueError("x")) is None
+
+
+def test_predict_on_a_full_disk_names_its_partial_file_and_keeps_the_rows(tmp_path, monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_openai_engine import FakeServer
+
+    data = tmp_path / "dev.jsonl"
+    data.write_bytes(GOLD.read_bytes())
+    out = tmp_path / "predictions.jsonl"
+    real_fsync = os.fsync
+
+    def fsync(fd):  # the disk fills up just before the rows are made final
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".partial"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr("os.fsync", fsync)
+    with FakeServer() as server:
+        line = one_error_line(invoke("predict", "--endpoint", server.url, "--data", data, "--out", out))
+        assert line == f"nerft: error: {out}.partial: no space left on the device"
+        assert not out.exists() and len((tmp_path / "predictions.jsonl.partial").read_text().splitlines()) == 9
+        monkeypatch.setattr("os.fsync", real_fsync)
+        result = invoke("predict", "--endpoint", server.url, "--data", data, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 9

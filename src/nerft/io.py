@@ -52,9 +52,26 @@ def atomic_writer(path: str | os.PathLike, *, encoding: str = "utf-8", binary: b
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:  # a full disk names no file
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        if isinstance(exc, OSError):
+            raise named(exc, path) from exc.__cause__
         raise
+
+
+def named(exc: OSError, path: str | os.PathLike) -> OSError:
+    """`exc` naming `path` when it names no file (a full disk reported by a write or a flush), so
+    that its one-line message says which file could not be written."""
+    if exc.errno is None or exc.filename is not None:
+        return exc
+    return OSError(exc.errno, exc.strerror, str(path))
+
+
+@contextlib.contextmanager
+def naming_os_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Writes to `path` inside the block: an `OSError` naming no file names `path` (`named`)."""
+    try:
+        yield
+    except OSError as exc:
+        raise named(exc, path) from None
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
