@@ -288,6 +288,14 @@ def test_train_dry_run_refuses_a_hostile_config_in_one_line(tmp_path, case):
     assert line.startswith(f"nerft: error: {config}") and message in line
 
 
+def test_a_megabyte_value_is_quoted_in_a_short_line(tmp_path):
+    config = tmp_path / "long.yaml"
+    config.write_text('model: {model_name_or_path: x}\ntrain: {learning_rate: "' + "x" * 1_000_000 + '"}\n')
+    result = invoke("train", config, "--dry-run", "-o", tmp_path / "run")
+    assert_clean(result)
+    assert result.exit_code == 1 and max(len(line) for line in result.stderr.splitlines()) < 300
+
+
 def test_a_config_broken_everywhere_lists_50_problems_then_a_count(tmp_path):
     config = tmp_path / "many.yaml"
     config.write_text("model: {model_name_or_path: x}\ntrain:\n" + "".join(f"  bogus{i}: 1\n" for i in range(300)))

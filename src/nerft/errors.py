@@ -58,7 +58,8 @@ def validation_problem(error: Mapping[str, Any], *, loc: tuple[str, ...] | None 
     else:
         message = message.removeprefix("Value error, ")
         if "input" in error and not isinstance(error["input"], (dict, list)):
-            message += f" (got {error['input']!r})"
+            got = repr(error["input"])
+            message += f" (got {got if len(got) <= 80 else got[:76] + ' ...'})"  # a megabyte value stays one short line
     return f"{'.'.join(loc)}: {message}" if loc else message
 
 
