@@ -272,6 +272,7 @@ HOSTILE_CONFIGS = {
     "alias bomb, 5 levels": (alias_bomb(5), "expands to more than 100,000 values"),
     "alias bomb, 9 levels": (alias_bomb(9), "expands to more than 100,000 values"),
     "nested 100,000 deep": (b"train: " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "YAML nested too deeply"),
+    "a NUL on line 2": (b"model:\n  \x00model_name_or_path: x\n", ":2: broken YAML (unacceptable character #x0000"),
     "invalid UTF-8 on line 3": (b"model:\n  model_name_or_path: x\ntrain: {a: \xff}\n", ":3: not UTF-8 text"),
 }
 

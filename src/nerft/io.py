@@ -145,8 +145,9 @@ def read_yaml(
     error = error or DataError
     path = Path(path)
     text = read_text(path, error=error)
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader refuses control characters here
         node = loader.get_single_node()
         if node is not None and _expanded_size(node) > MAX_YAML_VALUES:
             raise error(
@@ -159,10 +160,13 @@ def read_yaml(
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
+        if isinstance(exc, yaml.reader.ReaderError):  # a control character, found by its position
+            line = f":{text.count(chr(10), 0, exc.position) + 1}"
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise error(f"{path}{line}: broken YAML ({reason})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if data is None:
         data = {}
     if not isinstance(data, dict):
