@@ -24,7 +24,11 @@ def command(
         ),
     ] = ServerName.llamafactory,
     host: Annotated[
-        str, typer.Option("--host", help="Address to listen on; 0.0.0.0 exposes the server to the network.")
+        str,
+        typer.Option(
+            "--host",
+            help="Address to listen on; 0.0.0.0 exposes the server to the network (needs --api-key, or --insecure).",
+        ),
     ] = "127.0.0.1",
     port: Annotated[
         int, typer.Option("--port", min=0, max=65535, help="Port to listen on; 0 picks a free one.")
