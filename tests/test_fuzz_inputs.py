@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from nerft.cli.main import app
+from nerft.errors import DataError
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
@@ -253,3 +254,133 @@ def test_prepare_names_a_wrongly_encoded_file(tmp_path, encoding):
     assert_clean(result)
     if encoding not in ("latin-1",):  # latin-1 with "?" for every Chinese character is plain ASCII JSON
         assert result.exit_code == 1 and str(data) in result.stderr
+
+
+# --- hostile files: shapes built to exhaust memory, the stack or the screen ----------------------
+
+
+def alias_bomb(levels: int) -> bytes:
+    """A "billion laughs" config: each alias level repeats the one before nine times (9**levels
+    values from a few hundred bytes)."""
+    lines = ["model: {model_name_or_path: x}", 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    lines.append(f"train: {{learning_rate: *a{levels}, bogus: *a{levels}}}")
+    return "\n".join(lines).encode() + b"\n"
+
+
+HOSTILE_CONFIGS = {
+    "alias bomb, 5 levels": (alias_bomb(5), "expands to more than 100,000 values"),
+    "alias bomb, 9 levels": (alias_bomb(9), "expands to more than 100,000 values"),
+    "nested 100,000 deep": (b"train: " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "YAML nested too deeply"),
+    "a NUL on line 2": (b"model:\n  \x00model_name_or_path: x\n", ":2: broken YAML (unacceptable character #x0000"),
+    "invalid UTF-8 on line 3": (b"model:\n  model_name_or_path: x\ntrain: {a: \xff}\n", ":3: not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_CONFIGS))
+def test_train_dry_run_refuses_a_hostile_config_in_one_line(tmp_path, case):
+    data, message = HOSTILE_CONFIGS[case]
+    config = tmp_path / "hostile.yaml"
+    config.write_bytes(data)
+    result = invoke("train", config, "--dry-run", "-o", tmp_path / "run")
+    assert_clean(result)
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"nerft: error: {config}") and message in line
+
+
+def test_a_megabyte_value_is_quoted_in_a_short_line(tmp_path):
+    config = tmp_path / "long.yaml"
+    config.write_text('model: {model_name_or_path: x}\ntrain: {learning_rate: "' + "x" * 1_000_000 + '"}\n')
+    result = invoke("train", config, "--dry-run", "-o", tmp_path / "run")
+    assert_clean(result)
+    assert result.exit_code == 1 and max(len(line) for line in result.stderr.splitlines()) < 300
+
+
+def test_a_config_broken_everywhere_lists_50_problems_then_a_count(tmp_path):
+    config = tmp_path / "many.yaml"
+    config.write_text("model: {model_name_or_path: x}\ntrain:\n" + "".join(f"  bogus{i}: 1\n" for i in range(300)))
+    result = invoke("train", config, "--dry-run", "-o", tmp_path / "run")
+    assert_clean(result)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 52  # 50 problems, "... and 251 more problems", the summary
+    assert lines[-2] == "... and 251 more problems"  # 300 unknown keys and no training data
+    assert lines[-1] == f"nerft: error: {config}: 301 problems in this config; nothing was run"
+
+
+DEEP = b"[" * 200_000 + b"]" * 200_000
+LONG_NUMBER = b"9" * 5_000
+HOSTILE_RECORDS = {
+    "nested 200,000 deep": (
+        b'{"text": "\xe5\xbc\xa0\xe4\xb8\x89", "label": ' + DEEP + b"}\n",
+        ":2: JSON nested too deeply",
+    ),
+    "a number of 5,000 digits": (
+        b'{"text": "\xe5\xbc\xa0\xe4\xb8\x89", "label": {"name": {"x": [[0, ' + LONG_NUMBER + b"]]}}}\n",
+        ":2: a number of more than 4,300 digits",
+    ),
+    "a lone surrogate": (b'{"text": "\\ud800\xe5\xbc\xa0", "label": {}}\n', ":2: error: 'text' holds a lone surrogate"),
+    "invalid UTF-8": (b'{"text": "\xe5\xbc\xa0\xff", "label": {}}\n', ":2: not UTF-8 text"),
+    "a lone surrogate in its id": (b'{"id": ["\\udfff"], "text": "x", "label": {}}\n', ":2: error: 'id' holds a lone"),
+}
+FIRST_RECORD = TRAIN.split(b"\n", 1)[0] + b"\n"
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_RECORDS))
+def test_prepare_and_eval_name_the_line_of_a_hostile_record(tmp_path, case):
+    line, message = HOSTILE_RECORDS[case]
+    data = tmp_path / "hostile.jsonl"
+    data.write_bytes(FIRST_RECORD + line)  # the hostile record on line 2
+    result = invoke("prepare", "--train", data, "--out", tmp_path / "out", "--val-size", "0")
+    assert_clean(result)
+    assert result.exit_code == 1 and f"{data}{message}" in result.stderr
+    assert not (tmp_path / "out").exists()
+    result = invoke("eval", "--gold", data, "--predictions", data, "--report", tmp_path / "report.json")
+    assert_clean(result)
+    assert result.exit_code == 1 and f"{data}:2: " in result.stderr
+    assert data.read_bytes() == FIRST_RECORD + line
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (b'{"predict": ' + DEEP + b"}\n", ":2: JSON nested too deeply"),
+        (b'{"predict": ' + LONG_NUMBER + b"}\n", ":2: a number of more than 4,300 digits"),
+    ],
+)
+def test_eval_names_the_line_of_a_hostile_prediction(tmp_path, line, message):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_bytes(GOLD)
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_bytes(PREDICTIONS.split(b"\n", 1)[0] + b"\n" + line)
+    result = invoke("eval", "--gold", gold, "--predictions", predictions)
+    assert_clean(result)
+    assert result.exit_code == 1 and f"nerft: error: {predictions}{message}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "stdin, message",
+    [
+        (b"\xe5\xbc\xa0\xff\n", "<stdin>:1: not UTF-8 text"),
+        (b'{"text": "\\ud800"}\n', "<stdin>:1: error: 'text' holds a lone surrogate"),
+        (b'{"text": ' + DEEP + b"}\n", "<stdin>:1: JSON nested too deeply"),
+        (b'{"text": ' + LONG_NUMBER + b"}\n", "<stdin>:1: a number of more than 4,300 digits"),
+    ],
+)
+def test_predict_names_the_line_of_hostile_stdin(stdin, message):
+    result = CliRunner().invoke(app, ["predict", "--endpoint", "http://127.0.0.1:9/v1"], input=stdin)
+    assert_clean(result)
+    assert result.exit_code == 1 and message in result.stderr
+
+
+def test_predict_reads_stdin_up_to_its_first_bad_line():
+    from nerft.inference.predict import records_from_lines
+
+    records = records_from_lines([b"\xe5\xbc\xa0\xe4\xb8\x89\n", b"\n", b"ab\xffc\n"])
+    assert next(records).text == "张三"
+    with pytest.raises(DataError, match=r"^<stdin>:3: not UTF-8 text"):
+        next(records)
+    records = records_from_lines(["张三\n", "a\udcffb\n"])  # a byte read with surrogateescape
+    next(records)
+    with pytest.raises(DataError, match=r"^<stdin>:2: not UTF-8 text"):
+        next(records)

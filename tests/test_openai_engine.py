@@ -321,3 +321,64 @@ def test_predict_reads_sentences_from_stdin_and_writes_json_lines_to_stdout():
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(row["text"], row["predict"]) for row in rows] == [(TEXTS[0], answer_for(TEXTS[0])), (TEXTS[2], "无")]
     assert "wrote 2 predictions in " in result.stderr
+
+
+CONTENT_SHAPES = {
+    "a string": ("name:孙丽", "name:孙丽", [("name", "孙丽")]),
+    "OpenAI's content parts": (
+        [{"type": "text", "text": "name:孙丽\n"}, {"type": "text", "text": "address:南京"}],
+        "name:孙丽\naddress:南京",
+        [("name", "孙丽"), ("address", "南京")],
+    ),
+    "bare string parts": (["name:", "孙丽"], "name:孙丽", [("name", "孙丽")]),
+    "no parts": ([], "", []),
+    "a refusal part": (
+        [{"type": "refusal", "refusal": "no"}],
+        '<not text: [{"type": "refusal", "refusal": "no"}]>',
+        None,
+    ),
+    "null": (None, "<not text: null>", None),
+    "missing": ("MISSING", "<not text: null>", None),
+    "a number": (5, "<not text: 5>", None),
+    "a boolean": (False, "<not text: false>", None),
+    "an object": ({"name": ["孙丽"]}, '<not text: {"name": ["孙丽"]}>', None),
+    "an empty object": ({}, "<not text: {}>", None),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(CONTENT_SHAPES))
+def test_any_shape_of_message_content_is_text_or_an_unparseable_answer(tmp_path, shape):
+    content, predict, entities = CONTENT_SHAPES[shape]
+    message = {"role": "assistant"} if content == "MISSING" else {"role": "assistant", "content": content}
+
+    def behaviour(n, body):
+        return 200, {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+
+    data = tmp_path / "dev.jsonl"
+    data.write_text(json.dumps({"text": TEXTS[0]}, ensure_ascii=False) + "\n", encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    with FakeServer(behaviour=behaviour) as server:
+        result = CliRunner().invoke(app, ["predict", "--endpoint", server.url, "--data", str(data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    [row] = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert row["predict"] == predict
+    assert row["unparseable"] is (entities is None)
+    assert [(e["label"], e["text"]) for e in row["entities"]] == (entities or [])
+    unparseable = 1 if entities is None else 0
+    assert f"{unparseable} unparseable" in result.output
+    # Scoring the file reads the answer again, to the same verdict.
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(json.dumps({"text": TEXTS[0], "label": {}}, ensure_ascii=False) + "\n", encoding="utf-8")
+    scored = CliRunner().invoke(app, ["eval", "--gold", str(gold), "--predictions", str(out), "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["unparseable"] == unparseable
+
+
+@pytest.mark.parametrize("choices", [["x"], [{"message": [1]}], [], "x", [{"index": 0}]])
+def test_an_answer_without_a_message_is_one_server_error(choices):
+    with FakeServer(behaviour=lambda n, body: (200, {"choices": choices})) as server:
+        result = CliRunner().invoke(app, ["predict", "--endpoint", server.url, "--retries", "0", "--text", TEXTS[0]])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1].startswith(
+        f"nerft: error: {server.url}/chat/completions: answer without choices[0].message"
+    )

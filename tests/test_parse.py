@@ -159,3 +159,100 @@ def test_round_trip_survives_end_tokens(mentions, prompt, ending):
 def test_seed_round_trip_in_a_fence_with_prose(mentions):
     rendered = json.dumps([{"label": label, "text": text} for label, text in mentions], ensure_ascii=False, indent=2)
     assert parse_output(f"好的，结果如下：\n```json\n{rendered}\n```\n如有疑问请告诉我。") == mentions
+
+
+# --- what prepare writes, the parser reads back --------------------------------------------------
+
+HOSTILE_PIECES = ["[]", "{}", '{"a": 1}', "[1]", '[{"label": "name", "text": "x"}', "<|im_end|>", "</s>", "<think>"]
+HOSTILE_PIECES += ["```", "无", "none", "name:", "：", " ", "\\", '"', "{三体}", "[x"]
+any_entities = (
+    st.lists(
+        st.one_of(st.sampled_from(HOSTILE_PIECES), st.text(st.characters(blacklist_categories=("Cs",)), max_size=4)),
+        min_size=1,
+        max_size=3,
+    )
+    .map("".join)
+    .filter(bool)
+)
+
+
+@st.composite
+def clue_records(draw) -> dict:
+    """A CLUE NER record whose entities (any text, JSON-like and chat tokens weighted in) lie one
+    after another in its sentence, with filler between them."""
+    text, label = "", {}
+    for entity_label, entity in draw(st.lists(st.tuples(labels, any_entities), min_size=1, max_size=4)):
+        text += draw(st.sampled_from(["", "在", "和 "]))
+        label.setdefault(entity_label, {}).setdefault(entity, []).append([len(text), len(text) + len(entity) - 1])
+        text += entity
+    return {"text": text + "。", "label": label}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(clue_records(), min_size=1, max_size=4), st.sampled_from(["compact", "seed"]))
+def test_prepare_writes_only_answers_the_parser_reads_back(tmp_path_factory, records, prompt):
+    """For any records, prepare refuses the ones whose answer would read back otherwise, naming
+    file and line, and for every record it writes, parse(format(record)) == record (its entities'
+    outer whitespace aside, which prepare warns about)."""
+    from nerft.data.load import iter_checked
+    from nerft.data.prepare import prepare_dataset
+    from nerft.errors import DataError
+
+    folder = tmp_path_factory.mktemp("prepare")
+    data = folder / "train.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    try:
+        result = prepare_dataset(train=data, out_dir=folder / "out", val_size=0, prompt=prompt, skip_invalid=True)
+    except DataError as exc:  # every record refused
+        assert f"{data}: no valid records" in str(exc)
+        written = []
+    else:
+        written = json.loads((folder / "out" / result.splits["train"].file).read_text(encoding="utf-8"))
+    valid = {checked.record.line for checked in iter_checked(data) if checked.ok}  # without the answer's check
+    checked = list(iter_checked(data, fmt=get_format(prompt)))
+    kept = [c.record for c in checked if c.ok]
+    assert len(written) == len(kept)
+    for example, record in zip(written, kept):
+        # the parser strips an entity's outer whitespace, which prepare warns about
+        assert parse_output(example["output"]) == [(label, text.strip()) for label, text in record.mentions()]
+    for refused in (c for c in checked if not c.ok and c.record is not None and c.record.line in valid):
+        [finding] = refused.errors  # named by its file and line, with the entity or the answer
+        assert str(finding).startswith(f"{data}:{refused.record.line}: error: ") and "reads back as" in finding.reason
+
+
+@pytest.mark.parametrize(
+    "entity, prompt, refused",
+    [
+        ("[]", "compact", "reads back as no entity"),
+        ('{"a": 1}', "compact", "reads back as nothing (unparseable)"),
+        ("a<|im_end|>b", "compact", "reads back as name:'a'"),
+        ("a<|im_end|>b", "seed", "reads back as nothing (unparseable)"),
+        ("[]", "seed", None),
+        ('{"a": 1}', "seed", None),
+        ("{三体}", "compact", None),
+    ],
+)
+def test_entities_that_look_like_json_or_chat_tokens(entity, prompt, refused):
+    fmt = get_format(prompt)
+    problem = fmt.unreadable([("name", entity)])
+    if refused is None:
+        assert problem is None and parse_output(fmt.render_output([("name", entity)])) == [("name", entity)]
+    else:
+        assert problem.startswith(f"name {entity!r}: the {prompt} answer ") and problem.endswith(refused)
+
+
+LONG = "9" * 5_000  # longer than Python converts to an int (4,300 digits)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (f"name:[{LONG}]", None),
+        (f"[{LONG}]", None),
+        (f'x {{"a": {LONG}}}', None),
+        (f'[{{"label": "a", "text": "b"}}, {LONG}', [("a", "b")]),  # cut off: the complete items
+        (f"name:张三\nbook:[{LONG}]", [("name", "张三")]),
+    ],
+)
+def test_an_answer_with_an_integer_too_long_to_convert_is_read_or_unparseable(raw, expected):
+    assert parse_output(raw) == expected

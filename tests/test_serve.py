@@ -380,3 +380,93 @@ def test_a_server_that_exits_by_itself_is_an_error():
 
     with pytest.raises(ServerError, match="the server exited with code -15"):
         serve_fake(port, ready)
+
+
+# --- odd option values and a public server -------------------------------------------------------
+
+
+def invoke(*args):
+    from typer.testing import CliRunner
+
+    from nerft.cli.main import app
+
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+@pytest.mark.parametrize(
+    "endpoint, reason",
+    [
+        ("http://[::1", "not a valid URL (Invalid IPv6 URL;"),
+        ("http://127.0.0.1:abc/v1", "not a valid URL (Port could not be cast to integer value as 'abc';"),
+        ("http://127.0.0.1:99999/v1", "not a valid URL (Port out of range 0-65535;"),
+        ("ftp://127.0.0.1/v1", "not an http(s) URL"),
+        ("http://", "not an http(s) URL"),
+    ],
+)
+def test_an_endpoint_that_is_no_url_is_one_line(endpoint, reason):
+    result = invoke("predict", "--endpoint", endpoint, "--text", "张三")
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stderr.splitlines() == [result.stderr.splitlines()[-1]]
+    assert result.stderr.startswith(f"nerft: error: {endpoint}: {reason}")
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_serve_refuses_a_port_outside_0_to_65535(port):
+    result = invoke("serve", "run", "--port", port)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert "Invalid value for '--port'" in result.stderr
+
+
+def test_a_server_other_machines_reach_needs_a_key_or_insecure(tiny_run):
+    result = invoke("serve", tiny_run, "--host", "0.0.0.0", "--dry-run")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "nerft: error: --host 0.0.0.0 lets other machines use the server, and there is no --api-key "
+        "(give --api-key KEY (clients send it as a bearer token), or --insecure to serve without one)"
+    ]
+    result = invoke("serve", tiny_run, "--host", "0.0.0.0", "--insecure", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "warning: serving on 0.0.0.0 without --api-key (--insecure)" in result.stderr
+    for allowed in (["--host", "0.0.0.0", "--api-key", "k"], ["--host", "::1"], []):
+        assert invoke("serve", tiny_run, *allowed, "--dry-run").exit_code == 0
+
+
+def test_a_server_on_every_interface_tells_where_others_reach_it():
+    from nerft.serving.server import listening_note
+
+    assert listening_note("127.0.0.1", 8000) is None
+    assert listening_note("0.0.0.0", 8000) == (
+        f"listening on every interface (0.0.0.0:8000): from other machines http://{socket.gethostname()}:8000/v1"
+    )
+
+
+def test_the_server_dies_with_nerft_even_by_sigkill(tmp_path):
+    # nerft serve killed with SIGKILL cannot stop its child: the kernel does (PR_SET_PDEATHSIG).
+    script = (
+        "import sys, time; from nerft.process import start_program; "
+        "p = start_program([sys.executable, '-c', 'import time; time.sleep(60)'], own_group=True, "
+        "die_with_parent=True, log=lambda m: None); print(p.child.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    for _ in range(50):
+        state = subprocess.run(["ps", "-o", "stat=", "-p", str(child)], capture_output=True, text=True).stdout.strip()
+        if state in ("", "Z"):
+            break
+        time.sleep(0.1)
+    assert state in ("", "Z")
+
+
+def test_demo_on_a_taken_port_is_one_line_before_any_model_loads(tiny_run, monkeypatch):
+    from nerft.inference import predict
+
+    monkeypatch.setattr(predict, "open_engine", lambda *a, **k: pytest.fail("the model was loaded"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("demo", tiny_run, "--port", port)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-1].startswith(f"nerft: error: cannot listen on 127.0.0.1:{port}: ")

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 
 import pytest
 from conftest import start_nerft_serve
@@ -94,3 +95,19 @@ def test_ctrl_c_stops_the_server_and_its_child(served):
         ["ps", "-o", "stat=", "-p", str(served["pid"])], capture_output=True, text=True
     ).stdout.strip()
     assert state in ("", "Z")
+
+
+def test_sigkill_of_nerft_serve_takes_the_llamafactory_server_with_it(tiny_run, tmp_path):
+    # SIGKILL leaves nerft no time to stop its child: the kernel sends it SIGTERM (PR_SET_PDEATHSIG).
+    process, info = start_nerft_serve([str(tiny_run), "--port", "0"], tmp_path / "serve.log", timeout=STARTUP_TIMEOUT)
+    port = int(info["url"].rsplit(":", 1)[1].split("/")[0])
+    process.kill()
+    process.wait(timeout=10)
+    for _ in range(300):
+        state = subprocess.run(["ps", "-o", "stat=", "-p", str(info["pid"])], capture_output=True, text=True)
+        if state.stdout.strip() in ("", "Z"):
+            break
+        time.sleep(0.1)
+    assert state.stdout.strip() in ("", "Z")
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0

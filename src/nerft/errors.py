@@ -7,6 +7,7 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,5 +58,33 @@ def validation_problem(error: Mapping[str, Any], *, loc: tuple[str, ...] | None 
     else:
         message = message.removeprefix("Value error, ")
         if "input" in error and not isinstance(error["input"], (dict, list)):
-            message += f" (got {error['input']!r})"
+            got = repr(error["input"])
+            message += f" (got {got if len(got) <= 80 else got[:76] + ' ...'})"  # a megabyte value stays one short line
     return f"{'.'.join(loc)}: {message}" if loc else message
+
+
+# Faults of the machine, not of nerft: each is one `PATH: reason` line, whatever command met it.
+# Any other OSError is unexpected and keeps its traceback.
+ENVIRONMENT_FAULTS = {
+    errno.ENOENT: "no such file or folder",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EISDIR: "is a folder, not a file",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EEXIST: "already exists",
+}
+
+
+def environment_fault(exc: BaseException) -> str | None:
+    """`PATH: reason` for an `OSError` the machine caused (full disk, read-only or forbidden
+    folder, a path through a file, a name too long), else None."""
+    if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_FAULTS:
+        return None
+    reason = ENVIRONMENT_FAULTS[exc.errno]
+    if exc.filename is None:
+        return reason
+    return f"{exc.filename}: {reason}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +35,10 @@ def atomic_writer(path: str | os.PathLike, *, encoding: str = "utf-8", binary: b
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # named by the file meant, not by the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     try:
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding=encoding, newline="\n") as handle:
             yield handle
@@ -45,10 +49,29 @@ def atomic_writer(path: str | os.PathLike, *, encoding: str = "utf-8", binary: b
         else:
             os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise named(exc, path) from exc.__cause__
         raise
+
+
+def named(exc: OSError, path: str | os.PathLike) -> OSError:
+    """`exc` naming `path` when it names no file (a full disk reported by a write or a flush), so
+    that its one-line message says which file could not be written."""
+    if exc.errno is None or exc.filename is not None:
+        return exc
+    return OSError(exc.errno, exc.strerror, str(path))
+
+
+@contextlib.contextmanager
+def naming_os_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Writes to `path` inside the block: an `OSError` naming no file names `path` (`named`)."""
+    try:
+        yield
+    except OSError as exc:
+        raise named(exc, path) from None
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -90,6 +113,7 @@ def write_jsonl_atomic(path: str | os.PathLike, rows) -> int:
     return count
 
 
+TOO_MANY_DIGITS = f"a number of more than {sys.get_int_max_str_digits():,} digits"
 _TYPE_NAMES = {dict: "a JSON object", list: "a JSON list", str: "a string"}
 
 
@@ -120,19 +144,29 @@ def read_yaml(
 
     error = error or DataError
     path = Path(path)
+    text = read_text(path, error=error)
+    loader = None
     try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise error(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise error(f"{path}: not UTF-8 text") from None
+        loader = yaml.SafeLoader(text)  # its reader refuses control characters here
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node) > MAX_YAML_VALUES:
+            raise error(
+                f"{path}: the YAML expands to more than {MAX_YAML_VALUES:,} values through its aliases (&name/*name); "
+                "a nerft config holds a few dozen"
+            )
+        data = loader.construct_document(node) if node is not None else None
+    except RecursionError:
+        raise error(f"{path}: YAML nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
+        if isinstance(exc, yaml.reader.ReaderError):  # a control character, found by its position
+            line = f":{text.count(chr(10), 0, exc.position) + 1}"
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise error(f"{path}{line}: broken YAML ({reason})") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -148,6 +182,33 @@ def read_yaml(
 
     walk(node, ())
     return data, lines
+
+
+# A YAML document that expands, through its aliases, to more values than this is refused before it
+# is walked: a 325-byte "billion laughs" of nested aliases would otherwise expand to gigabytes.
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_size(node) -> int:
+    """How many values a composed YAML node stands for once every alias is expanded, counted
+    without expanding them (an alias is the same node object as its anchor: counted once each)."""
+    sizes: dict[int, int] = {}
+
+    def size(current) -> int:
+        known = sizes.get(id(current))
+        if known is not None:
+            return known
+        total = 1
+        if isinstance(current.value, list):
+            for item in current.value:
+                for child in item if isinstance(item, tuple) else (item,):
+                    total += size(child)
+                    if total > MAX_YAML_VALUES:
+                        break
+        sizes[id(current)] = total
+        return total
+
+    return size(node)
 
 
 def read_text(path: str | os.PathLike, *, error: type | None = None, what: str = "", hint: str | None = None) -> str:
@@ -191,6 +252,8 @@ def json_line(
         raise error(f"{source}:{line}: broken JSON{label} ({exc.msg}, column {exc.colno})", hint=hint) from None
     except RecursionError:
         raise error(f"{source}:{lineno or 1}: JSON nested too deeply{label}", hint=hint) from None
+    except ValueError:  # Python's bound on the digits of an integer (sys.get_int_max_str_digits)
+        raise error(f"{source}:{lineno or 1}: {TOO_MANY_DIGITS}{label}", hint=hint) from None
     expected = expect if isinstance(expect, tuple) else (expect,)
     if not isinstance(value, expected) or (bool not in expected and isinstance(value, bool) and int in expected):
         wanted = " or ".join(_TYPE_NAMES.get(kind, kind.__name__) for kind in expected)
@@ -319,7 +382,8 @@ def _exchange(first: Path, second: Path) -> bool:
 
 def refuse_collisions(inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
     """A `ConfigError` when an output path is an input path or another output's path (resolved,
-    through links): checked before any work, so nothing is written. Keys name the options
+    through links), or cannot be a file (a folder is there, or a file where a folder should be):
+    checked before any work, so nothing is written. Keys name the options
     ("--gold"), values are paths or None (not given)."""
     from nerft.errors import ConfigError
 
@@ -331,6 +395,8 @@ def refuse_collisions(inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
     for name, path in outputs.items():
         if path is None:
             continue
+        if (problem := _not_a_file_path(Path(path))) is not None:
+            raise ConfigError(f"{name} {path}: {problem}", hint=f"give {name} a file path")
         where = resolved(path)
         if where in seen:
             other = seen[where]
@@ -339,3 +405,13 @@ def refuse_collisions(inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
                 f"{name} {path} is {role} {other}: nerft would overwrite it", hint=f"give {name} another path"
             )
         seen[where], kinds[where] = name, "output"
+
+
+def _not_a_file_path(path: Path) -> str | None:
+    """Why no file can be written at `path`, when the folders say so already; else None."""
+    if path.is_dir():
+        return "is a folder, not a file"
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is a file, not a folder"
+    return None

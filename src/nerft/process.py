@@ -173,12 +173,16 @@ def start_program(
     log: Callable[[str], None] | None = None,
     own_group: bool = False,
     talk: bool = False,
+    die_with_parent: bool = False,
 ) -> RunningProgram:
     """Start `argv` like `run_program` does, without waiting: for servers that run until stopped.
 
     `own_group=True` starts it in its own process group, so a Ctrl-C in the terminal reaches only
     nerft, which then stops the child and everything it started (`RunningProgram.stop`).
     `talk=True` gives the caller the child's stdin and stdout (UTF-8 text); only stderr is streamed.
+    `die_with_parent=True` (Linux) sends the child SIGTERM when nerft dies, even by SIGKILL, when
+    nothing could stop it: a server must not go on serving, orphaned. The caller's thread must
+    outlive the child (the kernel watches the thread that started it).
     """
     if isinstance(argv, (str, bytes)):
         raise TypeError("run_program takes an argument list, not a string")
@@ -203,6 +207,7 @@ def start_program(
             stdin=subprocess.PIPE if talk else subprocess.DEVNULL,
             bufsize=0,
             start_new_session=own_group,
+            preexec_fn=_parent_death_signal() if die_with_parent else None,
         )
     except FileNotFoundError as exc:  # removed between find_program and Popen, or a bad cwd
         raise EnvironmentProblem(f"cannot start {args[0]}: {exc.strerror}", hint=install_hint) from None
@@ -241,3 +246,23 @@ def start_program(
         program.stdin = io.TextIOWrapper(io.BufferedWriter(child.stdin), encoding="utf-8")
         program.stdout = io.TextIOWrapper(io.BufferedReader(child.stdout), encoding="utf-8")
     return program
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A `preexec_fn` asking the kernel to SIGTERM the child when this process dies
+    (`prctl(PR_SET_PDEATHSIG)`); None where there is no such call (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+
+    prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl  # loaded before the fork
+    pr_set_pdeathsig = 1
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # nerft died between the fork and the prctl call
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child

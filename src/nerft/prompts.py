@@ -84,6 +84,26 @@ class PromptFormat:
             return "\n".join(f"{label}:{text}" for label, text in mentions) or COMPACT_NONE
         return json.dumps([{"label": label, "text": text} for label, text in mentions], ensure_ascii=False)
 
+    def unreadable(self, mentions: list[tuple[str, str]]) -> str | None:
+        """Why the answer `render_output(mentions)` would not read back as `mentions`, else None.
+
+        The parser is the judge: an entity whose text looks like JSON in `compact` ("[]",
+        `{"a": 1}`) or holds an end-of-turn token (`<|im_end|>`) or a newline would be taught as
+        one answer and scored as another; `prepare` refuses it. The parser strips an entity's
+        outer whitespace, which `prepare` only warns about (the record is kept as it is)."""
+        from nerft.metrics.parse import parse_output
+
+        for mention in mentions:
+            read = parse_output(self.render_output([mention]))
+            if read != [_stripped(mention)]:
+                label, text = mention
+                answer = self.render_output([mention])
+                return f"{label} {text!r}: the {self.name} answer {answer!r} reads back as {_readback(read)}"
+        read = parse_output(self.render_output(mentions))
+        if read != [_stripped(mention) for mention in mentions]:
+            return f"the {self.name} answer of these entities reads back as {_readback(read)}"
+        return None
+
     def example(self, record: CluenerRecord) -> dict:
         """The alpaca example for a record: instruction, input, output and system.
 
@@ -110,6 +130,16 @@ class PromptFormat:
         """
         per_char = 1 if self.name == "compact" else 2
         return 16 + len(text) * per_char * 2
+
+
+def _stripped(mention: tuple[str, str]) -> tuple[str, str]:
+    return mention[0], mention[1].strip()
+
+
+def _readback(read: list[tuple[str, str]] | None) -> str:
+    if read is None:
+        return "nothing (unparseable)"
+    return ", ".join(f"{label}:{text!r}" for label, text in read) or "no entity"
 
 
 PROMPT_FORMATS = ("compact", "seed")

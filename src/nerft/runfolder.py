@@ -162,7 +162,7 @@ def read_trainer_log(path: Path) -> list[dict]:
         if number == len(lines) and not text.endswith("\n"):
             try:
                 row = json.loads(line)
-            except (json.JSONDecodeError, RecursionError):
+            except (ValueError, RecursionError):  # JSONDecodeError, or an integer too long
                 break  # the line being written
         else:
             row = json_line(line, str(path), number, expect=object)

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import typer
 from typer.core import TyperCommand
 
-from nerft.errors import NerftError
+from nerft.errors import NerftError, environment_fault
 from nerft.inference import RAY_DEFAULT  # the package's own module: no engine imported at start-up
 
 DEBUG_VARIABLE = "NERFT_DEBUG"
@@ -19,7 +19,8 @@ OPTIONAL_VALUES = {"--ray": RAY_DEFAULT}  # options that may be given without th
 
 
 def guarded(command: Callable) -> Callable:
-    """Wrap a command so a `NerftError` ends in `nerft: error: ...` on stderr and its exit code.
+    """Wrap a command so a `NerftError` ends in `nerft: error: ...` on stderr and its exit code,
+    and so does a fault of the machine (a full disk, a read-only folder: `environment_fault`).
 
     Anything else is a bug and keeps its traceback. With NERFT_DEBUG=1 the traceback of a
     `NerftError` is shown too.
@@ -36,6 +37,11 @@ def guarded(command: Callable) -> Callable:
             for line in lines[:-1]:
                 typer.echo(line, err=True)
             fail(lines[-1], exc.exit_code)
+        except OSError as exc:
+            message = environment_fault(exc)
+            if message is None or os.environ.get(DEBUG_VARIABLE):
+                raise
+            fail(message, NerftError.exit_code)
 
     return wrapper
 

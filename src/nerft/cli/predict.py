@@ -67,7 +67,9 @@ def command(
     else:
         if sys.stdin.isatty():
             log("reading sentences from stdin, one a line; end with Ctrl-D")
-        records = records_from_lines(sys.stdin, labels=labels)
+        records = records_from_lines(
+            getattr(sys.stdin, "buffer", sys.stdin), labels=labels
+        )  # bytes: a bad one is found on its line
 
     rows: list[dict] = []
     write_row = rows.append if text is not None else (None if out is not None else _print_row)

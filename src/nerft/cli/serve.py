@@ -31,12 +31,25 @@ def command(
         ),
     ] = ServerName.llamafactory,
     host: Annotated[
-        str, typer.Option("--host", help="Address to listen on; 0.0.0.0 exposes the server to the network.")
+        str,
+        typer.Option(
+            "--host",
+            help="Address to listen on; 0.0.0.0 exposes the server to the network (needs --api-key, or --insecure).",
+        ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on; 0 picks a free one.")] = 8000,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port to listen on; 0 picks a free one.")
+    ] = 8000,
     api_key: Annotated[
         Optional[str], typer.Option("--api-key", envvar="NERFT_API_KEY", help="Require this bearer token from clients.")
     ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve on a --host other than this machine's loopback without --api-key: anyone can use it.",
+        ),
+    ] = False,
     model_name: Annotated[
         Optional[str],
         typer.Option("--model-name", help="Model name clients ask for (default: the run folder's name); one run only."),
@@ -55,8 +68,9 @@ def command(
     json_output: JsonOutput = False,
 ) -> None:
     """Serve trained runs over an OpenAI-compatible API until Ctrl-C; clients pick a run with --model NAME."""
-    from nerft.serving.server import free_port, serve, server_command
+    from nerft.serving.server import check_exposure, free_port, listening_note, serve, server_command
 
+    check_exposure(host, api_key, insecure=insecure, warn=log)
     if not dry_run:
         port = port or free_port(host)
     command = server_command(
@@ -80,6 +94,9 @@ def command(
             typer.echo(json.dumps({"url": server.url, **named, "models": names, "pid": server.program.child.pid}))
         else:
             typer.echo(f"serving {', '.join(names)} at {server.url}")
+        note = listening_note(host, port)
+        if note:
+            log(note)
         pick = "" if len(names) == 1 else " --model NAME"
         log(f"score it: nerft eval --endpoint {server.url}{pick} --gold FILE ... ; stop it with Ctrl-C")
 

@@ -37,6 +37,7 @@ from nerft.resources import bundled_path, presets_dir
 
 PRESETS_DIR = presets_dir()  # conf/ in a checkout
 PRESETS = ("qwen2.5-1.5b", "qwen3-8b", "qwen7b", "qwen7b-qlora", "tiny-cpu")
+MAX_PROBLEMS_SHOWN = 50  # a config broken everywhere is not worth pages of stderr
 YAML11_WORDS = {"yes", "no", "on", "off", "y", "n"}
 
 
@@ -96,6 +97,8 @@ def load_config(name_or_path: str | os.PathLike, *, overrides: list[str] | tuple
     if problems:
         count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
         ordered = [message for _, message in sorted(problems, key=lambda item: item[0])]
+        if len(ordered) > MAX_PROBLEMS_SHOWN:
+            ordered = [*ordered[:MAX_PROBLEMS_SHOWN], f"... and {len(ordered) - MAX_PROBLEMS_SHOWN} more problems"]
         raise ConfigError("\n".join([*ordered, f"{path}: {count} in this config; nothing was run"]))
     return LoadedConfig(config=config, path=path, overrides=list(overrides))
 

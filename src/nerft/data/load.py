@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from nerft.data.annotation import check_any_record
 from nerft.data.readers import detect_format, iter_json_objects, iter_tagged_sentences
@@ -11,9 +12,15 @@ from nerft.data.records import CluenerRecord, Finding
 from nerft.data.validate import CheckedRecord, check_tagged_record
 from nerft.errors import DataError
 
+if TYPE_CHECKING:
+    from nerft.prompts import PromptFormat
 
-def iter_checked(path: str | os.PathLike, labels: Iterable[str] | None = None) -> Iterator[CheckedRecord]:
-    """Every record of the file, validated, in file order; unreadable parts come as findings."""
+
+def iter_checked(
+    path: str | os.PathLike, labels: Iterable[str] | None = None, fmt: PromptFormat | None = None
+) -> Iterator[CheckedRecord]:
+    """Every record of the file, validated, in file order; unreadable parts come as findings. With
+    `fmt` (prepare's), entities its answer would not read back as are an error too."""
     source = str(path)
     labels = list(labels) if labels else None
     if detect_format(path) == "json":
@@ -30,6 +37,8 @@ def iter_checked(path: str | os.PathLike, labels: Iterable[str] | None = None) -
             continue
         checked = check(value, source, line, labels)
         record = checked.record
+        if fmt is not None and checked.ok and record.labelled and (problem := fmt.unreadable(record.mentions())):
+            checked.findings.append(Finding("error", source, line, problem))
         if record is not None and record.labelled and not seen_labelled:
             seen_labelled = True
             checked.findings[:0] = [_unlabelled(source, earlier) for earlier in waiting]

@@ -23,7 +23,7 @@ from nerft.data.records import CluenerRecord, Finding
 from nerft.errors import DataError
 from nerft.io import atomic_writer, read_json, update_json, write_json_atomic
 from nerft.progress import progress
-from nerft.prompts import get_format
+from nerft.prompts import PromptFormat, get_format
 
 DATASET_INFO = "dataset_info.json"
 ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system"}
@@ -115,7 +115,7 @@ def prepare_dataset(
     read_dataset_info(out_dir)  # refuse a broken dataset_info.json before writing anything
     inputs = {"train": train, "dev": dev, "test": test}
     inputs = {split: Path(path) for split, path in inputs.items() if path is not None}
-    checked = checked or check_inputs(inputs, labels=labels, skip_invalid=skip_invalid, val_size=val_size)
+    checked = checked or check_inputs(inputs, labels=labels, skip_invalid=skip_invalid, val_size=val_size, fmt=fmt)
     valid_counts, invalid, findings = checked.valid_counts, checked.invalid, checked.findings
     split_dev, dev_target = checked.split_dev, checked.dev_target
 
@@ -138,7 +138,7 @@ def prepare_dataset(
         for split, path in inputs.items():
             remaining, wanted = valid_counts[split], dev_target
             for record in progress(
-                _valid_records(path, labels), total=valid_counts[split], desc=f"writing {path.name}"
+                _valid_records(path, labels, fmt), total=valid_counts[split], desc=f"writing {path.name}"
             ):
                 target = split
                 if split == "train" and split_dev:
@@ -199,15 +199,18 @@ def check_inputs(
     skip_invalid: bool,
     val_size: float,
     on_valid: Callable[[CluenerRecord], None] | None = None,
+    fmt: PromptFormat | None = None,
 ) -> CheckedInputs:
     """Validate every input file (`on_valid` sees each valid record); a `DataError` listing every
-    problem, errors first, when a record is invalid (without `skip_invalid`) or the split is empty."""
+    problem, errors first, when a record is invalid (without `skip_invalid`) or the split is empty.
+    With `fmt`, a record whose entities its answer in that format would not read back as is
+    invalid too (`PromptFormat.unreadable`)."""
     findings: list[Finding] = []
     valid_counts: dict[str, int] = {}
     invalid = 0
     for split, path in inputs.items():
         valid = 0
-        for checked in progress(iter_checked(path, labels), desc=f"checking {path.name}"):
+        for checked in progress(iter_checked(path, labels, fmt), desc=f"checking {path.name}"):
             findings.extend(checked.findings)
             valid += checked.ok
             invalid += not checked.ok
@@ -278,8 +281,8 @@ def gold_file(name: str, split: str) -> str:
     return f"{name}_{split}.gold.jsonl"
 
 
-def _valid_records(path: Path, labels) -> Iterator[CluenerRecord]:
-    for checked in iter_checked(path, labels):
+def _valid_records(path: Path, labels, fmt: PromptFormat) -> Iterator[CluenerRecord]:
+    for checked in iter_checked(path, labels, fmt):
         if checked.ok:
             yield checked.record
 

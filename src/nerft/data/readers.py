@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nerft.data.records import Entity, Finding
 from nerft.errors import DataError
+from nerft.io import TOO_MANY_DIGITS
 
 # A record larger than this is not CLUE NER data: stop instead of buffering the whole file.
 MAX_RECORD_CHARS = 1 << 20
@@ -33,13 +34,10 @@ def open_text(path: str | os.PathLike):
 def detect_format(path: str | os.PathLike) -> str:
     """'json' when the first non-blank character opens a JSON value, else 'tagged'."""
     with open_text(path) as handle:
-        try:
-            for line in handle:
-                stripped = line.strip()
-                if stripped:
-                    return "json" if stripped[0] in "[{" else "tagged"
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        for _, line in _decoded_lines(handle, str(path)):
+            stripped = line.strip()
+            if stripped:
+                return "json" if stripped[0] in "[{" else "tagged"
     return "json"
 
 
@@ -83,6 +81,8 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict | Fin
                 return
             try:
                 value, end = decoder.raw_decode(buffer)
+            except RecursionError:
+                raise DataError(f"{source}:{buffer_line}: JSON nested too deeply") from None
             except json.JSONDecodeError as exc:
                 if buffer[exc.pos :].strip():
                     last_error = f"{exc.msg} (line {buffer_line + exc.lineno - 1}, column {exc.colno})"
@@ -93,6 +93,8 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict | Fin
                         f"{source}:{buffer_line}: broken JSON: an object that never closes ({last_error})"
                     ) from None
                 return
+            except ValueError:  # Python's bound on the digits of an integer
+                raise DataError(f"{source}:{buffer_line}: {TOO_MANY_DIGITS}") from None
             yield buffer_line, value
             buffer_line, buffer_column = _advance(buffer, end, buffer_line, buffer_column)
             buffer = buffer[end:]
@@ -188,12 +190,26 @@ def iter_tagged_sentences(path: str | os.PathLike) -> Iterator[tuple[int, dict |
 def _decoded_lines(handle, source: str) -> Iterator[tuple[int, str]]:
     """`(line number, line)` of an open text file; bytes that are not UTF-8 end in one `DataError`
     naming the line (a file cut inside a character, one in another encoding)."""
-    lineno = 0
     try:
-        for lineno, line in enumerate(handle, start=1):
-            yield lineno, line
+        yield from enumerate(handle, start=1)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{source}:{lineno + 1}: not UTF-8 text ({exc.reason})") from None
+        # The text layer decodes ahead in chunks: the bad byte's line is found in the bytes.
+        raise DataError(f"{source}:{_first_undecodable_line(handle.name)}: not UTF-8 text ({exc.reason})") from None
+
+
+def _first_undecodable_line(path: str) -> int:
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 16), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                return line + chunk[: max(exc.start, 0)].count(b"\n")
+            line += chunk.count(b"\n")
+    return line
 
 
 def _parse_tagged_line(line: str) -> tuple[str, str] | str:

@@ -21,6 +21,7 @@ Warnings (written as they are, reported in the summary):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -61,6 +62,12 @@ def check_json_record(value: dict, source: str, line: int, labels: Iterable[str]
         return error(f"'text' must be a string, found {type(text).__name__}")
     if not text.strip():
         return error("empty text")
+    if (position := lone_surrogate(text)) is not None:
+        return error(
+            f"'text' holds a lone surrogate (\\u{ord(text[position]):04x} at character {position}), not Unicode text"
+        )
+    if "id" in value and lone_surrogate(json.dumps(value["id"], ensure_ascii=False)) is not None:
+        return error("'id' holds a lone surrogate, not Unicode text")
     raw_label = value.get("label")
     labelled = "label" in value and raw_label is not None
     entities: list[Entity] = []
@@ -82,6 +89,16 @@ def check_json_record(value: dict, source: str, line: int, labels: Iterable[str]
     )
     findings.extend(check_entities(record, labels))
     return CheckedRecord(record, findings)
+
+
+def lone_surrogate(text: str) -> int | None:
+    """The position of the first lone surrogate in `text` (a JSON escape such as "\\ud800", or a
+    byte that was not UTF-8 read with surrogateescape), which no UTF-8 file can hold; else None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def check_tagged_record(value: dict, source: str, line: int, labels: Iterable[str] | None = None) -> CheckedRecord:

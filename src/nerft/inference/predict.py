@@ -8,7 +8,6 @@ counts = predict_records(records, engine, fmt, out="runs/tiny/eval/predictions.j
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import time
 from collections import deque
@@ -17,7 +16,7 @@ from dataclasses import replace
 
 from nerft.data.load import format_errors
 from nerft.data.records import CluenerRecord
-from nerft.data.validate import CheckedRecord, check_json_record
+from nerft.data.validate import CheckedRecord, check_json_record, lone_surrogate
 from nerft.errors import DataError, ServerError
 from nerft.inference.documents import (
     CLUENER_LONGEST_CHARS,
@@ -32,6 +31,7 @@ from nerft.inference.engines.local import open_local_engine
 from nerft.inference.engines.ray_actors import RayEngine
 from nerft.inference.options import EngineOptions, default_engine
 from nerft.inference.predictions import PredictionCounts, ResumablePredictions, prediction_row
+from nerft.io import json_line
 from nerft.progress import progress
 from nerft.prompts import PromptFormat
 from nerft.runfolder import RunInfo
@@ -213,16 +213,20 @@ def records_from_lines(
 
     def checked_lines() -> Iterator[CheckedRecord]:
         for lineno, line in enumerate(lines, start=1):
+            if isinstance(line, bytes):
+                try:
+                    line = line.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{source}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
             stripped = line.strip()
             if not stripped:
                 continue
             if not stripped.startswith("{"):
+                if (position := lone_surrogate(stripped)) is not None:
+                    raise DataError(f"{source}:{lineno}: not UTF-8 text (character {position})")
                 yield CheckedRecord(CluenerRecord(text=stripped, labelled=False, source=source, line=lineno))
                 continue
-            try:
-                value = json.loads(stripped)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{source}:{lineno}: broken JSON ({exc.msg})") from None
+            value = json_line(stripped, source, lineno)
             yield check_json_record(value, source, lineno, labels)
 
     def valid() -> Iterator[CluenerRecord]:

@@ -39,7 +39,7 @@ from nerft.data.records import CluenerRecord
 from nerft.errors import DataError
 from nerft.inference.engines import Generation, whole_characters
 from nerft.inference.grounding import answer_confidence, item_confidences
-from nerft.io import json_line, json_row, read_json, write_json_atomic
+from nerft.io import json_line, json_row, naming_os_errors, read_json, write_json_atomic
 from nerft.metrics.clue import split_in_text
 from nerft.metrics.parse import Mention, parse_output
 from nerft.metrics.spans import occurrences
@@ -218,14 +218,16 @@ class ResumablePredictions:
             write_json_atomic(self.meta, self.source)
             self.partial.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.partial, "a", encoding="utf-8", newline="\n")
-        self._handle.write(json_row(row))
-        self._handle.flush()
+        with naming_os_errors(self.partial):
+            self._handle.write(json_row(row))
+            self._handle.flush()
 
     def finish(self) -> None:
         if self._handle is None:  # nothing was predicted now: everything came from the partial file
             self.partial.touch()
             self._handle = open(self.partial, "a", encoding="utf-8")
-        os.fsync(self._handle.fileno())
+        with naming_os_errors(self.partial):
+            os.fsync(self._handle.fileno())
         self.close()
         os.replace(self.partial, self.out)
         self.meta.unlink(missing_ok=True)

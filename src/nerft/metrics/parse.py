@@ -23,7 +23,9 @@ decides what counts), or None when the answer says nothing readable. The rules, 
 6. A JSON list cut off mid-way (the generation hit its token limit): the complete objects before
    the cut, if there is at least one.
 7. Compact lines among prose: the `label:entity` lines, when there is at least one.
-Anything else is unparseable (None).
+Anything else is unparseable (None), and so is an answer that was not text at all (a server's
+`content` that is null, a number or an object), which engines keep as `not_text(content)`:
+`<not text: JSON>`, so that the predictions file holds it and reading it again says the same.
 
 A label is one word (letters, digits, `_`, `-`, CJK included) so that a prose line such as
 "以下是识别结果：" is not read as a mention: its "entity" is empty.
@@ -46,8 +48,18 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 Mention = tuple[str, str]  # (label, entity text)
 
 
+NOT_TEXT = "<not text: "
+
+
+def not_text(value: object) -> str:
+    """How an answer that is not text is kept (raw, in the predictions file): never parseable."""
+    return f"{NOT_TEXT}{json.dumps(value, ensure_ascii=False)[:200]}>"
+
+
 def parse_output(raw: str) -> list[Mention] | None:
     """The `(label, entity)` pairs a model's answer names, or None when it cannot be read."""
+    if raw.startswith(NOT_TEXT):
+        return None
     text = _without_thinking(_cut_at_end_token(raw))
     if text is None:
         return None
@@ -92,6 +104,8 @@ def _is_json(entity: str) -> bool:
         return True
     except json.JSONDecodeError:
         return False
+    except ValueError:  # JSON, with an integer longer than Python converts (4,300 digits)
+        return True
 
 
 def _cut_at_end_token(text: str) -> str:
@@ -146,6 +160,8 @@ def _json_mentions(text: str) -> list[Mention] | None:
             recovered = _truncated_list_mentions(text, start) if char == "[" else []
             if recovered:
                 return recovered
+            continue
+        except ValueError:  # an integer longer than Python converts: no answer of a known shape
             continue
         mentions = mentions_from_json(value)
         if mentions is not None:
@@ -207,7 +223,7 @@ def _truncated_list_mentions(text: str, start: int) -> list[Mention]:
             return mentions
         try:
             item, position = _DECODER.raw_decode(text, position)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # JSONDecodeError, or an integer too long to convert
             return mentions
         mention = _mention_object(item)
         if mention is not None:

@@ -51,6 +51,42 @@ def base_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach a server bound to `host`."""
+    import ipaddress
+
+    if host in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any interface
+
+
+def check_exposure(host: str, api_key: str | None, *, insecure: bool, warn: Callable[[str], None]) -> None:
+    """A server reachable from other machines needs an API key, or `--insecure` (with a warning)."""
+    if is_loopback(host) or api_key:
+        return
+    if not insecure:
+        raise ConfigError(
+            f"--host {host} lets other machines use the server, and there is no --api-key",
+            hint="give --api-key KEY (clients send it as a bearer token), or --insecure to serve without one",
+        )
+    warn(f"warning: serving on {host} without --api-key (--insecure): anyone who can reach this machine can use it")
+
+
+def listening_note(host: str, port: int) -> str | None:
+    """Where other machines reach a server bound to every interface (the URL nerft prints is the
+    one it checks from this machine); None for a server bound to one address."""
+    if host not in ("0.0.0.0", "::", "", "*"):
+        return None
+    name = socket.gethostname()
+    return f"listening on every interface ({host or '*'}:{port}): from other machines http://{name}:{port}/v1"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on now (the OS picks it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -135,7 +171,13 @@ def running_server(
         if command.private_tmpdir:
             env["TMPDIR"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="nerft-server-"))
         program = start_program(
-            command.argv, env=env, install_hint=command.install_hint, stdout_to_stderr=True, log=log, own_group=True
+            command.argv,
+            env=env,
+            install_hint=command.install_hint,
+            stdout_to_stderr=True,
+            log=log,
+            own_group=True,
+            die_with_parent=True,
         )
         server = Server(base_url(host, port), command.model_names, program)
         try:

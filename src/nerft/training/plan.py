@@ -434,7 +434,12 @@ def _checked_data(cfg: NerftConfig, run_dir: Path, examples: list[dict] | None) 
     }
     collect = None if examples is None else (lambda record: examples.append(fmt.example(record)))
     checked = check_inputs(
-        inputs, labels=cfg.data.labels, skip_invalid=cfg.data.skip_invalid, val_size=cfg.data.val_size, on_valid=collect
+        inputs,
+        labels=cfg.data.labels,
+        skip_invalid=cfg.data.skip_invalid,
+        val_size=cfg.data.val_size,
+        on_valid=collect,
+        fmt=fmt,
     )
     return _planned_data(cfg, run_dir, checked)
 

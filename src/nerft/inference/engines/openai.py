@@ -21,6 +21,7 @@ from nerft.errors import ServerError
 from nerft.inference.engines import ChatRequest, Generation
 from nerft.inference.grounding import grounded_regex
 from nerft.io import json_line
+from nerft.metrics.parse import not_text
 from nerft.prompts import PromptFormat
 
 DEFAULT_CONCURRENCY = 8
@@ -29,9 +30,14 @@ RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 def normalize_base_url(url: str) -> str:
     """`http://host:port` and `http://host:port/` mean `http://host:port/v1`; a path is kept as given."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ServerError(f"{url}: not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
+    example = "e.g. http://127.0.0.1:8000/v1"
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number 0-65535
+    except ValueError as exc:
+        raise ServerError(f"{url}: not a valid URL ({exc}; {example})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ServerError(f"{url}: not an http(s) URL ({example})")
     base = url.strip().rstrip("/")
     return base + "/v1" if parts.path in ("", "/") else base
 
@@ -145,13 +151,11 @@ class OpenAIEngine:
         data = self._call("POST", "/chat/completions", json=self.request_body(request))
         try:
             choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
+            text = message_text(choice["message"].get("content"))
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ServerError(
                 f"{self.base_url}/chat/completions: answer without choices[0].message: {str(data)[:200]}"
             ) from None
-        if not isinstance(text, str):
-            text = str(text)
         return Generation(
             text, "length" if choice.get("finish_reason") == "length" else "stop", answer_tokens(choice, text)
         )
@@ -194,6 +198,25 @@ class OpenAIEngine:
 
     def close(self) -> None:
         self.client.close()
+
+
+def message_text(content: object) -> str:
+    """The text of a chat answer's `message.content`: a string as it is; OpenAI's list of content
+    parts (`{"type": "text", "text": ...}`, or bare strings) joined; anything else (null, a number,
+    an object, a refusal part) is no text, kept in the form the parser counts as unparseable."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [part if isinstance(part, str) else _text_part(part) for part in content]
+        if all(part is not None for part in parts):
+            return "".join(parts)
+    return not_text(content)
+
+
+def _text_part(part: object) -> str | None:
+    if isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
+        return part["text"]
+    return None
 
 
 def answer_json(response, url: str) -> dict:
