@@ -218,7 +218,7 @@ def test_a_partial_file_of_other_sentences_is_refused(tmp_path):
     with pytest.raises(DataError) as info:
         predict_records(records(TEXTS[1:]), ScriptedEngine(ANSWERS), COMPACT, out=out)
     assert str(info.value) == (
-        f"{out}.partial:1: predicts another sentence than record 1 of the input (delete {out}.partial to start over)"
+        f"{out}.partial:1: predicts another sentence than record 1 of the input (--restart deletes them and predicts everything again)"
     )
 
 
@@ -228,7 +228,7 @@ def test_a_partial_file_of_another_model_is_refused(tmp_path):
         predict_records(records(), ScriptedEngine(ANSWERS, fail_after=2), COMPACT, out=out)
     with pytest.raises(DataError) as info:
         predict_records(records(), ScriptedEngine(ANSWERS, model="m2"), COMPACT, out=out)
-    assert "was started with model m1, not m2" in str(info.value)
+    assert "was started with other settings: model m1, not m2" in str(info.value)
 
 
 def test_a_partial_file_of_another_prompt_format_is_refused(tmp_path):
@@ -238,7 +238,7 @@ def test_a_partial_file_of_another_prompt_format_is_refused(tmp_path):
         predict_records(records(), ScriptedEngine(ANSWERS, fail_after=2), COMPACT, out=out)
     with pytest.raises(DataError) as info:
         predict_records(records(), ScriptedEngine(ANSWERS), get_format("seed"), out=out)
-    assert "was started with prompt compact, not seed" in str(info.value)
+    assert "was started with other settings: prompt compact, not seed" in str(info.value)
 
 
 def test_without_out_rows_go_to_the_sink_only(tmp_path):

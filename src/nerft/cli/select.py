@@ -39,7 +39,7 @@ def command(
 ) -> None:
     """Choose the N sentences whose predictions are least confident and write them as Label Studio tasks with pre-annotations."""
     from nerft.data.annotation import record_of_prediction
-    from nerft.data.convert import write_converted
+    from nerft.data.convert import label_config_path, write_converted
     from nerft.errors import ConfigError
     from nerft.inference.select import LeastConfident, check_confidences, describe, rows_of_predictions
     from nerft.io import refuse_collisions
@@ -49,7 +49,7 @@ def command(
         raise ConfigError("give --data FILE (sentences to predict) or --predictions FILE (a `nerft predict` output)")
     refuse_collisions(
         {"--data": data, "--predictions": predictions},
-        {"--out": out, "the labelling config": out.with_name(out.stem + ".label_config.xml")},
+        {"--out": out, "the labelling config": label_config_path(out)},
     )
     chosen = LeastConfident(count)
     run = load_run(run_dir) if run_dir is not None else None
