@@ -68,22 +68,22 @@ def test_refuse_collisions_names_both_options(tmp_path):
     )  # no collision: nothing raised
 
 
-def test_eval_of_a_model_refuses_the_gold_file_as_an_output_before_predicting(files, tmp_path):
+@pytest.mark.parametrize("output", ["--report", "--errors", "predictions"])
+def test_eval_of_a_model_refuses_the_gold_file_as_an_output_before_predicting(files, tmp_path, output):
     gold, _ = files
     before = unchanged(gold)
-    for extra in (["--report", str(gold)], ["--errors", str(gold)], ["--out-dir", str(tmp_path / "e")]):
-        out_dir = [] if "--out-dir" in extra else ["--out-dir", str(tmp_path / "e")]
-        args = ["eval", "--endpoint", "http://127.0.0.1:9/v1", "--gold", str(gold), *out_dir, *extra]
-        if "--out-dir" in extra:  # the predictions file itself in place of the gold
-            gold.rename(tmp_path / "e.jsonl")
-            (tmp_path / "e").mkdir()
-            (tmp_path / "e" / "predictions.jsonl").symlink_to(tmp_path / "e.jsonl")
-            args = ["eval", "--endpoint", "http://127.0.0.1:9/v1", "--gold", str(tmp_path / "e.jsonl"), *extra]
-        result = CliRunner().invoke(app, args)
-        assert result.exit_code == 1
-        assert result.stderr.startswith("nerft: error: ") and "nerft would overwrite it" in result.stderr
-        assert len(result.stderr.splitlines()) == 1
-    assert (tmp_path / "e.jsonl").read_bytes() == before[gold]
+    out_dir = tmp_path / "e"
+    args = ["eval", "--endpoint", "http://127.0.0.1:9/v1", "--gold", str(gold), "--out-dir", str(out_dir)]
+    if output == "predictions":  # the resumable predictions.jsonl is a link to the gold file
+        out_dir.mkdir()
+        (out_dir / "predictions.jsonl").symlink_to(gold)
+    else:
+        args += [output, str(gold)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("nerft: error: ") and "nerft would overwrite it" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert unchanged(gold) == before
 
 
 def test_eval_report_that_is_not_json_is_refused_before_anything_is_written(files, tmp_path):
