@@ -122,5 +122,5 @@ def write_converted(
             write_text_atomic(
                 stage(config), label_studio_config([*(labels or ()), *(e.label for r in records for e in r.entities)])
             )
-        written["label_config"] = str(config)
+            written["label_config"] = str(config)
     return written
