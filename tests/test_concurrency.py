@@ -215,3 +215,165 @@ def test_two_trainings_sharing_a_data_folder_keep_their_own_files(sample_dir, tm
         assert args["dataset_dir"] == str(shared)
         examples = json.loads((shared / info[args["dataset"]]["file_name"]).read_text(encoding="utf-8"))
         assert (examples[0]["output"].startswith("[")) == (prompt == "seed")  # seed answers JSON, compact lines
+
+
+# ---- one writer per output file ------------------------------------------------------------
+
+
+def hold_sole_writer(path):
+    """A process holding `sole_writer(path)` until killed; returns it once it holds the lock."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from nerft.io import sole_writer\nwith sole_writer(sys.argv[1]):\n print('held', flush=True); time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert holder.stdout.readline().strip() == b"held"
+    return holder
+
+
+def test_a_second_writer_is_refused_at_once_naming_the_lock_and_the_process(tmp_path):
+    from nerft.errors import NerftError
+    from nerft.io import sole_writer
+
+    out = tmp_path / "pred.jsonl"
+    holder = hold_sole_writer(out)
+    try:
+        start = time.monotonic()
+        with pytest.raises(NerftError) as info:
+            with sole_writer(out):
+                pass
+        assert time.monotonic() - start < 1.0  # refused, not waited for
+        assert str(info.value) == (
+            f"{out}: process {holder.pid} is writing it (it holds {tmp_path / '.pred.jsonl.lock'}) "
+            "(wait for it to finish, or write to another path)"
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    with sole_writer(out), sole_writer(out):  # the killed holder's lock is free; re-entrant here
+        assert (tmp_path / ".pred.jsonl.lock").read_text() == f"{os.getpid()}\n"
+    assert list(tmp_path.iterdir()) == []  # the lock file goes with its last holder
+
+
+def test_written_together_puts_every_file_in_place_or_none(tmp_path):
+    from nerft.io import written_together
+
+    report = tmp_path / "report.json"
+    report.write_text("old")
+    (tmp_path / "report.md").write_text("old")
+    with pytest.raises(RuntimeError):
+        with written_together(report) as stage:
+            stage(report).write_text("new")
+            stage(tmp_path / "report.md").write_text("new")
+            raise RuntimeError("the pages failed")
+    assert [(p.name, p.read_text()) for p in sorted(tmp_path.iterdir())] == [
+        ("report.json", "old"),
+        ("report.md", "old"),
+    ]
+    (tmp_path / "chart.png").mkdir()  # a rename that would fail is found before any is made
+    with pytest.raises(Exception, match="chart.png: is a folder, not a file"):
+        with written_together(report) as stage:
+            stage(report).write_text("new")
+            stage(tmp_path / "chart.png").write_text("new")
+    assert report.read_text() == "old"
+    (tmp_path / "chart.png").rmdir()
+    with written_together(report) as stage:
+        stage(report).write_text("new")
+        stage(tmp_path / "report.md").write_text("new")
+        stage(tmp_path / "chart.png").write_text("new")  # a file the writer adds belongs too
+    assert [(p.name, p.read_text()) for p in sorted(tmp_path.iterdir())] == [
+        ("chart.png", "new"),
+        ("report.json", "new"),
+        ("report.md", "new"),
+    ]
+
+
+def test_predict_into_a_file_another_process_writes_is_refused_before_any_request(tmp_path):
+    from typer.testing import CliRunner
+
+    from nerft.cli.main import app
+
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"text": "张三在北京"}\n', encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    holder = hold_sole_writer(out)
+    try:
+        result = CliRunner().invoke(
+            app, ["predict", "--endpoint", "http://127.0.0.1:9/v1", "--data", str(data), "--out", str(out)]
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"nerft: error: {out}: process {holder.pid} is writing it")
+    assert len(result.stderr.splitlines()) == 1
+
+
+CONCURRENT_TRIALS = int(os.environ.get("NERFT_CONCURRENT_TRIALS", "5"))  # 20 for the record
+
+
+def run_together(argvs, cwd):
+    processes = [nerft_process(*argv, cwd=cwd) for argv in argvs]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    return [(process.returncode, out.decode(), err.decode()) for process, (out, err) in zip(processes, outputs)]
+
+
+def assert_one_line_refusal(code, stderr, path):
+    assert code == 1 and "Traceback" not in stderr, stderr
+    assert stderr.startswith(f"nerft: error: {path}: process ") and len(stderr.splitlines()) == 1, stderr
+
+
+@pytest.mark.slow
+def test_two_predicts_into_one_file_never_mix_their_rows(tmp_path):
+    """Two `nerft predict --out F` at once: F ended with every row twice and one run died with a
+    traceback. Now one writes, the other is refused in one line (or runs after the first)."""
+    from test_openai_engine import FakeServer
+
+    texts = [f"张三在北京第{i}次" for i in range(30)]
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    with FakeServer(delay=lambda text: 0.02) as server:
+        for trial in range(CONCURRENT_TRIALS):
+            out = tmp_path / f"pred{trial}.jsonl"
+            argv = ["predict", "--endpoint", server.url, "--concurrency", "1", "--data", data, "--out", out]
+            results = run_together([argv, argv], tmp_path)
+            for code, _, stderr in results:
+                if code != 0:
+                    assert_one_line_refusal(code, stderr, out)
+            assert any(code == 0 for code, _, _ in results)
+            rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+            assert [row["text"] for row in rows] == texts
+            assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(f".pred{trial}")) == []
+
+
+@pytest.mark.slow
+def test_two_evals_into_one_report_never_disagree(tmp_path):
+    """Two `nerft eval --report R` at once, one scoring perfect answers, one wrong ones: report.json
+    and report.md said micro F1 1.0 and 0.0. Now the files are one run's."""
+    gold = tmp_path / "gold.jsonl"
+    records = [{"text": f"张三在北京第{i}次", "label": {"name": {"张三": [[0, 1]]}}} for i in range(20)]
+    gold.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    answers = {"right": "name:张三", "wrong": "name:北京"}
+    for name, answer in answers.items():
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"text": r["text"], "predict": answer}, ensure_ascii=False) + "\n" for r in records),
+            encoding="utf-8",
+        )
+    for trial in range(CONCURRENT_TRIALS):
+        report = tmp_path / f"r{trial}" / "report.json"
+        argvs = [
+            ["eval", "--gold", gold, "--predictions", tmp_path / f"{n}.jsonl", "--report", report] for n in answers
+        ]
+        results = run_together(argvs, tmp_path)
+        for code, _, stderr in results:
+            if code != 0:
+                assert_one_line_refusal(code, stderr, report)
+        f1 = json.loads(report.read_text(encoding="utf-8"))["micro"]["f1"]
+        markdown = (report.parent / "report.md").read_text(encoding="utf-8")
+        assert f"Micro F1 {f1:.4f} " in markdown, markdown
+        assert sorted(p.name for p in report.parent.iterdir() if p.name.startswith(".")) == []

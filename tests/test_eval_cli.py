@@ -264,3 +264,21 @@ def test_entities_not_in_their_sentence_are_scored_both_ways(tmp_path):
         in markdown
     )
     assert "micro F1 0.8571 (precision 1.0000, recall 0.7500)" in markdown
+
+
+def test_rows_that_carry_their_text_must_be_the_gold_sentences(tmp_path):
+    """`nerft predict` rows of the gold sentences in another order scored micro F1 0.0 with exit 0."""
+    gold = write_jsonl(tmp_path / "gold.jsonl", GOLD)
+    rows = [{"text": record["text"], "predict": "name:张三"} for record in GOLD]
+    in_order = write_jsonl(tmp_path / "in-order.jsonl", rows)
+    assert run("--gold", gold, "--predictions", in_order).exit_code == 0
+    shuffled = write_jsonl(tmp_path / "shuffled.jsonl", [rows[0], rows[2], rows[1]])
+    result = run("--gold", gold, "--predictions", shuffled, "--report", tmp_path / "out" / "report.json")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"nerft: error: {shuffled}:2: predicts '今天天气很好', not the gold sentence '温格的球队2比1战胜曼联' "
+        f"({gold}:2) (the predictions must be of the gold records, in the same order)\n"
+    )
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []  # nothing written
+    without_text = write_jsonl(tmp_path / "answers.jsonl", [{"predict": row["predict"]} for row in rows])
+    assert run("--gold", gold, "--predictions", without_text).exit_code == 0  # answers only: order is trusted

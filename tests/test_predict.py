@@ -218,7 +218,7 @@ def test_a_partial_file_of_other_sentences_is_refused(tmp_path):
     with pytest.raises(DataError) as info:
         predict_records(records(TEXTS[1:]), ScriptedEngine(ANSWERS), COMPACT, out=out)
     assert str(info.value) == (
-        f"{out}.partial:1: predicts another sentence than record 1 of the input (delete {out}.partial to start over)"
+        f"{out}.partial:1: predicts another sentence than record 1 of the input (--restart deletes them and predicts everything again)"
     )
 
 
@@ -228,7 +228,7 @@ def test_a_partial_file_of_another_model_is_refused(tmp_path):
         predict_records(records(), ScriptedEngine(ANSWERS, fail_after=2), COMPACT, out=out)
     with pytest.raises(DataError) as info:
         predict_records(records(), ScriptedEngine(ANSWERS, model="m2"), COMPACT, out=out)
-    assert "was started with model m1, not m2" in str(info.value)
+    assert "was started with other settings: model m1, not m2" in str(info.value)
 
 
 def test_a_partial_file_of_another_prompt_format_is_refused(tmp_path):
@@ -238,7 +238,7 @@ def test_a_partial_file_of_another_prompt_format_is_refused(tmp_path):
         predict_records(records(), ScriptedEngine(ANSWERS, fail_after=2), COMPACT, out=out)
     with pytest.raises(DataError) as info:
         predict_records(records(), ScriptedEngine(ANSWERS), get_format("seed"), out=out)
-    assert "was started with prompt compact, not seed" in str(info.value)
+    assert "was started with other settings: prompt compact, not seed" in str(info.value)
 
 
 def test_without_out_rows_go_to_the_sink_only(tmp_path):
@@ -379,3 +379,76 @@ def test_the_default_engine_is_the_faster_one_for_the_model_and_input(facts, exp
     from nerft.inference.options import choose_engine
 
     assert choose_engine(**facts) == expected
+
+
+# ---- what a resumed run must find again --------------------------------------------------------
+
+
+def test_the_resume_record_holds_everything_that_decides_an_answer(tmp_path):
+    import hashlib
+
+    from nerft.inference.predict import resume_record
+
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(b'{"text": "x"}\n')
+    record = resume_record(ScriptedEngine(ANSWERS), COMPACT, data)
+    prompt = hashlib.sha256(f"{COMPACT.system}\n{COMPACT.user_message('')}".encode()).hexdigest()[:16]
+    assert record == {
+        "engine": "scripted",
+        "model": "m1",
+        "prompt": "compact",
+        "prompt_sha256": prompt,
+        "labels": ",".join(COMPACT.labels),
+        "input": f"{data.resolve()} (14 bytes, sha256 {hashlib.sha256(data.read_bytes()).hexdigest()[:16]})",
+    }
+
+
+def test_a_partial_file_of_another_input_file_is_refused_and_restart_starts_over(tmp_path):
+    out, first, second = tmp_path / "pred.jsonl", tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("a\n")
+    second.write_text("b, the same sentences in another file\n")
+    with pytest.raises(ServerError):
+        predict_records(records(), ScriptedEngine(ANSWERS, fail_after=2), COMPACT, out=out, input_file=first)
+    with pytest.raises(DataError) as info:
+        predict_records(records(), ScriptedEngine(ANSWERS), COMPACT, out=out, input_file=second)
+    assert str(info.value) == (
+        f"{out}.partial was started with other settings: input {first.resolve()} (2 bytes, sha256 "
+        f"{_sha(first)}), not {second.resolve()} (38 bytes, sha256 {_sha(second)}) "
+        "(--restart deletes them and predicts everything again)"
+    )
+    again = ScriptedEngine(ANSWERS)
+    counts = predict_records(records(), again, COMPACT, out=out, input_file=second, restart=True)
+    assert [request.text for request in again.seen] == TEXTS  # nothing kept
+    assert (counts.resumed, counts.predicted) == (0, 5)
+    assert [row["text"] for row in read_rows(out)] == TEXTS
+
+
+def _sha(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def test_predict_cli_refuses_to_resume_with_another_prompt_format(tmp_path):
+    """Killed with --prompt compact, rerun with --prompt seed: "75 kept from an earlier run", exit 0,
+    a file of two formats' answers. Now one line naming the difference; --restart starts over."""
+    from test_openai_engine import FakeServer
+
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in TEXTS), encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    argv = ["predict", "--data", str(data), "--out", str(out), "--concurrency", "1", "--retries", "0"]
+    with FakeServer(behaviour=lambda n, body: (200, None) if n < 2 else (502, {"detail": "bad gateway"})) as server:
+        result = CliRunner().invoke(app, [*argv, "--endpoint", server.url, "--prompt", "compact"])
+    assert result.exit_code == 1 and "2 of 5 predictions kept" in result.stderr
+    with FakeServer() as server:
+        result = CliRunner().invoke(app, [*argv, "--endpoint", server.url, "--prompt", "seed"])
+        assert result.exit_code == 1 and server.requests == []
+        assert result.stderr.startswith(
+            f"nerft: error: {out}.partial was started with other settings: prompt compact, not seed;"
+        )
+        assert len(result.stderr.splitlines()) == 1 and "--restart" in result.stderr
+        result = CliRunner().invoke(app, [*argv, "--endpoint", server.url, "--prompt", "seed", "--restart"])
+        assert result.exit_code == 0, result.output
+        assert len(server.requests) == 5 and "kept from an earlier run" not in result.stderr
+    assert [row["text"] for row in read_rows(out)] == TEXTS

@@ -51,6 +51,7 @@ def test_eval_endpoint_scores_the_sample_through_the_server(served, tiny_run, sa
         "endpoint": served["url"],
         "model": served["model"],
         "grounded": False,  # LLaMA-Factory's server takes no regular expression: its answers are free
+        "structured": False,
     }
     assert report["prediction"]["predicted"] == 9
     rows = [json.loads(line) for line in (out_dir / "predictions.jsonl").read_text().splitlines()]

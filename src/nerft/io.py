@@ -5,8 +5,13 @@
 - `locked(path)`: an inter-process lock (`filelock`) on `.<name>.lock` beside a shared file, held
   around every read-merge-write of it (`update_json`), so concurrent nerft processes never lose
   each other's entries.
+- `sole_writer(*paths)`: the one writer of output files: `.<name>.lock` beside each, taken at
+  once or refused at once in one line naming the lock and the process holding it.
+- `written_together(*paths)`: output files written side by side (a report and its pages), staged
+  under their writer's lock and renamed into place only when all are complete.
 - `staging_dir(target)`: a fresh, unique temporary folder beside `target` for a build;
   `replace_dir(staging, target)` swaps it in so that `target` is never missing.
+- `refuse_collisions(inputs, outputs)`: an output that is an input, refused before any work.
 - `read_json(path)` and `json_line(...)`: the one JSON reader of every file nerft reads, and
   `read_yaml(path)` the one YAML reader; whatever is wrong with the file ends in one
   `FILE[:LINE]: reason` error of the caller's type.
@@ -303,6 +308,111 @@ def locked(path: str | os.PathLike, *, timeout: float = LOCK_TIMEOUT) -> Iterato
         lock.release()
 
 
+_held_writers: dict[str, list] = {}  # lock file -> [its open descriptor, how often held]: re-entrant
+
+
+@contextlib.contextmanager
+def sole_writer(*paths: str | os.PathLike | None) -> Iterator[None]:
+    """Be the one writer of the output files `paths` (None skipped) for the block: each has its
+    lock `.<name>.lock` beside it while it is written (the resumable `<name>.partial` of
+    predictions is covered by its file's lock). A lock another process holds is refused at once,
+    not waited for, with one `NerftError` naming the lock and the holder's process id: two writers
+    of one file would interleave rows or leave pages of two runs side by side. Re-entrant within
+    a process.
+
+    The holder writes its pid into the lock file and deletes it when done (first, still holding
+    the lock: a process that opened the old file meanwhile finds it gone and takes a new one). The
+    kernel drops the lock of a holder that dies, even by SIGKILL: its file stays, free to take.
+    """
+    taken: list[str] = []
+    try:
+        for path in sorted({os.path.realpath(os.fspath(path)) for path in paths if path is not None}):
+            lock_file = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")
+            if lock_file in _held_writers:
+                _held_writers[lock_file][1] += 1
+            else:
+                _held_writers[lock_file] = [_take_writer_lock(path, lock_file), 1]
+            taken.append(lock_file)
+        yield
+    finally:
+        for lock_file in reversed(taken):
+            held = _held_writers[lock_file]
+            held[1] -= 1
+            if held[1] == 0:
+                del _held_writers[lock_file]
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(lock_file)
+                os.close(held[0])  # releases the lock
+
+
+def _take_writer_lock(path: str, lock_file: str) -> int:
+    """The open, locked descriptor of `lock_file`, or the `NerftError` of `sole_writer`."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    while True:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)  # no O_TRUNC: the holder's pid is read
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode("ascii", "replace").split()
+            os.close(fd)
+            who = f"process {holder[0]}" if holder and holder[0].isdigit() else "another process"
+            raise NerftError(
+                f"{path}: {who} is writing it (it holds {lock_file})",
+                hint="wait for it to finish, or write to another path",
+            ) from None
+        try:
+            current = os.stat(lock_file).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)  # its holder deleted it after this process opened it: take a new one
+
+
+@contextlib.contextmanager
+def written_together(*paths: str | os.PathLike | None) -> Iterator[Callable[[str | os.PathLike], Path]]:
+    """Write output files that belong together (a report, its pages and charts) so that they never
+    disagree: the block writes each through `stage(path)`, its place in a staging folder beside
+    it (`.<name>.XXXX.partial`, one per folder; files the writers add there, such as charts,
+    belong too); when the block succeeds every staged file is renamed over its target, else none
+    is and the staging folders are removed. `sole_writer` holds every path for the whole block,
+    so no other nerft process writes them meanwhile.
+
+    The outputs are files in the user's folder, not one folder that could be swapped in one
+    rename: they are renamed one after another, each rename atomic, after all of them are
+    complete. Nothing is written between the renames; only a kill within those microseconds
+    leaves some files of the new run beside some of the old, never a half-written file.
+    """
+    targets = [Path(path) for path in paths if path is not None]
+    with sole_writer(*targets):
+        staging: dict[Path, Path] = {}
+
+        def stage(path: str | os.PathLike) -> Path:
+            path = Path(path)
+            folder = path.parent.resolve()
+            if folder not in staging:
+                staging[folder] = staging_dir(folder / f"{path.name}")
+            return staging[folder] / path.name
+
+        try:
+            yield stage
+            moves = [
+                (item, folder / item.name) for folder, staged in staging.items() for item in sorted(staged.iterdir())
+            ]
+            for _, target in moves:  # a rename that would fail is refused before any is done
+                if target.is_dir() and not target.is_symlink():
+                    raise NerftError(f"{target}: is a folder, not a file", hint="give another output path")
+            for item, target in moves:
+                os.replace(item, target)
+        finally:
+            for staged in staging.values():
+                _remove(staged)
+
+
 def update_json(path: str | os.PathLike, change, *, read) -> Any:
     """Read-merge-write a shared JSON file under its lock: `change(read(path))` is written back
     atomically (unless it returns the value unchanged and the file exists); returns it."""
@@ -380,16 +490,33 @@ def _exchange(first: Path, second: Path) -> bool:
     raise OSError(code, os.strerror(code), str(second))
 
 
-def refuse_collisions(inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+def refuse_collisions(
+    inputs: dict[str, Any],
+    outputs: dict[str, Any],
+    *,
+    replaced_folders: dict[str, Any] | None = None,
+    hint: str | None = None,
+) -> None:
     """A `ConfigError` when an output path is an input path or another output's path (resolved,
     through links), or cannot be a file (a folder is there, or a file where a folder should be):
-    checked before any work, so nothing is written. Keys name the options
-    ("--gold"), values are paths or None (not given)."""
+    checked before any work, so nothing is written. Keys name the options ("--gold"), values are
+    paths or None (not given). `replaced_folders` are output folders that are deleted and replaced
+    whole (`export --out`, `train --force`): an input in one, or the folder itself, is refused too.
+    `hint` says what to change (default: give the output another path)."""
     from nerft.errors import ConfigError
 
     def resolved(path) -> str:
         return os.path.realpath(os.fspath(path))
 
+    for name, folder in (replaced_folders or {}).items():
+        if folder is None:
+            continue
+        for other, path in inputs.items():
+            if path is not None and Path(resolved(path)).is_relative_to(resolved(folder)):
+                raise ConfigError(
+                    f"{name} {folder} holds the input {other} {path}: nerft would delete it",
+                    hint=hint or f"give {name} another path",
+                )
     seen = {resolved(path): name for name, path in inputs.items() if path is not None}
     kinds = {resolved(path): "input" for path in seen}
     for name, path in outputs.items():
@@ -402,7 +529,7 @@ def refuse_collisions(inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
             other = seen[where]
             role = "the input" if kinds[where] == "input" else "the output"
             raise ConfigError(
-                f"{name} {path} is {role} {other}: nerft would overwrite it", hint=f"give {name} another path"
+                f"{name} {path} is {role} {other}: nerft would overwrite it", hint=hint or f"give {name} another path"
             )
         seen[where], kinds[where] = name, "output"
 

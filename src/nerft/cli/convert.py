@@ -40,12 +40,10 @@ def command(
     json_output: JsonOutput = False,
 ) -> None:
     """Convert records or predictions for Label Studio / doccano (predictions become pre-annotations to correct) or back to CLUE."""
-    from nerft.data.convert import convert_file
+    from nerft.data.convert import convert_file, label_config_path
     from nerft.io import refuse_collisions
 
-    refuse_collisions(
-        {"SOURCE": source}, {"--out": out, "the labelling config": out.with_name(out.stem + ".label_config.xml")}
-    )
+    refuse_collisions({"SOURCE": source}, {"--out": out, "the labelling config": label_config_path(out)})
     label_list = [label.strip() for label in labels.split(",") if label.strip()] if labels else None
     written = convert_file(source, to=to, out=out, model_version=model_version, labels=label_list)
     if json_output:

@@ -10,10 +10,10 @@ from typing import Annotated, Optional
 import typer
 
 from nerft.cli.common import log, print_json, split_labels
-from nerft.cli.options import JsonOutput, MinConfidence, OptionalRunDir, engine_options
+from nerft.cli.options import JsonOutput, MinConfidence, OptionalRunDir, Restart, engine_options
 from nerft.errors import ConfigError
 from nerft.inference.options import EngineOptions
-from nerft.io import refuse_collisions
+from nerft.io import refuse_collisions, written_together
 
 NAME = "eval"
 
@@ -61,6 +61,7 @@ def command(
         ),
     ] = None,
     min_confidence: MinConfidence = None,
+    restart: Restart = False,
     json_output: JsonOutput = False,
     *,
     options: EngineOptions,
@@ -72,48 +73,72 @@ def command(
             raise ConfigError(
                 "give --predictions FILE, or --run RUN_DIR / --endpoint URL to predict the gold sentences first"
             )
+        from nerft.inference.predictions import partial_path
         from nerft.inference.scoring import predict_and_score, scoring_folder
         from nerft.runfolder import ERRORS, PREDICTIONS, load_run
         from nerft.runfolder import EVAL_REPORT as REPORT
 
         run = load_run(run_dir) if run_dir is not None else None
         folder = scoring_folder(gold, run, out_dir)
-        report = report or folder / REPORT
+        report, errors = report or folder / REPORT, errors or folder / ERRORS
         refuse_collisions(
             {"--gold": gold},
-            {**report_outputs(report), "--errors": errors or folder / ERRORS, "predictions": folder / PREDICTIONS},
+            {
+                **report_outputs(report),
+                "--errors": errors,
+                "predictions": folder / PREDICTIONS,
+                "its partial file": partial_path(folder / PREDICTIONS),
+            },
         )
-        with errors_file(errors or folder / ERRORS) as on_error:
-            evaluation = predict_and_score(
-                gold=gold,
-                run=run,
-                options=options,
-                labels=label_list,
-                out_dir=folder,
-                on_error=on_error,
-                min_confidence=min_confidence,
-            )
-        finish(evaluation, report=report, json_output=json_output)
+        check_report_path(report)
+        with written_together(report, errors) as stage:  # the report's lock covers its pages
+            with errors_file(stage(errors)) as on_error:
+                evaluation = predict_and_score(
+                    gold=gold,
+                    run=run,
+                    options=options,
+                    labels=label_list,
+                    out_dir=folder,
+                    on_error=on_error,
+                    min_confidence=min_confidence,
+                    restart=restart,
+                )
+            data = write_report(evaluation, report=stage(report))
+        finish(evaluation, data, report=report, json_output=json_output)
         return
     if run_dir is not None or options.endpoint is not None or options.engine is not None or options.prompt is not None:
         raise ConfigError(
             "--predictions scores a file; --run, --endpoint, --engine and --prompt predict: give one or the other"
         )
+    if restart:
+        raise ConfigError("--restart is for --run/--endpoint, which predict resumably; --predictions scores a file")
     from nerft.metrics.evaluate import score_prediction_files
 
-    refuse_collisions(
-        {"--gold": gold, "--predictions": predictions},
-        {**(report_outputs(report) if report is not None else {}), "--errors": errors},
-    )
-    with errors_file(errors) as on_error:
-        result = score_prediction_files(
-            gold=gold, predictions=predictions, labels=label_list, on_error=on_error, min_confidence=min_confidence
+    outputs = report_outputs(report) if report is not None else {}
+    refuse_collisions({"--gold": gold, "--predictions": predictions}, {**outputs, "--errors": errors})
+    check_report_path(report)
+    with written_together(report, errors) as stage:  # the report's lock covers its pages
+        with errors_file(stage(errors) if errors is not None else None) as on_error:
+            result = score_prediction_files(
+                gold=gold, predictions=predictions, labels=label_list, on_error=on_error, min_confidence=min_confidence
+            )
+        data = write_report(result, report=stage(report) if report is not None else None)
+    finish(result, data, report=report, json_output=json_output)
+
+
+def check_report_path(report: Path | None) -> None:
+    """A --report path must name a JSON file: any other is taken for a folder by the pages' writer
+    (`scores.txt/report.md`), which found a file there after writing the report."""
+    if report is not None and report.suffix.lower() != ".json":
+        raise ConfigError(
+            f"--report {report}: the report is JSON, give a .json path",
+            hint="report.md, report.html and the charts are written beside it",
         )
-    finish(result, report=report, json_output=json_output)
 
 
 def report_outputs(report: Path) -> dict[str, Path]:
-    """Every file `finish` writes for a --report path, by what it is."""
+    """Every file `write_report` writes for a --report path, by what it is (the confidence and
+    confusion charts beside them too, when the report has them)."""
     from nerft.reporting.errors_page import errors_page_path
     from nerft.reporting.eval_report import eval_paths
 
@@ -133,18 +158,30 @@ def report_outputs(report: Path) -> dict[str, Path]:
     }
 
 
-def finish(result, *, report: Path | None, json_output: bool) -> None:
-    """The outputs of `nerft eval` after scoring, in every mode: the report JSON (with report.md,
-    its charts and errors.html), atomically, then the result on stdout."""
+def write_report(result, *, report: Path | None) -> dict:
+    """The result as a dict, and with `report`, written there as JSON with report.md, report.html,
+    their charts and errors.html beside it (`report` is a staged path: `written_together`)."""
     from nerft.io import write_json_atomic
+    from nerft.reporting import write_eval_report
     from nerft.reporting.errors_page import ErrorViews, errors_page_path
 
     data = result.to_dict()
     if report is not None:
         write_json_atomic(report, data)
-        write_readable_report(data, report)
-        page = ErrorViews(getattr(result, "report", result)).write_page(errors_page_path(report))
-        log(f"wrote {page} (every sentence with a mistake, highlighted)")
+        write_eval_report(data, report)
+        ErrorViews(getattr(result, "report", result)).write_page(errors_page_path(report))
+    return data
+
+
+def finish(result, data: dict, *, report: Path | None, json_output: bool) -> None:
+    """Once the outputs are in place: what was written to stderr, the result on stdout."""
+    if report is not None:
+        from nerft.reporting.errors_page import errors_page_path
+        from nerft.reporting.eval_report import eval_paths
+
+        markdown, chart = eval_paths(report)
+        log(f"wrote {report}, {markdown}, {markdown.with_suffix('.html')} and {chart}")
+        log(f"wrote {errors_page_path(report)} (every sentence with a mistake, highlighted)")
     if json_output:
         print_json(data)
     else:
@@ -157,11 +194,3 @@ def errors_file(path: Path | None) -> contextlib.AbstractContextManager[Callable
     from nerft.io import jsonl_writer
 
     return jsonl_writer(path) if path is not None else contextlib.nullcontext()
-
-
-def write_readable_report(data: dict, report: Path) -> None:
-    """report.md (per-label table) and the per-label F1 chart beside report.json."""
-    from nerft.reporting import write_eval_report
-
-    markdown, html, chart = write_eval_report(data, report)
-    log(f"wrote {markdown}, {html} and {chart}")

@@ -55,6 +55,13 @@ MinConfidence = Annotated[
         help="Leave out entities whose confidence is below this (0-1); entities without one (an engine that reports no log-probabilities) stay.",
     ),
 ]
+Restart = Annotated[
+    bool,
+    typer.Option(
+        "--restart",
+        help="Delete the predictions an earlier, unfinished run left (OUT.partial) and predict everything again.",
+    ),
+]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OptionalRunDir = Annotated[Optional[Path], typer.Option("--run", help="A training run folder (made by `nerft train`).")]
 Engine = Annotated[

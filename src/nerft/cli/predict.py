@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from nerft.cli.common import log, print_json
-from nerft.cli.options import JsonOutput, MinConfidence, OptionalRunDir, engine_options
+from nerft.cli.options import JsonOutput, MinConfidence, OptionalRunDir, Restart, engine_options
 from nerft.inference.options import EngineOptions
 
 NAME = "predict"
@@ -34,6 +34,7 @@ def command(
         bool, typer.Option("--keep-unsupported", help="Keep entities that are not substrings of their sentence.")
     ] = False,
     min_confidence: MinConfidence = None,
+    restart: Restart = False,
     json_output: JsonOutput = False,
     *,
     options: EngineOptions,
@@ -47,9 +48,10 @@ def command(
     if data is not None and text is not None:
         raise ConfigError("give --data or --text, not both")
     if out is not None:
+        from nerft.inference.predictions import partial_path
         from nerft.io import refuse_collisions
 
-        refuse_collisions({"--data": data}, {"--out": out, "its partial file": out.with_name(out.name + ".partial")})
+        refuse_collisions({"--data": data}, {"--out": out, "its partial file": partial_path(out)})
     run = load_run(run_dir) if run_dir is not None else None
     if run is None and options.endpoint is None:
         raise ConfigError("nothing to predict with: give --run RUN_DIR (a trained run) or --endpoint URL (a server)")
@@ -81,6 +83,8 @@ def command(
         sink=write_row,
         keep_unsupported=keep_unsupported,
         min_confidence=min_confidence,
+        input_file=data,
+        restart=restart,
     )
     if text is not None:
         _show_entities(rows[0], json_output)

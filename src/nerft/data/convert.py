@@ -5,6 +5,7 @@ The per-record converters (Label Studio, doccano, CLUE) are `nerft.data.annotati
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from nerft.data.load import load_records
 from nerft.data.readers import detect_format, iter_json_objects
 from nerft.data.records import CluenerRecord, Finding
 from nerft.errors import ConfigError, DataError
-from nerft.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from nerft.io import write_json_atomic, write_jsonl_atomic, write_text_atomic, written_together
 
 
 def is_predictions_file(path) -> bool:
@@ -69,6 +70,12 @@ def convert_file(source, *, to: str, out, model_version: str = "nerft", labels: 
     return write_converted(rows, to=to, out=out, model_version=model_version, labels=labels, source=predictions)
 
 
+def label_config_path(out: str | os.PathLike) -> Path:
+    """The Label Studio labelling config written beside tasks `out`: `OUT_STEM.label_config.xml`."""
+    out = Path(out)
+    return out.with_name(out.stem + ".label_config.xml")
+
+
 def write_converted(
     rows: list[tuple[CluenerRecord, dict | None]],
     *,
@@ -92,27 +99,28 @@ def write_converted(
         "to": to,
         "out": str(out),
     }
-    if to == "doccano":
-        write_jsonl_atomic(out, [to_doccano(record, scores=score) for record, score in zip(records, scores)])
-    elif to == "clue":
-        write_jsonl_atomic(out, [record.to_clue() for record in records])
-    else:
-        write_json_atomic(
-            out,
-            [
-                to_label_studio(
-                    record,
-                    as_prediction=predictions,
-                    model_version=model_version,
-                    scores=score,
-                    score=row.get("confidence") if row is not None else None,
-                )
-                for (record, row), score in zip(rows, scores)
-            ],
-        )
-        config = out.with_name(out.stem + ".label_config.xml")
-        write_text_atomic(
-            config, label_studio_config([*(labels or ()), *(e.label for r in records for e in r.entities)])
-        )
-        written["label_config"] = str(config)
+    with written_together(out) as stage:  # its lock covers the labelling config beside it
+        if to == "doccano":
+            write_jsonl_atomic(stage(out), [to_doccano(record, scores=score) for record, score in zip(records, scores)])
+        elif to == "clue":
+            write_jsonl_atomic(stage(out), [record.to_clue() for record in records])
+        else:
+            write_json_atomic(
+                stage(out),
+                [
+                    to_label_studio(
+                        record,
+                        as_prediction=predictions,
+                        model_version=model_version,
+                        scores=score,
+                        score=row.get("confidence") if row is not None else None,
+                    )
+                    for (record, row), score in zip(rows, scores)
+                ],
+            )
+            config = label_config_path(out)
+            write_text_atomic(
+                stage(config), label_studio_config([*(labels or ()), *(e.label for r in records for e in r.entities)])
+            )
+            written["label_config"] = str(config)
     return written

@@ -21,7 +21,7 @@ from pathlib import Path
 from nerft.data.load import format_errors, iter_checked
 from nerft.data.records import CluenerRecord, Finding
 from nerft.errors import DataError
-from nerft.io import atomic_writer, read_json, update_json, write_json_atomic
+from nerft.io import atomic_writer, read_json, refuse_collisions, update_json, write_json_atomic
 from nerft.progress import progress
 from nerft.prompts import PromptFormat, get_format
 
@@ -115,6 +115,11 @@ def prepare_dataset(
     read_dataset_info(out_dir)  # refuse a broken dataset_info.json before writing anything
     inputs = {"train": train, "dev": dev, "test": test}
     inputs = {split: Path(path) for split, path in inputs.items() if path is not None}
+    refuse_collisions(
+        {f"--{split}": path for split, path in inputs.items()},
+        prepared_files(out_dir, name),
+        hint="choose another --out folder or --name",
+    )
     checked = checked or check_inputs(inputs, labels=labels, skip_invalid=skip_invalid, val_size=val_size, fmt=fmt)
     valid_counts, invalid, findings = checked.valid_counts, checked.invalid, checked.findings
     split_dev, dev_target = checked.split_dev, checked.dev_target
@@ -274,6 +279,15 @@ def read_prepare_meta(path: str | os.PathLike) -> dict:
             hint="prepare the data again, or remove the file",
         )
     return meta
+
+
+def prepared_files(out_dir: Path, name: str) -> dict[str, Path]:
+    """Every file `prepare_dataset` may write for dataset `name` into `out_dir`, by what it is."""
+    files = {"dataset_info.json": out_dir / "dataset_info.json", "the meta file": out_dir / f"{name}_meta.json"}
+    for split in ("train", "dev", "test"):
+        files[f"the {split} examples"] = out_dir / f"{name}_{split}.json"
+        files[f"the {split} gold records"] = out_dir / gold_file(name, split)
+    return files
 
 
 def gold_file(name: str, split: str) -> str:

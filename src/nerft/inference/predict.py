@@ -7,6 +7,7 @@ counts = predict_records(records, engine, fmt, out="runs/tiny/eval/predictions.j
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import time
@@ -30,8 +31,8 @@ from nerft.inference.engines import ChatRequest, Engine, Generation
 from nerft.inference.engines.local import open_local_engine
 from nerft.inference.engines.ray_actors import RayEngine
 from nerft.inference.options import EngineOptions, default_engine
-from nerft.inference.predictions import PredictionCounts, ResumablePredictions, prediction_row
-from nerft.io import json_line
+from nerft.inference.predictions import PredictionCounts, ResumablePredictions, file_identity, prediction_row
+from nerft.io import json_line, sole_writer
 from nerft.progress import progress
 from nerft.prompts import PromptFormat
 from nerft.runfolder import RunInfo
@@ -59,18 +60,65 @@ def predict_records(
     keep_unsupported: bool = False,
     min_confidence: float | None = None,
     max_chars: int = CLUENER_LONGEST_CHARS,
+    input_file: str | os.PathLike | None = None,
+    restart: bool = False,
 ) -> PredictionCounts:
     """Answer every record, in order, into `out` (resumable) and/or `sink` (called per row).
 
     Records are read as the engine asks for them and each row is written as soon as it is known,
     so `records` may be a stream of any length (`nerft.data.load.stream_records`). A text longer
     than `max_chars` is asked about in pieces (`nerft.inference.documents`), which the engine
-    batches like any requests; its row is still one row, with offsets in the whole text."""
+    batches like any requests; its row is still one row, with offsets in the whole text. `input_file`,
+    the file the records come from, is part of what a resumed run must find again; `restart`
+    deletes the rows an unfinished run kept instead of resuming (`ResumablePredictions`)."""
+    with sole_writer(out):
+        return _predict_records(
+            records,
+            engine,
+            fmt,
+            out=out,
+            sink=sink,
+            keep_unsupported=keep_unsupported,
+            min_confidence=min_confidence,
+            max_chars=max_chars,
+            input_file=input_file,
+            restart=restart,
+        )
+
+
+def resume_record(
+    engine: Engine, fmt: PromptFormat, input_file: str | os.PathLike | None, max_chars: int = CLUENER_LONGEST_CHARS
+) -> dict:
+    """Everything that decides an answer, kept beside the partial file: a resumed run must answer
+    alike (`ResumablePredictions`). Decoding is greedy everywhere, its length bound the format's."""
+    prompt = hashlib.sha256(f"{fmt.system}\n{fmt.user_message('')}".encode()).hexdigest()[:16]
+    record = {**engine.describe(), "prompt": fmt.name, "prompt_sha256": prompt, "labels": ",".join(fmt.labels)}
+    record["piece_chars"] = max_chars
+    if input_file is not None:
+        record["input"] = file_identity(input_file)
+    return record
+
+
+def _predict_records(
+    records: Iterable[CluenerRecord],
+    engine: Engine,
+    fmt: PromptFormat,
+    *,
+    out: str | os.PathLike | None,
+    sink: Callable[[dict], None] | None,
+    keep_unsupported: bool,
+    min_confidence: float | None,
+    max_chars: int,
+    input_file: str | os.PathLike | None,
+    restart: bool,
+) -> PredictionCounts:
     total = len(records) if isinstance(records, Sized) else None
     counts = PredictionCounts(engine=engine.describe())
-    # what decides an answer, kept beside the partial file: a resumed run must answer alike
-    source = {**engine.describe(), "prompt": fmt.name, "labels": ",".join(fmt.labels), "piece_chars": max_chars}
-    store = ResumablePredictions(out, source) if out is not None else None
+    store = (
+        ResumablePredictions(out, resume_record(engine, fmt, input_file, max_chars), restart=restart)
+        if out is not None
+        else None
+    )
     remaining = iter(records)
     for row in store.resume(remaining) if store else ():
         counts.add(row)
@@ -176,30 +224,36 @@ def predict(
     sink: Callable[[dict], None] | None = None,
     keep_unsupported: bool = False,
     min_confidence: float | None = None,
+    input_file: str | os.PathLike | None = None,
+    restart: bool = False,
 ) -> PredictionCounts:
     """Open the engine of `options`, answer `records`, close the engine.
 
-    The prompt format is the run's; `options.prompt` names one only for an endpoint without a run folder.
-    Texts longer than the run was trained on are predicted in pieces (`nerft.inference.documents.piece_chars`).
+    The prompt format is the run's; `options.prompt` names one only for an endpoint without a run
+    folder. `out` is locked for this process (`nerft.io.sole_writer`) before any model loads. Texts
+    longer than the run was trained on are predicted in pieces (`nerft.inference.documents.piece_chars`).
     """
     if options.engine is None and not options.endpoint:
         sentences = len(records) if isinstance(records, Sized) else None
         options = replace(options, engine=default_engine(endpoint=None, run=run, sentences=sentences))
-    opened = open_engine(options, run)
-    try:
-        fmt = options.prompt_format(run)
-        return predict_records(
-            records,
-            opened,
-            fmt,
-            out=out,
-            sink=sink,
-            keep_unsupported=keep_unsupported,
-            min_confidence=min_confidence,
-            max_chars=piece_chars(run),
-        )
-    finally:
-        opened.close()
+    with sole_writer(out):
+        opened = open_engine(options, run)
+        try:
+            fmt = options.prompt_format(run)
+            return predict_records(
+                records,
+                opened,
+                fmt,
+                out=out,
+                sink=sink,
+                keep_unsupported=keep_unsupported,
+                min_confidence=min_confidence,
+                max_chars=piece_chars(run),
+                input_file=input_file,
+                restart=restart,
+            )
+        finally:
+            opened.close()
 
 
 def records_from_lines(

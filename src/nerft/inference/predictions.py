@@ -23,7 +23,13 @@ character (a token can hold part of one) loses that part: `predict` ends at its 
 
 While predicting, rows are appended to `<out>.partial` as they come, flushed one by one, so a run
 cut short (a server that went away, Ctrl-C) keeps them; the next run with the same output checks
-that the kept rows are the first sentences of its input and predicts only the rest. Input, kept
+that the kept rows are the first sentences of its input and predicts only the rest. Beside it,
+`<out>.partial.json` records everything that decides an answer (engine, model, adapter, template,
+prompt format and its text, labels, grounding, constrained decoding, the input file's identity):
+a run with any of them different is refused, naming the difference, so no file mixes the answers
+of two settings; `--restart` deletes the kept rows instead. Decoding is greedy in every engine, with
+the prompt format's length bound, so no other generation setting changes an answer. The file has
+one writer at a time (`nerft.io.sole_writer` on `<out>`, taken before a model loads). Input, kept
 rows and new rows all stream: memory does not grow with the number of sentences. The finished
 file is renamed to `<out>` in one step, so `<out>` is never half-written.
 """
@@ -171,25 +177,31 @@ class PredictionCounts:
 class ResumablePredictions:
     """`<out>.partial`, appended row by row, renamed to `<out>` when every record has its row."""
 
-    def __init__(self, out: str | os.PathLike, source: dict):
+    def __init__(self, out: str | os.PathLike, source: dict, *, restart: bool = False):
         self.out = Path(out)
-        self.partial = self.out.with_name(self.out.name + ".partial")
+        self.partial = partial_path(self.out)
         self.meta = self.out.with_name(self.out.name + ".partial.json")
-        # What answers: a restart must not mix two models' answers. The endpoint may move.
+        # What answers: a resumed run must not mix two settings' answers. The endpoint may move.
         self.source = {key: value for key, value in source.items() if key != "endpoint"}
+        self.restart = restart
         self._handle = None
 
     def resume(self, records: Iterator[CluenerRecord]) -> Iterator[dict]:
         """The rows kept from an earlier run, each checked against the next record of `records`
-        (which it consumes); nothing when there is none. Exhaust it before appending."""
+        (which it consumes); nothing when there is none, or with `restart` (they are deleted).
+        Exhaust it before appending."""
+        if self.restart:
+            self.partial.unlink(missing_ok=True)
+            self.meta.unlink(missing_ok=True)
+            return
         if not self.partial.is_file():
             return
-        if self.meta.is_file():
-            started = read_json(self.meta, expect=object, hint=f"delete {self.partial} to start over")
+        hint = "--restart deletes them and predicts everything again"
+        if self.meta.is_file():  # a partial file put there by hand has none: its sentences are still checked
+            started = read_json(self.meta, expect=object, hint=hint)
             if started != self.source:
                 raise DataError(
-                    f"{self.partial} was started with {_difference(started, self.source)}",
-                    hint=f"delete {self.partial} to start over",
+                    f"{self.partial} was started with other settings: {_difference(started, self.source)}", hint=hint
                 )
         complete_bytes = 0
         with open(self.partial, "rb") as handle:
@@ -200,13 +212,13 @@ class ResumablePredictions:
                     line.decode("utf-8", "replace"),
                     str(self.partial),
                     lineno,
-                    hint=f"delete {self.partial} to start over",
+                    hint=hint,
                 )
                 record = next(records, None)
                 if record is None or row.get("text") != record.text:
                     raise DataError(
                         f"{self.partial}:{lineno}: predicts another sentence than record {lineno} of the input",
-                        hint=f"delete {self.partial} to start over",
+                        hint=hint,
                     )
                 yield row
                 complete_bytes += len(line)
@@ -236,6 +248,24 @@ class ResumablePredictions:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def partial_path(out: str | os.PathLike) -> Path:
+    """Where the rows of an unfinished prediction into `out` are kept."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def file_identity(path: str | os.PathLike) -> str:
+    """A file as a resumed run must find it again: its resolved path, size and SHA-256."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.resolve()} ({path.stat().st_size} bytes, sha256 {digest.hexdigest()[:16]})"
 
 
 def _difference(started, now: dict) -> str:

@@ -65,13 +65,15 @@ def predict_and_score(
     out_dir: str | os.PathLike | None = None,
     on_error: Callable[[dict], None] | None = None,
     min_confidence: float | None = None,
+    restart: bool = False,
 ) -> ModelEvaluation:
     """Predict every gold sentence (resumably, into `out_dir/predictions.jsonl`) and score each
     answer as it comes (`nerft.metrics.evaluate.Evaluator`): the gold file is read as a stream,
     twice (once by the predictor, once beside it for scoring), so memory stays flat.
 
     The prompt format is the run's (`options.prompt` names one for an endpoint without a run), and so are
-    the dataset's labels unless `labels` names them; `on_error` gets each wrong sentence's row.
+    the dataset's labels unless `labels` names them; `on_error` gets each wrong sentence's row;
+    `restart` predicts everything again instead of resuming.
 
     `nerft eval` writes the report and errors beside the predictions (`nerft.runfolder.EVAL_REPORT`, `ERRORS`)."""
     out_dir = scoring_folder(gold, run, out_dir)
@@ -87,5 +89,7 @@ def predict_and_score(
             raise RuntimeError(f"prediction {evaluator.records + 1} is for another sentence than the gold record")
         evaluator.add(record, row["predict"], row_confidences(row))
 
-    counts = predict(records, run=run, options=options, out=out_dir / PREDICTIONS, sink=score)
+    counts = predict(
+        records, run=run, options=options, out=out_dir / PREDICTIONS, sink=score, input_file=gold, restart=restart
+    )
     return ModelEvaluation(evaluator.report(), counts, out_dir)

@@ -38,7 +38,12 @@ class ModelSource:
 
     def describe(self, engine: str) -> dict:
         """What an engine loading these weights reports in a predictions summary."""
-        return {"engine": engine, "model": self.model, "adapter": str(self.adapter) if self.adapter else None}
+        return {
+            "engine": engine,
+            "model": self.model,
+            "adapter": str(self.adapter) if self.adapter else None,
+            "template": self.template,
+        }
 
 
 def resolve_model(run: RunInfo) -> ModelSource:

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from nerft.data.load import RecordStream, stream_records
 from nerft.data.readers import open_text
@@ -240,13 +241,25 @@ def iter_predictions(path: str | os.PathLike) -> Iterator[str]:
 
     Other fields ("prompt", "label", ...) are ignored; blank lines are skipped.
     """
-    for answer, _ in iter_prediction_rows(path):
-        yield answer
+    for line in iter_prediction_rows(path):
+        yield line.answer
 
 
-def iter_prediction_rows(path: str | os.PathLike) -> Iterator[tuple[str, dict[Mention, float | None] | None]]:
-    """(answer, entity confidences) of each line: the confidences of `nerft predict`'s rows
-    (`nerft.metrics.confidence.row_confidences`), None for a file of answers only."""
+class PredictionLine(NamedTuple):
+    lineno: int
+    answer: str
+    confidences: dict[Mention, float | None] | None
+    text: str | None  # the sentence, where the row carries it (`nerft predict`'s rows do)
+
+
+def _clip(text: str, width: int = 30) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def iter_prediction_rows(path: str | os.PathLike) -> Iterator[PredictionLine]:
+    """The answer of each line, with its entity confidences (those of `nerft predict`'s rows,
+    `nerft.metrics.confidence.row_confidences`; None for a file of answers only) and, where the row
+    carries it, the sentence it answers."""
     with open_text(path) as handle:
         try:
             for lineno, line in enumerate(handle, start=1):
@@ -259,7 +272,10 @@ def iter_prediction_rows(path: str | os.PathLike) -> Iterator[tuple[str, dict[Me
                     raise DataError(
                         f'{path}:{lineno}: "predict" must be a string, found {type(row["predict"]).__name__}'
                     )
-                yield row["predict"], row_confidences(row)
+                text = row.get("text")
+                yield PredictionLine(
+                    lineno, row["predict"], row_confidences(row), text if isinstance(text, str) else None
+                )
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
 
@@ -283,8 +299,15 @@ def score_prediction_files(
             "they must be the same records in the same order"
         )
     evaluator = Evaluator(labels, on_error=on_error, min_confidence=min_confidence)
-    for record, (answer, confidences) in zip(records, iter_prediction_rows(predictions)):
-        evaluator.add(record, answer, confidences)
+    for record, line in zip(records, iter_prediction_rows(predictions)):
+        if line.text is not None and line.text != record.text:
+            gold_line = f":{record.line}" if record.line else ""
+            raise DataError(
+                f"{predictions}:{line.lineno}: predicts {_clip(line.text)!r}, not the gold sentence "
+                f"{_clip(record.text)!r} ({record.source or gold}{gold_line})",
+                hint="the predictions must be of the gold records, in the same order",
+            )
+        evaluator.add(record, line.answer, line.confidences)
     return evaluator.report()
 
 

@@ -23,7 +23,7 @@ from nerft import __version__, process
 from nerft.config.llamafactory_args import INSTALL_HINT
 from nerft.config.render import to_llamafactory_yaml
 from nerft.errors import ModelError
-from nerft.io import replace_dir, staging_dir, write_text_atomic
+from nerft.io import refuse_collisions, replace_dir, staging_dir, write_text_atomic
 from nerft.runfolder import RunInfo, load_run, update_run
 from nerft.training.launch import export_command
 
@@ -78,6 +78,16 @@ def export_run(
     out = Path(out).expanduser().resolve()
     if out == Path(info.run_dir).resolve():
         raise ModelError("--out cannot be the run folder itself")
+    base_model = Path(info.base_model).expanduser()
+    refuse_collisions(  # --out is replaced whole: nothing the merge reads may be in it
+        {
+            "RUN_DIR": info.run_dir,
+            "the adapter": info.adapter_dir,
+            "the base model": base_model if base_model.exists() else None,
+        },
+        {},
+        replaced_folders={"--out": out},
+    )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not force:
             raise ModelError(f"{out} already exists", hint="--force replaces it, or choose another --out")

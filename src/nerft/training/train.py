@@ -25,7 +25,7 @@ from nerft.config.llamafactory_args import INSTALL_HINT
 from nerft.config.load import config_to_dict
 from nerft.data.prepare import prepare_dataset, read_dataset_info
 from nerft.errors import ConfigError, DataError
-from nerft.io import write_text_atomic
+from nerft.io import refuse_collisions, write_text_atomic
 from nerft.models.download import missing_model
 from nerft.runfolder import RUN_CONFIG, RunFolder, RunInfo, write_run
 from nerft.training.plan import TrainingJob, can_run_here, dataset_name, plan_run
@@ -71,6 +71,19 @@ def check_run_folder(job: TrainingJob, *, resume: bool, force: bool) -> None:
         raise ConfigError(
             f"{run_dir} is not a nerft run folder (no {RUN_CONFIG}): nerft will not delete it; remove it yourself"
         )
+    data = job.config.data
+    refuse_collisions(  # --force deletes the folder: nothing training reads may be in it
+        {
+            "data.train": data.train,
+            "data.dev": data.dev,
+            "the model": job.model_path,
+            # a dataset folder prepared from data.train is written again after the deletion
+            "data.dataset_dir": job.data.dataset_dir if data.train is None else None,
+        },
+        {},
+        replaced_folders={"--output-dir": run_dir},
+        hint="move it out of the run folder, or choose another --output-dir",
+    )
 
 
 def format_line(topic: str, text: str) -> str:

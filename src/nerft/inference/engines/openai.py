@@ -86,7 +86,13 @@ class OpenAIEngine:
         self.grounded = bool(grounded) and fmt is not None
 
     def describe(self) -> dict:
-        return {"engine": self.name, "endpoint": self.base_url, "model": self.model, "grounded": self.grounded}
+        return {
+            "engine": self.name,
+            "endpoint": self.base_url,
+            "model": self.model,
+            "grounded": self.grounded,
+            "structured": "structured_outputs" in self.extra_body,
+        }
 
     def served_by_vllm(self) -> bool:
         """Whether the server is vLLM's (its `/v1/models` entries are `owned_by` vllm); a server

@@ -225,13 +225,14 @@ class VLLMEngine:
             # grounded: each prompt carries its own expression (`prompt`)
             "structured": output_constraint(fmt) if structured and not grounded else None,
         }
+        self.structured = config["structured"] is not None  # decoding constrained to the format
         if self.environment.in_process:
             self.generator = Generator(config)
         else:
             self.generator = WorkerProcess(self.environment.python, config)
 
     def describe(self) -> dict:
-        return {**self.source.describe(self.name), "grounded": self.grounded}
+        return {**self.source.describe(self.name), "grounded": self.grounded, "structured": self.structured}
 
     def prompt(self, request: ChatRequest) -> dict:
         """The request as vLLM gets it: the training prompt's token ids and the answer budget left."""
