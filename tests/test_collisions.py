@@ -164,14 +164,17 @@ def test_train_force_refuses_to_delete_its_own_data(sample_dir, tmp_path, monkey
 
 
 def test_convert_to_label_studio_writes_the_tasks_and_their_config_together_or_neither(files, tmp_path):
-    """The labelling config's place taken by a folder: the tasks were written, then it failed."""
+    """The labelling config's place taken by a folder: once the tasks were written, then it failed;
+    now it is refused before anything is written (written_together's own all-or-nothing is
+    tested in test_concurrency)."""
     _, predictions = files
     out = tmp_path / "tasks.json"
     (tmp_path / "tasks.label_config.xml").mkdir()
     result = CliRunner().invoke(app, ["convert", str(predictions), "--to", "label-studio", "--out", str(out)])
     assert result.exit_code == 1
     assert result.stderr == (
-        f"nerft: error: {tmp_path / 'tasks.label_config.xml'}: is a folder, not a file (give another output path)\n"
+        f"nerft: error: the labelling config {tmp_path / 'tasks.label_config.xml'}: is a folder, not a file "
+        "(give the labelling config a file path)\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gold.jsonl", "predictions.jsonl", "tasks.label_config.xml"]
     (tmp_path / "tasks.label_config.xml").rmdir()

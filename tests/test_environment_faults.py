@@ -112,21 +112,25 @@ def test_eval_outputs_that_cannot_be_files(tmp_path, option):
     assert one_error_line(result) == f"nerft: error: {too_long}: file name too long"
 
 
-def test_a_report_name_without_a_suffix_is_refused_and_another_suffix_kept(tmp_path):
+def test_a_report_name_other_than_json_is_refused_before_anything_is_written(tmp_path):
     predictions = predictions_file(tmp_path)
-    result = invoke("eval", "--gold", GOLD, "--predictions", predictions, "--report", tmp_path / "scores")
-    assert "needs a suffix (.json)" in one_error_line(result)
-    result = invoke("eval", "--gold", GOLD, "--predictions", predictions, "--report", tmp_path / "scores.txt")
-    assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "scores.txt").read_text())["records"] == 9
-    assert (tmp_path / "scores.md").is_file()
+    for name in ("scores", "scores.txt"):
+        line = one_error_line(invoke("eval", "--gold", GOLD, "--predictions", predictions, "--report", tmp_path / name))
+        assert line == (
+            f"nerft: error: --report {tmp_path / name}: the report is JSON, give a .json path "
+            "(report.md, report.html and the charts are written beside it)"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.jsonl"]
 
 
 def test_prepare_into_a_file(tmp_path):
     a_file = tmp_path / "dataset"
     a_file.write_text("kept\n")
     line = one_error_line(invoke("prepare", "--train", SAMPLE / "train.jsonl", "--out", a_file))
-    assert line.startswith(f"nerft: error: {a_file}")
+    assert line == (
+        f"nerft: error: dataset_info.json {a_file / 'dataset_info.json'}: {a_file} is a file, not a folder "
+        "(choose another --out folder or --name)"
+    )
     assert a_file.read_text() == "kept\n"
 
 

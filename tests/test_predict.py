@@ -391,7 +391,7 @@ def test_the_resume_record_holds_everything_that_decides_an_answer(tmp_path):
 
     data = tmp_path / "in.jsonl"
     data.write_bytes(b'{"text": "x"}\n')
-    record = resume_record(ScriptedEngine(ANSWERS), COMPACT, data)
+    record = resume_record(ScriptedEngine(ANSWERS), COMPACT, data, max_chars=120)
     prompt = hashlib.sha256(f"{COMPACT.system}\n{COMPACT.user_message('')}".encode()).hexdigest()[:16]
     assert record == {
         "engine": "scripted",
@@ -399,6 +399,7 @@ def test_the_resume_record_holds_everything_that_decides_an_answer(tmp_path):
         "prompt": "compact",
         "prompt_sha256": prompt,
         "labels": ",".join(COMPACT.labels),
+        "piece_chars": 120,
         "input": f"{data.resolve()} (14 bytes, sha256 {hashlib.sha256(data.read_bytes()).hexdigest()[:16]})",
     }
 

@@ -398,8 +398,19 @@ def written_together(*paths: str | os.PathLike | None) -> Iterator[Callable[[str
                 staging[folder] = staging_dir(folder / f"{path.name}")
             return staging[folder] / path.name
 
+        def target_of(exc: OSError) -> OSError:
+            """`exc` naming the output a user asked for, not its staged copy."""
+            filename = Path(exc.filename) if isinstance(exc.filename, str) else None
+            for folder, staged in staging.items():
+                if filename is not None and filename.parent == staged:
+                    return OSError(exc.errno, exc.strerror, str(folder / filename.name))
+            return exc
+
         try:
-            yield stage
+            try:
+                yield stage
+            except OSError as exc:
+                raise target_of(exc) from None
             moves = [
                 (item, folder / item.name) for folder, staged in staging.items() for item in sorted(staged.iterdir())
             ]
@@ -523,7 +534,7 @@ def refuse_collisions(
         if path is None:
             continue
         if (problem := _not_a_file_path(Path(path))) is not None:
-            raise ConfigError(f"{name} {path}: {problem}", hint=f"give {name} a file path")
+            raise ConfigError(f"{name} {path}: {problem}", hint=hint or f"give {name} a file path")
         where = resolved(path)
         if where in seen:
             other = seen[where]

@@ -142,12 +142,6 @@ def report_outputs(report: Path) -> dict[str, Path]:
     from nerft.reporting.errors_page import errors_page_path
     from nerft.reporting.eval_report import eval_paths
 
-    if not report.suffix:
-        raise ConfigError(
-            f"--report {report}: the report is a file, and its name needs a suffix (.json) for the "
-            ".md, .html and chart beside it",
-            hint=f"give --report {report}.json",
-        )
     markdown, chart = eval_paths(report)
     return {
         "--report": report,
