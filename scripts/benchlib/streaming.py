@@ -50,3 +50,20 @@ def score_files(gold: str, predictions: str, errors: str, report: str) -> dict:
     data = result.to_dict()
     write_json_atomic(report, data)
     return {"records": data["records"], "micro": data["micro"], "sentences_with_errors": data["sentences_with_errors"]}
+
+
+def predict_with_run(
+    data: str, out: str, run: str, batch_size: int, ray: str | None = None, actors: int | None = None
+) -> dict:
+    """Predict every record of `data` into `out` with the hf engine of `run`, as `nerft predict
+    --data --out` does: in this process, or (`ray`: a cluster's address, or local) through Ray
+    Data with `actors` actors of one CPU each, this process being the driver; the counts."""
+    from nerft.data.load import stream_records
+    from nerft.inference.options import EngineOptions
+    from nerft.inference.predict import predict
+    from nerft.runfolder import load_run
+
+    info = load_run(run)
+    options = EngineOptions(engine="hf", batch_size=batch_size, ray=ray, ray_actors=actors if ray else None)
+    records = data if ray else stream_records(data, info.labels)
+    return predict(records, run=info, options=options, out=out).to_dict()

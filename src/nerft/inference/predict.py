@@ -18,10 +18,9 @@ from dataclasses import replace
 from nerft.data.load import format_errors
 from nerft.data.records import CluenerRecord
 from nerft.data.validate import CheckedRecord, check_json_record
-from nerft.errors import DataError, ServerError
+from nerft.errors import ConfigError, DataError, ServerError
 from nerft.inference.engines import ChatRequest, Engine
 from nerft.inference.engines.local import open_local_engine
-from nerft.inference.engines.ray_actors import RayEngine
 from nerft.inference.options import EngineOptions, default_engine
 from nerft.inference.predictions import PredictionCounts, ResumablePredictions, prediction_row
 from nerft.progress import progress
@@ -30,15 +29,67 @@ from nerft.runfolder import RunInfo
 
 
 def open_engine(options: EngineOptions, run: RunInfo | None = None) -> Engine:
-    """The engine `options` name, for a run folder (`hf`, `vllm`) or an endpoint (`openai`).
+    """The engine `options` name, for a run folder (`hf`, `vllm`) or an endpoint (`openai`), in this
+    process (`--ray` is not one engine: `predict` sends it to `nerft.inference.ray_data`).
 
-    `options.check` refuses what does not go together first. With `options.ray` the engine runs in
-    Ray actors (`nerft.inference.engines.ray_actors`), each opening it from `options.local()`.
-    """
+    `options.check` refuses what does not go together first."""
     options.check(run)
     if options.ray is not None:
-        return RayEngine(options, run.run_dir)
+        raise ConfigError("--ray predicts a file or folder (--data, --gold) on a cluster, not sentences one by one")
     return open_local_engine(options, run)
+
+
+def prediction_source(description: dict, fmt: PromptFormat) -> dict:
+    """What decides an answer, kept beside a partial predictions file: a resumed run must answer alike."""
+    return {**description, "prompt": fmt.name, "labels": ",".join(fmt.labels)}
+
+
+def keep_resumed(store: ResumablePredictions, records: Iterator[CluenerRecord], counts: PredictionCounts, sink) -> None:
+    """The rows an earlier run kept in `store`, checked against `records` (which it consumes),
+    counted and given to `sink`."""
+    for row in store.resume(records):
+        counts.add(row)
+        counts.resumed += 1
+        if sink:
+            sink(row)
+
+
+def write_rows(
+    rows: Iterable[dict],
+    *,
+    store: ResumablePredictions | None,
+    sink: Callable[[dict], None] | None,
+    counts: PredictionCounts,
+    total: int | None = None,
+) -> None:
+    """Append each row to `store` as it comes (renamed into place when `rows` ends), give it to
+    `sink`, count it; a `ServerError` on the way says how many rows the partial file keeps."""
+    start = time.perf_counter()
+    done = 0
+    try:
+        for row in rows:
+            if store:
+                store.append(row)
+            if sink:
+                sink(row)
+            counts.add(row)
+            done += 1
+        if store:
+            store.finish()
+    except ServerError as exc:
+        if store is None:
+            raise
+        have = counts.resumed + done
+        of, others = (f" of {total}", f"the other {total - have}") if total is not None else ("", "the others")
+        raise ServerError(
+            f"{exc.message}; {have}{of} predictions kept in {store.partial}",
+            hint="; ".join(filter(None, [exc.hint, f"run the same command again to predict {others}"])),
+        ) from None
+    finally:
+        if store:
+            store.close()
+        counts.records = counts.resumed + done
+        counts.seconds = time.perf_counter() - start
 
 
 def predict_records(
@@ -57,15 +108,10 @@ def predict_records(
     so `records` may be a stream of any length (`nerft.data.load.stream_records`)."""
     total = len(records) if isinstance(records, Sized) else None
     counts = PredictionCounts(engine=engine.describe())
-    # what decides an answer, kept beside the partial file: a resumed run must answer alike
-    source = {**engine.describe(), "prompt": fmt.name, "labels": ",".join(fmt.labels)}
-    store = ResumablePredictions(out, source) if out is not None else None
+    store = ResumablePredictions(out, prediction_source(engine.describe(), fmt)) if out is not None else None
     remaining = iter(records)
-    for row in store.resume(remaining) if store else ():
-        counts.add(row)
-        counts.resumed += 1
-        if sink:
-            sink(row)
+    if store:
+        keep_resumed(store, remaining, counts, sink)
     pending: deque[CluenerRecord] = deque()  # asked of the engine, not answered yet (its read-ahead)
 
     def requests() -> Iterator[ChatRequest]:
@@ -73,46 +119,26 @@ def predict_records(
             pending.append(record)
             yield ChatRequest.for_text(fmt, record.text)
 
-    start = time.perf_counter()
-    done = 0
-    try:
+    def rows() -> Iterator[dict]:
+        done = 0
         todo = None if total is None else total - counts.resumed
         for generation in progress(engine.generate(requests()), total=todo, desc="predicting"):
             if not pending:  # an engine bug; never rename an incomplete file into place
                 raise RuntimeError(f"the {engine.name} engine answered more requests than it was given")
-            row = prediction_row(
+            yield prediction_row(
                 pending.popleft(),
                 generation,
                 fmt=fmt,
                 keep_unsupported=keep_unsupported,
                 min_confidence=min_confidence,
             )
-            if store:
-                store.append(row)
-            if sink:
-                sink(row)
-            counts.add(row)
             done += 1
         if pending:
             raise RuntimeError(f"the {engine.name} engine answered {done} of {done + len(pending)} requests")
         if next(remaining, None) is not None:
             raise RuntimeError(f"the {engine.name} engine stopped asking for requests after {done}")
-        if store:
-            store.finish()
-    except ServerError as exc:
-        if store is None:
-            raise
-        have = counts.resumed + done
-        of, others = (f" of {total}", f"the other {total - have}") if total is not None else ("", "the others")
-        raise ServerError(
-            f"{exc.message}; {have}{of} predictions kept in {store.partial}",
-            hint="; ".join(filter(None, [exc.hint, f"run the same command again to predict {others}"])),
-        ) from None
-    finally:
-        if store:
-            store.close()
-        counts.records = counts.resumed + done
-        counts.seconds = time.perf_counter() - start
+
+    write_rows(rows(), store=store, sink=sink, counts=counts, total=total)
     return counts
 
 
@@ -129,7 +155,27 @@ def predict(
     """Open the engine of `options`, answer `records`, close the engine.
 
     The prompt format is the run's; `options.prompt` names one only for an endpoint without a run folder.
+    With `options.ray`, `records` is where they are (a path or URI, or the `RecordStream` of a file)
+    and Ray Data reads and answers them on the cluster (`nerft.inference.ray_data`).
     """
+    if options.ray is not None:
+        from nerft.inference.ray_data import predict_on_ray
+
+        options.check(run)
+        location = getattr(records, "path", records)
+        if not isinstance(location, (str, os.PathLike)):
+            raise ConfigError("--ray predicts a file or folder of JSON Lines (--data, --gold), not --text or stdin")
+        if options.engine is None:
+            options = replace(options, engine=default_engine(endpoint=options.endpoint, run=run))
+        return predict_on_ray(
+            location,
+            run=run,
+            options=options,
+            out=out,
+            sink=sink,
+            keep_unsupported=keep_unsupported,
+            min_confidence=min_confidence,
+        )
     if options.engine is None and not options.endpoint:
         sentences = len(records) if isinstance(records, Sized) else None
         options = replace(options, engine=default_engine(endpoint=None, run=run, sentences=sentences))
