@@ -10,8 +10,11 @@ a distinct suffix each (`benchlib.synthetic`) for sizes beyond it. The rows must
 ways (answers compared line by line). Ray rows run on a new local cluster (`--ray local`), actors of
 one CPU and one torch thread each; one process keeps torch's default threads.
 
-    .venv/bin/python scripts/bench_ray.py --run runs/tiny                    # 10k both ways, 100k on Ray
-    .venv/bin/python scripts/bench_ray.py --run runs/tiny --small 500 --large 2000 --json
+    .venv/bin/python scripts/bench_ray.py --run runs/tiny                    # 10k both ways; 10k, 100k on Ray
+    .venv/bin/python scripts/bench_ray.py --run runs/tiny --speed 1000 --instant --json
+
+`--instant`: the memory rows' actors answer with `benchlib.streaming.CopyEngine` (what the driver
+reads, orders and writes per row is the same; a busy machine need not spend an hour on the model).
 """
 
 from __future__ import annotations
@@ -35,8 +38,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--base", type=Path, default=None, help="records to cycle through (default: CLUENER train, else the sample)"
     )
-    parser.add_argument("--small", type=int, default=10_000, help="sentences of the comparison (both ways)")
-    parser.add_argument("--large", type=int, default=100_000, help="sentences of the Ray Data memory row")
+    parser.add_argument("--speed", type=int, default=10_000, help="sentences of the comparison (both ways, the model)")
+    parser.add_argument("--small", type=int, default=10_000, help="sentences of the smaller Ray Data memory row")
+    parser.add_argument("--large", type=int, default=100_000, help="sentences of the larger Ray Data memory row")
+    parser.add_argument(
+        "--instant",
+        action="store_true",
+        help="the memory rows' actors answer instantly (benchlib.streaming.CopyEngine): the driver's work per row is the same, the model's time is not spent",
+    )
     parser.add_argument("--actors", type=int, default=2, help="Ray actors")
     parser.add_argument("--batch-size", type=int, default=16, help="hf batch size")
     parser.add_argument("--tmp", type=Path, default=None, help="where the files go (default: the system temp dir)")
@@ -54,29 +63,38 @@ def run(args) -> dict:
     base_path = args.base or (CLUENER if CLUENER.is_file() else SAMPLE)
     base = [record.to_clue() for record in load_records(base_path)]
     rows = []
+    ray_way = f"ray data, {args.actors} actors"
     with tempfile.TemporaryDirectory(prefix="nerft-bench-ray-", dir=args.tmp) as name:
         folder = Path(name)
-        small = folder / f"in-{args.small}.jsonl"
-        if len(base) >= args.small:  # the real sentences as they are
-            small.write_text(
-                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in base[: args.small]), encoding="utf-8"
-            )
-        else:
-            write_synthetic_cluener(small, base, args.small)
-        large = write_synthetic_cluener(folder / f"in-{args.large}.jsonl", base, args.large)
-        plan = [("one process", small, None), (f"ray data, {args.actors} actors", small, "local")]
-        plan.append((f"ray data, {args.actors} actors", large, "local"))
+
+        def corpus(count: int) -> Path:
+            path = folder / f"in-{count}.jsonl"
+            if not path.exists() and len(base) >= count:  # the real sentences as they are
+                lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in base[:count])
+                path.write_text("".join(lines), encoding="utf-8")
+            elif not path.exists():
+                write_synthetic_cluener(path, base, count)
+            return path
+
+        # (way, sentences, ray, instant): the speed pair on the model, then the driver's memory
+        plan = [("one process", args.speed, None, False), (ray_way, args.speed, "local", False)]
+        plan += [(ray_way, count, "local", args.instant) for count in (args.small, args.large)]
         outputs = {}
-        for label, data, ray in plan:
-            count = sum(1 for _ in open(data, "rb"))
+        for way, count, ray, instant in plan:
+            if (way, count, instant) in outputs:
+                continue  # the speed row of Ray is also the small memory row
+            engine = "instant" if instant else "model"
+            log(f"{way}, {engine}: {count:,} sentences")
             out = folder / f"out-{len(rows)}.jsonl"
-            log(f"{label}: {count:,} sentences")
-            rows.append(_measure(label, data, out, count, args, ray))
-            outputs[(label, count)] = out
-        one = outputs[("one process", args.small)]
-        ray_small = outputs[(f"ray data, {args.actors} actors", args.small)]
-        identical = _same_answers(one, ray_small)
-    ray_rows = [row for row in rows if row["ray"]]
+            rows.append(_measure(way, corpus(count), out, count, args, ray, instant))
+            outputs[(way, count, instant)] = out
+        identical = _same_answers(outputs[("one process", args.speed, False)], outputs[(ray_way, args.speed, False)])
+    speed = {row["way"]: row["sentences_per_second"] for row in rows if row["engine"] == "model"}
+    peaks = {
+        row["sentences"]: row["peak_rss_mib"]
+        for row in rows
+        if row["ray"] and row["engine"] == ("instant" if args.instant else "model")
+    }
     return {
         "machine": describe_machine(),
         "run": str(args.run),
@@ -84,24 +102,23 @@ def run(args) -> dict:
         "batch_size": args.batch_size,
         "rows": rows,
         "identical": identical,
-        "speedup": round(ray_rows[0]["sentences_per_second"] / rows[0]["sentences_per_second"], 2),
-        "driver_peak_ratio": round(ray_rows[1]["peak_rss_mib"] / ray_rows[0]["peak_rss_mib"], 3),
+        "speedup": round(speed[ray_way] / speed["one process"], 2),
+        "driver_peak_ratio": round(peaks[args.large] / peaks[args.small], 3),
         "max_ratio": MAX_GROWTH,
     }
 
 
-def _measure(label: str, data: Path, out: Path, count: int, args, ray: str | None) -> dict:
+def _measure(way: str, data: Path, out: Path, count: int, args, ray: str | None, instant: bool) -> dict:
     from benchlib.memory import measure_call
 
-    call = measure_call(
-        TARGET, data=str(data), out=str(out), run=str(args.run), batch_size=args.batch_size, ray=ray, actors=args.actors
-    )
-    written = sum(1 for _ in open(out, "rb"))
+    arguments = dict(data=str(data), out=str(out), run=str(args.run), batch_size=args.batch_size)
+    call = measure_call(TARGET, **arguments, ray=ray, actors=args.actors, instant=instant)
     return {
-        "way": label,
+        "way": way,
+        "engine": "instant" if instant else "model",
         "ray": ray is not None,
         "sentences": count,
-        "rows_written": written,
+        "rows_written": sum(1 for _ in open(out, "rb")),
         "seconds": round(call.seconds, 1),  # loading the model (and starting the cluster) included
         "sentences_per_second": round(count / call.seconds, 1),
         "peak_rss_mib": round(call.peak_rss_mib, 1),
@@ -118,13 +135,13 @@ def format_result(result: dict) -> str:
     from benchlib.machine import machine_line
     from benchlib.report import format_table
 
-    keys = ["way", "sentences", "rows_written", "seconds", "sentences_per_second", "peak_rss_mib"]
-    header = ["way", "sentences", "rows out", "seconds", "sentences/s", "driver peak RSS MiB"]
+    keys = ["way", "engine", "sentences", "rows_written", "seconds", "sentences_per_second", "peak_rss_mib"]
+    header = ["way", "engine", "sentences", "rows out", "seconds", "sentences/s", "peak RSS MiB (driver)"]
     ratio = result["driver_peak_ratio"]
     return "\n".join(
         [
             f"machine: {machine_line(result['machine'])}",
-            f"run: {result['run']}   engine: hf, batch {result['batch_size']}   sentences: {result['base']}",
+            f"run: {result['run']}   engine: hf, batch {result['batch_size']} (model), or instant answers (CopyEngine)   sentences: {result['base']}",
             "",
             format_table(header, [[row[key] for key in keys] for row in result["rows"]]),
             "",

@@ -286,3 +286,16 @@ def test_on_a_cluster_with_gpus_each_actor_holds_one_gpu(learned_run, single_pro
     assert result.exit_code == 0, result.output
     assert re.search(r"^ray: 2 hf actors on \S+ \(2 GPUs\), through Ray Data$", result.stderr, re.M), result.stderr
     assert_same_rows(out, single_process)
+
+
+def test_a_bad_line_read_on_the_cluster_is_one_error_line(ray_cluster, tiny_run, tmp_path):
+    """Ray Data's read tasks check each line as single-process predict does: a bad one ends the run
+    with its file and line, in one line, and nothing is renamed into place."""
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "张三在北京"}\n{"text": ""}\n', encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    argv = ["predict", "--run", str(tiny_run), "--data", str(data), "--engine", "hf", "--out", str(out)]
+    result = CliRunner().invoke(app, [*argv, "--ray", ray_cluster, "--ray-actors", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines()[-1] == f"nerft: error: {data}:2: empty text"
+    assert not out.exists()

@@ -146,10 +146,12 @@ def make_datasource(files: list[str], filesystem, *, labels: list[str] | None, s
     import pyarrow as pa
     from ray.data.datasource import FileBasedDatasource
 
+    first = files[0]  # not the list: each read task carries what this class holds
+
     class ClueJsonLines(FileBasedDatasource):
         def _read_stream(self, f, path: str):
             records = jsonl_records(f, path, labels)
-            if skip and path == files[0]:
+            if skip and path == first:
                 for _ in zip(range(skip), records):
                     pass
             texts: list[str] = []
@@ -265,9 +267,12 @@ def predict_on_ray(
     sink=None,
     keep_unsupported: bool = False,
     min_confidence: float | None = None,
+    predictor: type | None = None,
 ) -> PredictionCounts:
     """Answer every record of `data` on the Ray cluster of `options.ray`, in input order, into `out`
-    (resumable) and/or `sink` (called per row): `nerft.inference.predict.predict` with `--ray`."""
+    (resumable) and/or `sink` (called per row): `nerft.inference.predict.predict` with `--ray`.
+    `predictor` is the actors' class (default `EnginePredictor`; scripts/bench_ray.py passes one
+    whose engine answers instantly, to measure the driver on a large corpus)."""
     options.check(run)
     try:
         import ray
@@ -300,11 +305,9 @@ def predict_on_ray(
         rows_per_block = block_rows(engine, options.batch_size)
 
         def rows() -> Iterator[dict]:
-            if first >= len(files):
-                return  # every record was kept from an earlier run
             source = make_datasource(files[first:], filesystem, labels=run.labels, skip=skip, rows=rows_per_block)
             dataset = ray.data.read_datasource(source, num_cpus=READ_CPUS).map_batches(
-                EnginePredictor,
+                predictor or EnginePredictor,
                 fn_constructor_kwargs=dict(
                     options=options.local(),
                     run_dir=str(run.run_dir),
