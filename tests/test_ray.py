@@ -66,20 +66,23 @@ def _stop(process: subprocess.Popen) -> None:
             time.sleep(0.2)
 
 
-def _cluster_processes(name: str) -> list:
+def _cluster_processes(name: str) -> list[int]:
     """The processes of the loopback clusters started here whose command line holds `name` (Ray
-    titles its worker processes `ray::<actor class>...`); never another session's."""
+    titles its worker processes `ray::<actor class>...`); never another session's. A worker has a
+    session of its own: it is known by its parent, a raylet in a node's process group."""
     import psutil
 
-    found = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
+    def in_cluster(process) -> bool:
         try:
-            group = os.getpgid(process.info["pid"])
-        except ProcessLookupError:
-            continue
-        if group in NODE_GROUPS and name in " ".join(process.info["cmdline"] or ()):
-            found.append(process.info["pid"])
-    return found
+            return any(os.getpgid(each.pid) in NODE_GROUPS for each in [process, *process.parents()])
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            return False
+
+    return [
+        process.info["pid"]
+        for process in psutil.process_iter(["pid", "cmdline"])
+        if name in " ".join(process.info["cmdline"] or ()) and in_cluster(process)
+    ]
 
 
 NODE_GROUPS: set[int] = set()  # the process groups of the nodes `loopback_cluster` started

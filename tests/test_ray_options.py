@@ -93,3 +93,31 @@ def test_each_line_read_for_ray_is_checked_like_predict_checks_it():
         records('{"text": "张三"}\n{"text": ')
     with pytest.raises(DataError, match=r"in.jsonl:1: .*empty text"):
         records('{"text": " "}\n')
+
+
+@pytest.mark.parametrize(("kept", "start"), [(0, (0, 0)), (5, (0, 5)), (16, (0, 16)), (20, (1, 4)), (32, (1, 16))])
+def test_a_resumed_ray_run_reads_from_the_first_record_not_kept(tmp_path, kept, start):
+    """The kept rows are checked against the input's first records; Ray Data then starts at
+    (file, records of it to skip): the whole first file kept is skipped by a read of it that
+    yields nothing, the second file from its fifth record."""
+    import json
+    from pathlib import Path
+
+    from nerft.inference.predictions import PredictionCounts, ResumablePredictions
+    from nerft.inference.ray_data import jsonl_files, resume_point
+
+    sample = (Path(__file__).resolve().parents[1] / "data" / "sample" / "train.jsonl").read_text(encoding="utf-8")
+    lines = sample.splitlines(keepends=True)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text("".join(lines[:16]), encoding="utf-8")
+    (tmp_path / "in" / "b.jsonl").write_text("".join(lines[16:]), encoding="utf-8")
+    empty = {"entities": [], "dropped": [], "unparseable": False, "finish_reason": "stop"}
+    rows = [{"text": json.loads(line)["text"], **empty} for line in lines]
+    out = tmp_path / "pred.jsonl"
+    Path(f"{out}.partial").write_text("".join(json.dumps(row) + "\n" for row in rows[:kept]), encoding="utf-8")
+    rows_seen: list[dict] = []
+    counts = PredictionCounts()
+    files, filesystem = jsonl_files(tmp_path / "in")
+    store = ResumablePredictions(out, {"engine": "hf"})
+    assert resume_point(store, files, filesystem, None, counts, rows_seen.append) == start
+    assert counts.resumed == kept and [row["text"] for row in rows_seen] == [row["text"] for row in rows[:kept]]

@@ -89,15 +89,17 @@ def jsonl_files(data: str | os.PathLike):
         except (pafs.ArrowInvalid, OSError) as exc:
             raise DataError(f"{location}: cannot open: {str(exc).splitlines()[0]}") from None
     else:
-        filesystem, root = pafs.LocalFileSystem(), os.path.abspath(location)
+        # links resolved, as Ray resolves them: the resumed file is known by its path in a read task
+        filesystem, root = pafs.LocalFileSystem(), os.path.realpath(location)
     info = filesystem.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise DataError(f"{location}: no such file or folder")
     if info.type == pafs.FileType.File:
         return [root], filesystem
     found = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+    local = isinstance(filesystem, pafs.LocalFileSystem)
     files = sorted(
-        entry.path
+        os.path.realpath(entry.path) if local else entry.path
         for entry in found
         if entry.type == pafs.FileType.File
         and entry.path.endswith(JSON_LINES)
@@ -251,8 +253,8 @@ def resume_point(store: ResumablePredictions, files: list[str], filesystem, labe
             position["file"], position["records"] = index, 0
             with filesystem.open_input_stream(path) as stream:
                 for record in jsonl_records(stream, path, labels):
+                    position["records"] += 1  # before: the last kept record is never followed
                     yield record
-                    position["records"] += 1
 
     keep_resumed(store, records(), counts, sink)
     return position["file"], position["records"]
