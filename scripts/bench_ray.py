@@ -5,7 +5,7 @@ actors on the same sentences, and the driver's peak memory as the corpus grows.
 Each row is one `nerft predict --data FILE --out FILE --engine hf` (`benchlib.streaming.predict_with_run`)
 in a fresh child process (`benchlib.memory`, whose peak RSS is that process's own: with --ray, the
 driver's, not the actors' or Ray's). The sentences are the first of the CLUENER train set
-(../shared/data/cluener/train.jsonl; synthetic ones from the sample when it is absent), cycled with
+($NERFT_SHARED or ../shared, /data/cluener/train.jsonl; synthetic ones from the sample when it is absent), cycled with
 a distinct suffix each (`benchlib.synthetic`) for sizes beyond it. The rows must be the same in both
 ways (answers compared line by line). Ray rows run on a new local cluster (`--ray local`), actors of
 one CPU and one torch thread each; one process keeps torch's default threads.
@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CLUENER = ROOT.parent / "shared" / "data" / "cluener" / "train.jsonl"
+SHARED = Path(os.environ.get("NERFT_SHARED") or ROOT.parent / "shared")  # as tests/conftest.py finds it
+CLUENER = SHARED / "data" / "cluener" / "train.jsonl"
 SAMPLE = ROOT / "data" / "sample" / "train.jsonl"
 TARGET = "benchlib.streaming:predict_with_run"
 MAX_GROWTH = 1.5  # the driver's peak memory, large corpus against small: flat

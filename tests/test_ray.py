@@ -300,5 +300,5 @@ def test_a_bad_line_read_on_the_cluster_is_one_error_line(ray_cluster, tiny_run,
     argv = ["predict", "--run", str(tiny_run), "--data", str(data), "--engine", "hf", "--out", str(out)]
     result = CliRunner().invoke(app, [*argv, "--ray", ray_cluster, "--ray-actors", "1"])
     assert result.exit_code == 1, result.output
-    assert result.stderr.strip().splitlines()[-1] == f"nerft: error: {data}:2: empty text"
+    assert result.stderr.strip().splitlines()[-1] == f"nerft: error: {data}:2: error: empty text"
     assert not out.exists()
