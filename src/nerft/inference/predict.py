@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import replace
@@ -18,11 +17,18 @@ from dataclasses import replace
 from nerft.data.load import format_errors
 from nerft.data.records import CluenerRecord
 from nerft.data.validate import CheckedRecord, check_json_record
-from nerft.errors import ConfigError, DataError, ServerError
+from nerft.errors import ConfigError, DataError
 from nerft.inference.engines import ChatRequest, Engine
 from nerft.inference.engines.local import open_local_engine
 from nerft.inference.options import EngineOptions, default_engine
-from nerft.inference.predictions import PredictionCounts, ResumablePredictions, prediction_row
+from nerft.inference.predictions import (
+    PredictionCounts,
+    ResumablePredictions,
+    keep_resumed,
+    prediction_row,
+    prediction_source,
+    write_rows,
+)
 from nerft.progress import progress
 from nerft.prompts import PromptFormat
 from nerft.runfolder import RunInfo
@@ -37,59 +43,6 @@ def open_engine(options: EngineOptions, run: RunInfo | None = None) -> Engine:
     if options.ray is not None:
         raise ConfigError("--ray predicts a file or folder (--data, --gold) on a cluster, not sentences one by one")
     return open_local_engine(options, run)
-
-
-def prediction_source(description: dict, fmt: PromptFormat) -> dict:
-    """What decides an answer, kept beside a partial predictions file: a resumed run must answer alike."""
-    return {**description, "prompt": fmt.name, "labels": ",".join(fmt.labels)}
-
-
-def keep_resumed(store: ResumablePredictions, records: Iterator[CluenerRecord], counts: PredictionCounts, sink) -> None:
-    """The rows an earlier run kept in `store`, checked against `records` (which it consumes),
-    counted and given to `sink`."""
-    for row in store.resume(records):
-        counts.add(row)
-        counts.resumed += 1
-        if sink:
-            sink(row)
-
-
-def write_rows(
-    rows: Iterable[dict],
-    *,
-    store: ResumablePredictions | None,
-    sink: Callable[[dict], None] | None,
-    counts: PredictionCounts,
-    total: int | None = None,
-) -> None:
-    """Append each row to `store` as it comes (renamed into place when `rows` ends), give it to
-    `sink`, count it; a `ServerError` on the way says how many rows the partial file keeps."""
-    start = time.perf_counter()
-    done = 0
-    try:
-        for row in rows:
-            if store:
-                store.append(row)
-            if sink:
-                sink(row)
-            counts.add(row)
-            done += 1
-        if store:
-            store.finish()
-    except ServerError as exc:
-        if store is None:
-            raise
-        have = counts.resumed + done
-        of, others = (f" of {total}", f"the other {total - have}") if total is not None else ("", "the others")
-        raise ServerError(
-            f"{exc.message}; {have}{of} predictions kept in {store.partial}",
-            hint="; ".join(filter(None, [exc.hint, f"run the same command again to predict {others}"])),
-        ) from None
-    finally:
-        if store:
-            store.close()
-        counts.records = counts.resumed + done
-        counts.seconds = time.perf_counter() - start
 
 
 def predict_records(

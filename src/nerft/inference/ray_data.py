@@ -10,7 +10,7 @@ any file system pyarrow reaches: s3://, gs://, hdfs://...) is read by Ray Data's
 each opening one of nerft's engines once (`open_local_engine`: hf, or vllm) and turning its
 answers into prediction rows (`prediction_row`), so the rows are those of single-process predict.
 The driver takes the rows back in input order (`preserve_order`, `iter_batches`) and writes each as
-it comes into the resumable `<out>.partial` (`nerft.inference.predict.write_rows`): what it holds
+it comes into the resumable `<out>.partial` (`nerft.inference.predictions.write_rows`): what it holds
 is a few blocks, whatever the size of the corpus. Ray Data brings the rest: streaming reads with
 backpressure, an actor pool, its operator progress on stderr and per-operator stats, and retries:
 an actor whose process dies (killed, its node lost) is restarted and the batches it held are sent
@@ -52,7 +52,14 @@ from nerft.errors import ConfigError, DataError, NerftError, ServerError
 from nerft.inference import RAY_DEFAULT
 from nerft.inference.engines import ChatRequest, hf, vllm
 from nerft.inference.options import EngineOptions
-from nerft.inference.predictions import PredictionCounts, ResumablePredictions, prediction_row
+from nerft.inference.predictions import (
+    PredictionCounts,
+    ResumablePredictions,
+    keep_resumed,
+    prediction_row,
+    prediction_source,
+    write_rows,
+)
 from nerft.runfolder import RunInfo
 
 DEFAULT_CPU_ACTORS = 2
@@ -244,8 +251,6 @@ def nerft_error(exc: BaseException) -> NerftError | None:
 def resume_point(store: ResumablePredictions, files: list[str], filesystem, labels, counts, sink) -> tuple[int, int]:
     """Take the rows kept in `store` (checked against the input's first records, read here) into
     `counts` and `sink`; where Ray Data starts reading: (first file, records of it to skip)."""
-    from nerft.inference.predict import keep_resumed
-
     position = {"file": 0, "records": 0}
 
     def records() -> Iterator[CluenerRecord]:
@@ -281,7 +286,6 @@ def predict_on_ray(
     except ImportError:
         raise ConfigError("--ray needs Ray, which is not installed", hint="pip install 'nerft[ray]'") from None
     from nerft.inference.engines.local import local_description
-    from nerft.inference.predict import prediction_source, write_rows
 
     engine = options.engine_name
     fmt = run.prompt_format()
