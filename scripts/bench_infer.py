@@ -22,9 +22,9 @@ machine without CUDA, vLLM is the CPU build in .venv-vllm (`nerft.inference.vllm
 `--engine scale` is the labelling-at-scale table (issue 14), every row on the same model and
 sentences in this one run, each against hf sequential without prompt lookup: hf sequential with
 and without prompt lookup, hf batched, vllm sequential and batched with and without n-gram
-speculation, and Ray with 2 CPU actors (a local cluster) running the hf engine batched and
-sequential with prompt lookup and the vllm engine batched. The hf rows count the model's forward
-passes per answer. It needs --run (the actors load a run folder); --cycle N makes N distinct
+speculation. (Ray is measured end to end by `scripts/bench_ray.py`: `--ray` reads and writes
+files through Ray Data, it is no longer an engine of a list of requests.) The hf rows count the
+model's forward passes per answer. It needs --run (the vllm rows read its cutoff_len); --cycle N makes N distinct
 sentences from the --dev records (`benchlib.synthetic`), e.g. from the sample the learned
 quick-start run was trained on:
 
@@ -323,8 +323,6 @@ def format_result(result: dict) -> str:
 def scale_engines(args, source, fmt, batch: int) -> list:
     """The rows of the scale table: (label, batch size, a function that loads the engine)."""
     from nerft.inference.engines.hf import HFEngine
-    from nerft.inference.engines.ray_actors import RayEngine
-    from nerft.inference.options import EngineOptions
     from nerft.runfolder import load_run
 
     run = load_run(args.run)
@@ -357,19 +355,6 @@ def scale_engines(args, source, fmt, batch: int) -> list:
             (f"vllm batched {batch} + ngram", batch, vllm(batch, True)),
         ]
 
-    def ray(engine: str, size: int, **options):
-        return lambda: RayEngine(
-            EngineOptions(engine=engine, batch_size=size, ray="local", ray_actors=2, ray_cpus=1, **options),
-            args.run,
-            shard_size=size,
-        )
-
-    rows += [
-        (f"ray 2 actors, hf batched {batch}", batch, ray("hf", batch)),
-        ("ray 2 actors, hf sequential + prompt lookup", 1, ray("hf", 1)),
-    ]
-    if not args.no_vllm:  # each actor runs vllm_worker.py in .venv-vllm, as the single-process rows do
-        rows.append((f"ray 2 actors, vllm batched {batch}", batch, ray("vllm", batch, structured=False)))
     return rows
 
 
@@ -417,7 +402,7 @@ def format_scale(result: dict) -> str:
     return "\n".join(
         [
             f"machine: {machine_line(result['machine'])}",
-            f"model: {result['model']}   prompt: {result['prompt']}   data: {result['dev']}   hf: torch {result['threads']} threads, ray actors 1 each",
+            f"model: {result['model']}   prompt: {result['prompt']}   data: {result['dev']}   hf: torch {result['threads']} threads",
             "",
             format_table(
                 [
@@ -453,7 +438,7 @@ def main(argv=None) -> int:
 
     if args.engine == "scale":
         if not args.run:
-            print("bench_infer: error: --engine scale needs --run (the Ray actors load a run folder)", file=sys.stderr)
+            print("bench_infer: error: --engine scale needs --run (a run folder)", file=sys.stderr)
             return 1
         result = run_scale(args)
         print(json_text(result) if args.json else format_scale(result))

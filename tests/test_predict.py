@@ -387,11 +387,11 @@ def test_the_default_engine_is_the_faster_one_for_the_model_and_input(facts, exp
 def test_the_resume_record_holds_everything_that_decides_an_answer(tmp_path):
     import hashlib
 
-    from nerft.inference.predict import resume_record
+    from nerft.inference.predictions import prediction_source
 
     data = tmp_path / "in.jsonl"
     data.write_bytes(b'{"text": "x"}\n')
-    record = resume_record(ScriptedEngine(ANSWERS), COMPACT, data, max_chars=120)
+    record = prediction_source(ScriptedEngine(ANSWERS).describe(), COMPACT, max_chars=120, input_file=data)
     prompt = hashlib.sha256(f"{COMPACT.system}\n{COMPACT.user_message('')}".encode()).hexdigest()[:16]
     assert record == {
         "engine": "scripted",

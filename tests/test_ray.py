@@ -2,10 +2,11 @@
 
 The cluster is started with the real `ray start` (a head and a second worker node, each its own
 process group with one CPU, dashboard off, in a temporary folder of its own) and stopped after
-the module. Its rows must be those of single-process predict on the learned quick-start run (the
-confidences to within float noise, `rows.py`), with hf actors and with vllm actors; an actor killed
-mid-run (SIGKILL to its process) gets its shards sent again. A second cluster declares two GPUs, to
-check that by default each actor takes one.
+the module. `--ray` runs through Ray Data (`nerft.inference.ray_data`): its operator progress shows
+on stderr, and its rows must be those of single-process predict on the learned quick-start run (the
+confidences to within float noise, `rows.py`), with hf actors and with vllm actors, from a file and
+from a folder, resumed from a partial file; an actor killed mid-run (SIGKILL to its process) has its
+work done again. A second cluster declares two GPUs, to check that by default each actor takes one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +66,28 @@ def _stop(process: subprocess.Popen) -> None:
             time.sleep(0.2)
 
 
+def _cluster_processes(name: str) -> list[int]:
+    """The processes of the loopback clusters started here whose command line holds `name` (Ray
+    titles its worker processes `ray::<actor class>...`); never another session's. A worker has a
+    session of its own: it is known by its parent, a raylet in a node's process group."""
+    import psutil
+
+    def in_cluster(process) -> bool:
+        try:
+            return any(os.getpgid(each.pid) in NODE_GROUPS for each in [process, *process.parents()])
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            return False
+
+    return [
+        process.info["pid"]
+        for process in psutil.process_iter(["pid", "cmdline"])
+        if name in " ".join(process.info["cmdline"] or ()) and in_cluster(process)
+    ]
+
+
+NODE_GROUPS: set[int] = set()  # the process groups of the nodes `loopback_cluster` started
+
+
 def _alive_nodes(address: str) -> int:
     probe = (
         f"import ray; ray.init(address={address!r}, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
@@ -96,6 +120,7 @@ def loopback_cluster(*, workers: int, cpus: int = 1, gpus: int = 0):
             log = temp / (f"worker{node}.log" if node else "head.log")
             argv = [str(RAY), "start", "--address", address] if node else head
             processes.append(_start([*argv, *common], log))
+            NODE_GROUPS.add(processes[-1].pid)
             while _alive_nodes(address) < node + 1:
                 assert processes[-1].poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(1)
@@ -104,6 +129,7 @@ def loopback_cluster(*, workers: int, cpus: int = 1, gpus: int = 0):
         patch.undo()
         for process in reversed(processes):
             _stop(process)
+            NODE_GROUPS.discard(process.pid)
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -147,17 +173,33 @@ def test_predict_on_two_ray_nodes_is_single_process_predict_and_resumes(
     assert result.exit_code == 0, result.output
     assert_same_rows(out, single_process)
     assert "ray: 2 hf actors on" in result.stderr
+    assert "MapBatches(EnginePredictor)" in result.stderr  # Ray Data's operator, in its progress and stats
     assert json.loads(out.read_text(encoding="utf-8").splitlines()[0])["entities"]  # a model that answers
 
     # Resumable: a run cut after 5 rows predicts only the other 27, on the cluster.
+    lines = single_process.read_text(encoding="utf-8").splitlines(keepends=True)
     resumed = tmp_path / "resumed.jsonl"
-    Path(f"{resumed}.partial").write_text(
-        "".join(single_process.read_text(encoding="utf-8").splitlines(keepends=True)[:5]), encoding="utf-8"
-    )
+    Path(f"{resumed}.partial").write_text("".join(lines[:5]), encoding="utf-8")
     result = CliRunner().invoke(app, [*argv[:-1], str(resumed), *ray])
     assert result.exit_code == 0, result.output
     assert "wrote 32 predictions" in result.stderr and "(5 kept from an earlier run)" in result.stderr
     assert_same_rows(resumed, single_process)
+
+    # A folder of JSON Lines files is read in name order, as one input; a run cut after 20 rows
+    # (the whole first file and 4 records of the second) resumes in the second file.
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    sample = SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "part-1.jsonl").write_text("".join(sample[16:]), encoding="utf-8")
+    (folder / "part-0.jsonl").write_text("".join(sample[:16]), encoding="utf-8")
+    (folder / "_SUCCESS").write_text("", encoding="utf-8")  # left out, as Ray leaves it out
+    from_folder = tmp_path / "folder.jsonl"
+    Path(f"{from_folder}.partial").write_text("".join(lines[:20]), encoding="utf-8")
+    argv[argv.index("--data") + 1] = str(folder)
+    result = CliRunner().invoke(app, [*argv[:-1], str(from_folder), *ray])
+    assert result.exit_code == 0, result.output
+    assert "wrote 32 predictions" in result.stderr and "(20 kept from an earlier run)" in result.stderr
+    assert_same_rows(from_folder, single_process)
 
 
 def test_eval_on_ray_scores_like_single_process(ray_cluster, learned_run, single_process, tmp_path):
@@ -180,35 +222,44 @@ def test_eval_on_ray_scores_like_single_process(ray_cluster, learned_run, single
     )
     assert result.exit_code == 0, result.output
     port = ray_cluster.rsplit(":", 1)[1]  # Ray names the cluster by the host's address, the port is the same
-    assert re.search(rf"^ray: 2 hf actors on [0-9.]+:{port} \(1 CPU each\)$", result.stderr, re.M), result.stderr
+    assert re.search(rf"^ray: 2 hf actors on [0-9.]+:{port} \(1 CPU each\), through Ray Data$", result.stderr, re.M), (
+        result.stderr
+    )
     assert_same_rows(tmp_path / "predictions.jsonl", single_process)
     assert json.loads(result.stdout)["micro"]["f1"] >= 0.9
 
 
-def test_a_killed_actor_has_its_shard_retried(ray_cluster, learned_run, single_process):
-    from nerft.inference.engines import ChatRequest
-    from nerft.inference.engines.ray_actors import RayEngine
-    from nerft.inference.options import EngineOptions
-    from nerft.runfolder import load_run
+def test_a_killed_actor_has_its_work_done_again(ray_cluster, learned_run, single_process, tmp_path):
+    """One engine actor's process is killed (SIGKILL) once rows are coming: Ray restarts it and
+    sends its batches again, and every row is still single-process predict's, in order."""
+    copies = 8  # 256 sentences in blocks of 8: most of them still to answer when the actor dies
+    data = tmp_path / "data.jsonl"
+    data.write_text(SAMPLE.read_text(encoding="utf-8") * copies, encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    partial = Path(f"{out}.partial")
+    killed: dict = {}
 
-    fmt = load_run(learned_run).prompt_format()
-    rows = [json.loads(line) for line in single_process.read_text(encoding="utf-8").splitlines()]
-    requests = [ChatRequest.for_text(fmt, row["text"]) for row in rows]
-    engine = RayEngine(
-        EngineOptions(engine="hf", batch_size=2, ray=ray_cluster, ray_actors=2), learned_run, shard_size=2
-    )
-    try:
-        victim = engine.ray.get(engine.actors[1].pid.remote())
-        answers = []
-        for generation in engine.generate(requests):
-            if not answers:  # shards of both actors are in flight: kill the second one's process
-                os.kill(victim, signal.SIGKILL)
-            answers.append(generation.text)
-        assert engine.retried >= 1
-        assert engine.ray.get(engine.actors[1].pid.remote()) != victim  # a fresh actor took its place
-    finally:
-        engine.close()
-    assert answers == [row["predict"] for row in rows]
+    def kill_an_actor() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            workers = _cluster_processes("MapWorker")
+            written = partial.read_text(encoding="utf-8").count("\n") if partial.is_file() else 0
+            if written and len(workers) == 2:
+                killed["pid"], killed["rows_before"] = workers[-1], written
+                os.kill(workers[-1], signal.SIGKILL)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_an_actor, daemon=True)
+    killer.start()
+    argv = ["predict", "--run", str(learned_run), "--data", str(data), "--engine", "hf", "--batch-size", "2"]
+    result = CliRunner().invoke(app, [*argv, "--out", str(out), "--ray", ray_cluster, "--ray-actors", "2"])
+    killer.join(timeout=10)
+    assert result.exit_code == 0, result.output
+    assert killed and killed["rows_before"] < 32 * copies, killed  # killed while most work was left
+    assert killed["pid"] not in _cluster_processes("MapWorker")
+    reference = tmp_path / "reference.jsonl"
+    reference.write_text(single_process.read_text(encoding="utf-8") * copies, encoding="utf-8")
+    assert_same_rows(out, reference)
 
 
 def test_vllm_actors_on_two_nodes_answer_like_single_process_predict(
@@ -224,7 +275,7 @@ def test_vllm_actors_on_two_nodes_answer_like_single_process_predict(
     argv = ["predict", "--run", str(learned_run), "--data", str(SAMPLE), "--engine", "vllm", "--batch-size", "8"]
     result = CliRunner().invoke(app, [*argv, "--out", str(out), "--ray", ray_cluster, "--ray-actors", "2"])
     assert result.exit_code == 0, result.output
-    assert "ray: 2 vllm actors on" in result.stderr
+    assert "ray: 2 vllm actors on" in result.stderr and "MapBatches(EnginePredictor)" in result.stderr
     assert_same_rows(out, single_process, tolerance=None)  # grounded vLLM's confidences are not hf's
 
 
@@ -236,5 +287,18 @@ def test_on_a_cluster_with_gpus_each_actor_holds_one_gpu(learned_run, single_pro
     with loopback_cluster(workers=0, cpus=2, gpus=2) as address:
         result = CliRunner().invoke(app, [*argv, "--ray", address])
     assert result.exit_code == 0, result.output
-    assert re.search(r"^ray: 2 hf actors on \S+ \(2 GPUs\)$", result.stderr, re.M), result.stderr
+    assert re.search(r"^ray: 2 hf actors on \S+ \(2 GPUs\), through Ray Data$", result.stderr, re.M), result.stderr
     assert_same_rows(out, single_process)
+
+
+def test_a_bad_line_read_on_the_cluster_is_one_error_line(ray_cluster, tiny_run, tmp_path):
+    """Ray Data's read tasks check each line as single-process predict does: a bad one ends the run
+    with its file and line, in one line, and nothing is renamed into place."""
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "张三在北京"}\n{"text": ""}\n', encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    argv = ["predict", "--run", str(tiny_run), "--data", str(data), "--engine", "hf", "--out", str(out)]
+    result = CliRunner().invoke(app, [*argv, "--ray", ray_cluster, "--ray-actors", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines()[-1] == f"nerft: error: {data}:2: error: empty text"
+    assert not out.exists()

@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nerft.cli.main import app
-from nerft.errors import ConfigError
+from nerft.errors import ConfigError, DataError
 from nerft.inference.options import EngineOptions
 from nerft.inference.predict import open_engine
 from nerft.runfolder import load_run
@@ -51,3 +51,73 @@ def test_bare_ray_reaches_the_engine_choice():
         assert result.exit_code == 1, result.output
         assert result.stderr.strip().splitlines()[-1].endswith("an endpoint has its own --concurrency")
         assert "--json" not in result.stderr
+
+
+def test_ray_predicts_files_not_sentences_typed_in(tiny_run):
+    result = CliRunner().invoke(app, ["predict", "--run", str(tiny_run), "--text", "张三", "--ray", "local"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "nerft: error: --ray predicts a file or folder of JSON Lines (--data, --gold), not --text or stdin"
+    )
+
+
+def test_a_folder_is_its_json_lines_files_in_name_order(tmp_path):
+    """What Ray Data reads for `--ray --data FOLDER`, and the driver reads again to resume: the
+    .jsonl and .json files below it, by name, without those Ray leaves out (`_SUCCESS`, `.x`)."""
+    from nerft.inference.ray_data import jsonl_files
+
+    for name in ["b.jsonl", "a.json", "sub/c.jsonl", "_SUCCESS", ".hidden.jsonl", "_tmp/d.jsonl", "notes.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text('{"text": "张三"}\n', encoding="utf-8")
+    files, _ = jsonl_files(tmp_path)
+    assert files == [str(tmp_path / name) for name in ["a.json", "b.jsonl", "sub/c.jsonl"]]
+    assert jsonl_files(tmp_path / "b.jsonl")[0] == [str(tmp_path / "b.jsonl")]
+    with pytest.raises(DataError, match="no such file or folder"):
+        jsonl_files(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: no JSON Lines file \(.jsonl, .json\) in the folder"):
+        jsonl_files(tmp_path / "empty")
+
+
+def test_each_line_read_for_ray_is_checked_like_predict_checks_it():
+    import pyarrow as pa
+
+    from nerft.inference.ray_data import jsonl_records
+
+    def records(text: str, labels=None):
+        return list(jsonl_records(pa.BufferReader(text.encode()), "in.jsonl", labels))
+
+    read = records('{"text": "张三", "id": 7}\n\n{"text": "李四"}')  # blank lines skipped, no final newline
+    assert [(record.text, record.id) for record in read] == [("张三", 7), ("李四", None)]
+    with pytest.raises(DataError, match=r"^in.jsonl:2: broken JSON"):
+        records('{"text": "张三"}\n{"text": ')
+    with pytest.raises(DataError, match=r"in.jsonl:1: .*empty text"):
+        records('{"text": " "}\n')
+
+
+@pytest.mark.parametrize(("kept", "start"), [(0, (0, 0)), (5, (0, 5)), (16, (0, 16)), (20, (1, 4)), (32, (1, 16))])
+def test_a_resumed_ray_run_reads_from_the_first_record_not_kept(tmp_path, kept, start):
+    """The kept rows are checked against the input's first records; Ray Data then starts at
+    (file, records of it to skip): the whole first file kept is skipped by a read of it that
+    yields nothing, the second file from its fifth record."""
+    import json
+    from pathlib import Path
+
+    from nerft.inference.predictions import PredictionCounts, ResumablePredictions
+    from nerft.inference.ray_data import jsonl_files, resume_point
+
+    sample = (Path(__file__).resolve().parents[1] / "data" / "sample" / "train.jsonl").read_text(encoding="utf-8")
+    lines = sample.splitlines(keepends=True)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text("".join(lines[:16]), encoding="utf-8")
+    (tmp_path / "in" / "b.jsonl").write_text("".join(lines[16:]), encoding="utf-8")
+    empty = {"entities": [], "dropped": [], "unparseable": False, "finish_reason": "stop"}
+    rows = [{"text": json.loads(line)["text"], **empty} for line in lines]
+    out = tmp_path / "pred.jsonl"
+    Path(f"{out}.partial").write_text("".join(json.dumps(row) + "\n" for row in rows[:kept]), encoding="utf-8")
+    rows_seen: list[dict] = []
+    counts = PredictionCounts()
+    files, filesystem = jsonl_files(tmp_path / "in")
+    store = ResumablePredictions(out, {"engine": "hf"})
+    assert resume_point(store, files, filesystem, None, counts, rows_seen.append) == start
+    assert counts.resumed == kept and [row["text"] for row in rows_seen] == [row["text"] for row in rows[:kept]]

@@ -50,3 +50,45 @@ def score_files(gold: str, predictions: str, errors: str, report: str) -> dict:
     data = result.to_dict()
     write_json_atomic(report, data)
     return {"records": data["records"], "micro": data["micro"], "sentences_with_errors": data["sentences_with_errors"]}
+
+
+def predict_with_run(
+    data: str,
+    out: str,
+    run: str,
+    batch_size: int,
+    ray: str | None = None,
+    actors: int | None = None,
+    instant: bool = False,
+) -> dict:
+    """Predict every record of `data` into `out` with the hf engine of `run`, as `nerft predict
+    --data --out` does: in this process, or (`ray`: a cluster's address, or local) through Ray
+    Data with `actors` actors of one CPU each, this process being the driver (`instant`: the
+    actors answer with `CopyEngine`, to push the driver to a large corpus); the counts."""
+    from nerft.data.load import stream_records
+    from nerft.inference.options import EngineOptions
+    from nerft.inference.predict import predict
+    from nerft.inference.ray_data import predict_on_ray
+    from nerft.runfolder import load_run
+
+    info = load_run(run)
+    options = EngineOptions(engine="hf", batch_size=batch_size, ray=ray, ray_actors=actors if ray else None)
+    if ray is None:
+        return predict(stream_records(data, info.labels), run=info, options=options, out=out).to_dict()
+    predictor = InstantPredictor if instant else None
+    return predict_on_ray(data, run=info, options=options, out=out, predictor=predictor).to_dict()
+
+
+class InstantPredictor:
+    """`nerft.inference.ray_data.EnginePredictor` with `CopyEngine` in place of the run's model."""
+
+    def __init__(self, options, run_dir: str, threads, keep_unsupported: bool, min_confidence):
+        from nerft.inference.ray_data import EnginePredictor
+        from nerft.runfolder import load_run
+
+        self.predictor = EnginePredictor.__new__(EnginePredictor)
+        self.predictor.engine, self.predictor.fmt = CopyEngine(), load_run(run_dir).prompt_format()
+        self.predictor.keep_unsupported, self.predictor.min_confidence = keep_unsupported, min_confidence
+
+    def __call__(self, batch):
+        return self.predictor(batch)

@@ -115,7 +115,7 @@ Ray = Annotated[
     typer.Option(
         "--ray",
         metavar="[ADDRESS]",
-        help="Shard the sentences over Ray actors, each running the engine. Bare --ray: Ray's own choice ($RAY_ADDRESS, else the cluster `ray start` began on this machine, else a new one here); or a cluster's HOST:PORT, auto (a running cluster, else an error), local (a new cluster of this machine only). Needs the ray extra.",
+        help="Predict --data/--gold on a Ray cluster through Ray Data: read there, answered by a pool of actors each running the engine, written here in input order. Bare --ray: Ray's own choice ($RAY_ADDRESS, else the cluster `ray start` began on this machine, else a new one here); or a cluster's HOST:PORT, auto (a running cluster, else an error), local (a new cluster of this machine only). Needs the ray extra.",
     ),
 ]
 RayActors = Annotated[

@@ -20,10 +20,10 @@ NAME = "predict"
 def command(
     run_dir: OptionalRunDir = None,
     data: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option(
             "--data",
-            help="Records to predict: CLUE NER JSON/JSONL or BIO/BMES (labels optional), or a folder of .txt files (one document each, its id the file name). Texts of any length.",
+            help="Records to predict: CLUE NER JSON/JSONL or BIO/BMES (labels optional), or a folder of .txt files (one document each, its id the file name). Texts of any length. With --ray: CLUE NER JSON Lines, a file or a folder of them, here or at a URI pyarrow reads (s3://, gs://, hdfs://).",
         ),
     ] = None,
     text: Annotated[Optional[str], typer.Option("--text", help="One sentence; its entities are printed.")] = None,
@@ -47,25 +47,30 @@ def command(
 
     if data is not None and text is not None:
         raise ConfigError("give --data or --text, not both")
+    remote = data is not None and "://" in data
     if out is not None:
         from nerft.inference.predictions import partial_path
         from nerft.io import refuse_collisions
 
-        refuse_collisions({"--data": data}, {"--out": out, "its partial file": partial_path(out)})
+        refuse_collisions({"--data": None if remote else data}, {"--out": out, "its partial file": partial_path(out)})
     run = load_run(run_dir) if run_dir is not None else None
     if run is None and options.endpoint is None:
         raise ConfigError("nothing to predict with: give --run RUN_DIR (a trained run) or --endpoint URL (a server)")
     labels = run.labels if run else None
     if text is not None:
         records = [CluenerRecord(text=text.strip(), labelled=False)]
-    elif data is not None and data.is_dir():
+    elif data is not None and options.ray is not None:
+        records = data  # read on the cluster by Ray Data, each line checked there
+    elif data is not None and not remote and Path(data).is_dir():
         from nerft.inference.documents import TextFolder
 
-        records = TextFolder(data)
+        records = TextFolder(Path(data))
     elif data is not None:
         from nerft.data.load import stream_records
 
-        records = stream_records(data, labels)  # checked first, then read as predicted: any size
+        if remote:
+            raise ConfigError(f"--data {data}: a URI is read with --ray; download it to predict here")
+        records = stream_records(Path(data), labels)  # checked first, then read as predicted: any size
     else:
         if sys.stdin.isatty():
             log("reading sentences from stdin, one a line; end with Ctrl-D")
@@ -83,7 +88,7 @@ def command(
         sink=write_row,
         keep_unsupported=keep_unsupported,
         min_confidence=min_confidence,
-        input_file=data,
+        input_file=data if data is not None and not remote and Path(data).is_file() else None,
         restart=restart,
     )
     if text is not None:

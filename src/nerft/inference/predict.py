@@ -7,10 +7,8 @@ counts = predict_records(records, engine, fmt, out="runs/tiny/eval/predictions.j
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import replace
@@ -18,7 +16,7 @@ from dataclasses import replace
 from nerft.data.load import format_errors
 from nerft.data.records import CluenerRecord
 from nerft.data.validate import CheckedRecord, check_json_record, lone_surrogate
-from nerft.errors import DataError, ServerError
+from nerft.errors import ConfigError, DataError
 from nerft.inference.documents import (
     CLUENER_LONGEST_CHARS,
     Span,
@@ -29,9 +27,15 @@ from nerft.inference.documents import (
 )
 from nerft.inference.engines import ChatRequest, Engine, Generation
 from nerft.inference.engines.local import open_local_engine
-from nerft.inference.engines.ray_actors import RayEngine
 from nerft.inference.options import EngineOptions, default_engine
-from nerft.inference.predictions import PredictionCounts, ResumablePredictions, file_identity, prediction_row
+from nerft.inference.predictions import (
+    PredictionCounts,
+    ResumablePredictions,
+    keep_resumed,
+    prediction_row,
+    prediction_source,
+    write_rows,
+)
 from nerft.io import json_line, sole_writer
 from nerft.progress import progress
 from nerft.prompts import PromptFormat
@@ -39,14 +43,13 @@ from nerft.runfolder import RunInfo
 
 
 def open_engine(options: EngineOptions, run: RunInfo | None = None) -> Engine:
-    """The engine `options` name, for a run folder (`hf`, `vllm`) or an endpoint (`openai`).
+    """The engine `options` name, for a run folder (`hf`, `vllm`) or an endpoint (`openai`), in this
+    process (`--ray` is not one engine: `predict` sends it to `nerft.inference.ray_data`).
 
-    `options.check` refuses what does not go together first. With `options.ray` the engine runs in
-    Ray actors (`nerft.inference.engines.ray_actors`), each opening it from `options.local()`.
-    """
+    `options.check` refuses what does not go together first."""
     options.check(run)
     if options.ray is not None:
-        return RayEngine(options, run.run_dir)
+        raise ConfigError("--ray predicts a file or folder (--data, --gold) on a cluster, not sentences one by one")
     return open_local_engine(options, run)
 
 
@@ -86,19 +89,6 @@ def predict_records(
         )
 
 
-def resume_record(
-    engine: Engine, fmt: PromptFormat, input_file: str | os.PathLike | None, max_chars: int = CLUENER_LONGEST_CHARS
-) -> dict:
-    """Everything that decides an answer, kept beside the partial file: a resumed run must answer
-    alike (`ResumablePredictions`). Decoding is greedy everywhere, its length bound the format's."""
-    prompt = hashlib.sha256(f"{fmt.system}\n{fmt.user_message('')}".encode()).hexdigest()[:16]
-    record = {**engine.describe(), "prompt": fmt.name, "prompt_sha256": prompt, "labels": ",".join(fmt.labels)}
-    record["piece_chars"] = max_chars
-    if input_file is not None:
-        record["input"] = file_identity(input_file)
-    return record
-
-
 def _predict_records(
     records: Iterable[CluenerRecord],
     engine: Engine,
@@ -114,17 +104,11 @@ def _predict_records(
 ) -> PredictionCounts:
     total = len(records) if isinstance(records, Sized) else None
     counts = PredictionCounts(engine=engine.describe())
-    store = (
-        ResumablePredictions(out, resume_record(engine, fmt, input_file, max_chars), restart=restart)
-        if out is not None
-        else None
-    )
+    source = prediction_source(engine.describe(), fmt, max_chars=max_chars, input_file=input_file)
+    store = ResumablePredictions(out, source, restart=restart) if out is not None else None
     remaining = iter(records)
-    for row in store.resume(remaining) if store else ():
-        counts.add(row)
-        counts.resumed += 1
-        if sink:
-            sink(row)
+    if store:
+        keep_resumed(store, remaining, counts, sink)
     # records asked of the engine, not fully answered yet (its read-ahead), with their pieces
     pending: deque[_Document] = deque()
     asked = answered = 0
@@ -174,35 +158,13 @@ def _predict_records(
             else:
                 yield document_row(document.record, document.spans, document.rows, fmt)
 
-    start = time.perf_counter()
-    done = 0
-    try:
+    def rows() -> Iterator[dict]:
         todo = None if total is None else total - counts.resumed
-        for row in progress(answered_rows(), total=todo, desc="predicting"):
-            if store:
-                store.append(row)
-            if sink:
-                sink(row)
-            counts.add(row)
-            done += 1
+        yield from progress(answered_rows(), total=todo, desc="predicting")
         if next(remaining, None) is not None:
             raise RuntimeError(f"the {engine.name} engine stopped asking for requests after {answered}")
-        if store:
-            store.finish()
-    except ServerError as exc:
-        if store is None:
-            raise
-        have = counts.resumed + done
-        of, others = (f" of {total}", f"the other {total - have}") if total is not None else ("", "the others")
-        raise ServerError(
-            f"{exc.message}; {have}{of} predictions kept in {store.partial}",
-            hint="; ".join(filter(None, [exc.hint, f"run the same command again to predict {others}"])),
-        ) from None
-    finally:
-        if store:
-            store.close()
-        counts.records = counts.resumed + done
-        counts.seconds = time.perf_counter() - start
+
+    write_rows(rows(), store=store, sink=sink, counts=counts, total=total)
     return counts
 
 
@@ -232,7 +194,29 @@ def predict(
     The prompt format is the run's; `options.prompt` names one only for an endpoint without a run
     folder. `out` is locked for this process (`nerft.io.sole_writer`) before any model loads. Texts
     longer than the run was trained on are predicted in pieces (`nerft.inference.documents.piece_chars`).
+    With `options.ray`, `records` is where they are (a path or URI, or the `RecordStream` of a file)
+    and Ray Data reads and answers them on the cluster (`nerft.inference.ray_data`).
     """
+    if options.ray is not None:
+        from nerft.inference.ray_data import predict_on_ray
+
+        options.check(run)
+        location = getattr(records, "path", records)
+        if not isinstance(location, (str, os.PathLike)):
+            raise ConfigError("--ray predicts a file or folder of JSON Lines (--data, --gold), not --text or stdin")
+        if options.engine is None:
+            options = replace(options, engine=default_engine(endpoint=options.endpoint, run=run))
+        with sole_writer(out):
+            return predict_on_ray(
+                location,
+                run=run,
+                options=options,
+                out=out,
+                sink=sink,
+                keep_unsupported=keep_unsupported,
+                min_confidence=min_confidence,
+                restart=restart,
+            )
     if options.engine is None and not options.endpoint:
         sentences = len(records) if isinstance(records, Sized) else None
         options = replace(options, engine=default_engine(endpoint=None, run=run, sentences=sentences))

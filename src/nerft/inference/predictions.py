@@ -37,12 +37,13 @@ file is renamed to `<out>` in one step, so `<out>` is never half-written.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nerft.data.records import CluenerRecord
-from nerft.errors import DataError
+from nerft.errors import DataError, ServerError
 from nerft.inference.engines import Generation, whole_characters
 from nerft.inference.grounding import answer_confidence, item_confidences
 from nerft.io import json_line, json_row, naming_os_errors, read_json, write_json_atomic
@@ -266,6 +267,72 @@ def file_identity(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return f"{path.resolve()} ({path.stat().st_size} bytes, sha256 {digest.hexdigest()[:16]})"
+
+
+def prediction_source(
+    description: dict, fmt: PromptFormat, *, max_chars: int, input_file: str | os.PathLike | None = None
+) -> dict:
+    """Everything that decides an answer, kept beside a partial predictions file: a resumed run
+    must answer alike (`ResumablePredictions`). `description` is the engine's (engine, model,
+    adapter, template, grounding); decoding is greedy everywhere, its length bound the format's;
+    `max_chars` is where texts are cut into pieces (`nerft.inference.documents`); `input_file`, the
+    file the records come from."""
+    import hashlib
+
+    prompt = hashlib.sha256(f"{fmt.system}\n{fmt.user_message('')}".encode()).hexdigest()[:16]
+    record = {**description, "prompt": fmt.name, "prompt_sha256": prompt, "labels": ",".join(fmt.labels)}
+    record["piece_chars"] = max_chars
+    if input_file is not None:
+        record["input"] = file_identity(input_file)
+    return record
+
+
+def keep_resumed(store: ResumablePredictions, records: Iterator[CluenerRecord], counts: PredictionCounts, sink) -> None:
+    """The rows an earlier run kept in `store`, checked against `records` (which it consumes),
+    counted and given to `sink`."""
+    for row in store.resume(records):
+        counts.add(row)
+        counts.resumed += 1
+        if sink:
+            sink(row)
+
+
+def write_rows(
+    rows: Iterable[dict],
+    *,
+    store: ResumablePredictions | None,
+    sink: Callable[[dict], None] | None,
+    counts: PredictionCounts,
+    total: int | None = None,
+) -> None:
+    """Append each row to `store` as it comes (renamed into place when `rows` ends), give it to
+    `sink`, count it; a `ServerError` on the way says how many rows the partial file keeps."""
+    start = time.perf_counter()
+    done = 0
+    try:
+        for row in rows:
+            if store:
+                store.append(row)
+            if sink:
+                sink(row)
+            counts.add(row)
+            done += 1
+        if store:
+            store.finish()
+    except ServerError as exc:
+        if store is None:
+            raise
+        have = counts.resumed + done
+        of, others = (f" of {total}", f"the other {total - have}") if total is not None else ("", "the others")
+        raise ServerError(
+            f"{exc.message}; {have}{of} predictions kept in {store.partial}",
+            hint="; ".join(filter(None, [exc.hint, f"run the same command again to predict {others}"])),
+        ) from None
+    finally:
+        if store:
+            store.close()
+        counts.records = counts.resumed + done
+        counts.seconds = time.perf_counter() - start
 
 
 def _difference(started, now: dict) -> str:

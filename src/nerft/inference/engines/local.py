@@ -1,5 +1,6 @@
 """Opening one of nerft's engines in this process, from `EngineOptions` (`open_engine` in
-`nerft.inference.predict` adds the Ray path, whose actors open theirs here)."""
+`nerft.inference.predict` checks the options first; the Ray actors of `nerft.inference.ray_data`
+open theirs here)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,9 @@ def open_local_engine(options: EngineOptions, run: RunInfo | None) -> Engine:
         speculation=options.speculation,
         grounded=grounded,
     )
+
+
+def local_description(options: EngineOptions, run: RunInfo) -> dict:
+    """What the hf or vllm engine of `options` reports as its `describe()`, without loading it:
+    the Ray driver records it beside its partial file, so a Ray run resumes a single-process one."""
+    return {**resolve_model(run).describe(options.engine_name), "grounded": options.grounded is not False}
