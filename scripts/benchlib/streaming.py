@@ -83,12 +83,14 @@ class InstantPredictor:
     """`nerft.inference.ray_data.EnginePredictor` with `CopyEngine` in place of the run's model."""
 
     def __init__(self, options, run_dir: str, threads, keep_unsupported: bool, min_confidence):
+        from nerft.inference.documents import piece_chars
         from nerft.inference.ray_data import EnginePredictor
         from nerft.runfolder import load_run
 
         self.predictor = EnginePredictor.__new__(EnginePredictor)
         self.predictor.engine, self.predictor.fmt = CopyEngine(), load_run(run_dir).prompt_format()
         self.predictor.keep_unsupported, self.predictor.min_confidence = keep_unsupported, min_confidence
+        self.predictor.max_chars = piece_chars(load_run(run_dir))
 
     def __call__(self, batch):
         return self.predictor(batch)

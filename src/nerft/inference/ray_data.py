@@ -50,6 +50,7 @@ from nerft.data.records import CluenerRecord
 from nerft.data.validate import check_json_record
 from nerft.errors import ConfigError, DataError, NerftError, ServerError
 from nerft.inference import RAY_DEFAULT
+from nerft.inference.answering import predict_records
 from nerft.inference.documents import piece_chars
 from nerft.inference.engines import hf, vllm
 from nerft.inference.options import EngineOptions
@@ -209,8 +210,6 @@ class EnginePredictor:
             CluenerRecord(text=text, id=None if id_ is None else json.loads(id_), labelled=False)
             for text, id_ in zip(batch.column("text").to_pylist(), batch.column("id").to_pylist())
         ]
-        from nerft.inference.predict import predict_records
-
         rows: list[str] = []
         predict_records(  # texts longer than the run's sentences in pieces, as single-process predict
             records,
