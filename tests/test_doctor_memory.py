@@ -293,5 +293,6 @@ def test_config_errors_name_the_file_and_line(tmp_path):
         read_plan(bad_value)
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes(b"model_name_or_path: caf\xe9\n")
-    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text$"):
+    # the bad byte's line and its offset: "model_name_or_path: caf" is 23 bytes
+    with pytest.raises(ConfigError, match=r"latin1\.yaml:1: not UTF-8 text \(byte 23\)$"):
         read_plan(latin1)
