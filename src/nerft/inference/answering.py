@@ -17,10 +17,9 @@ from nerft.inference.documents import CLUENER_LONGEST_CHARS, Span, document_row,
 from nerft.inference.engines import ChatRequest, Engine, Generation
 from nerft.inference.predictions import (
     PredictionCounts,
-    ResumablePredictions,
     keep_resumed,
     prediction_row,
-    prediction_source,
+    resumable,
     write_rows,
 )
 from nerft.io import sole_writer
@@ -48,42 +47,11 @@ def predict_records(
     than `max_chars` is asked about in pieces (`nerft.inference.documents`), which the engine
     batches like any requests; its row is still one row, with offsets in the whole text. `input_file`,
     the file the records come from, is part of what a resumed run must find again; `restart`
-    deletes the rows an unfinished run kept instead of resuming (`ResumablePredictions`)."""
-    with sole_writer(out):
-        return _predict_records(
-            records,
-            engine,
-            fmt,
-            out=out,
-            sink=sink,
-            keep_unsupported=keep_unsupported,
-            min_confidence=min_confidence,
-            max_chars=max_chars,
-            input_file=input_file,
-            restart=restart,
-        )
-
-
-def _predict_records(
-    records: Iterable[CluenerRecord],
-    engine: Engine,
-    fmt: PromptFormat,
-    *,
-    out: str | os.PathLike | None,
-    sink: Callable[[dict], None] | None,
-    keep_unsupported: bool,
-    min_confidence: float | None,
-    max_chars: int,
-    input_file: str | os.PathLike | None,
-    restart: bool,
-) -> PredictionCounts:
+    deletes the rows an unfinished run kept instead of resuming (`ResumablePredictions`). `out`
+    has one writer, this process, while it is written (`nerft.io.sole_writer`)."""
     total = len(records) if isinstance(records, Sized) else None
     counts = PredictionCounts(engine=engine.describe())
-    source = prediction_source(engine.describe(), fmt, max_chars=max_chars, input_file=input_file)
-    store = ResumablePredictions(out, source, restart=restart) if out is not None else None
     remaining = iter(records)
-    if store:
-        keep_resumed(store, remaining, counts, sink)
     # records asked of the engine, not fully answered yet (its read-ahead), with their pieces
     pending: deque[_Document] = deque()
     asked = answered = 0
@@ -139,7 +107,11 @@ def _predict_records(
         if next(remaining, None) is not None:
             raise RuntimeError(f"the {engine.name} engine stopped asking for requests after {answered}")
 
-    write_rows(rows(), store=store, sink=sink, counts=counts, total=total)
+    with sole_writer(out):
+        store = resumable(out, engine.describe(), fmt, max_chars=max_chars, input_file=input_file, restart=restart)
+        if store:
+            keep_resumed(store, remaining, counts, sink)
+        write_rows(rows(), store=store, sink=sink, counts=counts, total=total)
     return counts
 
 

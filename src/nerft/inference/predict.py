@@ -17,15 +17,11 @@ from nerft.data.records import CluenerRecord
 from nerft.data.validate import CheckedRecord, check_json_record, lone_surrogate
 from nerft.errors import ConfigError, DataError
 from nerft.inference.answering import predict_records
-from nerft.inference.documents import (
-    piece_chars,
-)
+from nerft.inference.documents import piece_chars
 from nerft.inference.engines import Engine
 from nerft.inference.engines.local import open_local_engine
 from nerft.inference.options import EngineOptions, default_engine
-from nerft.inference.predictions import (
-    PredictionCounts,
-)
+from nerft.inference.predictions import PredictionCounts
 from nerft.io import json_line, sole_writer
 from nerft.runfolder import RunInfo
 

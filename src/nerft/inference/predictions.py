@@ -287,6 +287,23 @@ def prediction_source(
     return record
 
 
+def resumable(
+    out: str | os.PathLike | None,
+    description: dict,
+    fmt: PromptFormat,
+    *,
+    max_chars: int,
+    input_file: str | os.PathLike | None = None,
+    restart: bool = False,
+) -> ResumablePredictions | None:
+    """The resumable predictions file `out` with what decides its answers (`prediction_source`),
+    or None without `out`: only then is the input file read for its identity."""
+    if out is None:
+        return None
+    settings = prediction_source(description, fmt, max_chars=max_chars, input_file=input_file)
+    return ResumablePredictions(out, settings, restart=restart)
+
+
 def keep_resumed(store: ResumablePredictions, records: Iterator[CluenerRecord], counts: PredictionCounts, sink) -> None:
     """The rows an earlier run kept in `store`, checked against `records` (which it consumes),
     counted and given to `sink`."""

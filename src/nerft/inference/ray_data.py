@@ -58,7 +58,7 @@ from nerft.inference.predictions import (
     PredictionCounts,
     ResumablePredictions,
     keep_resumed,
-    prediction_source,
+    resumable,
     write_rows,
 )
 from nerft.runfolder import RunInfo
@@ -293,8 +293,7 @@ def predict_on_ray(
     files, filesystem = jsonl_files(data)
     # the input's identity where it is one local file (a folder or a URI is known by its name)
     local_file = files[0] if len(files) == 1 and "://" not in str(data) else None
-    source = prediction_source(description, fmt, max_chars=piece_chars(run), input_file=local_file)
-    store = ResumablePredictions(out, source, restart=restart) if out is not None else None
+    store = resumable(out, description, fmt, max_chars=piece_chars(run), input_file=local_file, restart=restart)
     first, skip = resume_point(store, files, filesystem, run.labels, counts, sink) if store else (0, 0)
 
     address = connect(ray, options.ray or RAY_DEFAULT)
