@@ -253,7 +253,7 @@ def test_a_folder_without_text_files_or_with_one_not_in_utf8_is_refused(tmp_path
     with pytest.raises(DataError, match="no .txt files"):
         TextFolder(tmp_path)
     (tmp_path / "gbk.txt").write_bytes("中文".encode("gbk"))
-    with pytest.raises(DataError, match=r"gbk\.txt: not UTF-8 text"):
+    with pytest.raises(DataError, match=r"gbk\.txt:1: not UTF-8 text \(byte 0\)"):
         list(TextFolder(tmp_path))
 
 

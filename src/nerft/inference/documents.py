@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 from nerft.data.records import CluenerRecord
 from nerft.errors import DataError
-from nerft.io import read_json
+from nerft.io import read_json, read_text
 from nerft.metrics.parse import parse_output
 from nerft.prompts import PromptFormat
 from nerft.runfolder import RunFolder, RunInfo
@@ -230,8 +230,5 @@ class TextFolder:
 
     def __iter__(self) -> Iterator[CluenerRecord]:
         for path in self.files:
-            try:  # bytes decoded as they are: "\r\n" stays two characters, so offsets index the file's text
-                text = path.read_bytes().decode("utf-8-sig")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+            text = read_text(path)  # decoded as it is: "\r\n" stays two characters, so offsets index the file's text
             yield CluenerRecord(text=text, id=path.name, labelled=False, source=str(path), line=1)
