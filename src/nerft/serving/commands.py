@@ -165,7 +165,7 @@ def vllm_server_command(
         ]
     else:
         argv += ["--served-model-name", names[0]]
-    chat_template = _training_chat_template(runs[0], source)
+    chat_template = _training_chat_template(runs[0], source.adapter)
     if chat_template is not None:
         argv += ["--chat-template", str(chat_template)]
     argv += ["--generation-config", "vllm"]
@@ -199,8 +199,8 @@ def _difference(one: RunInfo, other: RunInfo) -> str | None:
     ):
         if mine != theirs:
             return f"their {what} differ ({mine} vs {theirs})"
-    saved = (_saved_chat_template(one), _saved_chat_template(other))
-    if None not in saved and saved[0] != saved[1]:
+    saved = [_training_chat_template(run, run.adapter_dir) for run in (one, other)]
+    if None not in saved and saved[0].read_text(encoding="utf-8") != saved[1].read_text(encoding="utf-8"):
         return "the chat templates saved with them (chat_template.jinja) differ"
     return None
 
@@ -211,17 +211,10 @@ def _base_model(run: RunInfo) -> str:
     return str(folder) if folder is not None else run.base_model
 
 
-def _saved_chat_template(run: RunInfo) -> str | None:
-    """The text of the chat template LLaMA-Factory saved with the run's adapter, if it did."""
-    for folder in (run.adapter_dir, run.run_dir):
-        if folder is not None and (Path(folder) / "chat_template.jinja").is_file():
-            return (Path(folder) / "chat_template.jinja").read_text(encoding="utf-8")
-    return None
-
-
-def _training_chat_template(run: RunInfo, source: ModelSource) -> Path | None:
-    """The Jinja chat template LLaMA-Factory saved with the tokenizer at training, if it did."""
-    for folder in (source.adapter, run.merged_model, run.run_dir):
+def _training_chat_template(run: RunInfo, adapter: str | Path | None) -> Path | None:
+    """The Jinja chat template LLaMA-Factory saved with the tokenizer at training (beside the
+    `adapter` served, the merged model, or in the run folder), if it did."""
+    for folder in (adapter, run.merged_model, run.run_dir):
         if folder is not None and (Path(folder) / "chat_template.jinja").is_file():
             return Path(folder) / "chat_template.jinja"
     return None
