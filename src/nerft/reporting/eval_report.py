@@ -47,11 +47,10 @@ def check_eval_report(report: object, *, source: str = "eval report") -> None:
 
 
 def eval_paths(target: str | os.PathLike) -> tuple[Path, Path]:
-    """Where the Markdown page and the chart go for `target`: a folder (no suffix), a .md path, or
-    the report's path (`X/report.json` -> `X/report.md` and `X/f1_by_label.png`; `X/scores.txt`
-    -> `X/scores.md`: a file's name is never made a folder)."""
+    """Where the Markdown page and the chart go for `target`: a folder, a .md path, or the report's
+    .json path (`X/report.json` -> `X/report.md` and `X/f1_by_label.png`)."""
     target = Path(target)
-    if target.suffix:
+    if target.suffix.lower() in (".md", ".json"):
         markdown = target.with_suffix(".md")
         chart = target.parent / (CHART_NAME if target.stem == "report" else f"{target.stem}_{CHART_NAME}")
         return markdown, chart
