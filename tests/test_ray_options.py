@@ -93,6 +93,17 @@ def test_each_line_read_for_ray_is_checked_like_predict_checks_it():
         records('{"text": "张三"}\n{"text": ')
     with pytest.raises(DataError, match=r"in.jsonl:1: .*empty text"):
         records('{"text": " "}\n')
+    # what every other reader refuses in one line, as single-process predict does (io.json_line)
+    with pytest.raises(DataError, match=r"^in.jsonl:2: not UTF-8 text \(invalid start byte at byte 10\)$"):
+        list(
+            jsonl_records(pa.BufferReader('{"text": "张三"}\n{"text": "'.encode() + b"\xff" + b'"}'), "in.jsonl", None)
+        )
+    with pytest.raises(DataError, match=r"^in.jsonl:1: JSON nested too deeply \(--ray reads CLUE NER JSON Lines\)$"):
+        records("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(
+        DataError, match=r"^in.jsonl:1: a number of more than 4,300 digits \(--ray reads CLUE NER JSON Lines\)$"
+    ):
+        records('{"text": "张三", "id": ' + "9" * 5000 + "}")
 
 
 @pytest.mark.parametrize(("kept", "start"), [(0, (0, 0)), (5, (0, 5)), (16, (0, 16)), (20, (1, 4)), (32, (1, 16))])

@@ -61,6 +61,7 @@ from nerft.inference.predictions import (
     resumable,
     write_rows,
 )
+from nerft.io import json_line
 from nerft.runfolder import RunInfo
 
 DEFAULT_CPU_ACTORS = 2
@@ -133,15 +134,13 @@ def jsonl_records(stream, source: str, labels: list[str] | None) -> Iterator[Clu
     """The records of one JSON Lines file, each line checked as `nerft predict --data` checks it
     (a `DataError` at the first bad one: Ray Data reads in parallel, there is no checking pass)."""
     for lineno, raw in enumerate(lines_of(stream), start=1):
-        line = raw.decode("utf-8", "replace").strip()
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{source}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         if not line:
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{source}:{lineno}: broken JSON ({exc.msg}); --ray reads CLUE NER JSON Lines") from None
-        if not isinstance(value, dict):
-            raise DataError(f"{source}:{lineno}: not a JSON object; --ray reads CLUE NER JSON Lines")
+        value = json_line(line, source, lineno, hint="--ray reads CLUE NER JSON Lines")
         checked = check_json_record(value, source, lineno, labels)
         if checked.errors:
             raise DataError(format_errors(checked.errors))
