@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -81,30 +82,20 @@ def command(
         run = load_run(run_dir) if run_dir is not None else None
         folder = scoring_folder(gold, run, out_dir)
         report, errors = report or folder / REPORT, errors or folder / ERRORS
-        refuse_collisions(
-            {"--gold": gold},
-            {
-                **report_outputs(report),
-                "--errors": errors,
-                "predictions": folder / PREDICTIONS,
-                "its partial file": partial_path(folder / PREDICTIONS),
-            },
+        score = partial(
+            predict_and_score,
+            gold=gold,
+            run=run,
+            options=options,
+            labels=label_list,
+            out_dir=folder,
+            min_confidence=min_confidence,
+            restart=restart,
         )
-        check_report_path(report)
-        with written_together(report, errors) as stage:  # the report's lock covers its pages
-            with errors_file(stage(errors)) as on_error:
-                evaluation = predict_and_score(
-                    gold=gold,
-                    run=run,
-                    options=options,
-                    labels=label_list,
-                    out_dir=folder,
-                    on_error=on_error,
-                    min_confidence=min_confidence,
-                    restart=restart,
-                )
-            data = write_report(evaluation, report=stage(report))
-        finish(evaluation, data, report=report, json_output=json_output)
+        predicted = {"predictions": folder / PREDICTIONS, "its partial file": partial_path(folder / PREDICTIONS)}
+        score_into(
+            score, inputs={"--gold": gold}, outputs=predicted, report=report, errors=errors, json_output=json_output
+        )
         return
     if run_dir is not None or options.endpoint is not None or options.engine is not None or options.prompt is not None:
         raise ConfigError(
@@ -114,14 +105,24 @@ def command(
         raise ConfigError("--restart is for --run/--endpoint, which predict resumably; --predictions scores a file")
     from nerft.metrics.evaluate import score_prediction_files
 
-    outputs = report_outputs(report) if report is not None else {}
-    refuse_collisions({"--gold": gold, "--predictions": predictions}, {**outputs, "--errors": errors})
+    score = partial(
+        score_prediction_files, gold=gold, predictions=predictions, labels=label_list, min_confidence=min_confidence
+    )
+    inputs = {"--gold": gold, "--predictions": predictions}
+    score_into(score, inputs=inputs, outputs={}, report=report, errors=errors, json_output=json_output)
+
+
+def score_into(
+    score: Callable, *, inputs: dict, outputs: dict, report: Path | None, errors: Path | None, json_output: bool
+) -> None:
+    """Score (`score(on_error=...)`, which gets each wrong sentence's row) into the report, its
+    pages and the errors file, written together, after every output (`outputs` and those of the
+    report and errors) is checked against `inputs`; then say what was written."""
+    refuse_collisions(inputs, {**(report_outputs(report) if report is not None else {}), "--errors": errors, **outputs})
     check_report_path(report)
     with written_together(report, errors) as stage:  # the report's lock covers its pages
         with errors_file(stage(errors) if errors is not None else None) as on_error:
-            result = score_prediction_files(
-                gold=gold, predictions=predictions, labels=label_list, on_error=on_error, min_confidence=min_confidence
-            )
+            result = score(on_error=on_error)
         data = write_report(result, report=stage(report) if report is not None else None)
     finish(result, data, report=report, json_output=json_output)
 
