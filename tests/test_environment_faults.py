@@ -168,3 +168,19 @@ def test_predict_on_a_full_disk_names_its_partial_file_and_keeps_the_rows(tmp_pa
         result = invoke("predict", "--endpoint", server.url, "--data", data, "--out", out)
     assert result.exit_code == 0, result.output
     assert len(out.read_text(encoding="utf-8").splitlines()) == 9
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full is Linux's always-full device")
+def test_predict_onto_a_really_full_device_names_its_partial_file(tmp_path):
+    """A real full device (ENOSPC at every write): the row's write fails, and closing the file,
+    which flushes the same bytes again, fails too; the one line still names the file."""
+    from test_openai_engine import FakeServer
+
+    data = tmp_path / "dev.jsonl"
+    data.write_bytes(GOLD.read_bytes())
+    out = tmp_path / "predictions.jsonl"
+    (tmp_path / "predictions.jsonl.partial").symlink_to("/dev/full")
+    with FakeServer() as server:
+        line = one_error_line(invoke("predict", "--endpoint", server.url, "--data", data, "--out", out))
+    assert line == f"nerft: error: {out}.partial: no space left on the device"
+    assert not out.exists()

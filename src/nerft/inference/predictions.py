@@ -246,9 +246,12 @@ class ResumablePredictions:
         self.meta.unlink(missing_ok=True)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        # Closing flushes what a failed write left buffered: on a full disk that fails again, and
+        # that error, raised while the first is handled, must name the file too.
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            with naming_os_errors(self.partial):
+                handle.close()
 
 
 def partial_path(out: str | os.PathLike) -> Path:
