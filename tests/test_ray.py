@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
-from rows import assert_same_rows
+from rows import assert_same_rows, rows_of
 from typer.testing import CliRunner
 
 from nerft.cli.main import app
@@ -200,6 +200,27 @@ def test_predict_on_two_ray_nodes_is_single_process_predict_and_resumes(
     assert result.exit_code == 0, result.output
     assert "wrote 32 predictions" in result.stderr and "(20 kept from an earlier run)" in result.stderr
     assert_same_rows(from_folder, single_process)
+
+
+def test_ray_writes_shards_and_resumes_in_the_last_one(ray_cluster, learned_run, single_process, tmp_path):
+    """--shard-rows on the cluster: a run cut after 13 rows (one full shard of 10, 3 rows of the
+    next and a row cut mid-write) resumes there; the 4 shards are single-process predict's rows."""
+    lines = single_process.read_text(encoding="utf-8").splitlines(keepends=True)
+    out = tmp_path / "shards"
+    partial = tmp_path / "shards.partial"
+    partial.mkdir()
+    (partial / "part-00000.jsonl").write_text("".join(lines[:10]), encoding="utf-8")
+    (partial / "part-00001.jsonl").write_text("".join(lines[10:13]) + lines[13][:20], encoding="utf-8")
+    argv = ["predict", "--run", str(learned_run), "--data", str(SAMPLE), "--engine", "hf", "--out", str(out)]
+    result = CliRunner().invoke(app, [*argv, "--shard-rows", "10", "--ray", ray_cluster, "--ray-actors", "2"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 32 predictions" in result.stderr and "(13 kept from an earlier run)" in result.stderr
+    assert "(4 shards of at most 10 rows)" in result.stderr
+    shards = [out / f"part-0000{index}.jsonl" for index in range(4)]
+    assert sorted(out.iterdir()) == shards
+    assert [len(shard.read_text(encoding="utf-8").splitlines()) for shard in shards] == [10, 10, 10, 2]
+    assert_same_rows([row for shard in shards for row in rows_of(shard)], single_process)
+    assert not partial.exists()
 
 
 def test_eval_on_ray_scores_like_single_process(ray_cluster, learned_run, single_process, tmp_path):

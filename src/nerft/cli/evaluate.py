@@ -29,7 +29,7 @@ def command(
         Optional[Path],
         typer.Option(
             "--predictions",
-            help='JSON Lines with the raw model answer in "predict" (e.g. generated_predictions.jsonl), one per gold record, same order.',
+            help='JSON Lines with the raw model answer in "predict" (e.g. generated_predictions.jsonl), one per gold record, same order; or the folder of shards `nerft predict --shard-rows` wrote.',
         ),
     ] = None,
     report: Annotated[

@@ -34,6 +34,14 @@ def command(
         bool, typer.Option("--keep-unsupported", help="Keep entities that are not substrings of their sentence.")
     ] = False,
     min_confidence: MinConfidence = None,
+    shard_rows: Annotated[
+        Optional[int],
+        typer.Option(
+            "--shard-rows",
+            min=1,
+            help="Write --out as a folder of shards of N rows each (part-00000.jsonl, ...), in input order: for a corpus too large for one file. Resumable like a file.",
+        ),
+    ] = None,
     restart: Restart = False,
     json_output: JsonOutput = False,
     *,
@@ -48,11 +56,14 @@ def command(
     if data is not None and text is not None:
         raise ConfigError("give --data or --text, not both")
     remote = data is not None and "://" in data
-    if out is not None:
+    inputs = {"--data": None if remote else data}
+    if shard_rows is not None:
+        _check_shard_folder(out, inputs)
+    elif out is not None:
         from nerft.inference.predictions import partial_path
         from nerft.io import refuse_collisions
 
-        refuse_collisions({"--data": None if remote else data}, {"--out": out, "its partial file": partial_path(out)})
+        refuse_collisions(inputs, {"--out": out, "its partial file": partial_path(out)})
     run = load_run(run_dir) if run_dir is not None else None
     if run is None and options.endpoint is None:
         raise ConfigError("nothing to predict with: give --run RUN_DIR (a trained run) or --endpoint URL (a server)")
@@ -90,13 +101,35 @@ def command(
         min_confidence=min_confidence,
         input_file=data if data is not None and not remote and Path(data).is_file() else None,
         restart=restart,
+        shard_rows=shard_rows,
     )
     if text is not None:
         _show_entities(rows[0], json_output)
         return
-    log(counts.summary(out))
+    log(
+        counts.summary(out)
+        + (f" ({_shards(counts.records, shard_rows)} of at most {shard_rows} rows)" if shard_rows else "")
+    )
     if json_output and out is not None:
         print_json(counts.to_dict())
+
+
+def _check_shard_folder(out: Path | None, inputs: dict) -> None:
+    """Refuse, before any work, a --shard-rows --out that cannot be a folder of shards."""
+    from nerft.errors import ConfigError
+    from nerft.inference.predictions import partial_path, shard_folder_problem
+    from nerft.io import refuse_collisions
+
+    if out is None:
+        raise ConfigError("--shard-rows writes a folder of shards: give it with --out FOLDER")
+    if (problem := shard_folder_problem(out)) is not None:
+        raise ConfigError(f"--out {out}: {problem}", hint="give --out a new folder, or one of an earlier run's shards")
+    refuse_collisions(inputs, {}, replaced_folders={"--out": out, "its partial folder": partial_path(out)})
+
+
+def _shards(rows: int, shard_rows: int) -> str:
+    count = -(-rows // shard_rows)
+    return f"{count} shard{'s' if count != 1 else ''}"
 
 
 def _print_row(row: dict) -> None:

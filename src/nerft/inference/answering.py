@@ -39,6 +39,7 @@ def predict_records(
     max_chars: int = CLUENER_LONGEST_CHARS,
     input_file: str | os.PathLike | None = None,
     restart: bool = False,
+    shard_rows: int | None = None,
 ) -> PredictionCounts:
     """Answer every record, in order, into `out` (resumable) and/or `sink` (called per row).
 
@@ -47,7 +48,8 @@ def predict_records(
     than `max_chars` is asked about in pieces (`nerft.inference.documents`), which the engine
     batches like any requests; its row is still one row, with offsets in the whole text. `input_file`,
     the file the records come from, is part of what a resumed run must find again; `restart`
-    deletes the rows an unfinished run kept instead of resuming (`ResumablePredictions`). `out`
+    deletes the rows an unfinished run kept instead of resuming (`ResumablePredictions`); with
+    `shard_rows`, `out` is a folder of shards of that many rows (`ShardedPredictions`). `out`
     has one writer, this process, while it is written (`nerft.io.sole_writer`)."""
     total = len(records) if isinstance(records, Sized) else None
     counts = PredictionCounts(engine=engine.describe())
@@ -108,7 +110,15 @@ def predict_records(
             raise RuntimeError(f"the {engine.name} engine stopped asking for requests after {answered}")
 
     with sole_writer(out):
-        store = resumable(out, engine.describe(), fmt, max_chars=max_chars, input_file=input_file, restart=restart)
+        store = resumable(
+            out,
+            engine.describe(),
+            fmt,
+            max_chars=max_chars,
+            input_file=input_file,
+            restart=restart,
+            shard_rows=shard_rows,
+        )
         if store:
             keep_resumed(store, remaining, counts, sink)
         write_rows(rows(), store=store, sink=sink, counts=counts, total=total)

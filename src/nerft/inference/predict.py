@@ -48,6 +48,7 @@ def predict(
     min_confidence: float | None = None,
     input_file: str | os.PathLike | None = None,
     restart: bool = False,
+    shard_rows: int | None = None,
 ) -> PredictionCounts:
     """Open the engine of `options`, answer `records`, close the engine.
 
@@ -76,6 +77,7 @@ def predict(
                 keep_unsupported=keep_unsupported,
                 min_confidence=min_confidence,
                 restart=restart,
+                shard_rows=shard_rows,
             )
     if options.engine is None and not options.endpoint:
         sentences = len(records) if isinstance(records, Sized) else None
@@ -95,6 +97,7 @@ def predict(
                 max_chars=piece_chars(run),
                 input_file=input_file,
                 restart=restart,
+                shard_rows=shard_rows,
             )
         finally:
             opened.close()

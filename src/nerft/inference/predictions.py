@@ -37,6 +37,8 @@ file is renamed to `<out>` in one step, so `<out>` is never half-written.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -46,7 +48,7 @@ from nerft.data.records import CluenerRecord
 from nerft.errors import DataError, ServerError
 from nerft.inference.engines import Generation, whole_characters
 from nerft.inference.grounding import answer_confidence, item_confidences
-from nerft.io import json_line, json_row, naming_os_errors, read_json, write_json_atomic
+from nerft.io import json_line, json_row, naming_os_errors, read_json, replace_dir, write_json_atomic
 from nerft.metrics.clue import split_in_text
 from nerft.metrics.parse import Mention, parse_output
 from nerft.metrics.spans import occurrences
@@ -186,6 +188,7 @@ class ResumablePredictions:
         self.source = {key: value for key, value in source.items() if key != "endpoint"}
         self.restart = restart
         self._handle = None
+        self.writing = self.partial  # the file rows are appended to
 
     def resume(self, records: Iterator[CluenerRecord]) -> Iterator[dict]:
         """The rows kept from an earlier run, each checked against the next record of `records`
@@ -197,34 +200,18 @@ class ResumablePredictions:
             return
         if not self.partial.is_file():
             return
-        hint = "--restart deletes them and predicts everything again"
+        self.check_settings()
+        yield from kept_rows(self.partial, records, hint=RESTART_HINT)
+
+    def check_settings(self) -> None:
+        """Refuse kept rows that were answered with other settings than this run's."""
         if self.meta.is_file():  # a partial file put there by hand has none: its sentences are still checked
-            started = read_json(self.meta, expect=object, hint=hint)
+            started = read_json(self.meta, expect=object, hint=RESTART_HINT)
             if started != self.source:
                 raise DataError(
-                    f"{self.partial} was started with other settings: {_difference(started, self.source)}", hint=hint
+                    f"{self.partial} was started with other settings: {_difference(started, self.source)}",
+                    hint=RESTART_HINT,
                 )
-        complete_bytes = 0
-        with open(self.partial, "rb") as handle:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.endswith(b"\n"):
-                    break  # the run stopped mid-line: that row is predicted again
-                row = json_line(
-                    line.decode("utf-8", "replace"),
-                    str(self.partial),
-                    lineno,
-                    hint=hint,
-                )
-                record = next(records, None)
-                if record is None or row.get("text") != record.text:
-                    raise DataError(
-                        f"{self.partial}:{lineno}: predicts another sentence than record {lineno} of the input",
-                        hint=hint,
-                    )
-                yield row
-                complete_bytes += len(line)
-        if complete_bytes != self.partial.stat().st_size:
-            os.truncate(self.partial, complete_bytes)
 
     def append(self, row: dict) -> None:
         if self._handle is None:
@@ -250,8 +237,142 @@ class ResumablePredictions:
         # that error, raised while the first is handled, must name the file too.
         handle, self._handle = self._handle, None
         if handle is not None:
-            with naming_os_errors(self.partial):
+            with naming_os_errors(self.writing):
                 handle.close()
+
+
+SHARD_NAME = "part-{:05d}.jsonl"
+SHARD_FILE = re.compile(r"part-\d{5,}\.jsonl")
+
+
+class ShardedPredictions(ResumablePredictions):
+    """`<out>` as a folder of shards for a corpus too large for one file: `part-00000.jsonl`,
+    `part-00001.jsonl`, ..., each `shard_rows` rows in input order (the last one fewer), so
+    `cat <out>/part-*.jsonl` is the one file `--out FILE` would hold. Written as `<out>.partial/`,
+    one shard after the other (each made durable before the next is begun), and put at `<out>` in
+    one step when every record has its row (`nerft.io.replace_dir`: a shard folder of an earlier
+    run there is replaced; `shard_folder_problem` refuses any other folder first). The shard size
+    is one of the kept settings: a resumed run must cut its shards alike."""
+
+    def __init__(self, out: str | os.PathLike, source: dict, *, shard_rows: int, restart: bool = False):
+        super().__init__(out, {**source, "shard_rows": shard_rows}, restart=restart)
+        self.shard_rows = shard_rows
+        self._shard = 0  # the shard rows are appended to, and the rows it holds
+        self._in_shard = 0
+        self._started = False  # the settings are recorded beside the partial folder
+
+    def shard(self, index: int) -> Path:
+        return self.partial / SHARD_NAME.format(index)
+
+    def resume(self, records: Iterator[CluenerRecord]) -> Iterator[dict]:
+        if self.restart:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            self.meta.unlink(missing_ok=True)
+            return
+        if not self.partial.is_dir():
+            return
+        self.check_settings()
+        index = 0
+        while (path := self.shard(index)).is_file():
+            self._shard, self._in_shard = index, 0
+            for row in kept_rows(path, records, first=index * self.shard_rows + 1):
+                self._in_shard += 1
+                if self._in_shard > self.shard_rows:
+                    raise DataError(f"{path}: holds more than {self.shard_rows} rows, a shard's", hint=RESTART_HINT)
+                yield row
+            if self._in_shard < self.shard_rows:
+                if self.shard(index + 1).exists():
+                    raise DataError(
+                        f"{path}: holds {self._in_shard} rows, not {self.shard_rows}, and another shard follows it",
+                        hint=RESTART_HINT,
+                    )
+                return
+            index += 1
+        self._shard, self._in_shard = index, 0
+
+    def append(self, row: dict) -> None:
+        if self._handle is None:
+            if not self._started:
+                write_json_atomic(self.meta, self.source)
+                self._started = True
+            with naming_os_errors(self.partial):
+                self.partial.mkdir(parents=True, exist_ok=True)
+            self.writing = self.shard(self._shard)
+            self._handle = open(self.writing, "a", encoding="utf-8", newline="\n")
+        with naming_os_errors(self.writing):
+            self._handle.write(json_row(row))
+            self._handle.flush()
+        self._in_shard += 1
+        if self._in_shard == self.shard_rows:  # full: durable before the next one is begun
+            self._seal()
+            self._shard, self._in_shard = self._shard + 1, 0
+
+    def finish(self) -> None:
+        self._seal()
+        with naming_os_errors(self.partial):
+            self.partial.mkdir(parents=True, exist_ok=True)
+        if (problem := shard_folder_problem(self.out)) is not None:
+            raise DataError(f"{self.out}: {problem}", hint="give --out a new folder, or one of an earlier run's shards")
+        with naming_os_errors(self.out):
+            replace_dir(self.partial, self.out)
+        self.meta.unlink(missing_ok=True)
+
+    def _seal(self) -> None:
+        if self._handle is not None:
+            with naming_os_errors(self.writing):
+                os.fsync(self._handle.fileno())
+        self.close()
+
+
+def shard_files(folder: str | os.PathLike) -> list[Path]:
+    """The shards of a folder `ShardedPredictions` wrote, in order."""
+    shards = [item for item in Path(folder).iterdir() if SHARD_FILE.fullmatch(item.name)]
+    return sorted(shards, key=lambda item: int(item.name[5:-6]))
+
+
+def shard_folder_problem(out: str | os.PathLike) -> str | None:
+    """Why `out` cannot receive the shards of `ShardedPredictions`: it is a file, or a folder that
+    holds anything but shards (an earlier run's, which are replaced); None when it can."""
+    out = Path(out)
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        return "is a file, not a folder of shards"
+    others = sorted(item.name for item in out.iterdir() if not SHARD_FILE.fullmatch(item.name))
+    if others:
+        return (
+            f"holds {others[0]}"
+            + (f" and {len(others) - 1} more" if len(others) > 1 else "")
+            + ", not only shards: nerft would delete it"
+        )
+    return None
+
+
+RESTART_HINT = "--restart deletes them and predicts everything again"
+
+
+def kept_rows(
+    path: Path, records: Iterator[CluenerRecord], *, first: int = 1, hint: str = RESTART_HINT
+) -> Iterator[dict]:
+    """The complete rows of the kept file `path`, each checked against the next of `records` (which
+    it consumes; `first` is the number of the record its first line answers); a last line cut
+    mid-write is truncated away, to be predicted again."""
+    complete_bytes = 0
+    with open(path, "rb") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.endswith(b"\n"):
+                break  # the run stopped mid-line: that row is predicted again
+            row = json_line(line.decode("utf-8", "replace"), str(path), lineno, hint=hint)
+            record = next(records, None)
+            if record is None or row.get("text") != record.text:
+                raise DataError(
+                    f"{path}:{lineno}: predicts another sentence than record {first + lineno - 1} of the input",
+                    hint=hint,
+                )
+            yield row
+            complete_bytes += len(line)
+    if complete_bytes != path.stat().st_size:
+        os.truncate(path, complete_bytes)
 
 
 def partial_path(out: str | os.PathLike) -> Path:
@@ -298,12 +419,16 @@ def resumable(
     max_chars: int,
     input_file: str | os.PathLike | None = None,
     restart: bool = False,
+    shard_rows: int | None = None,
 ) -> ResumablePredictions | None:
     """The resumable predictions file `out` with what decides its answers (`prediction_source`),
-    or None without `out`: only then is the input file read for its identity."""
+    a folder of shards of `shard_rows` rows each with it (`ShardedPredictions`), or None without
+    `out`: only then is the input file read for its identity."""
     if out is None:
         return None
     settings = prediction_source(description, fmt, max_chars=max_chars, input_file=input_file)
+    if shard_rows is not None:
+        return ShardedPredictions(out, settings, shard_rows=shard_rows, restart=restart)
     return ResumablePredictions(out, settings, restart=restart)
 
 

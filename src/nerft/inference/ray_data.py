@@ -272,6 +272,7 @@ def predict_on_ray(
     keep_unsupported: bool = False,
     min_confidence: float | None = None,
     restart: bool = False,
+    shard_rows: int | None = None,
     predictor: type | None = None,
 ) -> PredictionCounts:
     """Answer every record of `data` on the Ray cluster of `options.ray`, in input order, into `out`
@@ -292,7 +293,9 @@ def predict_on_ray(
     files, filesystem = jsonl_files(data)
     # the input's identity where it is one local file (a folder or a URI is known by its name)
     local_file = files[0] if len(files) == 1 and "://" not in str(data) else None
-    store = resumable(out, description, fmt, max_chars=piece_chars(run), input_file=local_file, restart=restart)
+    store = resumable(
+        out, description, fmt, max_chars=piece_chars(run), input_file=local_file, restart=restart, shard_rows=shard_rows
+    )
     first, skip = resume_point(store, files, filesystem, run.labels, counts, sink) if store else (0, 0)
 
     address = connect(ray, options.ray or RAY_DEFAULT)

@@ -250,6 +250,7 @@ class PredictionLine(NamedTuple):
     answer: str
     confidences: dict[Mention, float | None] | None
     text: str | None  # the sentence, where the row carries it (`nerft predict`'s rows do)
+    source: str  # the file of the line: the predictions file, or one shard of a folder of them
 
 
 def _clip(text: str, width: int = 30) -> str:
@@ -259,7 +260,21 @@ def _clip(text: str, width: int = 30) -> str:
 def iter_prediction_rows(path: str | os.PathLike) -> Iterator[PredictionLine]:
     """The answer of each line, with its entity confidences (those of `nerft predict`'s rows,
     `nerft.metrics.confidence.row_confidences`; None for a file of answers only) and, where the row
-    carries it, the sentence it answers."""
+    carries it, the sentence it answers. A folder is the shards `nerft predict --shard-rows` wrote,
+    read in order as one file."""
+    if not Path(path).is_dir():
+        yield from _file_prediction_rows(path)
+        return
+    from nerft.inference.predictions import shard_files
+
+    shards = shard_files(path)
+    if not shards:
+        raise DataError(f"{path}: a folder without shards (part-00000.jsonl, ...) of predictions")
+    for shard in shards:
+        yield from _file_prediction_rows(shard)
+
+
+def _file_prediction_rows(path: str | os.PathLike) -> Iterator[PredictionLine]:
     with open_text(path) as handle:
         try:
             for lineno, line in enumerate(handle, start=1):
@@ -274,7 +289,7 @@ def iter_prediction_rows(path: str | os.PathLike) -> Iterator[PredictionLine]:
                     )
                 text = row.get("text")
                 yield PredictionLine(
-                    lineno, row["predict"], row_confidences(row), text if isinstance(text, str) else None
+                    lineno, row["predict"], row_confidences(row), text if isinstance(text, str) else None, str(path)
                 )
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
@@ -303,7 +318,7 @@ def score_prediction_files(
         if line.text is not None and line.text != record.text:
             gold_line = f":{record.line}" if record.line else ""
             raise DataError(
-                f"{predictions}:{line.lineno}: predicts {_clip(line.text)!r}, not the gold sentence "
+                f"{line.source}:{line.lineno}: predicts {_clip(line.text)!r}, not the gold sentence "
                 f"{_clip(record.text)!r} ({record.source or gold}{gold_line})",
                 hint="the predictions must be of the gold records, in the same order",
             )
