@@ -9,6 +9,13 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test processes on the 2 cores (pyproject's `-n 2`): one thread each, in every process they
+    # start too (servers, llamafactory-cli). OpenMP threads that spin while another process holds the
+    # other core make a model many times slower (`one_thread`), and equal thread counts give equal
+    # arithmetic, so answers compared across processes stay identical.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("NERFT_SHARED") or ROOT.parent / "shared")  # NERFT_SHARED: a checkout elsewhere
 SAMPLE = ROOT / "data" / "sample"
@@ -62,9 +69,32 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_qwen2(session_cache_dir(tmp_path_factory) / "models" / "nerft" / "tiny-qwen2")
 
 
+def session_root(tmp_path_factory) -> Path:
+    """The temporary folder of the whole test session: under pytest-xdist, the one its workers
+    share (each worker's own is a folder of it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 def session_cache_dir(tmp_path_factory) -> Path:
-    """The NERFT_CACHE of the whole test session."""
-    return tmp_path_factory.getbasetemp() / "nerft-cache"
+    """The NERFT_CACHE of the whole test session, shared by its workers: what nerft builds there
+    (the tiny model, the converted SmolLM2, merged models) it builds under a lock, atomically."""
+    return session_root(tmp_path_factory) / "nerft-cache"
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(folder)` run once per test session, whichever worker asks first (the others wait for
+    it, under a lock); the folder it filled, which nothing may write into."""
+    from filelock import FileLock
+
+    folder = session_root(tmp_path_factory) / name
+    done = folder.parent / f"{name}.done"
+    with FileLock(str(folder.parent / f"{name}.lock")):
+        if not done.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            build(folder)
+            done.touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -120,15 +150,16 @@ def learned_run(tmp_path_factory) -> Path:
 
     from nerft.cli.main import app
 
-    run_dir = tmp_path_factory.mktemp("learned") / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NERFT_CACHE", str(session_cache_dir(tmp_path_factory)))
-        patch.chdir(ROOT)
-        result = CliRunner().invoke(app, ["train", "tiny-cpu", "--output-dir", str(run_dir)])
-    assert result.exit_code == 0, result.stderr[-3000:]
-    (run_dir.parent / "train.stdout").write_text(result.stdout, encoding="utf-8")
-    (run_dir.parent / "train.stderr").write_text(result.stderr, encoding="utf-8")
-    return run_dir
+    def train(folder: Path) -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("NERFT_CACHE", str(session_cache_dir(tmp_path_factory)))
+            patch.chdir(ROOT)
+            result = CliRunner().invoke(app, ["train", "tiny-cpu", "--output-dir", str(folder / "run")])
+        assert result.exit_code == 0, result.stderr[-3000:]
+        (folder / "train.stdout").write_text(result.stdout, encoding="utf-8")
+        (folder / "train.stderr").write_text(result.stderr, encoding="utf-8")
+
+    return built_once(tmp_path_factory, "learned", train) / "run"
 
 
 @pytest.fixture(scope="module")
