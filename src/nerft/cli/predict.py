@@ -117,13 +117,13 @@ def command(
 def _check_shard_folder(out: Path | None, inputs: dict) -> None:
     """Refuse, before any work, a --shard-rows --out that cannot be a folder of shards."""
     from nerft.errors import ConfigError
-    from nerft.inference.predictions import partial_path, shard_folder_problem
+    from nerft.inference.predictions import SHARD_FOLDER_HINT, partial_path, shard_folder_problem
     from nerft.io import refuse_collisions
 
     if out is None:
         raise ConfigError("--shard-rows writes a folder of shards: give it with --out FOLDER")
     if (problem := shard_folder_problem(out)) is not None:
-        raise ConfigError(f"--out {out}: {problem}", hint="give --out a new folder, or one of an earlier run's shards")
+        raise ConfigError(f"--out {out}: {problem}", hint=SHARD_FOLDER_HINT)
     refuse_collisions(inputs, {}, replaced_folders={"--out": out, "its partial folder": partial_path(out)})
 
 

@@ -201,7 +201,7 @@ class ResumablePredictions:
         if not self.partial.is_file():
             return
         self.check_settings()
-        yield from kept_rows(self.partial, records, hint=RESTART_HINT)
+        yield from kept_rows(self.partial, records)
 
     def check_settings(self) -> None:
         """Refuse kept rows that were answered with other settings than this run's."""
@@ -243,6 +243,7 @@ class ResumablePredictions:
 
 SHARD_NAME = "part-{:05d}.jsonl"
 SHARD_FILE = re.compile(r"part-\d{5,}\.jsonl")
+SHARD_FOLDER_HINT = "give --out a new folder, or one of an earlier run's shards"
 
 
 class ShardedPredictions(ResumablePredictions):
@@ -312,7 +313,7 @@ class ShardedPredictions(ResumablePredictions):
         with naming_os_errors(self.partial):
             self.partial.mkdir(parents=True, exist_ok=True)
         if (problem := shard_folder_problem(self.out)) is not None:
-            raise DataError(f"{self.out}: {problem}", hint="give --out a new folder, or one of an earlier run's shards")
+            raise DataError(f"{self.out}: {problem}", hint=SHARD_FOLDER_HINT)
         with naming_os_errors(self.out):
             replace_dir(self.partial, self.out)
         self.meta.unlink(missing_ok=True)
@@ -351,9 +352,7 @@ def shard_folder_problem(out: str | os.PathLike) -> str | None:
 RESTART_HINT = "--restart deletes them and predicts everything again"
 
 
-def kept_rows(
-    path: Path, records: Iterator[CluenerRecord], *, first: int = 1, hint: str = RESTART_HINT
-) -> Iterator[dict]:
+def kept_rows(path: Path, records: Iterator[CluenerRecord], *, first: int = 1) -> Iterator[dict]:
     """The complete rows of the kept file `path`, each checked against the next of `records` (which
     it consumes; `first` is the number of the record its first line answers); a last line cut
     mid-write is truncated away, to be predicted again."""
@@ -362,12 +361,12 @@ def kept_rows(
         for lineno, line in enumerate(handle, start=1):
             if not line.endswith(b"\n"):
                 break  # the run stopped mid-line: that row is predicted again
-            row = json_line(line.decode("utf-8", "replace"), str(path), lineno, hint=hint)
+            row = json_line(line.decode("utf-8", "replace"), str(path), lineno, hint=RESTART_HINT)
             record = next(records, None)
             if record is None or row.get("text") != record.text:
                 raise DataError(
                     f"{path}:{lineno}: predicts another sentence than record {first + lineno - 1} of the input",
-                    hint=hint,
+                    hint=RESTART_HINT,
                 )
             yield row
             complete_bytes += len(line)
